@@ -1,0 +1,106 @@
+"""Moments: mean, biased variance and count of a set of values, merged exactly.
+
+Two sets with moments (μ_a, σ²_a, n_a) and (μ_b, σ²_b, n_b) merge into (Chan, Golub & LeVeque
+1979)
+
+$$ n = n_a + n_b,\\quad δ = μ_b - μ_a,\\quad μ = μ_a + δ\\,n_b/n,\\quad
+   σ^2 = (n_a σ^2_a + n_b σ^2_b + δ^2 n_a n_b / n)/n. $$
+
+The merge is exact (no E[x²] − E[x]² cancellation), which is what lets instance moments become
+layer or batch moments (Switchable Norm), batches become population moments (precise BN) and
+workers become global moments (sync). Statistics of fp16/bf16 inputs are kept in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics are computed in: float32 for fp16/bf16 inputs, else the input's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Mean, biased variance and element count of one or many sets of values.
+
+    ``mean`` and ``var`` have one entry per set; ``count`` is the number of values per set,
+    either a Python int (all sets equal) or a tensor broadcastable to ``mean``.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+        >>> m = Moments.from_tensor(x[:, :1], dims=(1,)).merge(Moments.from_tensor(x[:, 1:], (1,)))
+        >>> m.mean.item(), m.var.item(), int(m.count)
+        (2.5, 1.25, 4)
+    """
+
+    mean: Tensor
+    var: Tensor
+    count: Tensor | int
+
+    @classmethod
+    def from_tensor(cls, x: Tensor, dims: Sequence[int]) -> Moments:
+        """Moments over ``dims`` of ``x`` (two-pass, accumulated in float32 for fp16/bf16)."""
+        dims = tuple(dims)
+        xs = x.to(accumulation_dtype(x.dtype))
+        count = 1
+        for d in dims:
+            count *= x.shape[d]
+        if count == 0:
+            shape = [s for i, s in enumerate(x.shape) if i not in {d % x.dim() for d in dims}]
+            zeros = xs.new_zeros(shape)
+            return cls(zeros, zeros.clone(), 0)
+        var, mean = torch.var_mean(xs, dim=dims, correction=0)
+        return cls(mean, var, count)
+
+    @property
+    def unbiased_var(self) -> Tensor:
+        """σ² · n / (n − 1), the estimate PyTorch stores in ``running_var``."""
+        n = self.count
+        if isinstance(n, int):
+            return self.var * (n / (n - 1)) if n > 1 else self.var
+        n = n.to(self.var.dtype)
+        return torch.where(n > 1, self.var * n / (n - 1).clamp(min=1), self.var)
+
+    def merge(self, other: Moments) -> Moments:
+        """Moments of the union of the two sets (exact)."""
+        na, nb = self.count, other.count
+        total: Tensor | int
+        if isinstance(na, int) and isinstance(nb, int):
+            if na == 0:
+                return other
+            if nb == 0:
+                return self
+            total = na + nb
+            wa, wb = na / total, nb / total
+        else:
+            ta = torch.as_tensor(na, dtype=self.mean.dtype, device=self.mean.device)
+            tb = torch.as_tensor(nb, dtype=self.mean.dtype, device=self.mean.device)
+            total = ta + tb
+            wa, wb = ta / total.clamp(min=1), tb / total.clamp(min=1)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * wb
+        var = self.var * wa + other.var * wb + delta.square() * (wa * wb)
+        return Moments(mean, var, total)
+
+    def reduce(self, dim: int) -> Moments:
+        """Merge the sets along ``dim`` of the statistic tensors into one set each."""
+        if isinstance(self.count, int):
+            mean = self.mean.mean(dim)
+            spread = (self.mean - mean.unsqueeze(dim)).square().mean(dim)
+            return Moments(mean, self.var.mean(dim) + spread, self.count * self.mean.shape[dim])
+        count = torch.broadcast_to(self.count.to(self.mean.dtype), self.mean.shape)
+        total = count.sum(dim)
+        weight = count / total.clamp(min=1).unsqueeze(dim)
+        mean = (weight * self.mean).sum(dim)
+        spread = (weight * (self.mean - mean.unsqueeze(dim)).square()).sum(dim)
+        return Moments(mean, (weight * self.var).sum(dim) + spread, total)
+
+    def is_finite(self) -> Tensor:
+        """A 0-dim bool tensor: every mean and variance is finite."""
+        return torch.isfinite(self.mean).all() & torch.isfinite(self.var).all()

@@ -1,0 +1,180 @@
+"""Exceptions and the checks that raise them: every user-facing message is built here.
+
+All exceptions subclass :class:`ValueError`, so ``except ValueError`` keeps working. Each message
+names the argument, the value received and a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "NormlabError",
+    "UnknownNameError",
+]
+
+
+class NormlabError(ValueError):
+    """Base class of every error normlab raises for bad user input."""
+
+
+class ConfigError(NormlabError):
+    """A constructor argument or a loaded state is invalid."""
+
+
+class InputError(NormlabError):
+    """A forward input does not fit the layer."""
+
+
+class UnknownNameError(NormlabError):
+    """A registry lookup named no known method."""
+
+
+def check_num_features(num_features: object, owner: str = "num_features") -> int:
+    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
+        raise ConfigError(
+            f"{owner} must be a positive int; got {num_features!r}. "
+            "Pass the number of channels of the input, e.g. 64."
+        )
+    return num_features
+
+
+def check_eps(eps: object) -> float:
+    if (
+        isinstance(eps, bool)
+        or not isinstance(eps, (int, float))
+        or not math.isfinite(eps)
+        or eps <= 0
+    ):
+        raise ConfigError(
+            f"eps must be a positive finite float; got {eps!r}. "
+            "It keeps the division stable; the usual value is 1e-5."
+        )
+    return float(eps)
+
+
+def check_optional_eps(eps: object) -> float | None:
+    return None if eps is None else check_eps(eps)
+
+
+def check_momentum(momentum: object) -> float | None:
+    if momentum is None:
+        return None
+    if (
+        isinstance(momentum, bool)
+        or not isinstance(momentum, (int, float))
+        or not 0.0 <= momentum <= 1.0  # also false for NaN
+    ):
+        raise ConfigError(
+            f"momentum must be in [0, 1] or None; got {momentum!r}. It is the weight of the "
+            "new batch in the running average (PyTorch convention; 0.1 is the usual value, "
+            "None gives a cumulative average). A TF/Keras decay d corresponds to 1 - d."
+        )
+    return float(momentum)
+
+
+def check_channel_dim(channel_dim: object) -> int:
+    if channel_dim not in (1, -1) or isinstance(channel_dim, bool):
+        raise ConfigError(
+            f"channel_dim must be 1 (input (N, C, *S)) or -1 (input (N, *S, C)); "
+            f"got {channel_dim!r}."
+        )
+    return int(channel_dim)  # type: ignore[call-overload]  # checked above: 1 or -1
+
+
+def check_groups(
+    num_features: int, num_groups: int | None, group_size: int | None, default: int = 32
+) -> int:
+    """Resolve ``num_groups`` / ``group_size`` into a number of groups that divides C."""
+    if num_groups is not None and group_size is not None:
+        raise ConfigError(
+            f"pass num_groups or group_size, not both; got num_groups={num_groups!r}, "
+            f"group_size={group_size!r}."
+        )
+    if group_size is not None:
+        check_num_features(group_size, "group_size")
+        if num_features % group_size:
+            raise ConfigError(
+                f"num_features ({num_features}) must be divisible by group_size ({group_size}); "
+                f"choose a group_size among {_divisors(num_features)}."
+            )
+        return num_features // group_size
+    groups = default if num_groups is None else num_groups
+    check_num_features(groups, "num_groups")
+    if num_features % groups:
+        raise ConfigError(
+            f"num_features ({num_features}) must be divisible by num_groups ({groups}); "
+            f"choose num_groups among {_divisors(num_features)} or pass group_size=."
+        )
+    return groups
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_input(layer: str, x: object, num_features: int, channel_dim: int) -> None:
+    """Check rank, dtype and channel count of a forward input."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{layer} expected a torch.Tensor input; got {type(x).__name__}.")
+    expected = _expected_shape(num_features, channel_dim)
+    if x.dim() < 2:
+        raise InputError(
+            f"{layer} expected input of shape {expected} (rank >= 2); got "
+            f"{tuple(x.shape)}. Add a batch dimension, e.g. x.unsqueeze(0)."
+        )
+    if not x.is_floating_point():
+        raise InputError(
+            f"{layer} expected a floating-point input; got dtype {x.dtype}. Convert it "
+            "first, e.g. x.float()."
+        )
+    if x.shape[channel_dim] != num_features:
+        other = -1 if channel_dim == 1 else 1
+        hint = (
+            f" For channels-{'last' if other == -1 else 'first'} input pass channel_dim={other}."
+            if x.shape[other] == num_features
+            else ""
+        )
+        raise InputError(
+            f"{layer} expected input of shape {expected} with channels at dim {channel_dim}; "
+            f"got {tuple(x.shape)}.{hint}"
+        )
+
+
+def _expected_shape(num_features: int, channel_dim: int) -> str:
+    return f"(N, {num_features}, *S)" if channel_dim == 1 else f"(N, *S, {num_features})"
+
+
+def one_value_per_statistic(layer: str, over: str, shape: Sequence[int]) -> InputError:
+    return InputError(
+        f"{layer} computes each statistic {over}, which holds 1 value per statistic for "
+        f"input of shape {tuple(shape)}: the output would be a constant. Use a larger batch "
+        "(DataLoader(drop_last=True) avoids a last batch of 1), call .eval() to use running "
+        "statistics, or use a per-sample norm such as GroupNorm."
+    )
+
+
+def invalid_state(layer: str, key: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"{layer}: cannot load {key!r}: {problem}. The checkpoint is corrupted or belongs to "
+        "another layer; load a valid state or call reset_running_stats()."
+    )
+
+
+def unknown_name(name: str, known: Iterable[str]) -> UnknownNameError:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownNameError(f"Unknown norm {name!r}.{hint} Known: {', '.join(known)}.")
+
+
+def bad_spec(spec: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"Invalid norm spec {spec!r}: {problem}. Specs look like 'bn', 'gn:32' or 'group_norm'."
+    )

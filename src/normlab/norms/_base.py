@@ -1,0 +1,165 @@
+"""What every normalization layer shares: arguments, affine parameters, running buffers, input
+checks, state loading and repr. Each method's file adds its math and nothing else."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from normlab import errors
+from normlab.core.axes import Axes
+
+
+def to_channels_first(x: Tensor, channel_dim: int) -> Tensor:
+    """A view of ``x`` with channels at dim 1 (NHWC becomes a channels_last NCHW view)."""
+    return x if channel_dim == 1 else x.movedim(-1, 1)
+
+
+def from_channels_first(y: Tensor, channel_dim: int) -> Tensor:
+    return y if channel_dim == 1 else y.movedim(1, -1)
+
+
+def check_set_size(layer: str, axes: Axes, x: Tensor, channel_dim: int) -> None:
+    """Refuse statistics computed over one value (the output would be a constant)."""
+    if x.numel() and axes.set_size(x.shape, channel_dim) == 1:
+        over = axes.describe().split(":")[0]
+        raise errors.one_value_per_statistic(layer, over, x.shape)
+
+
+class Norm(nn.Module):
+    """Base class of normlab's activation-normalization layers.
+
+    Subclasses set ``axes`` and implement ``forward``; shared keyword arguments are validated
+    here once, at construction.
+    """
+
+    _version = 2  # torch.nn BatchNorm's state-dict version: checkpoints load unchanged
+    _repr_keys: ClassVar[tuple[str, ...]] = ("eps", "affine")
+    axes: Axes
+    weight: nn.Parameter | None
+    bias: nn.Parameter | None
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        eps: float | None,
+        affine: bool,
+        channel_dim: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_features = errors.check_num_features(num_features)
+        self.eps = errors.check_optional_eps(eps)
+        self.affine = bool(affine)
+        self.channel_dim = errors.check_channel_dim(channel_dim)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        # registered even when None, like torch.nn, so surgery finds the names
+        weight = nn.Parameter(torch.empty(num_features, **factory)) if affine else None
+        self.register_parameter("weight", weight)
+        shift = nn.Parameter(torch.empty(num_features, **factory)) if affine and bias else None
+        self.register_parameter("bias", shift)
+
+    # running statistics -------------------------------------------------------------------
+    def _init_running_stats(
+        self,
+        track_running_stats: bool,
+        momentum: float | None,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        self.momentum = errors.check_momentum(momentum)
+        self.track_running_stats = bool(track_running_stats)
+        if self.track_running_stats:
+            factory: dict[str, Any] = {"device": device, "dtype": dtype}
+            self.register_buffer("running_mean", torch.zeros(self.num_features, **factory))
+            self.register_buffer("running_var", torch.ones(self.num_features, **factory))
+            self.register_buffer(
+                "num_batches_tracked",
+                torch.tensor(0, dtype=torch.long, device=device),
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, ``num_batches_tracked`` 0."""
+        if getattr(self, "running_mean", None) is not None:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Weight 1, bias 0, and fresh running statistics."""
+        self.reset_running_stats()
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    # forward helpers -------------------------------------------------------------------------
+    def _name(self) -> str:
+        return f"{type(self).__name__}({self.num_features})"
+
+    def _check_input(self, x: Tensor) -> None:
+        errors.check_input(self._name(), x, self.num_features, self.channel_dim)
+
+    def _check_set_size(self, x: Tensor, axes: Axes | None = None) -> None:
+        check_set_size(self._name(), axes or self.axes, x, self.channel_dim)
+
+    # state ------------------------------------------------------------------------------------
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        if getattr(self, "running_mean", None) is not None:
+            key = prefix + "num_batches_tracked"
+            if key not in state_dict and (local_metadata.get("version") or 0) < 2:
+                # checkpoints written before torch 0.4.1 have no counter: start it at 0
+                state_dict[key] = torch.tensor(0, dtype=torch.long)
+            self._validate_loaded_stats(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _validate_loaded_stats(self, state_dict: dict[str, Any], prefix: str) -> None:
+        name = self._name()
+        for key in ("running_mean", "running_var"):
+            value = state_dict.get(prefix + key)
+            if not isinstance(value, Tensor):
+                continue
+            if value.shape != (self.num_features,):
+                raise errors.invalid_state(
+                    name, key, f"shape {tuple(value.shape)}, expected ({self.num_features},)"
+                )
+            if not torch.isfinite(value).all():
+                raise errors.invalid_state(name, key, "it holds NaN or Inf values")
+            if key == "running_var" and (value < 0).any():
+                raise errors.invalid_state(name, key, f"negative variance {value.min().item()}")
+        count = state_dict.get(prefix + "num_batches_tracked")
+        if isinstance(count, Tensor) and count.numel() == 1 and count.item() < 0:
+            raise errors.invalid_state(name, "num_batches_tracked", f"negative ({count.item()})")
+
+    def extra_repr(self) -> str:
+        parts = [str(self.num_features)]
+        for key in self._repr_keys:
+            parts.append(f"{key}={getattr(self, key)}")
+        if self.channel_dim != 1:
+            parts.append(f"channel_dim={self.channel_dim}")
+        return ", ".join(parts)
+
+
+def finfo_eps(eps: float | None, x: Tensor) -> float:
+    """``eps``, or the input dtype's machine epsilon when it is None (torch RMSNorm's rule)."""
+    return torch.finfo(x.dtype).eps if eps is None else eps

@@ -1,0 +1,162 @@
+"""Batch Normalization (Ioffe & Szegedy 2015, arXiv:1502.03167).
+
+Fast path: ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
+tensor becomes a channels_last NCHW view, which the kernel reads without a copy).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from normlab import errors
+from normlab.core import axes as axes_lib
+from normlab.core.moments import Moments, accumulation_dtype
+from normlab.core.running import update_running_stats_
+from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+
+
+def batch_norm_with_moments(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Moments]:
+    """Training-mode BN of a channels-first ``x``, and the batch moments it normalized with."""
+    c = x.shape[1]
+    stats_dtype = weight.dtype if weight is not None else accumulation_dtype(x.dtype)
+    # momentum 1 into fresh zeros: the kernel writes the exact batch mean and unbiased
+    # variance there; the caller's buffers are never handed to ATen (the functional is pure).
+    mean = torch.zeros(c, dtype=stats_dtype, device=x.device)
+    unbiased = torch.zeros(c, dtype=stats_dtype, device=x.device)
+    y = torch.ops.aten._native_batch_norm_legit(x, weight, bias, mean, unbiased, True, 1.0, eps)[0]
+    n = x.numel() // c
+    var = unbiased * ((n - 1) / n)
+    return y, Moments(mean, var, n)
+
+
+def _batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    use_batch_stats: bool,
+    eps: float,
+) -> Tensor:
+    if x.numel() == 0:
+        return x.clone()
+    if use_batch_stats:
+        return torch.ops.aten._native_batch_norm_legit(x, weight, bias, True, 0.0, eps)[0]
+    return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+
+
+def batch_norm(
+    x: Tensor,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    *,
+    training: bool = False,
+    eps: float = 1e-5,
+    channel_dim: int = 1,
+) -> Tensor:
+    r"""Batch normalization; pure (never writes ``running_mean`` / ``running_var``).
+
+    $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$
+
+    μ, σ² over (N, *S), one per channel: the batch's (biased variance) when ``training`` or
+    when no running statistics are given, else ``running_mean`` / ``running_var``.
+
+    Shape:
+        x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
+
+    Example:
+        >>> x = torch.tensor([[1.0], [3.0]])
+        >>> batch_norm(x, training=True, eps=0.0)
+        tensor([[-1.],
+                [ 1.]])
+    """
+    channel_dim = errors.check_channel_dim(channel_dim)
+    c = (running_mean if running_mean is not None else weight)
+    errors.check_input("batch_norm", x, x.shape[channel_dim] if c is None else c.shape[0],
+                       channel_dim)
+    if (running_mean is None) != (running_var is None):
+        raise errors.InputError(
+            "batch_norm: pass both running_mean and running_var, or neither; got only "
+            f"{'running_mean' if running_var is None else 'running_var'}."
+        )
+    use_batch = training or running_mean is None
+    xc = to_channels_first(x, channel_dim)
+    if use_batch:
+        check_set_size("batch_norm", axes_lib.BATCH, xc, 1)
+    y = _batch_norm(xc, running_mean, running_var, weight, bias, use_batch, eps)
+    return from_channels_first(y, channel_dim)
+
+
+class BatchNorm(Norm):
+    r"""Batch Normalization for inputs of any rank (replaces BatchNorm1d/2d/3d).
+
+    $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$
+
+    μ, σ² over (N, *S), one per channel. Training: the batch's mean and biased variance, and
+    the running buffers are updated (see :mod:`normlab.core.running`: PyTorch's momentum
+    convention, unbiased variance stored, ``momentum=None`` = cumulative average). Eval: the
+    running statistics (the batch's when ``track_running_stats=False``).
+
+    Args:
+        num_features: C, the number of channels.
+
+    Shape:
+        Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
+
+    Example:
+        >>> bn = BatchNorm(2)
+        >>> y = bn(torch.tensor([[0.0, 2.0], [2.0, 6.0]]))
+        >>> bn.running_mean
+        tensor([0.1000, 0.4000])
+
+    References:
+        Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network Training by Reducing
+        Internal Covariate Shift", ICML 2015, arXiv:1502.03167.
+    """
+
+    _repr_keys = ("eps", "momentum", "affine", "track_running_stats")
+    axes = axes_lib.BATCH
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        channel_dim: int = 1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
+            device=device, dtype=dtype,
+        )
+        self._init_running_stats(track_running_stats, momentum, device, dtype)
+        self.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        xc = to_channels_first(x, self.channel_dim)
+        use_batch = self.training or self.running_mean is None
+        if use_batch:
+            self._check_set_size(x)
+        if self.training and self.running_mean is not None and xc.numel():
+            y, moments = batch_norm_with_moments(xc, self.weight, self.bias, self.eps)
+            update_running_stats_(
+                self.running_mean, self.running_var, self.num_batches_tracked,
+                moments, self.momentum,
+            )
+        else:
+            y = _batch_norm(
+                xc, self.running_mean, self.running_var, self.weight, self.bias, use_batch,
+                self.eps,
+            )
+        return from_channels_first(y, self.channel_dim)
