@@ -78,7 +78,8 @@ class Axes:
         """A human-readable account, e.g. ``'over (N, *S): one statistic per channel'``."""
         over = []
         if "batch" in self.reduce:
-            over.append("N" if self.ghost_batch_size is None else f"ghost N={self.ghost_batch_size}")
+            ghost = self.ghost_batch_size
+            over.append("N" if ghost is None else f"ghost batches of {ghost}")
         if "channel" in self.reduce:
             over.append("C" if self.groups == 1 else f"C/{self.groups}")
         if "spatial" in self.reduce:

@@ -6,21 +6,73 @@ root, as in ``torch.nn.RMSNorm`` (the reference torch code adds it to the RMS in
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.norms._base import Norm
+from normlab.core.moments import accumulation_dtype
+from normlab.norms._base import Norm, finfo_eps
+
+
+def _inverse_rms(x: Tensor, dim: int, eps: float) -> Tensor:
+    """1/sqrt(mean_C(x²) + ε) along ``dim`` (kept), accumulated in float32 for fp16/bf16."""
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=accumulation_dtype(x.dtype))
+    return (norm.square() / x.shape[dim] + eps).rsqrt()
+
+
+def _channel_view(w: Tensor, ndim: int, dim: int) -> Tensor:
+    shape = [1] * ndim
+    shape[dim] = -1
+    return w.view(shape)
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm along ``dim`` with the analytic backward
+
+    $$ \\hat x = x\\,r,\\quad \\partial x = r\\,(g_w - \\hat x\\,\\overline{g_w \\hat x}),
+       \\quad \\partial γ = Σ g\\,\\hat x, $$
+
+    with r the inverse RMS, g_w = g·γ and the bar a mean over C. It reads x once for the
+    statistic and once to scale it, in any layout (no channels-last copy), and saves only x.
+    The backward recomputes r from x in differentiable ops, so double backward is exact.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
+        ctx: Any, x: Tensor, weight: Tensor | None, eps: float, dim: int
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.eps, ctx.dim = eps, dim
+        y = x * _inverse_rms(x, dim, eps)
+        if weight is not None:
+            y = y * _channel_view(weight, x.dim(), dim)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(  # type: ignore[override]  # see forward
+        ctx: Any, grad: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        x, weight = ctx.saved_tensors
+        dim = ctx.dim
+        rstd = _inverse_rms(x, dim, ctx.eps)
+        x_hat = x * rstd
+        grad_w = grad if weight is None else grad * _channel_view(weight, x.dim(), dim)
+        projection = (grad_w * x_hat).mean(dim, keepdim=True)
+        grad_x = ((grad_w - x_hat * projection) * rstd).to(x.dtype)
+        grad_weight = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            others = [d for d in range(x.dim()) if d != dim % x.dim()]
+            grad_weight = (grad * x_hat).sum(others).to(weight.dtype)
+        return grad_x, grad_weight, None, None
 
 
 def _rms_norm(x: Tensor, weight: Tensor | None, eps: float | None, channel_dim: int) -> Tensor:
     if x.numel() == 0:
         return x.clone()
-    xl = x if channel_dim == -1 else x.movedim(1, -1)
-    y = F.rms_norm(xl, (x.shape[channel_dim],), weight, eps)
-    return y if channel_dim == -1 else y.movedim(-1, 1)
+    return _RMSNormFunction.apply(x, weight, finfo_eps(eps, x), channel_dim)
 
 
 def rms_norm(
