@@ -10,13 +10,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import normlab
-import normlab.functional as NF
-import oracles
 import torch
 from torch import Tensor, nn
 
-# -- case description ----------------------------------------------------------------------------
+import normlab
+import normlab.functional as NF
+import oracles
+
+# -- case description -----------------------------------------------------------------------------
 
 Reference = Callable[[nn.Module, Tensor], Tensor]
 Functional = Callable[[nn.Module, Tensor], Tensor]
@@ -121,7 +122,7 @@ def _rms_reference(m: Any, x: Tensor) -> Tensor:
     return oracles.rms_norm_ref(x, m.weight, eps=m.eps, channel_dim=m.channel_dim)
 
 
-# -- functional twins ------------------------------------------------------------------------------
+# -- functional twins -----------------------------------------------------------------------------
 
 
 def _bn_functional(m: Any, x: Tensor) -> Tensor:
@@ -164,7 +165,7 @@ def _rms_functional(m: Any, x: Tensor) -> Tensor:
     return NF.rms_norm(x, m.weight, eps=m.eps, channel_dim=m.channel_dim)
 
 
-# -- torch.nn equivalents ----------------------------------------------------------------------------
+# -- torch.nn equivalents -------------------------------------------------------------------------
 
 
 def _identity(t: Tensor) -> Tensor:
@@ -339,12 +340,10 @@ CASE_IDS = [c.id for c in CASES]
 RUNNING_CASES = tuple(c for c in CASES if c.has_running_stats)
 RUNNING_IDS = [c.id for c in RUNNING_CASES]
 
-# -- helpers -----------------------------------------------------------------------------------------
+# -- helpers --------------------------------------------------------------------------------------
 
 
-def make_input(
-    shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0
-) -> Tensor:
+def make_input(shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
     """Reproducible data with a per-channel offset and scale (so statistics are non-trivial)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -387,9 +386,7 @@ def assert_state_equal(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> None
 
 def param_grads(module: nn.Module) -> dict[str, Tensor]:
     return {
-        name: p.grad.detach().clone()
-        for name, p in module.named_parameters()
-        if p.grad is not None
+        name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None
     }
 
 

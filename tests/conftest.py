@@ -1,27 +1,26 @@
-"""Shared pytest configuration: deterministic seeds and Hypothesis profiles."""
+"""Shared pytest configuration: helper-module imports and a deterministic seed per test.
+
+Hypothesis profiles live in tests/_hypothesis_profiles.py (imported by the property tests).
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import settings
 
-# tests/ holds plain helper modules (oracles, catalogue) imported by the test files
-sys.path.insert(0, str(Path(__file__).parent))
-
-settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60, print_blob=True)
-settings.register_profile("nightly", deadline=None, max_examples=1500, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# tests/ holds plain helper modules (oracles, catalogue) that the test files import by name
+_TESTS = str(Path(__file__).parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 
 @pytest.fixture(autouse=True)
 def _seed_and_default_dtype() -> Iterator[None]:
-    """Every test starts from the same RNG state and float32 default dtype."""
+    """Every test starts from the same RNG state and leaves the default dtype as it found it."""
     torch.manual_seed(0)
     dtype = torch.get_default_dtype()
     yield

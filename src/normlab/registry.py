@@ -67,8 +67,8 @@ def lookup(name: str) -> Entry:
 
 
 def _parse(spec: str) -> tuple[Entry, dict[str, Any]]:
-    if not isinstance(spec, str) or not spec.strip():
-        raise errors.bad_spec(str(spec), "expected a non-empty string")
+    if not spec.strip():
+        raise errors.bad_spec(spec, "expected a non-empty string")
     name, sep, value = spec.partition(":")
     entry = lookup(name)
     if not sep:
@@ -82,21 +82,35 @@ def _parse(spec: str) -> tuple[Entry, dict[str, Any]]:
     return entry, {entry.spec_arg: parsed}
 
 
-def create(spec: str, num_features: int, **kwargs: Any) -> nn.Module:
-    """Build a layer from a spec: ``create("gn:32", 64)`` is ``GroupNorm(64, num_groups=32)``."""
+Spec = str | type[nn.Module] | Callable[..., nn.Module]
+
+
+def create(spec: Spec, num_features: int, **kwargs: Any) -> nn.Module:
+    """Build a layer: ``create("gn:32", 64)`` is ``GroupNorm(64, num_groups=32)``.
+
+    ``spec`` may also be a layer class or a callable such as ``functools.partial(GroupNorm,
+    num_groups=8)``, called as ``spec(num_features, **kwargs)`` (timm's re-binding idiom).
+    """
+    if not isinstance(spec, str):
+        if not callable(spec):
+            raise errors.bad_spec(repr(spec), "expected a name, a layer class or a callable")
+        return spec(num_features, **kwargs)
     entry, spec_kwargs = _parse(spec)
     return entry.cls(num_features, **{**entry.defaults, **spec_kwargs, **kwargs})
 
 
-def factory(spec: str, **kwargs: Any) -> Callable[..., nn.Module]:
+def factory(spec: Spec, **kwargs: Any) -> Callable[..., nn.Module]:
     """A ``norm_layer=`` callable for torchvision / timm constructors: ``f(num_features)``."""
-    _parse(spec)  # fail now, not inside the model constructor
+    if isinstance(spec, str):
+        _parse(spec)  # fail now, not inside the model constructor
+    elif not callable(spec):
+        raise errors.bad_spec(repr(spec), "expected a name, a layer class or a callable")
 
     @functools.wraps(create)
     def make(num_features: int, **more: Any) -> nn.Module:
         return create(spec, num_features, **{**kwargs, **more})
 
-    make.__name__ = make.__qualname__ = f"factory({spec!r})"
+    make.__name__ = make.__qualname__ = f"factory({getattr(spec, '__name__', spec)!r})"
     return make
 
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core.axes import Axes
+from normlab.core.moments import accumulation_dtype
 
 
 def to_channels_first(x: Tensor, channel_dim: int) -> Tensor:
@@ -19,6 +20,23 @@ def to_channels_first(x: Tensor, channel_dim: int) -> Tensor:
 
 def from_channels_first(y: Tensor, channel_dim: int) -> Tensor:
     return y if channel_dim == 1 else y.movedim(1, -1)
+
+
+def kernel_params(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, channels: int
+) -> tuple[Tensor | None, Tensor | None]:
+    """Weight and bias to hand a native kernel along with ``x``.
+
+    For fp16/bf16 input they are given in float32 (ones / zeros when absent), which puts the
+    kernel on its mixed-precision path: mean and 1/σ stay in float32. Otherwise 1/sqrt(ε)
+    overflows fp16 for ε < 4e-9 and its gradient turns into inf · 0 = NaN.
+    """
+    acc = accumulation_dtype(x.dtype)
+    if acc == x.dtype:
+        return weight, bias
+    w = torch.ones(channels, dtype=acc, device=x.device) if weight is None else weight.to(acc)
+    b = torch.zeros(channels, dtype=acc, device=x.device) if bias is None else bias.to(acc)
+    return w, b
 
 
 def check_set_size(layer: str, axes: Axes, x: Tensor, channel_dim: int) -> None:

@@ -12,9 +12,15 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.core.moments import Moments, accumulation_dtype
+from normlab.core.moments import Moments
 from normlab.core.running import update_running_stats_
-from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+from normlab.norms._base import (
+    Norm,
+    check_set_size,
+    from_channels_first,
+    kernel_params,
+    to_channels_first,
+)
 
 
 def batch_norm_with_moments(
@@ -22,7 +28,8 @@ def batch_norm_with_moments(
 ) -> tuple[Tensor, Moments]:
     """Training-mode BN of a channels-first ``x``, and the batch moments it normalized with."""
     c = x.shape[1]
-    stats_dtype = weight.dtype if weight is not None else accumulation_dtype(x.dtype)
+    weight, bias = kernel_params(x, weight, bias, c)
+    stats_dtype = weight.dtype if weight is not None else x.dtype
     # momentum 1 into fresh zeros: the kernel writes the exact batch mean and unbiased
     # variance there; the caller's buffers are never handed to ATen (the functional is pure).
     mean = torch.zeros(c, dtype=stats_dtype, device=x.device)
@@ -44,8 +51,11 @@ def _batch_norm(
 ) -> Tensor:
     if x.numel() == 0:
         return x.clone()
+    weight, bias = kernel_params(x, weight, bias, x.shape[1])
     if use_batch_stats:
         return torch.ops.aten._native_batch_norm_legit(x, weight, bias, True, 0.0, eps)[0]
+    if weight is not None and running_mean is not None and running_var is not None:
+        running_mean, running_var = running_mean.to(weight.dtype), running_var.to(weight.dtype)
     return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
 
 

@@ -11,7 +11,13 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+from normlab.norms._base import (
+    Norm,
+    check_set_size,
+    from_channels_first,
+    kernel_params,
+    to_channels_first,
+)
 
 
 def group_norm(
@@ -45,7 +51,10 @@ def group_norm(
 def _group_norm(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> Tensor:
-    return x.clone() if x.numel() == 0 else F.group_norm(x, num_groups, weight, bias, eps)
+    if x.numel() == 0:
+        return x.clone()
+    weight, bias = kernel_params(x, weight, bias, x.shape[1])
+    return F.group_norm(x, num_groups, weight, bias, eps)
 
 
 class GroupNorm(Norm):

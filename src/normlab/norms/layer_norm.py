@@ -14,7 +14,13 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+from normlab.norms._base import (
+    Norm,
+    check_set_size,
+    from_channels_first,
+    kernel_params,
+    to_channels_first,
+)
 
 
 def _layer_norm(
@@ -28,6 +34,7 @@ def _layer_norm(
     """LN of ``x`` laid out as given by ``channel_dim``; returns the same layout."""
     if x.numel() == 0:
         return x.clone()
+    weight, bias = kernel_params(x, weight, bias, x.shape[channel_dim])
     if per_position:
         xl = x if channel_dim == -1 else x.movedim(1, -1)
         y = F.layer_norm(xl, (x.shape[channel_dim],), weight, bias, eps)

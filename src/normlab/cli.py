@@ -1,0 +1,128 @@
+"""The ``normlab`` command: ``normlab list`` and ``normlab describe NAME``.
+
+Example:
+    >>> main(["describe", "rms"])  # doctest: +ELLIPSIS
+    rms_norm  (aliases: rms, rmsnorm)  normlab.RMSNorm
+    ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+from collections.abc import Sequence
+
+from torch import nn
+
+from normlab import __version__, registry
+from normlab.core.axes import Axes
+from normlab.errors import NormlabError
+
+_SECTION = re.compile(r"^[A-Z][A-Za-z ]*:$")  # "Args:", "Shape:", "Example:", ...
+_PROBE_FEATURES = 64  # channels of the instance built when the class has no ``axes`` attribute
+
+
+def normalizes_over(entry: registry.Entry) -> str:
+    """``entry.cls.axes.describe()``; builds a default layer when ``axes`` is set per instance."""
+    axes = getattr(entry.cls, "axes", None)
+    if not isinstance(axes, Axes):
+        layer = registry.create(entry.name, _PROBE_FEATURES)
+        axes = layer.axes
+    return axes.describe()
+
+
+def equation(cls: type[nn.Module]) -> str:
+    """The docstring's ``$$ ... $$`` paragraph and the paragraph that explains it."""
+    paragraphs = (inspect.getdoc(cls) or "").split("\n\n")
+    start = next((i for i, p in enumerate(paragraphs) if "$$" in p), None)
+    if start is None:
+        return ""
+    kept = [paragraphs[start]]
+    for p in paragraphs[start + 1 : start + 2]:
+        if not _SECTION.match(p.splitlines()[0].strip()):
+            kept.append(p)
+    return "\n\n".join(kept)
+
+
+def defaults(cls: type[nn.Module]) -> list[str]:
+    """``name=value`` for every constructor parameter, ``name`` alone when it is required."""
+    out = []
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+    return out
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    rows = [["name", "aliases", "normalizes over", "paper"]]
+    for entry in registry.entries():
+        rows.append([entry.name, ", ".join(entry.aliases), normalizes_over(entry), entry.paper])
+    print(_table(rows))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    entry = registry.lookup(args.name)
+    cls = entry.cls
+    doc = inspect.getdoc(cls) or ""
+    aliases = ", ".join(entry.aliases) or "none"
+    print(f"{entry.name}  (aliases: {aliases})  normlab.{cls.__name__}")
+    print(f"  {doc.splitlines()[0] if doc else entry.summary}")
+    print()
+    print(f"summary:    {entry.summary}")
+    print(f"normalizes: {normalizes_over(entry)}")
+    print(f"paper:      {entry.paper}")
+    if entry.spec_arg:
+        print(f"spec:       '{entry.name}:<{entry.spec_arg}>' sets {entry.spec_arg}")
+    eq = equation(cls)
+    if eq:
+        print("\nequation:")
+        print("\n".join(f"  {line}".rstrip() for line in eq.splitlines()))
+    print("\narguments (defaults):")
+    for item in defaults(cls):
+        print(f"  {item}")
+    for key, value in entry.defaults.items():
+        print(f"  registry default: {key}={value!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="normlab", description="Browse normlab's normalization methods."
+    )
+    parser.add_argument("--version", action="version", version=f"normlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="every registered method").set_defaults(run=cmd_list)
+    describe = sub.add_parser("describe", help="one method in detail (names or aliases)")
+    describe.add_argument("name", metavar="NAME", help="e.g. group_norm, gn, bn")
+    describe.set_defaults(run=cmd_describe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (2 for usage errors and unknown names)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help and on usage errors
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return int(args.run(args))
+    except NormlabError as err:
+        message = " ".join(str(err).split())
+        print(f"normlab: error: {message}", file=sys.stderr)
+        return 2

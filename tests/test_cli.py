@@ -1,0 +1,89 @@
+"""The ``normlab`` command, through its installed entry point and through ``main(argv)``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import normlab
+from normlab.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m normlab ARGS`` in a fresh interpreter (the console script's code path)."""
+    return subprocess.run(
+        [sys.executable, "-m", "normlab", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_list_shows_every_available_name() -> None:
+    proc = run_cli("list")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    names = [line.split()[0] for line in proc.stdout.splitlines()[2:]]
+    assert names == normlab.available()
+
+
+def test_console_script() -> None:
+    """The ``normlab`` script that ``pip install`` put next to this interpreter."""
+    script = Path(sys.executable).parent / "normlab"
+    if not script.exists():
+        pytest.skip(f"no console script at {script} (package not installed with pip)")
+    proc = subprocess.run(
+        [str(script), "describe", "gn"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("group_norm")
+
+
+def test_list_shows_axes_and_papers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "over (C/32, *S): one statistic per (sample, group of channels)" in out
+    assert "over (N, *S): one statistic per channel" in out
+    assert "arXiv:1803.08494" in out
+
+
+def test_describe_alias_through_entry_point() -> None:
+    proc = run_cli("describe", "gn")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("group_norm")
+    assert "Wu & He 2018" in out
+    assert "$$" in out
+    assert "num_groups=None" in out
+    assert "eps=1e-05" in out
+
+
+@pytest.mark.parametrize("name", ["bn", "layer_norm", "IN", "rms", "group-norm"])
+def test_describe_accepts_names_and_aliases(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", name]) == 0
+    out = capsys.readouterr().out
+    entry = normlab.registry.lookup(name)
+    assert out.startswith(entry.name)
+    assert entry.paper in out
+
+
+def test_unknown_name_exits_2_with_suggestion() -> None:
+    proc = run_cli("describe", "grop_norm")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "Did you mean 'group_norm'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_name_through_main(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", "batchnrom"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean" in err
+    assert "'batchnorm'" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "usage: normlab" in capsys.readouterr().err

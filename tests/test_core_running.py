@@ -1,0 +1,180 @@
+"""normlab.core.update_running_stats_: the only writer of running buffers.
+
+Closed forms (RELIABILITY.md I12, PyTorch convention, momentum = weight on the new batch):
+from (rm, rv) = (0, 1), k steps of a constant batch give rm_k = (1 - (1 - m)^k) mu and
+rv_k = (1 - m)^k + (1 - (1 - m)^k) s2_unbiased; momentum=None is the cumulative average
+(mean of batch means, mean of unbiased batch variances).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from normlab.core import Moments, update_running_stats_
+
+try:  # registers and loads the "ci" Hypothesis profile
+    import _hypothesis_profiles
+except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests import _hypothesis_profiles  # noqa: F401
+
+C = 4
+
+
+def fresh_buffers(dtype=torch.float64):
+    return (
+        torch.zeros(C, dtype=dtype),
+        torch.ones(C, dtype=dtype),
+        torch.tensor(0, dtype=torch.long),
+    )
+
+
+def batch(seed: int, n: int = 6, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, C, generator=g, dtype=torch.float64) * (1 + seed % 3) + seed - 2
+    x = x.to(dtype)
+    xd = x.double()
+    mean = xd.mean(0)
+    unbiased = ((xd - mean) ** 2).sum(0) / (n - 1)
+    return x, mean, unbiased
+
+
+def close(a, b, rtol=1e-12, atol=1e-12):
+    torch.testing.assert_close(a, b.to(a.dtype), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_constant_batch_closed_form(momentum, k):
+    x, mu, s2 = batch(0)
+    rm, rv, nbt = fresh_buffers()
+    moments = Moments.from_tensor(x, (0,))
+    for _ in range(k):
+        update_running_stats_(rm, rv, nbt, moments, momentum)
+    keep = (1 - momentum) ** k
+    close(rm, (1 - keep) * mu)
+    close(rv, keep * torch.ones(C, dtype=torch.float64) + (1 - keep) * s2)
+    assert int(nbt) == k
+
+
+def test_single_step_values_written_out():
+    x = torch.tensor([[1.0], [2.0], [3.0], [6.0]], dtype=torch.float64)  # mean 3, s2 = 14/3
+    rm = torch.zeros(1, dtype=torch.float64)
+    rv = torch.ones(1, dtype=torch.float64)
+    nbt = torch.tensor(0, dtype=torch.long)
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(x, (0,)), 0.1)
+    close(rm, torch.tensor([0.3], dtype=torch.float64))
+    close(rv, torch.tensor([0.9 + 0.1 * 14.0 / 3.0], dtype=torch.float64))
+    assert int(nbt) == 1
+
+
+def test_update_is_in_place():
+    x, _, _ = batch(1)
+    rm, rv, nbt = fresh_buffers()
+    ptrs = (rm.data_ptr(), rv.data_ptr(), nbt.data_ptr())
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(x, (0,)), 0.5)
+    assert (rm.data_ptr(), rv.data_ptr(), nbt.data_ptr()) == ptrs
+    assert not torch.equal(rm, torch.zeros(C, dtype=torch.float64))
+    assert int(nbt) == 1
+
+
+@given(
+    momentum=st.floats(0.0, 1.0),
+    seed=st.integers(0, 1000),
+    n=st.integers(2, 9),
+    start_seed=st.integers(0, 1000),
+)
+def test_one_step_is_the_ema_from_any_state(momentum, seed, n, start_seed):
+    g = torch.Generator().manual_seed(start_seed)
+    rm0 = torch.randn(C, generator=g, dtype=torch.float64)
+    rv0 = torch.rand(C, generator=g, dtype=torch.float64) + 0.1
+    rm, rv = rm0.clone(), rv0.clone()
+    nbt = torch.tensor(5, dtype=torch.long)
+    x, mu, s2 = batch(seed, n=n)
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(x, (0,)), momentum)
+    close(rm, (1 - momentum) * rm0 + momentum * mu, rtol=1e-11, atol=1e-11)
+    close(rv, (1 - momentum) * rv0 + momentum * s2, rtol=1e-11, atol=1e-11)
+    assert int(nbt) == 6
+
+
+def test_momentum_none_is_cumulative_average():
+    rm, rv, nbt = fresh_buffers()
+    means, variances = [], []
+    for i, n in enumerate([2, 5, 3, 8, 4]):
+        x, mu, s2 = batch(10 + i, n=n)
+        means.append(mu)
+        variances.append(s2)
+        update_running_stats_(rm, rv, nbt, Moments.from_tensor(x, (0,)), None)
+        close(rm, torch.stack(means).mean(0))
+        close(rv, torch.stack(variances).mean(0))
+        assert int(nbt) == i + 1
+
+
+def test_momentum_none_is_order_independent_and_not_population_variance():
+    xs = [batch(20 + i, n=n)[0] for i, n in enumerate([2, 7, 3])]
+    results = []
+    for order in ([0, 1, 2], [2, 0, 1]):
+        rm, rv, nbt = fresh_buffers()
+        for i in order:
+            update_running_stats_(rm, rv, nbt, Moments.from_tensor(xs[i], (0,)), None)
+        results.append((rm, rv))
+    close(results[0][0], results[1][0])
+    close(results[0][1], results[1][1])
+    union = torch.cat(xs).double()
+    population = ((union - union.mean(0)) ** 2).sum(0) / (union.shape[0] - 1)
+    assert not torch.allclose(results[0][1], population, rtol=1e-6, atol=0)
+
+
+def test_float32_buffers_keep_dtype():
+    x, mu, s2 = batch(3, dtype=torch.float32)
+    rm, rv, nbt = fresh_buffers(torch.float32)
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(x, (0,)), 0.25)
+    assert rm.dtype == torch.float32
+    assert rv.dtype == torch.float32
+    torch.testing.assert_close(rm, (0.25 * mu).float(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(rv, (0.75 + 0.25 * s2).float(), rtol=1e-6, atol=1e-6)
+
+
+def _poisoned_batches():
+    x, _, _ = batch(4)
+    nan_all = x.clone()
+    nan_all[0, :] = float("nan")
+    nan_one = x.clone()
+    nan_one[2, 1] = float("nan")
+    inf_one = x.clone()
+    inf_one[1, 3] = float("inf")
+    ninf = x.clone()
+    ninf[0, 0] = float("-inf")
+    return {"nan_all": nan_all, "nan_one_channel": nan_one, "inf": inf_one, "-inf": ninf}
+
+
+@pytest.mark.parametrize("momentum", [0.1, 1.0, None])
+@pytest.mark.parametrize("which", sorted(_poisoned_batches()))
+def test_non_finite_batch_leaves_buffers_unchanged(which, momentum):
+    x = _poisoned_batches()[which]
+    # start from a non-trivial state
+    rm, rv, nbt = fresh_buffers()
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(batch(5)[0], (0,)), 0.5)
+    before = (rm.clone(), rv.clone(), nbt.clone())
+    moments = Moments.from_tensor(x, (0,))
+    assert not (torch.isfinite(moments.mean).all() and torch.isfinite(moments.var).all())
+    update_running_stats_(rm, rv, nbt, moments, momentum)
+    assert torch.equal(rm, before[0])
+    assert torch.equal(rv, before[1])
+    assert torch.equal(nbt, before[2])
+
+
+def test_cumulative_average_skips_non_finite_batch():
+    rm, rv, nbt = fresh_buffers()
+    x1, mu1, s21 = batch(30, n=4)
+    x2, mu2, s22 = batch(31, n=6)
+    bad = x1.clone()
+    bad[0, 0] = float("nan")
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(x1, (0,)), None)
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(bad, (0,)), None)
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(x2, (0,)), None)
+    assert int(nbt) == 2
+    close(rm, (mu1 + mu2) / 2)
+    close(rv, (s21 + s22) / 2)

@@ -1,0 +1,244 @@
+"""Running statistics and state: exact update laws (RELIABILITY I12), purity (I13), validation of
+loaded state, fault tolerance and checkpoint continuation.
+
+Expected values come from the float64 oracles in tests/oracles.py or from closed forms.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import oracles
+from catalogue import (
+    CASE_IDS,
+    CASES,
+    RUNNING_CASES,
+    RUNNING_IDS,
+    Case,
+    assert_state_equal,
+    close,
+    make_input,
+    randomize_,
+    snapshot,
+)
+from normlab.errors import NormlabError
+
+F64 = torch.float64
+running_cases = pytest.mark.parametrize("case", RUNNING_CASES, ids=RUNNING_IDS)
+momenta = pytest.mark.parametrize("momentum", [0.0, 0.1, 1.0, None], ids=str)
+BN = next(c for c in CASES if c.id == "batch_norm")
+
+
+def _batches(case: Case, count: int, dtype: torch.dtype = F64) -> list[Tensor]:
+    """Batches of varying batch size (so per-step counts n differ)."""
+    shape = case.shapes[-2]
+    return [make_input((shape[0] + i % 3, *shape[1:]), dtype, seed=30 + i) for i in range(count)]
+
+
+def _per_instance(case: Case) -> bool:
+    return case.name == "instance_norm"
+
+
+def _tracked(m: nn.Module) -> int | None:
+    counter = getattr(m, "num_batches_tracked", None)
+    return None if counter is None else int(counter.item())
+
+
+# -- exact laws -----------------------------------------------------------------------------------
+
+
+@running_cases
+@momenta
+def test_running_stats_match_oracle(case: Case, momentum: float | None) -> None:
+    m = randomize_(case.make(dtype=F64, momentum=momentum)).train()
+    m.reset_running_stats()
+    rm = torch.zeros(case.num_features, dtype=F64)
+    rv = torch.ones(case.num_features, dtype=F64)
+    tracked = 0
+    for step, x in enumerate(_batches(case, 4)):
+        m(x)
+        rm, rv, tracked = oracles.running_stats_step_ref(
+            rm, rv, tracked, x, momentum, per_instance=_per_instance(case)
+        )
+        close(m.running_mean, rm, 1e-12, msg=f"running_mean after step {step + 1}")
+        close(m.running_var, rv, 1e-12, msg=f"running_var after step {step + 1}")
+        assert _tracked(m) in (None, tracked)
+    if momentum == 0.0:  # nothing may move, not even by one rounding
+        assert torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
+        assert torch.equal(m.running_var, torch.ones_like(m.running_var))
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0], ids=str)
+def test_one_step_closed_form(momentum: float) -> None:
+    """From (0, 1): rm = m·μ_B and rv = (1 − m) + m·σ²_B·n/(n − 1), σ² biased."""
+    x = make_input((5, 6, 4), F64, seed=1)
+    m = BN.make(dtype=F64, momentum=momentum).train()
+    m(x)
+    n = 5 * 4
+    for c in range(6):
+        mu, var = oracles.mean_var(x[:, c].reshape(-1))
+        close(m.running_mean[c], momentum * mu, 1e-12)
+        close(m.running_var[c], (1 - momentum) + momentum * var * n / (n - 1), 1e-12)
+    assert m.num_batches_tracked.item() == 1
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5], ids=str)
+def test_constant_batch_closed_form(momentum: float) -> None:
+    """The same batch k times: rm_k = (1 − (1 − m)^k)·μ_B, rv_k = (1 − m)^k + (1 − (1 − m)^k)·s²."""
+    x = make_input((4, 6, 3), F64, seed=2)
+    m = BN.make(dtype=F64, momentum=momentum).train()
+    means, uvars, _ = oracles.batch_moments_ref(x)
+    for k in range(1, 6):
+        m(x)
+        kept = (1 - momentum) ** k
+        close(m.running_mean, (1 - kept) * means, 1e-12, msg=f"k={k}")
+        close(m.running_var, kept + (1 - kept) * uvars, 1e-12, msg=f"k={k}")
+        assert m.num_batches_tracked.item() == k
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in RUNNING_CASES if c.name == "batch_norm"], ids=lambda c: c.id
+)
+def test_cumulative_average_is_mean_of_batch_stats_and_order_free(case: Case) -> None:
+    batches = _batches(case, 5)
+    forward = case.make(dtype=F64, momentum=None).train()
+    backward = case.make(dtype=F64, momentum=None).train()
+    for x in batches:
+        forward(x)
+    for x in reversed(batches):
+        backward(x)
+    moments = [oracles.batch_moments_ref(x) for x in batches]
+    mean_of_means = torch.stack([mu for mu, _, _ in moments]).sum(0) / len(batches)
+    mean_of_uvars = torch.stack([s2 for _, s2, _ in moments]).sum(0) / len(batches)
+    for m in (forward, backward):
+        close(m.running_mean, mean_of_means, 1e-12)
+        close(m.running_var, mean_of_uvars, 1e-12)
+        assert m.num_batches_tracked.item() == len(batches)
+    close(forward.running_mean, backward.running_mean, 1e-12)
+    close(forward.running_var, backward.running_var, 1e-12)
+
+
+@running_cases
+def test_reset_running_stats(case: Case) -> None:
+    m = randomize_(case.make()).train()
+    for x in _batches(case, 2, torch.float32):
+        m(x)
+    params = {k: v.detach().clone() for k, v in m.named_parameters()}
+    m.reset_running_stats()
+    assert torch.equal(m.running_mean, torch.zeros(case.num_features))
+    assert torch.equal(m.running_var, torch.ones(case.num_features))
+    assert _tracked(m) in (None, 0)
+    for key, value in m.named_parameters():
+        assert torch.equal(value, params[key]), "reset_running_stats must not touch parameters"
+
+
+UNTRACKED = [
+    c for c in CASES if c.name in ("batch_norm", "instance_norm") and not c.has_running_stats
+]
+
+
+@pytest.mark.parametrize("case", UNTRACKED, ids=[c.id for c in UNTRACKED])
+def test_untracked_layer_has_no_buffers_and_changes_nothing(case: Case) -> None:
+    m = randomize_(case.make()).train()
+    assert m.track_running_stats is False
+    assert m.running_mean is None and m.running_var is None
+    assert not any(key.startswith(("running_", "num_batches")) for key in m.state_dict())
+    before = snapshot(m)
+    for x in _batches(case, 2, torch.float32):
+        m(x)
+    m.eval()(x)
+    assert_state_equal(snapshot(m), before)
+
+
+# -- loaded state is validated --------------------------------------------------------------------
+
+
+@running_cases
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf], ids=["negative", "nan", "inf"])
+def test_load_rejects_invalid_running_var(case: Case, bad: float) -> None:
+    m = randomize_(case.make())
+    state = m.state_dict()
+    state["running_var"] = state["running_var"].clone()
+    state["running_var"][2] = bad
+    target = randomize_(case.make(), seed=7)
+    before = snapshot(target)
+    with pytest.raises(NormlabError, match="running_var"):
+        target.load_state_dict(state)
+    assert_state_equal(snapshot(target), before)
+
+
+# -- faults ---------------------------------------------------------------------------------------
+
+
+@running_cases
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_nonfinite_batch_leaves_buffers_unchanged(case: Case, bad: float) -> None:
+    m = case.make(dtype=F64).train()
+    first, poisoned_source, last = _batches(case, 3)
+    m(first)
+    before = snapshot(m)
+    poisoned = poisoned_source.clone()
+    poisoned.view(-1)[5] = bad
+    m(poisoned)
+    assert_state_equal(snapshot(m), before)
+    m(last)  # the next finite batch continues as if the bad one never happened
+    rm, rv, tracked = oracles.running_stats_ref(
+        [first, last], case.kwargs.get("momentum", 0.1), per_instance=_per_instance(case)
+    )
+    close(m.running_mean, rm, 1e-12)
+    close(m.running_var, rv, 1e-12)
+    assert _tracked(m) in (None, tracked)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_empty_batch(case: Case, training: bool) -> None:
+    m = randomize_(case.make()).train(training)
+    before = snapshot(m)
+    for shape in case.shapes:
+        x = torch.empty((0, *shape[1:]))
+        y = m(x)
+        assert y.shape == x.shape
+        assert y.dtype == x.dtype
+    assert_state_equal(snapshot(m), before)
+
+
+# -- checkpoint continuation ----------------------------------------------------------------------
+
+
+def _train(m: nn.Module, batches: list[Tensor]) -> None:
+    """Plain SGD steps (stateless optimizer) with a random-projection loss."""
+    m.train()
+    params = list(m.parameters())
+    opt = torch.optim.SGD(params, lr=0.1) if params else None
+    for i, x in enumerate(batches):
+        y = m(x)
+        g = make_input(tuple(y.shape), y.dtype, seed=70 + i)
+        loss = (y * g).sum()
+        if opt is None:
+            continue
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_checkpoint_continuation_is_bitwise(case: Case) -> None:
+    batches = _batches(case, 6, torch.float32)
+    original = case.make()
+    _train(original, batches[:3])
+    buffer = io.BytesIO()
+    torch.save(original.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = case.make()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    _train(original, batches[3:])
+    _train(resumed, batches[3:])
+    assert_state_equal(snapshot(resumed), snapshot(original))
+    if case.has_running_stats:
+        assert _tracked(original) in (None, 6)
