@@ -6,7 +6,6 @@ Fast path: ATen's native group-norm kernel (channels_last aware).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from normlab import errors
@@ -15,7 +14,7 @@ from normlab.norms._base import (
     Norm,
     check_set_size,
     from_channels_first,
-    kernel_params,
+    group_norm_kernel,
     to_channels_first,
 )
 
@@ -53,8 +52,7 @@ def _group_norm(
 ) -> Tensor:
     if x.numel() == 0:
         return x.clone()
-    weight, bias = kernel_params(x, weight, bias, x.shape[1])
-    return F.group_norm(x, num_groups, weight, bias, eps)
+    return group_norm_kernel(x, num_groups, weight, bias, eps)[0]
 
 
 class GroupNorm(Norm):

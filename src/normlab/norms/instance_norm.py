@@ -19,6 +19,7 @@ from normlab.norms._base import (
     Norm,
     check_set_size,
     from_channels_first,
+    group_norm_kernel,
     kernel_params,
     to_channels_first,
 )
@@ -29,11 +30,9 @@ def instance_norm_with_moments(
 ) -> tuple[Tensor, Moments]:
     """IN of a channels-first ``x`` and its per-(sample, channel) moments, shape (N, C)."""
     n, c = x.shape[:2]
-    positions = x.numel() // (n * c)
-    weight, bias = kernel_params(x, weight, bias, c)
-    y, mean, rstd = torch.ops.aten.native_group_norm(x, weight, bias, n, c, positions, c, eps)
+    y, mean, rstd = group_norm_kernel(x, c, weight, bias, eps)
     var = (rstd.detach().double().pow(-2) - eps).clamp(min=0).to(rstd.dtype)
-    return y, Moments(mean.detach().view(n, c), var.view(n, c), positions)
+    return y, Moments(mean.detach().view(n, c), var.view(n, c), x.numel() // (n * c))
 
 
 def _instance_norm(
@@ -47,9 +46,9 @@ def _instance_norm(
 ) -> Tensor:
     if x.numel() == 0:
         return x.clone()
-    weight, bias = kernel_params(x, weight, bias, x.shape[1])
     if use_input_stats:
-        return F.group_norm(x, x.shape[1], weight, bias, eps)
+        return group_norm_kernel(x, x.shape[1], weight, bias, eps)[0]
+    weight, bias = kernel_params(x, weight, bias, x.shape[1])
     if weight is not None and running_mean is not None and running_var is not None:
         running_mean, running_var = running_mean.to(weight.dtype), running_var.to(weight.dtype)
     return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)

@@ -18,6 +18,7 @@ from normlab.norms._base import (
     Norm,
     check_set_size,
     from_channels_first,
+    group_norm_kernel,
     kernel_params,
     to_channels_first,
 )
@@ -34,12 +35,12 @@ def _layer_norm(
     """LN of ``x`` laid out as given by ``channel_dim``; returns the same layout."""
     if x.numel() == 0:
         return x.clone()
-    weight, bias = kernel_params(x, weight, bias, x.shape[channel_dim])
     if per_position:
+        weight, bias = kernel_params(x, weight, bias, x.shape[channel_dim])
         xl = x if channel_dim == -1 else x.movedim(1, -1)
         y = F.layer_norm(xl, (x.shape[channel_dim],), weight, bias, eps)
         return y if channel_dim == -1 else y.movedim(-1, 1)
-    y = F.group_norm(to_channels_first(x, channel_dim), 1, weight, bias, eps)
+    y = group_norm_kernel(to_channels_first(x, channel_dim), 1, weight, bias, eps)[0]
     return from_channels_first(y, channel_dim)
 
 
