@@ -295,6 +295,26 @@ def test_channel_dim_last_matches_channel_dim_1(
 
 
 @cases
+@modes
+def test_strided_input_matches_contiguous(case: Case, training: bool) -> None:
+    """A batch-sliced (stride 2) input and upstream gradient give the contiguous results."""
+    for i, shape in enumerate(case.shapes):
+        dense = randomize_(case.make(dtype=F64)).train(training)
+        strided = copy.deepcopy(dense)
+        big = make_input((2 * shape[0], *shape[1:]), F64, seed=i)
+        g_big = make_input((2 * shape[0], *shape[1:]), F64, seed=80 + i)
+        x, g = big[::2], g_big[::2]
+        assert not x.is_contiguous()
+        y0, gx0, gp0 = _forward_backward(dense, x.contiguous(), g.contiguous())
+        y1, gx1, gp1 = _forward_backward(strided, x, g)
+        close(y1, y0, 1e-12, msg=f"output, {shape}")
+        close(gx1, gx0, 1e-12, msg=f"input grad, {shape}")
+        for key in gp0:
+            close(gp1[key], gp0[key], 1e-12, msg=f"{key} grad, {shape}")
+        _assert_state_close(strided, dense, 1e-12)
+
+
+@cases
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "channel_dim_last"])
 def test_fp32_accuracy_with_large_mean_in_every_layout(case: Case, layout: str) -> None:
     """x = 100 + 0.1·z, so κ = |μ|/σ ≈ 1e3: each layout within 50·u·(1 + κ) of float64 (§7).

@@ -27,7 +27,7 @@ from catalogue import (
 
 F32, F64 = torch.float32, torch.float64
 TOL = {F32: 2e-6, F64: 1e-12}
-GRAD_TOL = {F32: 1e-5, F64: 1e-12}
+GRAD_TOL = {F32: 5e-6, F64: 1e-12}  # gradients: sums over the set amplify rounding
 
 TORCH_CASES = [c for c in CASES if c.torch_equivalent is not None]
 TORCH_IDS = [c.id for c in TORCH_CASES]

@@ -82,7 +82,7 @@ def batch_norm(
 
     Example:
         >>> x = torch.tensor([[1.0], [3.0]])
-        >>> batch_norm(x, training=True, eps=0.0)
+        >>> batch_norm(x, training=True, eps=1e-12)
         tensor([[-1.],
                 [ 1.]])
     """

@@ -35,7 +35,7 @@ def group_norm(
     μ, σ² over (C/G, *S), one per (sample, group of C/G contiguous channels).
 
     Example:
-        >>> group_norm(torch.tensor([[1.0, 3.0, 5.0, 7.0]]), 2, eps=0.0)
+        >>> group_norm(torch.tensor([[1.0, 3.0, 5.0, 7.0]]), 2, eps=1e-12)
         tensor([[-1.,  1., -1.,  1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
@@ -73,7 +73,7 @@ class GroupNorm(Norm):
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
 
     Example:
-        >>> GroupNorm(4, num_groups=2, eps=0.0)(torch.tensor([[1.0, 3.0, 5.0, 7.0]]))
+        >>> GroupNorm(4, num_groups=2, eps=1e-12)(torch.tensor([[1.0, 3.0, 5.0, 7.0]]))
         tensor([[-1.,  1., -1.,  1.]], grad_fn=<NativeGroupNormBackward0>)
 
     References:

@@ -73,7 +73,7 @@ def instance_norm(
     ``running_mean`` / ``running_var`` (one per channel) instead.
 
     Example:
-        >>> instance_norm(torch.tensor([[[1.0, 3.0]]]), eps=0.0)
+        >>> instance_norm(torch.tensor([[[1.0, 3.0]]]), eps=1e-12)
         tensor([[[-1.,  1.]]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
@@ -108,7 +108,7 @@ class InstanceNorm(Norm):
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
 
     Example:
-        >>> InstanceNorm(1, eps=0.0)(torch.tensor([[[2.0, 4.0]]]))
+        >>> InstanceNorm(1, eps=1e-12)(torch.tensor([[[2.0, 4.0]]]))
         tensor([[[-1.,  1.]]])
 
     References:

@@ -61,7 +61,7 @@ def layer_norm(
     position). γ, β per channel.
 
     Example:
-        >>> layer_norm(torch.tensor([[1.0, 3.0]]), eps=0.0)
+        >>> layer_norm(torch.tensor([[1.0, 3.0]]), eps=1e-12)
         tensor([[-1.,  1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
@@ -90,7 +90,7 @@ class LayerNorm(Norm):
         ``per_position=True, channel_dim=-1``; output: same shape.
 
     Example:
-        >>> ln = LayerNorm(2, per_position=True, channel_dim=-1, eps=0.0)
+        >>> ln = LayerNorm(2, per_position=True, channel_dim=-1, eps=1e-12)
         >>> ln(torch.tensor([[[1.0, 3.0], [5.0, 9.0]]])).detach()
         tensor([[[-1.,  1.],
                  [-1.,  1.]]])

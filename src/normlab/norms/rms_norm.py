@@ -90,8 +90,8 @@ def rms_norm(
     epsilon (``torch.nn.RMSNorm``'s default).
 
     Example:
-        >>> rms_norm(torch.tensor([[3.0, -3.0]]), eps=1e-12)
-        tensor([[ 1., -1.]])
+        >>> rms_norm(torch.tensor([[3.0, -3.0, 3.0, -3.0]]), eps=1e-12).round(decimals=4)
+        tensor([[ 1., -1.,  1., -1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
     eps = errors.check_optional_eps(eps)
@@ -116,8 +116,10 @@ class RMSNorm(Norm):
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
 
     Example:
-        >>> RMSNorm(2, channel_dim=-1, eps=1e-12)(torch.tensor([[[3.0, -3.0]]])).detach()
-        tensor([[[ 1., -1.]]])
+        >>> norm = RMSNorm(2, channel_dim=-1, eps=1e-12)
+        >>> norm(torch.tensor([[[3.0, -3.0], [0.5, 0.5]]])).detach().round(decimals=4)
+        tensor([[[ 1., -1.],
+                 [ 1.,  1.]]])
 
     References:
         Zhang & Sennrich, "Root Mean Square Layer Normalization", NeurIPS 2019,

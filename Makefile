@@ -1,0 +1,43 @@
+# normlab developer tasks. `make demo` and `make test` are the two commands of the README.
+#
+# TORCH_INDEX: an extra package index for the torch wheel, for machines without a local CPU
+# wheel, e.g. `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_FLAGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
+.PHONY: venv test lint demo bench clean distclean
+
+venv: $(STAMP)
+
+# torch first and pinned, so that installing the extras never resolves another torch build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(TORCH_FLAGS) 'torch==$(TORCH_VERSION)'
+	$(BIN)/pip install -e '.[lab,dev]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q --doctest-modules src/normlab tests
+
+demo: $(STAMP)
+	$(BIN)/python examples/compare_norms.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_classic.py
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
