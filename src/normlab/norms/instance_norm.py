@@ -8,7 +8,6 @@ norm on an (1, N·C, *S) view, several times slower on CPU).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from normlab import errors
@@ -20,9 +19,9 @@ from normlab.norms._base import (
     check_set_size,
     from_channels_first,
     group_norm_kernel,
-    kernel_params,
     to_channels_first,
 )
+from normlab.norms.batch_norm import _batch_norm
 
 
 def instance_norm_with_moments(
@@ -48,10 +47,8 @@ def _instance_norm(
         return x.clone()
     if use_input_stats:
         return group_norm_kernel(x, x.shape[1], weight, bias, eps)[0]
-    weight, bias = kernel_params(x, weight, bias, x.shape[1])
-    if weight is not None and running_mean is not None and running_var is not None:
-        running_mean, running_var = running_mean.to(weight.dtype), running_var.to(weight.dtype)
-    return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+    # eval with running statistics is BatchNorm's eval: one per-channel affine map
+    return _batch_norm(x, running_mean, running_var, weight, bias, False, eps)
 
 
 def instance_norm(
