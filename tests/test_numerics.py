@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import normlab
+import set_rows
+from set_rows import from_rows
 
 F64 = torch.float64
 KINDS = ("bn", "ln", "in", "gn", "ln_pp", "rms")
@@ -42,37 +44,12 @@ def build(kind, c, *, dtype, eps=1e-5, affine=True):
 
 
 def to_rows(t, kind):
-    n, c = t.shape[:2]
-    if kind == "bn":
-        return t.transpose(0, 1).reshape(c, -1)
-    if kind == "ln":
-        return t.reshape(n, -1)
-    if kind == "in":
-        return t.reshape(n * c, -1)
-    if kind == "gn":
-        return t.reshape(n * GROUPS, -1)
-    return t.movedim(1, -1).reshape(-1, c)
-
-
-def from_rows(r, kind, shape):
-    n, c, *spatial = shape
-    if kind == "bn":
-        return r.reshape(c, n, *spatial).transpose(0, 1)
-    if kind in ("ln", "in", "gn"):
-        return r.reshape(shape)
-    return r.reshape(n, *spatial, c).movedim(-1, 1)
+    return set_rows.to_rows(t, kind, GROUPS)
 
 
 def ref_forward(x, kind, eps):
     """float64 two-pass reference of the normalized output (no affine)."""
-    r = to_rows(x.to(F64), kind)
-    if kind == "rms":
-        out = r / torch.sqrt((r * r).sum(1, keepdim=True) / r.shape[1] + eps)
-    else:
-        mean = r.sum(1, keepdim=True) / r.shape[1]
-        var = ((r - mean) ** 2).sum(1, keepdim=True) / r.shape[1]
-        out = (r - mean) / torch.sqrt(var + eps)
-    return from_rows(out, kind, tuple(x.shape))
+    return set_rows.ref_forward(x, kind, GROUPS, eps)
 
 
 def kappa(x, kind) -> torch.Tensor:

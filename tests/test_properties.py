@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import normlab
+from set_rows import from_rows, ref_forward, row_moments, to_rows
 
 try:  # registers and loads the "ci" Hypothesis profile
     import _hypothesis_profiles
@@ -30,46 +31,6 @@ CHANNELS = (1, 2, 3, 4, 6, 8)
 
 
 # ----------------------------------------------------------------------------- references
-
-
-def to_rows(t: torch.Tensor, kind: str, groups: int) -> torch.Tensor:
-    """(N, C, *S) -> (number of sets, set size): one row per normalization set."""
-    n, c = t.shape[:2]
-    if kind == "bn":
-        return t.transpose(0, 1).reshape(c, -1)
-    if kind == "ln":
-        return t.reshape(n, -1)
-    if kind == "in":
-        return t.reshape(n * c, -1)
-    if kind == "gn":
-        return t.reshape(n * groups, -1)
-    return t.movedim(1, -1).reshape(-1, c)  # ln_pp, rms: one set per (sample, position)
-
-
-def from_rows(r: torch.Tensor, kind: str, shape: tuple[int, ...]) -> torch.Tensor:
-    n, c, *spatial = shape
-    if kind == "bn":
-        return r.reshape(c, n, *spatial).transpose(0, 1)
-    if kind in ("ln", "in", "gn"):
-        return r.reshape(shape)
-    return r.reshape(n, *spatial, c).movedim(-1, 1)
-
-
-def row_moments(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = r.sum(1, keepdim=True) / r.shape[1]
-    var = ((r - mean) ** 2).sum(1, keepdim=True) / r.shape[1]
-    return mean, var
-
-
-def ref_forward(x: torch.Tensor, kind: str, groups: int, eps: float) -> torch.Tensor:
-    r = to_rows(x.to(F64), kind, groups)
-    if kind == "rms":
-        ms = (r * r).sum(1, keepdim=True) / r.shape[1]
-        out = r / torch.sqrt(ms + eps)
-    else:
-        mean, var = row_moments(r)
-        out = (r - mean) / torch.sqrt(var + eps)
-    return from_rows(out, kind, tuple(x.shape))
 
 
 def set_size(kind: str, shape: tuple[int, ...], groups: int) -> int:

@@ -52,11 +52,10 @@ def group_norm_kernel(
     n, c = x.shape[:2]
     layout = None
     if not x.is_contiguous():
-        for fmt in (torch.channels_last, torch.channels_last_3d):
-            if x.dim() == (4 if fmt == torch.channels_last else 5) and x.is_contiguous(
-                memory_format=fmt
-            ):
-                layout = fmt
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            layout = torch.channels_last
+        elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+            layout = torch.channels_last_3d
         x = x.contiguous()
     weight, bias = kernel_params(x, weight, bias, c)
     positions = x.numel() // (n * c)
