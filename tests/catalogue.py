@@ -1,13 +1,17 @@
 """One small description per registered norm (and per notable variant), plus test helpers.
 
 Contract, parity and state tests are parametrized over ``CASES``; a test fails when a name in
-``normlab.available()`` has no case here, so no method lands untested.
+``normlab.available()`` has no case here, so no method lands untested. Methods beyond the five
+classic ones describe their cases in ``tests/cases_<method>.py`` (``CLASS_NAMES`` and ``CASES``),
+collected at the bottom of this file.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +37,8 @@ class TorchTwin:
 
 
 TorchBuilder = Callable[[nn.Module, int], TorchTwin]
+# (buffers before the step, the batch, momentum) -> expected buffers after one training step
+RunningStep = Callable[[Mapping[str, Tensor], Tensor, Any], dict[str, Tensor]]
 
 CLASS_NAMES = {
     "batch_norm": "BatchNorm",
@@ -59,6 +65,9 @@ class Case:
     train_eval_differ: bool = False
     per_sample: bool = True
     torch_equivalent: TorchBuilder | None = None
+    # float64 oracle of one running-statistics step; None = torch BatchNorm's law (IN's for IN)
+    running_step: RunningStep | None = None
+    momenta: tuple[Any, ...] = (0.0, 0.1, 1.0, None)  # momentum values the state laws are run at
 
     @property
     def id(self) -> str:
@@ -336,6 +345,18 @@ CASES: tuple[Case, ...] = (
     _rms("eps", eps=1e-3),
 )
 
+
+def _collect_method_cases() -> tuple[Case, ...]:
+    """Cases of the methods described in tests/cases_<method>.py, in file-name order."""
+    found: list[Case] = []
+    for path in sorted(Path(__file__).parent.glob("cases_*.py")):
+        module = importlib.import_module(path.stem)
+        CLASS_NAMES.update(module.CLASS_NAMES)
+        found.extend(module.CASES)
+    return tuple(found)
+
+
+CASES = CASES + _collect_method_cases()
 CASE_IDS = [c.id for c in CASES]
 RUNNING_CASES = tuple(c for c in CASES if c.has_running_stats)
 RUNNING_IDS = [c.id for c in RUNNING_CASES]
