@@ -2,12 +2,20 @@
 
 from normlab import functional as functional
 from normlab.errors import NormlabError as NormlabError
+from normlab.norms import BatchInstanceNorm as BatchInstanceNorm
 from normlab.norms import BatchNorm as BatchNorm
+from normlab.norms import BatchRenorm as BatchRenorm
+from normlab.norms import EvoNormB0 as EvoNormB0
+from normlab.norms import EvoNormS0 as EvoNormS0
+from normlab.norms import FrozenBatchNorm as FrozenBatchNorm
+from normlab.norms import GhostBatchNorm as GhostBatchNorm
 from normlab.norms import GroupNorm as GroupNorm
 from normlab.norms import InstanceNorm as InstanceNorm
 from normlab.norms import LayerNorm as LayerNorm
 from normlab.norms import Norm as Norm
 from normlab.norms import RMSNorm as RMSNorm
+from normlab.norms import SwitchableNorm as SwitchableNorm
+from normlab.norms import VirtualBatchNorm as VirtualBatchNorm
 from normlab.registry import available as available
 from normlab.registry import create as create
 from normlab.registry import factory as factory
@@ -15,13 +23,21 @@ from normlab.registry import factory as factory
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchInstanceNorm",
     "BatchNorm",
+    "BatchRenorm",
+    "EvoNormB0",
+    "EvoNormS0",
+    "FrozenBatchNorm",
+    "GhostBatchNorm",
     "GroupNorm",
     "InstanceNorm",
     "LayerNorm",
     "Norm",
     "NormlabError",
     "RMSNorm",
+    "SwitchableNorm",
+    "VirtualBatchNorm",
     "available",
     "create",
     "factory",

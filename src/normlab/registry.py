@@ -14,11 +14,18 @@ from typing import Any
 from torch import nn
 
 from normlab import errors
+from normlab.norms.batch_instance_norm import BatchInstanceNorm
 from normlab.norms.batch_norm import BatchNorm
+from normlab.norms.batch_renorm import BatchRenorm
+from normlab.norms.evo_norm import EvoNormB0, EvoNormS0
+from normlab.norms.frozen_batch_norm import FrozenBatchNorm
+from normlab.norms.ghost_batch_norm import GhostBatchNorm
 from normlab.norms.group_norm import GroupNorm
 from normlab.norms.instance_norm import InstanceNorm
 from normlab.norms.layer_norm import LayerNorm
 from normlab.norms.rms_norm import RMSNorm
+from normlab.norms.switchable_norm import SwitchableNorm
+from normlab.norms.virtual_batch_norm import VirtualBatchNorm
 
 
 @dataclass(frozen=True)
@@ -133,4 +140,38 @@ register(Entry(
 register(Entry(
     "rms_norm", RMSNorm, "root mean square over channels, per sample and position",
     "Zhang & Sennrich 2019, arXiv:1910.07467", aliases=("rms", "rmsnorm"),
+))
+register(Entry(
+    "ghost_batch_norm", GhostBatchNorm, "batch statistics per ghost batch (chunk of the batch)",
+    "Hoffer, Hubara & Soudry 2017, arXiv:1705.08741", aliases=("gbn", "ghost_bn"),
+    spec_arg="ghost_batch_size",
+))
+register(Entry(
+    "batch_renorm", BatchRenorm, "batch statistics corrected toward the moving ones (r, d)",
+    "Ioffe 2017, arXiv:1702.03275", aliases=("brn", "batchrenorm"),
+))
+register(Entry(
+    "frozen_batch_norm", FrozenBatchNorm, "fixed statistics and affine, unaffected by .train()",
+    "fine-tuning with the source data's statistics (torchvision / detectron2 FrozenBatchNorm2d)",
+    aliases=("frozen_bn", "fbn"),
+))
+register(Entry(
+    "virtual_batch_norm", VirtualBatchNorm, "each example with a fixed reference batch",
+    "Salimans et al. 2016, arXiv:1606.03498", aliases=("vbn",),
+))
+register(Entry(
+    "batch_instance_norm", BatchInstanceNorm, "learned per-channel gate between BN and IN",
+    "Nam & Kim 2018, arXiv:1805.07925", aliases=("bin",),
+))
+register(Entry(
+    "switchable_norm", SwitchableNorm, "softmax-weighted mix of IN, LN and BN statistics",
+    "Luo et al. 2019, arXiv:1806.10779", aliases=("sn", "switchnorm"),
+))
+register(Entry(
+    "evo_norm_b0", EvoNormB0, "batch-variance EvoNorm: x / max(batch σ, v·x + instance σ)",
+    "Liu et al. 2020, arXiv:2004.02967", aliases=("evonorm_b0", "b0"),
+))
+register(Entry(
+    "evo_norm_s0", EvoNormS0, "sample EvoNorm: x·sigmoid(v·x) / group σ",
+    "Liu et al. 2020, arXiv:2004.02967", aliases=("evonorm_s0", "s0"), spec_arg="num_groups",
 ))
