@@ -1,0 +1,154 @@
+"""Autograd for methods whose output is a per-(sample, channel) affine map of the input.
+
+Switchable Norm, Batch-Instance Norm and Virtual BN all compute
+
+    y[n, c, s] = x[n, c, s] · A[n, c] + B[n, c],   (A, B) = f(μ, σ², θ)
+
+where μ[n, c], σ²[n, c] are the mean and biased variance of the slice x[n, c, :] over the
+positions *S and θ are small tensors (parameters, running or reference statistics). The method
+only writes f, a few operations on (N, C) tensors. Given dy, the chain rule through the moments
+(∂μ/∂x = 1/|S|, ∂σ²/∂x = 2(x − μ)/|S|) gives
+
+    ∂L/∂A = Σ_S dy·x,   ∂L/∂B = Σ_S dy,   (g_μ, g_σ², g_θ) = VJP of f at (∂L/∂A, ∂L/∂B),
+    dx = dy·A + x·P + Q,   P = 2·g_σ²/|S|,   Q = (g_μ − 2·g_σ²·μ)/|S|.
+
+So the backward pass reads x and dy once for the two sums, back-propagates through f on the tiny
+tensors with ordinary autograd, and writes dx in two affine passes. Only x and the (N, C)
+statistics are saved. For double backward (``create_graph=True``) the forward is recomputed from
+differentiable operations and autograd differentiates that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from normlab.core.moments import accumulation_dtype
+from normlab.norms._per_instance import channel_affine, instance_moments, instance_sums
+
+# (mean, var, *params) -> (A, B), all of shape (N, C) (or broadcastable to it)
+Coefficients = Callable[..., tuple[Tensor, Tensor]]
+
+
+def _full(t: Tensor, like: Tensor) -> Tensor:
+    return t.expand_as(like).contiguous() if t.shape != like.shape else t
+
+
+class _InstanceAffine(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, coefficients: Coefficients, mean: Tensor, var: Tensor, *params: Tensor
+    ) -> Tensor:
+        scale, shift = coefficients(mean, var, *params)
+        ctx.coefficients = coefficients
+        ctx.save_for_backward(x, mean, var, *params)
+        return channel_affine(x, _full(scale, mean), _full(shift, mean))
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        x, mean, var, *params = ctx.saved_tensors
+        wanted = [ctx.needs_input_grad[4 + i] for i in range(len(params))]
+        if torch.is_grad_enabled():
+            grads = _recomputed_grads(ctx.coefficients, x, params, wanted, dy)
+        else:
+            grads = _analytic_grads(ctx.coefficients, x, mean, var, params, wanted, dy)
+        dx, *param_grads = grads
+        return (dx if ctx.needs_input_grad[0] else None, None, None, None, *param_grads)
+
+
+def _analytic_grads(
+    coefficients: Coefficients,
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    params: list[Tensor],
+    wanted: list[bool],
+    dy: Tensor,
+) -> list[Tensor | None]:
+    sum_dy, sum_dy_x = instance_sums(dy, x)
+    with torch.enable_grad():
+        m = mean.detach().requires_grad_()
+        v = var.detach().requires_grad_()
+        leaves = [p.detach().requires_grad_(w) for p, w in zip(params, wanted, strict=True)]
+        scale, shift = coefficients(m, v, *leaves)
+        inputs = [m, v, *(leaf for leaf in leaves if leaf.requires_grad)]
+        outputs = [t for t in (scale, shift) if t.requires_grad]
+        cotangents = [c for t, c in ((scale, sum_dy_x), (shift, sum_dy)) if t.requires_grad]
+        found = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
+    g_mean = torch.zeros_like(mean) if found[0] is None else found[0]
+    g_var = torch.zeros_like(var) if found[1] is None else found[1]
+    positions = x.numel() // max(mean.numel(), 1)
+    p = g_var * (2.0 / positions)
+    q = g_mean / positions - p * mean
+    scale = _full(scale.detach(), mean)
+    dx = channel_affine(x, p, q)
+    dx += channel_affine(dy, scale, torch.zeros_like(scale))
+    extra = iter(found[2:])
+    return [dx, *(next(extra) if w else None for w in wanted)]
+
+
+def _recomputed_grads(
+    coefficients: Coefficients, x: Tensor, params: list[Tensor], wanted: list[bool], dy: Tensor
+) -> list[Tensor | None]:
+    """Differentiable recomputation, used only when the backward pass itself is differentiated."""
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1).to(accumulation_dtype(x.dtype))
+    var, mean = torch.var_mean(flat, dim=-1, correction=0)
+    scale, shift = coefficients(mean, var, *params)
+    y = flat * _full(scale, mean).unsqueeze(-1) + _full(shift, mean).unsqueeze(-1)
+    inputs = [x, *(p for p, w in zip(params, wanted, strict=True) if w)]
+    found = torch.autograd.grad(
+        y, inputs, dy.reshape(n, c, -1).to(y.dtype), create_graph=True, allow_unused=True
+    )
+    dx = torch.zeros_like(x) if found[0] is None else found[0]
+    extra = iter(found[1:])
+    return [dx, *(next(extra) if w else None for w in wanted)]
+
+
+def instance_affine(
+    x: Tensor, coefficients: Coefficients, *params: Tensor, moments: tuple[Tensor, Tensor]
+) -> Tensor:
+    """y = x·A + B with (A, B) = coefficients(μ, σ², *params), differentiable in x and params.
+
+    ``x`` is channels-first and contiguous; ``moments`` = `instance_moments(x)` (computed by the
+    caller, which usually needs them for running statistics as well). ``coefficients`` must be
+    built from differentiable torch operations on its (N, C) / (C,) arguments.
+    """
+    mean, var = moments
+    return _InstanceAffine.apply(x, coefficients, mean, var, *params)
+
+
+def contiguous_channels_first(x: Tensor, channel_dim: int) -> tuple[Tensor, torch.memory_format]:
+    """A contiguous (N, C, *S) copy or view of ``x`` and the layout to hand the output back in.
+
+    Contiguous slices are what the per-instance kernels read (and torch's channels_last
+    group-norm kernel uses a one-pass variance, see `group_norm_kernel`).
+    """
+    cf = x if channel_dim == 1 else x.movedim(-1, 1)
+    layout = torch.contiguous_format
+    if not cf.is_contiguous():
+        if cf.dim() == 4 and cf.is_contiguous(memory_format=torch.channels_last):
+            layout = torch.channels_last
+        elif cf.dim() == 5 and cf.is_contiguous(memory_format=torch.channels_last_3d):
+            layout = torch.channels_last_3d
+        cf = cf.contiguous()
+    return cf, layout
+
+
+def restore_layout(y: Tensor, layout: torch.memory_format, channel_dim: int) -> Tensor:
+    """Inverse of `contiguous_channels_first` for the output."""
+    if layout is not torch.contiguous_format:
+        y = y.contiguous(memory_format=layout)
+    return y if channel_dim == 1 else y.movedim(1, -1)
+
+
+__all__ = [
+    "Coefficients",
+    "contiguous_channels_first",
+    "instance_affine",
+    "instance_moments",
+    "restore_layout",
+]

@@ -1,0 +1,146 @@
+"""The per-(sample, channel) kernels and the autograd Function shared by the mixed-statistics
+methods, against float64 references computed with plain tensor operations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from catalogue import close, make_input
+from normlab.norms._instance_affine import (
+    contiguous_channels_first,
+    instance_affine,
+    restore_layout,
+)
+from normlab.norms._per_instance import channel_affine, instance_moments, instance_sums
+
+F64 = torch.float64
+SHAPES = [(3, 4), (3, 4, 5), (2, 4, 3, 5), (2, 4, 2, 3, 2)]
+
+
+def _moments_ref(x: Tensor) -> tuple[Tensor, Tensor]:
+    flat = x.to(F64).reshape(x.shape[0], x.shape[1], -1)
+    mean = flat.sum(-1) / flat.shape[-1]
+    return mean, ((flat - mean.unsqueeze(-1)) ** 2).sum(-1) / flat.shape[-1]
+
+
+def _bcast(t: Tensor, x: Tensor) -> Tensor:
+    return t.reshape(*t.shape, *([1] * (x.dim() - 2)))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [F64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_instance_moments(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    x = make_input(shape, F64).to(dtype)
+    x[0, 0] = 3.0  # a constant slice: variance exactly 0
+    mean, var = instance_moments(x)
+    ref_mean, ref_var = _moments_ref(x)
+    tol = 1e-12 if dtype == F64 else 2e-6
+    assert mean.dtype == (F64 if dtype == F64 else torch.float32)
+    close(mean.to(F64), ref_mean, tol)
+    close(var.to(F64), ref_var, tol)
+    assert var[0, 0].item() == 0.0
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_channel_affine_and_sums(shape: tuple[int, ...]) -> None:
+    x = make_input(shape, F64, seed=1)
+    g = torch.Generator().manual_seed(2)
+    scale = torch.randn(shape[:2], generator=g, dtype=F64)
+    shift = torch.randn(shape[:2], generator=g, dtype=F64)
+    close(channel_affine(x, scale, shift), x * _bcast(scale, x) + _bcast(shift, x), 1e-14)
+    dy = make_input(shape, F64, seed=3)
+    sum_dy, sum_dy_x = instance_sums(dy, x)
+    dims = tuple(range(2, x.dim()))
+    close(sum_dy, dy.sum(dims) if dims else dy, 1e-13)
+    close(sum_dy_x, (dy * x).sum(dims) if dims else dy * x, 1e-13)
+
+
+def _mix(mean: Tensor, var: Tensor, weight: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """A small coefficient function mixing instance and batch moments (Switchable-Norm-like)."""
+    batch_mean = mean.mean(0, keepdim=True)
+    batch_var = var.mean(0, keepdim=True) + ((mean - batch_mean) ** 2).mean(0, keepdim=True)
+    mixed_mean = 0.3 * mean + 0.7 * batch_mean
+    a = weight * torch.rsqrt(0.6 * var + 0.4 * batch_var + 1e-3)
+    return a, shift - mixed_mean * a
+
+
+def _mix_ref(x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
+    dims = tuple(range(2, x.dim()))
+    mean, var = _moments_ref(x)
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
+    batch_mean = flat.mean((0, 2))
+    batch_var = ((flat - batch_mean[None, :, None]) ** 2).mean((0, 2))
+    mu = 0.3 * mean + 0.7 * batch_mean
+    sigma2 = 0.6 * var + 0.4 * batch_var + 1e-3
+    y = (x - _bcast(mu, x)) / _bcast(sigma2.sqrt(), x) * _bcast(weight.expand_as(mu), x)
+    return y + _bcast(shift.expand_as(mu), x) if dims else y + shift
+
+
+def _apply(x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
+    return instance_affine(x, _mix, weight, shift, moments=instance_moments(x.detach()))
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=str)
+def test_instance_affine_forward_and_gradients(shape: tuple[int, ...]) -> None:
+    x = make_input(shape, F64, seed=4).requires_grad_()
+    weight = torch.linspace(0.5, 2.0, shape[1], dtype=F64).requires_grad_()
+    shift = torch.linspace(-1.0, 1.0, shape[1], dtype=F64).requires_grad_()
+    y = _apply(x, weight, shift)
+    expected = _mix_ref(x, weight, shift)
+    close(y, expected, 1e-12)
+    dy = make_input(shape, F64, seed=5)
+    got = torch.autograd.grad(y, (x, weight, shift), dy)
+    want = torch.autograd.grad(expected, (x, weight, shift), dy)
+    for g, w in zip(got, want, strict=True):
+        close(g, w, 1e-11)
+    assert torch.autograd.gradcheck(_apply, (x, weight, shift))
+    assert torch.autograd.gradgradcheck(_apply, (x, weight, shift))
+
+
+def test_instance_affine_low_precision_matches_fp32() -> None:
+    x32 = make_input((4, 6, 5, 5), torch.float32, seed=6)
+    weight = torch.linspace(0.5, 2.0, 6)
+    shift = torch.zeros(6)
+    for dtype in (torch.float16, torch.bfloat16):
+        x = x32.to(dtype).requires_grad_()
+        y = _apply(x, weight, shift)
+        assert y.dtype == dtype
+        y.float().square().sum().backward()
+        ref_x = x.detach().to(F64).requires_grad_()
+        ref = _mix_ref(ref_x, weight.to(F64), shift.to(F64))
+        ref.square().sum().backward()
+        tol = 1e-2 if dtype == torch.float16 else 5e-2
+        close(y.to(F64), ref, tol)
+        close(x.grad.to(F64), ref_x.grad, 5 * tol)
+
+
+def test_only_the_input_and_small_statistics_are_saved() -> None:
+    x = make_input((8, 6, 16, 16), torch.float32, seed=7).requires_grad_()
+    weight = torch.ones(6, requires_grad=True)
+    storages: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _apply(x, weight, torch.zeros(6))
+    assert x.untyped_storage().data_ptr() in storages
+    assert sum(storages.values()) <= 1.05 * x.numel() * x.element_size()
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_layout_round_trip(channel_dim: int, layout: str) -> None:
+    x = make_input((2, 3, 4, 5), F64, seed=8)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    source = x if channel_dim == 1 else x.movedim(1, -1)
+    cf, kept = contiguous_channels_first(source, channel_dim)
+    assert cf.is_contiguous() and torch.equal(cf, x)
+    back = restore_layout(cf, kept, channel_dim)
+    assert torch.equal(back, source)
+    if channel_dim == 1:
+        assert back.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
