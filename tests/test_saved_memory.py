@@ -1,0 +1,43 @@
+"""Memory kept for the backward pass: every layer saves at most 1.5x its input.
+
+Counted with ``torch.autograd.graph.saved_tensors_hooks``: each distinct storage once (a view
+of the input saved twice costs nothing more), parameters and statistics included.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from catalogue import CASE_IDS, CASES, Case, make_input, randomize_
+
+LIMIT = 1.5
+
+
+def saved_bytes(run: object, *args: Tensor) -> int:
+    storages: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run(*args)  # type: ignore[operator]
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_saved_for_backward_at_most_1_5x_input(case: Case, training: bool) -> None:
+    if not case.shapes_of_rank(4):
+        pytest.skip("no image-shaped input for this case")
+    m = randomize_(case.make()).train()
+    x = make_input((8, case.num_features, 16, 16), torch.float32, seed=3)
+    m(x)  # a first step, so that layers with a reference or warm-up state are set up
+    m.train(training)
+    x.requires_grad_()
+    used = saved_bytes(m, x)
+    budget = x.numel() * x.element_size()
+    assert used <= LIMIT * budget, f"saved {used / budget:.2f}x the input's bytes"
