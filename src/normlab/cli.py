@@ -26,7 +26,13 @@ _PROBE_FEATURES = 64  # channels of the instance built when the class has no ``a
 
 
 def normalizes_over(entry: registry.Entry) -> str:
-    """``entry.cls.axes.describe()``; builds a default layer when ``axes`` is set per instance."""
+    """``entry.cls.axes.describe()``; builds a default layer when ``axes`` is set per instance.
+
+    A method that mixes several statistics says so in a ``statistics`` class attribute instead.
+    """
+    mixed = getattr(entry.cls, "statistics", None)
+    if isinstance(mixed, str):
+        return mixed
     axes = getattr(entry.cls, "axes", None)
     if not isinstance(axes, Axes):
         layer = registry.create(entry.name, _PROBE_FEATURES)
