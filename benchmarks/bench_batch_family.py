@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
+
+import normlab
 from bench_classic import NCHW, Side, cpu_model, measure
 from bench_classic import Case as Pair
 from eager.batch_instance_norm import eager_batch_instance_norm
@@ -34,9 +37,6 @@ from eager.frozen_batch_norm import eager_frozen_batch_norm
 from eager.ghost_batch_norm import eager_ghost_batch_norm
 from eager.switchable_norm import eager_switchable_norm
 from eager.virtual_batch_norm import eager_virtual_batch_norm
-from torch import Tensor, nn
-
-import normlab
 
 RESULTS = Path(__file__).parent / "results" / "batch_family.md"
 C = NCHW[1]

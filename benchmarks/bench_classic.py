@@ -97,8 +97,8 @@ def stepper(side: Side, seed: int) -> Callable[[], float]:
     """A closure that runs one forward + backward and returns its wall time in seconds."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(side.shape, generator=gen).requires_grad_()
-    module = side.module.train()
-    wrt = [x, *module.parameters()]
+    module = side.module  # as built: training mode, except a baseline built in eval mode
+    wrt = [x, *(p for p in module.parameters() if p.requires_grad)]  # frozen ones: none
     grad_out = torch.randn_like(side.apply(module, x))  # same shape and memory format as y
     grad_out.copy_(torch.randn(grad_out.shape, generator=gen))
 

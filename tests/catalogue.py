@@ -68,6 +68,11 @@ class Case:
     # float64 oracle of one running-statistics step; None = torch BatchNorm's law (IN's for IN)
     running_step: RunningStep | None = None
     momenta: tuple[Any, ...] = (0.0, 0.1, 1.0, None)  # momentum values the state laws are run at
+    # the exact state_dict keys where they are not weight/bias plus the three running buffers
+    state_keys: frozenset[str] | None = None
+    # called after every optimizer step of the generic training loops: a projected update,
+    # e.g. Batch-Instance Norm's gate clipping into [0, 1] (whose state cannot load otherwise)
+    after_step: Callable[[nn.Module], Any] | None = None
 
     @property
     def id(self) -> str:
@@ -384,8 +389,10 @@ def randomize_(module: nn.Module, seed: int = 1) -> nn.Module:
             if not t.is_floating_point():
                 continue
             leaf = name.rsplit(".", 1)[-1]
-            if leaf in ("weight", "running_var"):
+            if leaf in ("weight", "running_var", "reference_var"):
                 values = torch.rand(t.shape, generator=g, dtype=torch.float64) * 1.5 + 0.5
+            elif leaf == "gate":  # Batch-Instance Norm's ρ lives in [0, 1]
+                values = torch.rand(t.shape, generator=g, dtype=torch.float64)
             else:
                 values = torch.randn(t.shape, generator=g, dtype=torch.float64)
             t.copy_(values.to(t.dtype))

@@ -126,8 +126,10 @@ def test_train_eval_behaviour(case: Case) -> None:
     y_train = m.train()(x)
     if case.has_running_stats:
         after = snapshot(m)
-        assert not torch.equal(after["running_mean"], before["running_mean"])
-        assert not torch.equal(after["running_var"], before["running_var"])
+        running = [key for key in before if key in ("running_mean", "running_var")]
+        assert "running_var" in running
+        for key in running:
+            assert not torch.equal(after[key], before[key]), key
     else:
         assert_state_equal(snapshot(m), before)
     y_eval = m.eval()(x)
@@ -389,6 +391,8 @@ def test_state_dict_roundtrip_bitwise(case: Case) -> None:
         expected |= {"weight"} if case.name == "rms_norm" else {"weight", "bias"}
     if case.has_running_stats:
         expected |= {"running_mean", "running_var", "num_batches_tracked"}
+    if case.state_keys is not None:
+        expected = set(case.state_keys)
     assert set(m.state_dict()) == expected
 
 
@@ -400,6 +404,14 @@ REPR_KEYS = {
     "layer_norm": ("eps", "affine", "per_position"),
     "group_norm": ("num_groups", "eps", "affine"),
     "rms_norm": ("eps", "affine"),
+    "batch_renorm": ("eps", "momentum", "affine", "rmax", "dmax", "warmup_steps"),
+    "evo_norm_b0": ("eps", "momentum", "affine", "nonlinearity", "track_running_stats"),
+    "evo_norm_s0": ("num_groups", "eps", "affine", "nonlinearity"),
+    "switchable_norm": ("eps", "momentum", "affine", "track_running_stats", "branches"),
+    "batch_instance_norm": ("eps", "momentum", "affine", "track_running_stats"),
+    "virtual_batch_norm": ("eps", "affine"),
+    "ghost_batch_norm": ("ghost_batch_size", "eps", "momentum", "affine", "track_running_stats"),
+    "frozen_batch_norm": ("eps", "affine", "trainable_affine"),
 }
 
 
@@ -427,6 +439,8 @@ def test_factory_kwargs_reach_params_and_buffers(case: Case, dtype: torch.dtype)
         assert t.device.type == "cpu", name
         if name == "num_batches_tracked":
             assert t.dtype == torch.long and t.item() == 0
+        elif not t.is_floating_point():  # an integer count, e.g. VBN's reference_size
+            assert t.dtype == torch.long, name
         else:
             assert t.dtype == dtype, name
     initial = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
@@ -434,7 +448,8 @@ def test_factory_kwargs_reach_params_and_buffers(case: Case, dtype: torch.dtype)
         if tensors.get(name) is not None:
             assert torch.equal(tensors[name], torch.full_like(tensors[name], value)), name
     assert ("weight" in tensors) == bool(m.affine)
-    assert ("running_mean" in tensors) == case.has_running_stats
+    fixed = "running_var" in (case.state_keys or ())  # e.g. FrozenBN's never-updated statistics
+    assert ("running_var" in tensors) == (case.has_running_stats or fixed)
 
 
 @cases

@@ -3,6 +3,8 @@ methods, against float64 references computed with plain tensor operations."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import Tensor
@@ -13,7 +15,12 @@ from normlab.norms._instance_affine import (
     instance_affine,
     restore_layout,
 )
-from normlab.norms._per_instance import channel_affine, instance_moments, instance_sums
+from normlab.norms._per_instance import (
+    channel_affine,
+    instance_moments,
+    instance_sums,
+    normalize_instances,
+)
 
 F64 = torch.float64
 SHAPES = [(3, 4), (3, 4, 5), (2, 4, 3, 5), (2, 4, 2, 3, 2)]
@@ -41,6 +48,12 @@ def test_instance_moments(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     close(mean.to(F64), ref_mean, tol)
     close(var.to(F64), ref_var, tol)
     assert var[0, 0].item() == 0.0
+    x_hat, mean2, var2, rstd = normalize_instances(x, 1e-3)
+    assert torch.equal(mean2, mean)
+    close(var2.to(F64) + 1e-3, ref_var + 1e-3, tol)
+    close(rstd.to(F64), (ref_var + 1e-3).rsqrt(), tol)
+    expected = (x.to(F64) - _bcast(ref_mean, x)) * _bcast((ref_var + 1e-3).rsqrt(), x)
+    close(x_hat.to(F64), expected, 1e-12 if dtype == F64 else 1e-2 if x.itemsize == 2 else 2e-6)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -82,12 +95,21 @@ def _apply(x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
     return instance_affine(x, _mix, weight, shift, moments=instance_moments(x.detach()))
 
 
+def _apply_in_place(x: Tensor, weight: Tensor, shift: Tensor) -> Tensor:
+    """The fast path: y written into the x̂ that the moments kernel returned."""
+    x_hat, mean, var, rstd = normalize_instances(x, 1e-3)
+    return instance_affine(x, _mix, weight, shift, moments=(mean, var), normalized=(x_hat, rstd))
+
+
+@pytest.mark.parametrize("run", [_apply, _apply_in_place], ids=["fresh", "in_place"])
 @pytest.mark.parametrize("shape", SHAPES[1:], ids=str)
-def test_instance_affine_forward_and_gradients(shape: tuple[int, ...]) -> None:
+def test_instance_affine_forward_and_gradients(
+    shape: tuple[int, ...], run: Callable[..., Tensor]
+) -> None:
     x = make_input(shape, F64, seed=4).requires_grad_()
     weight = torch.linspace(0.5, 2.0, shape[1], dtype=F64).requires_grad_()
     shift = torch.linspace(-1.0, 1.0, shape[1], dtype=F64).requires_grad_()
-    y = _apply(x, weight, shift)
+    y = run(x, weight, shift)
     expected = _mix_ref(x, weight, shift)
     close(y, expected, 1e-12)
     dy = make_input(shape, F64, seed=5)
@@ -95,17 +117,18 @@ def test_instance_affine_forward_and_gradients(shape: tuple[int, ...]) -> None:
     want = torch.autograd.grad(expected, (x, weight, shift), dy)
     for g, w in zip(got, want, strict=True):
         close(g, w, 1e-11)
-    assert torch.autograd.gradcheck(_apply, (x, weight, shift))
-    assert torch.autograd.gradgradcheck(_apply, (x, weight, shift))
+    assert torch.autograd.gradcheck(run, (x, weight, shift))
+    assert torch.autograd.gradgradcheck(run, (x, weight, shift))
 
 
-def test_instance_affine_low_precision_matches_fp32() -> None:
+@pytest.mark.parametrize("run", [_apply, _apply_in_place], ids=["fresh", "in_place"])
+def test_instance_affine_low_precision_matches_fp32(run: Callable[..., Tensor]) -> None:
     x32 = make_input((4, 6, 5, 5), torch.float32, seed=6)
     weight = torch.linspace(0.5, 2.0, 6)
     shift = torch.zeros(6)
     for dtype in (torch.float16, torch.bfloat16):
         x = x32.to(dtype).requires_grad_()
-        y = _apply(x, weight, shift)
+        y = run(x, weight, shift)
         assert y.dtype == dtype
         y.float().square().sum().backward()
         ref_x = x.detach().to(F64).requires_grad_()

@@ -178,3 +178,189 @@ def bad_spec(spec: str, problem: str) -> ConfigError:
     return ConfigError(
         f"Invalid norm spec {spec!r}: {problem}. Specs look like 'bn', 'gn:32' or 'group_norm'."
     )
+
+
+# -- Switchable Norm and Batch-Instance Norm (issue 3) ---------------------------------------------
+
+
+def check_branches(branches: object, known: Sequence[str]) -> tuple[str, ...]:
+    """A non-empty, repeat-free subset of ``known``, returned in ``known``'s order."""
+    items: tuple[object, ...] = ()
+    if not isinstance(branches, str) and isinstance(branches, Iterable):
+        items = tuple(branches)
+    if (
+        not items
+        or any(b not in known for b in items)
+        or len(set(items)) != len(items)
+    ):
+        raise ConfigError(
+            f"branches must be a non-empty tuple of distinct names among {tuple(known)}; got "
+            f"{branches!r}. For a single branch write a tuple, e.g. branches=('bn',)."
+        )
+    return tuple(b for b in known if b in items)
+
+
+def instance_branch_needs_positions(layer: str, shape: Sequence[int]) -> InputError:
+    return InputError(
+        f"{layer}: the IN branch computes each statistic over the positions *S, and input of "
+        f"shape {tuple(shape)} has 1 position per (sample, channel), so instance statistics "
+        "are undefined. For (N, C) input drop the IN branch: branches=('ln', 'bn') (what the "
+        "reference's SwitchNorm1d uses)."
+    )
+
+
+def gate_out_of_range(layer: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"{layer}: cannot load 'gate': {problem}. The gate ρ must lie in [0, 1] (the paper "
+        "clips it after every optimizer step). Clamp it before loading "
+        "(state['gate'].clamp_(0, 1)) and train with "
+        "normlab.norms.batch_instance_norm.clamp_gates_after_step(optimizer, model)."
+    )
+
+
+# -- Batch Renormalization (issue 3) ---------------------------------------------------------------
+
+
+def check_rmax(rmax: object) -> float:
+    """r_max of Batch Renorm: a finite number >= 1 (r is clipped to [1/r_max, r_max])."""
+    if (
+        isinstance(rmax, bool)
+        or not isinstance(rmax, (int, float))
+        or not math.isfinite(rmax)
+        or rmax < 1
+    ):
+        raise ConfigError(
+            f"rmax must be a finite float >= 1; got {rmax!r}. r = σ_B/σ is clipped to "
+            "[1/rmax, rmax], so rmax < 1 would be an empty range; rmax=1 turns the correction "
+            "off (plain BN) and the paper ends its schedule at rmax=3."
+        )
+    return float(rmax)
+
+
+def check_dmax(dmax: object) -> float:
+    """d_max of Batch Renorm: a finite number >= 0 (d is clipped to [-d_max, d_max])."""
+    if (
+        isinstance(dmax, bool)
+        or not isinstance(dmax, (int, float))
+        or not math.isfinite(dmax)
+        or dmax < 0
+    ):
+        raise ConfigError(
+            f"dmax must be a finite float >= 0; got {dmax!r}. d = (μ_B − μ)/σ is clipped to "
+            "[-dmax, dmax]; dmax=0 turns the shift off (plain BN) and the paper ends its "
+            "schedule at dmax=5."
+        )
+    return float(dmax)
+
+
+def check_renorm_schedule(
+    warmup_steps: object, rmax_ramp_end: object, dmax_ramp_end: object
+) -> tuple[int, int, int]:
+    """Step counts of Batch Renorm's clip schedule: ints >= 0, each ramp ending after warm-up."""
+    given = {
+        "warmup_steps": warmup_steps,
+        "rmax_ramp_end": rmax_ramp_end,
+        "dmax_ramp_end": dmax_ramp_end,
+    }
+    steps: dict[str, int] = {}
+    for name, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"{name} must be an int >= 0 (a number of training steps); got {value!r}. "
+                "Pass warmup_steps=0, rmax_ramp_end=0, dmax_ramp_end=0 to clip with the final "
+                "rmax and dmax from the first step."
+            )
+        steps[name] = int(value)
+    for name in ("rmax_ramp_end", "dmax_ramp_end"):
+        if steps[name] < steps["warmup_steps"]:
+            raise ConfigError(
+                f"{name} ({steps[name]}) must be >= warmup_steps ({steps['warmup_steps']}): the "
+                "ramp starts when the warm-up ends, so the schedule would not be monotone. Raise "
+                f"{name} or lower warmup_steps (the paper: warmup_steps=5000, then "
+                "rmax_ramp_end=40000, dmax_ramp_end=25000)."
+            )
+    return steps["warmup_steps"], steps["rmax_ramp_end"], steps["dmax_ramp_end"]
+
+
+def invalid_parameter_state(layer: str, key: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"{layer}: cannot load {key!r}: {problem}. {fix}")
+
+
+# -- Ghost Batch Norm and Frozen Batch Norm (issue 3) ----------------------------------------------
+
+
+def check_ghost_batch_size(ghost_batch_size: object) -> int:
+    """Samples per ghost batch of Ghost BN: a positive int."""
+    if (
+        isinstance(ghost_batch_size, bool)
+        or not isinstance(ghost_batch_size, int)
+        or ghost_batch_size <= 0
+    ):
+        raise ConfigError(
+            f"ghost_batch_size must be a positive int; got {ghost_batch_size!r}. It is the number "
+            "of samples per ghost batch, each normalized with its own statistics; the paper uses "
+            "128. Pass e.g. ghost_batch_size=32 (a value >= the batch size gives plain BN)."
+        )
+    return ghost_batch_size
+
+
+def nothing_to_freeze(source: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"FrozenBatchNorm.from_batch_norm: cannot freeze {source}: {problem}. Pass a BatchNorm "
+        "with running statistics (track_running_stats=True), e.g. torch.nn.BatchNorm2d or "
+        "normlab.BatchNorm, or build FrozenBatchNorm(num_features) and load a state_dict."
+    )
+
+
+# -- EvoNorm (issue 3) -----------------------------------------------------------------------------
+
+
+def evo_norm_parameter_shape(
+    layer: str, name: str, shape: Sequence[int], channels: int
+) -> InputError:
+    return InputError(
+        f"{layer}: {name} must have shape ({channels},), one value per channel of the input; "
+        f"got {tuple(shape)}. Pass a per-channel tensor of length {channels}."
+    )
+
+
+def evo_norm_v_without_nonlinearity(layer: str) -> InputError:
+    return InputError(
+        f"{layer}: v was given with nonlinearity=False, where the layer is the affine map "
+        "y = weight·x + bias and has no v. Pass v=None, or nonlinearity=True to use it."
+    )
+
+
+# -- Virtual Batch Normalization (issue 3) ---------------------------------------------------------
+
+
+def missing_reference(layer: str) -> ConfigError:
+    return ConfigError(
+        f"{layer} has no reference batch: virtual batch norm normalizes every example with the "
+        "statistics of a fixed reference batch R merged with its own. Set R first, either with "
+        "layer.set_reference(x_ref) (x_ref = this layer's input for R) or, for a whole model, "
+        "with `with normlab.norms.virtual_batch_norm.reference_pass(model): model(x_ref)` "
+        "(the paper repeats that pass every training step); or load a state_dict that holds "
+        "reference_mean / reference_var / reference_size."
+    )
+
+
+def bad_reference(layer: str, problem: str, fix: str) -> InputError:
+    return InputError(f"{layer}: invalid reference batch x_ref: {problem}. {fix}")
+
+
+def invalid_reference_state(layer: str, key: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"{layer}: cannot load {key!r}: {problem}. The checkpoint is corrupted or belongs to "
+        "another layer; load a valid state, or call reset_reference() and set_reference(x_ref)."
+    )
+
+
+def frozen_eps_not_positive(source: str, eps: object) -> ConfigError:
+    return ConfigError(
+        f"FrozenBatchNorm.from_batch_norm: cannot freeze {source}: its eps is {eps!r}, and a "
+        "frozen BN needs eps > 0 (with eps=0 a running_var that is 0, e.g. underflowed in fp16, "
+        "gives inf/NaN). Set a positive eps on the source first (e.g. bn.eps = 1e-5, which "
+        "changes its output slightly) or build FrozenBatchNorm(num_features, eps=...) and load "
+        "its state_dict."
+    )

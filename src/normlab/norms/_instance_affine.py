@@ -13,9 +13,15 @@ only writes f, a few operations on (N, C) tensors. Given dy, the chain rule thro
     dx = dy·A + x·P + Q,   P = 2·g_σ²/|S|,   Q = (g_μ − 2·g_σ²·μ)/|S|.
 
 So the backward pass reads x and dy once for the two sums, back-propagates through f on the tiny
-tensors with ordinary autograd, and writes dx in two affine passes. Only x and the (N, C)
-statistics are saved. For double backward (``create_graph=True``) the forward is recomputed from
-differentiable operations and autograd differentiates that.
+tensors, and writes dx in two affine passes. Only x and the (N, C) statistics are saved. For
+double backward (``create_graph=True``) the forward is recomputed from differentiable operations
+and autograd differentiates that.
+
+The forward pass writes y into the x̂ that `normalize_instances` returned with the moments:
+y = x̂·(A/r) + (B + A·μ), in place. A coefficient function may carry its own vector-Jacobian
+product as a ``vjp(mean, var, params, g_scale, g_shift)`` method returning (A, [g_μ, g_σ², g_θ…]);
+otherwise autograd differentiates it (the Python cost of autograd through a few dozen tiny
+operations is measurable next to the data passes on a small CPU).
 """
 
 from __future__ import annotations
@@ -27,7 +33,12 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import accumulation_dtype
-from normlab.norms._per_instance import channel_affine, instance_moments, instance_sums
+from normlab.norms._per_instance import (
+    channel_affine,
+    instance_moments,
+    instance_sums,
+    normalize_instances,
+)
 
 # (mean, var, *params) -> (A, B), all of shape (N, C) (or broadcastable to it)
 Coefficients = Callable[..., tuple[Tensor, Tensor]]
@@ -37,26 +48,46 @@ def _full(t: Tensor, like: Tensor) -> Tensor:
     return t.expand_as(like).contiguous() if t.shape != like.shape else t
 
 
+class _Normalized:
+    """x̂ and 1/σ from `normalize_instances`, handed to the Function as an opaque argument (x̂ is
+    scratch memory that becomes the output)."""
+
+    def __init__(self, x_hat: Tensor, rstd: Tensor) -> None:
+        self.x_hat, self.rstd = x_hat, rstd
+
+
 class _InstanceAffine(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, coefficients: Coefficients, mean: Tensor, var: Tensor, *params: Tensor
+        ctx: Any,
+        x: Tensor,
+        coefficients: Coefficients,
+        normalized: _Normalized | None,
+        mean: Tensor,
+        var: Tensor,
+        *params: Tensor,
     ) -> Tensor:
         scale, shift = coefficients(mean, var, *params)
+        scale, shift = _full(scale, mean), _full(shift, mean)
         ctx.coefficients = coefficients
         ctx.save_for_backward(x, mean, var, *params)
-        return channel_affine(x, _full(scale, mean), _full(shift, mean))
+        if normalized is None:
+            return channel_affine(x, scale, shift)
+        n, c = mean.shape
+        view = (n, c) + (1,) * (x.dim() - 2)
+        y = normalized.x_hat.mul_((scale / normalized.rstd).view(view))
+        return y.add_(torch.addcmul(shift, scale, mean).view(view))
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
         x, mean, var, *params = ctx.saved_tensors
-        wanted = [ctx.needs_input_grad[4 + i] for i in range(len(params))]
+        wanted = [ctx.needs_input_grad[5 + i] for i in range(len(params))]
         if torch.is_grad_enabled():
             grads = _recomputed_grads(ctx.coefficients, x, params, wanted, dy)
         else:
             grads = _analytic_grads(ctx.coefficients, x, mean, var, params, wanted, dy)
         dx, *param_grads = grads
-        return (dx if ctx.needs_input_grad[0] else None, None, None, None, *param_grads)
+        return (dx if ctx.needs_input_grad[0] else None, None, None, None, None, *param_grads)
 
 
 def _analytic_grads(
@@ -69,25 +100,47 @@ def _analytic_grads(
     dy: Tensor,
 ) -> list[Tensor | None]:
     sum_dy, sum_dy_x = instance_sums(dy, x)
-    with torch.enable_grad():
-        m = mean.detach().requires_grad_()
-        v = var.detach().requires_grad_()
-        leaves = [p.detach().requires_grad_(w) for p, w in zip(params, wanted, strict=True)]
-        scale, shift = coefficients(m, v, *leaves)
-        inputs = [m, v, *(leaf for leaf in leaves if leaf.requires_grad)]
-        outputs = [t for t in (scale, shift) if t.requires_grad]
-        cotangents = [c for t, c in ((scale, sum_dy_x), (shift, sum_dy)) if t.requires_grad]
-        found = torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True)
+    vjp = getattr(coefficients, "vjp", None)
+    if vjp is not None:
+        scale, found = vjp(mean, var, tuple(params), sum_dy_x, sum_dy)
+        found = [g if w else None for g, w in zip(found, [True, True, *wanted], strict=True)]
+    else:
+        scale, found = _autograd_vjp(coefficients, mean, var, params, wanted, sum_dy_x, sum_dy)
+    scale = _full(scale.detach(), mean)
     g_mean = torch.zeros_like(mean) if found[0] is None else found[0]
     g_var = torch.zeros_like(var) if found[1] is None else found[1]
     positions = x.numel() // max(mean.numel(), 1)
     p = g_var * (2.0 / positions)
     q = g_mean / positions - p * mean
-    scale = _full(scale.detach(), mean)
+    n, c = mean.shape
     dx = channel_affine(x, p, q)
-    dx += channel_affine(dy, scale, torch.zeros_like(scale))
+    # in place: a second full-size temporary costs more in page faults than the slower kernel
+    dx.view(n, c, -1).addcmul_(dy.reshape(n, c, -1), scale.reshape(n, c, 1))
+    return [dx, *found[2:]]
+
+
+def _autograd_vjp(
+    coefficients: Coefficients,
+    mean: Tensor,
+    var: Tensor,
+    params: list[Tensor],
+    wanted: list[bool],
+    g_scale: Tensor,
+    g_shift: Tensor,
+) -> tuple[Tensor, list[Tensor | None]]:
+    """A, and (g_μ, g_σ², g_θ…) (None where not wanted) by autograd through ``coefficients``."""
+    with torch.enable_grad():
+        m = mean.detach().requires_grad_()
+        v = var.detach().requires_grad_()
+        leaves = [p.detach().requires_grad_(w) for p, w in zip(params, wanted, strict=True)]
+        scale, shift = coefficients(m, v, *leaves)
+        scale, shift = _full(scale, m), _full(shift, m)  # cotangents are (N, C)
+        inputs = [m, v, *(leaf for leaf in leaves if leaf.requires_grad)]
+        outputs = [t for t in (scale, shift) if t.requires_grad]
+        cotangents = [c for t, c in ((scale, g_scale), (shift, g_shift)) if t.requires_grad]
+        found = list(torch.autograd.grad(outputs, inputs, cotangents, allow_unused=True))
     extra = iter(found[2:])
-    return [dx, *(next(extra) if w else None for w in wanted)]
+    return scale, [found[0], found[1], *(next(extra) if w else None for w in wanted)]
 
 
 def _recomputed_grads(
@@ -109,16 +162,24 @@ def _recomputed_grads(
 
 
 def instance_affine(
-    x: Tensor, coefficients: Coefficients, *params: Tensor, moments: tuple[Tensor, Tensor]
+    x: Tensor,
+    coefficients: Coefficients,
+    *params: Tensor,
+    moments: tuple[Tensor, Tensor],
+    normalized: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """y = x·A + B with (A, B) = coefficients(μ, σ², *params), differentiable in x and params.
 
-    ``x`` is channels-first and contiguous; ``moments`` = `instance_moments(x)` (computed by the
-    caller, which usually needs them for running statistics as well). ``coefficients`` must be
-    built from differentiable torch operations on its (N, C) / (C,) arguments.
+    ``x`` is channels-first and contiguous; ``moments`` = (μ, σ²) of its (n, c) slices, computed
+    by the caller (which usually needs them for running statistics as well). ``normalized`` =
+    (x̂, 1/σ) from the same `normalize_instances` call: y is then written into x̂, which the
+    caller must not use afterwards (the fast path); without it y is a fresh tensor.
+    ``coefficients`` must be built from differentiable torch operations on its (N, C) / (C,)
+    arguments (or carry a ``vjp`` method, see the module docstring).
     """
     mean, var = moments
-    return _InstanceAffine.apply(x, coefficients, mean, var, *params)
+    carried = None if normalized is None else _Normalized(*normalized)
+    return _InstanceAffine.apply(x, coefficients, carried, mean, var, *params)
 
 
 def contiguous_channels_first(x: Tensor, channel_dim: int) -> tuple[Tensor, torch.memory_format]:
@@ -150,5 +211,6 @@ __all__ = [
     "contiguous_channels_first",
     "instance_affine",
     "instance_moments",
+    "normalize_instances",
     "restore_layout",
 ]

@@ -1,21 +1,527 @@
-"""PLACEHOLDER — being implemented (issue 3). The owner replaces this whole file."""
+"""Switchable Normalization (Luo, Ren, Peng, Zhang & Li, ICLR 2019, arXiv:1806.10779).
+
+Reference code: ``switchablenorms/Switchable-Normalization``, ``devkit/ops/switchable_norm.py``
+(SwitchNorm1d/2d/3d) and ``models/switchable_norm.py``.
+
+Fast path: the IN, LN and BN statistics all come from ONE read of the input. The native
+group-norm kernel gives the mean and biased variance of every (sample, channel) slice; the LN and
+BN statistics are their exact merges over channels and over the batch (Chan et al.),
+
+    μ_G = mean_i μ_i,   σ²_G = mean_i σ²_i + mean_i (μ_i − μ_G)²    (equal counts),
+
+computed on the tiny (N, C) tensors; the output is one per-(sample, channel) affine pass
+y = x·A + B (`normlab.norms._instance_affine`), whose backward reads x and dy once more. The
+function (μ_IN, σ²_IN, λ, λ', γ, β) -> (A, B) has a hand-written VJP (`AnalyticCoefficients`,
+also used by Batch-Instance Norm): autograd through its couple of dozen tiny operations would
+cost more Python time than the data passes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from normlab.norms._base import Norm
+from normlab import errors
+from normlab.core import axes as axes_lib
+from normlab.core.moments import Moments
+from normlab.core.running import update_running_stats_
+from normlab.norms._base import Norm, check_set_size
+from normlab.norms._instance_affine import (
+    contiguous_channels_first,
+    instance_affine,
+    normalize_instances,
+    restore_layout,
+)
+
+BRANCHES: tuple[str, ...] = ("in", "ln", "bn")
+"""The statistics Switchable Norm mixes, in the reference's order (IN, LN, BN)."""
+
+_BRANCH_AXES = {"in": axes_lib.INSTANCE, "ln": axes_lib.LAYER, "bn": axes_lib.BATCH}
+
+
+def merged_moments(mean: Tensor, var: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact merge of equal-count moments along ``dim`` (Chan et al.), keeping ``dim``.
+
+    μ_G = mean_i μ_i and σ²_G = mean_i (σ²_i + (μ_i − μ_G)²) (biased); also returns the
+    deviations μ_i − μ_G, which the backward passes reuse. Sums times 1/n: on (N, C) tensors
+    ``torch.var_mean`` costs ~15x the time of these five operations on CPU.
+    """
+    inv = 1.0 / mean.shape[dim]
+    mu = mean.sum(dim, keepdim=True) * inv
+    dev = mean - mu
+    return mu, torch.addcmul(var, dev, dev).sum(dim, keepdim=True) * inv, dev
+
+
+@dataclass(frozen=True)
+class _Config:
+    """What the coefficient function computes: the branches in use and the optional inputs."""
+
+    use_in: bool
+    use_ln: bool
+    use_bn: bool
+    eps: float
+    has_weight: bool
+    has_bias: bool
+    running: bool  # the BN branch reads running statistics (eval)
+
+
+def _forward_parts(
+    cfg: _Config, mean: Tensor, var: Tensor, params: tuple[Tensor, ...]
+) -> dict[str, Any]:
+    """A, B and the intermediates the backward needs; all (N, C), (C,) or (K,) tensors.
+
+    μ = Σ_k w_k μ_k, σ² = Σ_k w'_k σ²_k, r = (σ² + ε)^(-1/2), A = γ r, B = β − μ A; the LN and BN
+    moments are merged from the instance moments (`merged_moments`).
+    """
+    dtype = mean.dtype
+    mean_logits, var_logits, *rest = params
+    parts: dict[str, Any] = {"mean": mean}
+    means: list[Tensor] = []
+    variances: list[Tensor] = []
+    if cfg.use_in:
+        means.append(mean)
+        variances.append(var)
+    if cfg.use_ln:  # over the C channels of each sample
+        mu, sigma2, parts["dev_ln"] = merged_moments(mean, var, 1)
+        means.append(mu)
+        variances.append(sigma2)
+    if cfg.use_bn:
+        if cfg.running:  # eval: the running estimates (unbiased variance, as torch BN uses)
+            means.append(rest[-2].to(dtype))
+            variances.append(rest[-1].to(dtype))
+        else:  # over the N samples of each channel
+            mu, sigma2, parts["dev_bn"] = merged_moments(mean, var, 0)
+            parts["batch"] = (mu, sigma2)
+            means.append(mu)
+            variances.append(sigma2)
+    w_mean = torch.softmax(mean_logits, 0, dtype=dtype)
+    w_var = torch.softmax(var_logits, 0, dtype=dtype)
+    wm, wv = w_mean.unbind(), w_var.unbind()
+    mu = wm[0] * means[0]
+    sigma2 = wv[0] * variances[0]
+    for k in range(1, len(means)):
+        mu = torch.addcmul(mu, wm[k], means[k])
+        sigma2 = torch.addcmul(sigma2, wv[k], variances[k])
+    r = (sigma2 + cfg.eps).rsqrt()
+    scale = r * rest[0].to(dtype) if cfg.has_weight else r
+    if cfg.has_bias:
+        shift = torch.addcmul(rest[int(cfg.has_weight)].to(dtype), mu, scale, value=-1)
+    else:
+        shift = -(mu * scale)
+    if scale.shape != mean.shape:  # a single branch without per-(n, c) statistics
+        scale, shift = scale.expand_as(mean), shift.expand_as(mean)
+    parts.update(
+        w_mean=w_mean, w_var=w_var, wm=wm, wv=wv, means=means, variances=variances, mu=mu,
+        r=r, scale=scale, shift=shift,
+    )
+    return parts
+
+
+def _backward_parts(
+    cfg: _Config, parts: dict[str, Any], params: tuple[Tensor, ...], g_scale: Tensor,
+    g_shift: Tensor,
+) -> list[Tensor | None]:
+    """The VJP of (A, B) for (μ_IN, σ²_IN, λ, λ', [γ], [β]) at the cotangents (Σ dy·x, Σ dy).
+
+    ∂L/∂μ = −A ∂L/∂B; ∂L/∂A including B's dependence: ∂L/∂A − μ ∂L/∂B; ∂L/∂σ² = −½ r³ γ times
+    that; then the softmax mixes (∂L/∂λ = w ⊙ (g − ⟨w, g⟩)) and the merges
+    (∂μ_G/∂μ_i = ∂σ²_G/∂σ²_i = 1/n, ∂σ²_G/∂μ_i = 2(μ_i − μ_G)/n).
+    """
+    mean, mu, r, scale = parts["mean"], parts["mu"], parts["r"], parts["scale"]
+    n, c = mean.shape
+    g_total = torch.addcmul(g_scale, mu, g_shift, value=-1)
+    g_mu = -(scale * g_shift)
+    g_gamma = None
+    if cfg.has_weight:
+        g_gamma = (g_total * r).sum(0)
+        g_total = g_total * params[2].to(mean.dtype)
+    g_sigma2 = g_total * (r * r * r) * -0.5
+    w_mean, w_var, wm, wv = parts["w_mean"], parts["w_var"], parts["wm"], parts["wv"]
+    g_w_mean = torch.stack([(g_mu * m).sum() for m in parts["means"]])
+    g_w_var = torch.stack([(g_sigma2 * v).sum() for v in parts["variances"]])
+    g_mean_logits = w_mean * (g_w_mean - torch.dot(w_mean, g_w_mean))  # softmax VJP
+    g_var_logits = w_var * (g_w_var - torch.dot(w_var, g_w_var))
+    if cfg.use_in:
+        g_mean, g_var, k = wm[0] * g_mu, wv[0] * g_sigma2, 1
+    else:
+        g_mean, g_var, k = torch.zeros_like(mean), torch.zeros_like(mean), 0
+    for dim, size, key, used in ((1, c, "dev_ln", cfg.use_ln), (0, n, "dev_bn", cfg.use_bn)):
+        if not used:
+            continue
+        if key in parts:  # merged from the instance moments (not the running statistics)
+            g_mu_k = g_mu.sum(dim, keepdim=True)
+            g_var_k = g_sigma2.sum(dim, keepdim=True)
+            g_mean = torch.addcmul(g_mean, wm[k], g_mu_k, value=1 / size)
+            g_mean = torch.addcmul(g_mean, wv[k], g_var_k * parts[key], value=2 / size)
+            g_var = torch.addcmul(g_var, wv[k], g_var_k, value=1 / size)
+        k += 1
+    grads: list[Tensor | None] = [g_mean, g_var, g_mean_logits, g_var_logits]
+    if cfg.has_weight:
+        grads.append(g_gamma)
+    if cfg.has_bias:
+        grads.append(g_shift.sum(0))
+    return grads
+
+
+class _AnalyticFunction(torch.autograd.Function):
+    """(A, B) = f(μ, σ², *params) of an `AnalyticCoefficients`, with its hand-written VJP."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, coefficients: AnalyticCoefficients, mean: Tensor, var: Tensor, *params: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        parts = coefficients.parts(mean, var, params)
+        ctx.coefficients = coefficients
+        ctx.parts = parts
+        ctx.save_for_backward(mean, var, *params)
+        # aliases: the outputs get this node as grad_fn, and ctx.parts must not hold them (a
+        # reference cycle through the autograd graph that Python's collector cannot free)
+        return parts["scale"].detach(), parts["shift"].detach()
+
+    @staticmethod
+    def backward(ctx: Any, g_scale: Tensor, g_shift: Tensor) -> tuple[Tensor | None, ...]:
+        mean, var, *params = ctx.saved_tensors
+        # double backward (grad mode on): the VJP of a differentiable recomputation
+        parts = None if torch.is_grad_enabled() else ctx.parts
+        _, grads = ctx.coefficients.vjp(mean, var, tuple(params), g_scale, g_shift, parts)
+        wanted = ctx.needs_input_grad[1:]
+        return (None, *(g if w else None for g, w in zip(grads, wanted, strict=True)))
+
+
+class AnalyticCoefficients:
+    """The coefficient function (μ, σ², *params) -> (A, B) that `instance_affine` takes, with a
+    hand-written vector-Jacobian product.
+
+    Autograd through the couple of dozen tiny (N, C) operations of a mixed-statistics method
+    costs more Python time than its data passes on a small CPU: ``forward_parts(cfg, μ, σ²,
+    params)`` computes A, B (keys "scale", "shift") and the intermediates, and
+    ``backward_parts(cfg, parts, params, ∂L/∂A, ∂L/∂B)`` the VJP from them in about as many
+    operations again. Called without gradient tracking (the forward pass) it computes f
+    directly and keeps the merged batch moments (key "batch") in ``batch`` for the running
+    statistics; with tracking it goes through an autograd Function whose double backward
+    differentiates the VJP of a differentiable recomputation. ``vjp`` serves callers that need
+    no autograd at all. The intermediates of the forward call are reused when the backward pass
+    calls again with the same (detached) tensors.
+    """
+
+    def __init__(self, forward_parts: Any, backward_parts: Any, cfg: Any) -> None:
+        self.forward_parts = forward_parts
+        self.backward_parts = backward_parts
+        self.cfg = cfg
+        self.batch: tuple[Tensor, Tensor] | None = None
+        self._inputs: tuple[Tensor, ...] = ()
+        self._parts: dict[str, Any] = {}
+
+    def parts(self, mean: Tensor, var: Tensor, params: tuple[Tensor, ...]) -> dict[str, Any]:
+        """``forward_parts`` of these inputs; cached for the first call without tracking."""
+        if torch.compiler.is_compiling():  # no data pointers in a traced graph
+            return self.forward_parts(self.cfg, mean, var, params)
+        inputs = (mean, var, *params)
+        if len(inputs) == len(self._inputs) and all(
+            a.data_ptr() == b.data_ptr() and a.shape == b.shape
+            for a, b in zip(inputs, self._inputs, strict=True)
+        ):  # the same memory (held by self._inputs, so not reused): the same values
+            return self._parts
+        parts = self.forward_parts(self.cfg, mean, var, params)
+        if not self._inputs and not torch.is_grad_enabled():
+            self._inputs, self._parts = inputs, parts
+        return parts
+
+    def __call__(self, mean: Tensor, var: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
+        if torch.is_grad_enabled():
+            return _AnalyticFunction.apply(self, mean, var, *params)  # type: ignore[no-any-return]
+        parts = self.parts(mean, var, params)
+        self.batch = parts.get("batch")
+        return parts["scale"], parts["shift"]
+
+    def vjp(
+        self, mean: Tensor, var: Tensor, params: tuple[Tensor, ...], g_scale: Tensor,
+        g_shift: Tensor, parts: dict[str, Any] | None = None,
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        """A, and (∂L/∂μ, ∂L/∂σ², ∂L/∂params...) for ∂L/∂A = ``g_scale``, ∂L/∂B = ``g_shift``
+        (None for the running statistics)."""
+        if parts is None:
+            parts = (
+                self.forward_parts(self.cfg, mean, var, params)  # differentiable
+                if torch.is_grad_enabled() else self.parts(mean, var, params)
+            )
+        grads = self.backward_parts(self.cfg, parts, params, g_scale, g_shift)
+        return parts["scale"], grads + [None] * (len(params) + 2 - len(grads))
+
+
+def _check_sets(
+    layer: str, x: Tensor, branches: tuple[str, ...], batch_stats: bool, channel_dim: int
+) -> None:
+    """Every statistic in use must cover more than one value (policy of normlab's norms)."""
+    if not x.numel():
+        return
+    n, c = x.shape[0], x.shape[channel_dim]
+    positions = x.numel() // (n * c)
+    sizes = {"in": positions, "ln": c * positions, "bn": n * positions}
+    if "in" in branches and positions == 1:
+        raise errors.instance_branch_needs_positions(layer, x.shape)
+    for branch in branches:
+        if sizes[branch] == 1 and (branch != "bn" or batch_stats):
+            check_set_size(layer, _BRANCH_AXES[branch], x, channel_dim)  # raises
+
+
+def _switchable_norm(
+    x: Tensor,
+    branches: tuple[str, ...],
+    mean_weight: Tensor,
+    var_weight: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running: tuple[Tensor, Tensor] | None,
+    eps: float,
+    channel_dim: int,
+) -> tuple[Tensor, Moments | None]:
+    """The output and, when computed, the BN branch's batch moments (x non-empty)."""
+    xc, layout = contiguous_channels_first(x, channel_dim)
+    x_hat, mean, var, rstd = normalize_instances(xc, eps)
+    params = [mean_weight, var_weight, *(p for p in (weight, bias) if p is not None)]
+    if running is not None:
+        params.extend(running)
+    use_in, use_ln, use_bn = (b in branches for b in BRANCHES)
+    cfg = _Config(use_in, use_ln, use_bn, eps, weight is not None, bias is not None,
+                  running is not None)
+    coefficients = AnalyticCoefficients(_forward_parts, _backward_parts, cfg)
+    y = instance_affine(
+        xc, coefficients, *params, moments=(mean, var), normalized=(x_hat, rstd)
+    )
+    batch = None
+    if coefficients.batch is not None:
+        mu, sigma2 = coefficients.batch
+        batch = Moments(mu.view(-1), sigma2.view(-1), x.numel() // mu.numel())
+    return restore_layout(y, layout, channel_dim), batch
+
+
+def switchable_norm(
+    x: Tensor,
+    mean_weight: Tensor,
+    var_weight: Tensor,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    *,
+    branches: Sequence[str] = BRANCHES,
+    training: bool = False,
+    eps: float = 1e-5,
+    channel_dim: int = 1,
+) -> Tensor:
+    r"""Switchable normalization; pure (never writes ``running_mean`` / ``running_var``).
+
+    $$ y = \gamma \frac{x - \sum_k w_k \mu_k}{\sqrt{\sum_k w'_k \sigma^2_k + \epsilon}} + \beta,
+       \quad w = \mathrm{softmax}(\lambda),\ w' = \mathrm{softmax}(\lambda') $$
+
+    k runs over ``branches`` (IN: over *S per (sample, channel); LN: over (C, *S) per sample;
+    BN: over (N, *S) per channel), in the order IN, LN, BN; ``mean_weight`` = λ and
+    ``var_weight`` = λ' hold one logit per branch. Variances are biased. The BN branch uses
+    the batch's statistics when ``training`` or when no running statistics are given, else
+    ``running_mean`` / ``running_var``.
+
+    Shape:
+        x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
+
+    Example:
+        >>> x = torch.tensor([[[0.0, 2.0], [4.0, 6.0]]])
+        >>> w = torch.tensor([1e4, 0.0, 0.0])  # all weight on IN
+        >>> switchable_norm(x, w, w, training=True, eps=1e-12)
+        tensor([[[-1.,  1.],
+                 [-1.,  1.]]])
+    """
+    branches = errors.check_branches(branches, BRANCHES)
+    channel_dim = errors.check_channel_dim(channel_dim)
+    known = next((t for t in (running_mean, weight, bias) if t is not None), None)
+    errors.check_input(
+        "switchable_norm", x, x.shape[channel_dim] if known is None else known.shape[0],
+        channel_dim,
+    )
+    for name, logits in (("mean_weight", mean_weight), ("var_weight", var_weight)):
+        if not isinstance(logits, Tensor) or logits.shape != (len(branches),):
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise errors.InputError(
+                f"switchable_norm: {name} must hold one logit per branch, shape "
+                f"({len(branches)},) for branches={branches}; got {shape}."
+            )
+    if (running_mean is None) != (running_var is None):
+        raise errors.InputError(
+            "switchable_norm: pass both running_mean and running_var, or neither; got only "
+            f"{'running_mean' if running_var is None else 'running_var'}."
+        )
+    use_running = not training and running_mean is not None and "bn" in branches
+    _check_sets("switchable_norm", x, branches, not use_running, channel_dim)
+    if x.numel() == 0:
+        return x.clone()
+    running = None
+    if use_running and running_mean is not None and running_var is not None:
+        running = (running_mean, running_var)
+    y, _ = _switchable_norm(
+        x, branches, mean_weight, var_weight, weight, bias, running, eps, channel_dim
+    )
+    return y
 
 
 class SwitchableNorm(Norm):
-    def __init__(self, num_features: int, **kwargs: Any) -> None:
-        super().__init__(num_features, eps=1e-5, affine=False, channel_dim=1)
+    r"""Switchable Normalization: a learned softmax mix of IN, LN and BN statistics.
+
+    $$ y = \gamma \frac{x - \sum_k w_k \mu_k}{\sqrt{\sum_k w'_k \sigma^2_k + \epsilon}} + \beta,
+       \quad w = \mathrm{softmax}(\lambda),\ w' = \mathrm{softmax}(\lambda'),\
+       k \in \{\mathrm{IN}, \mathrm{LN}, \mathrm{BN}\} $$
+
+    μ_IN, σ²_IN over *S per (sample, channel); μ_LN, σ²_LN over (C, *S) per sample; μ_BN, σ²_BN
+    over (N, *S) per channel. All three come from one pass over the input: LN and BN moments are
+    exact merges of the instance moments. λ = ``mean_weight`` and λ' = ``var_weight`` are
+    separate importance logits for the means and the variances, initialized to 1 (uniform
+    weights 1/3), as in the paper and reference code.
+
+    Documented choices (differences from the reference code):
+
+    * **Biased variances everywhere.** The reference computes σ²_IN with the unbiased estimator,
+      which makes its LN/BN merges slightly inexact and its one-hot layers differ from IN/LN/BN.
+      normlab uses biased variances, so one-hot weights reproduce BN (train and eval), IN and
+      LN exactly (paper, testable claim 1; METHODS.md Appendix A.4).
+    * **Momentum in PyTorch's convention** (weight of the new batch, default 0.1). The
+      reference's ``momentum`` m is the weight of the OLD value (TF style): its SwitchNorm2d
+      default m = 0.9 is ``momentum=0.1`` here; its SwitchNorm1d/3d default 0.997 is
+      ``momentum=0.003``. ``momentum=None`` is a cumulative average.
+    * **Running statistics like torch BatchNorm**: ``running_mean`` starts at 0 and
+      ``running_var`` at 1 (the reference starts both at 0) and stores the unbiased batch
+      variance, so the statistics of a ``torch.nn.BatchNorm2d`` / ``normlab.BatchNorm``
+      checkpoint load as they are (``load_state_dict(bn_state, strict=False)``; the importance
+      logits keep their values). Eval uses them for the BN branch only; IN and LN always use
+      the input's statistics. With ``track_running_stats=False`` the BN branch uses the batch's
+      statistics in eval too. A batch whose statistics are not finite leaves the buffers as
+      they are.
+    * The reference's **batch-average** inference mode (``using_moving_average=False``:
+      re-estimate the BN statistics over ~200 training batches after training; the paper's
+      preferred option) is precise-BN recalibration, provided by normlab's surgery tools
+      rather than by the layer.
+    * (N, C) input (one position per instance): the IN statistics are undefined, so a layer
+      with the IN branch raises an InputError; use ``branches=("ln", "bn")``, the reference's
+      SwitchNorm1d.
+
+    Args:
+        num_features: C, the number of channels.
+        branches: the statistics to mix, any non-empty subset of ``("in", "ln", "bn")``
+            (kept in that order; ``mean_weight`` / ``var_weight`` have one entry per branch).
+            The reference's ``using_bn=False`` is ``branches=("in", "ln")``. Without "bn"
+            there are no running buffers.
+        last_gamma: initialize γ to 0 instead of 1 (the reference's option for the last
+            norm of each residual block).
+
+    Shape:
+        Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
+
+    Example:
+        >>> sn = SwitchableNorm(2)
+        >>> torch.softmax(sn.mean_weight, 0)
+        tensor([0.3333, 0.3333, 0.3333], grad_fn=<SoftmaxBackward0>)
+        >>> y = sn(torch.tensor([[[0.0, 2.0], [4.0, 6.0]], [[1.0, 1.0], [3.0, 5.0]]]))
+        >>> sn.running_mean
+        tensor([0.1000, 0.4500])
+
+    References:
+        Luo, Ren, Peng, Zhang & Li, "Differentiable Learning-to-Normalize via Switchable
+        Normalization", ICLR 2019, arXiv:1806.10779. Reference code:
+        https://github.com/switchablenorms/Switchable-Normalization
+    """
+
+    _repr_keys = ("eps", "momentum", "affine", "track_running_stats", "branches")
+    statistics = "a softmax mix of IN (over *S), LN (over (C, *S)) and BN (over (N, *S)) moments"
+    mean_weight: nn.Parameter
+    var_weight: nn.Parameter
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        branches: Sequence[str] = BRANCHES,
+        last_gamma: bool = False,
+        channel_dim: int = 1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
+            device=device, dtype=dtype,
+        )
+        self.branches = errors.check_branches(branches, BRANCHES)
+        self.last_gamma = bool(last_gamma)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.mean_weight = nn.Parameter(torch.empty(len(self.branches), **factory))
+        self.var_weight = nn.Parameter(torch.empty(len(self.branches), **factory))
+        tracking = bool(track_running_stats) and "bn" in self.branches
+        self._init_running_stats(tracking, momentum, device, dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ = 1 (0 with ``last_gamma``), β = 0, importance logits 1, fresh running stats."""
+        super().reset_parameters()
+        nn.init.ones_(self.mean_weight)
+        nn.init.ones_(self.var_weight)
+        if self.weight is not None and self.last_gamma:
+            nn.init.zeros_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        raise NotImplementedError("SwitchableNorm is being implemented")
+        self._check_input(x)
+        use_running = not self.training and self.running_mean is not None
+        _check_sets(self._name(), x, self.branches, not use_running, self.channel_dim)
+        if x.numel() == 0:
+            return x.clone()
+        running = (self.running_mean, self.running_var) if use_running else None
+        y, batch = _switchable_norm(
+            x, self.branches, self.mean_weight, self.var_weight, self.weight, self.bias,
+            running, self.eps, self.channel_dim,
+        )
+        if self.training and self.running_mean is not None and batch is not None:
+            update_running_stats_(
+                self.running_mean, self.running_var, self.num_batches_tracked, batch,
+                self.momentum,
+            )
+        return y
 
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        k = len(self.branches)
+        for key in ("mean_weight", "var_weight"):
+            value = state_dict.get(prefix + key)
+            if not isinstance(value, Tensor):
+                continue
+            if value.shape != (k,):
+                raise errors.invalid_parameter_state(
+                    self._name(), key,
+                    f"shape {tuple(value.shape)}, expected ({k},) for branches={self.branches}",
+                    "The checkpoint was written with other branches; construct the layer with "
+                    "the branches it was trained with (one logit per branch, order IN, LN, BN).",
+                )
+            if not torch.isfinite(value).all():
+                raise errors.invalid_parameter_state(
+                    self._name(), key, f"non-finite importance logits {value.tolist()}",
+                    "The checkpoint is corrupted (training diverged?); load a valid state or "
+                    "call reset_parameters().",
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
-def switchable_norm(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    raise NotImplementedError("switchable_norm is being implemented")
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text + (", last_gamma=True" if self.last_gamma else "")

@@ -1,21 +1,556 @@
-"""PLACEHOLDER — being implemented (issue 3). The owner replaces this whole file."""
+"""Virtual Batch Normalization (Salimans et al. 2016, "Improved Techniques for Training GANs",
+arXiv:1606.03498; reference code: openai/improved-gan, imagenet/, classes VBN / VBNL / VBNLP).
+
+A reference batch R of N_R examples is fixed once. R is normalized with its own statistics
+only; every other example x with the statistics of R ∪ {x}, weighted by examples:
+
+    μ(x) = w·μ_x + (1 − w)·μ_R,   m2(x) = w·m2_x + (1 − w)·m2_R,   w = 1/(N_R + 1),
+
+where μ_x, m2_x are x's own per-channel mean and mean of squares over the positions *S. The
+variance m2(x) − μ(x)² is computed in the algebraically identical merged form
+w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², free of the E[x²] − E[x]² cancellation.
+
+Fast path: the per-(sample, channel) moments from ATen's group-norm kernel, the merge above on
+the (N, C) statistics, one per-(sample, channel) affine pass
+(`normlab.norms._instance_affine`). The reference statistics enter that pass as differentiable
+parameters, so during a reference pass (`reference_pass`) gradients flow through them into the
+network that produced R, as in the reference TF graph.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
+from normlab import errors
+from normlab.core import axes as axes_lib
 from normlab.norms._base import Norm
+from normlab.norms._instance_affine import (
+    Coefficients,
+    contiguous_channels_first,
+    instance_affine,
+    restore_layout,
+)
+from normlab.norms._per_instance import channel_affine, normalize_instances
+
+# -- coefficient functions on the (N, C) statistics ------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _mixed_coefficients(eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
+    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}.
+
+    Few, fused operations: this runs (and is differentiated) on tiny tensors every step, where
+    the per-operation overhead is the cost.
+    """
+
+    def coefficients(
+        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor, w: float
+    ) -> tuple[Tensor, Tensor]:
+        ref_mean, ref_var = _as(ref_mean, mean), _as(ref_var, mean)
+        d = mean - ref_mean
+        # w·m2_x + (1−w)·m2_R − μ(x)² = w·σ²_x + (1−w)·σ²_R + w(1−w)·d², no cancellation
+        mixed_var = torch.addcmul(torch.add(ref_var * (1 - w), var, alpha=w), d, d,
+                                  value=w * (1 - w))
+        scale = torch.rsqrt(mixed_var + eps)
+        if has_weight:
+            scale = scale * _as(affine[0], mean)
+        mixed_mean = torch.add(ref_mean, d, alpha=w)
+        if has_bias:
+            return scale, torch.addcmul(_as(affine[-1], mean), mixed_mean, scale, value=-1.0)
+        return scale, -(mixed_mean * scale)
+
+    return coefficients
+
+
+@functools.lru_cache(maxsize=64)
+def _reference_coefficients(eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
+    """(A, B) for the reference batch itself: its own statistics μ_R, σ²_R only."""
+
+    def coefficients(
+        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        ref_mean = _as(ref_mean, mean)
+        scale = torch.rsqrt(_as(ref_var, mean) + eps)
+        if has_weight:
+            scale = scale * _as(affine[0], mean)
+        if has_bias:
+            shift = torch.addcmul(_as(affine[-1], mean), ref_mean, scale, value=-1.0)
+        else:
+            shift = -(ref_mean * scale)
+        return scale.expand_as(mean), shift.expand_as(mean)
+
+    return coefficients
+
+
+def _as(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` in the statistics' dtype (float32 for fp16/bf16 parameters)."""
+    return t if t.dtype == like.dtype else t.to(like.dtype)
+
+
+def _affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:
+    return tuple(t for t in (weight, bias) if t is not None)
+
+
+# -- reference statistics --------------------------------------------------------------------------
+
+
+def _merge_over_batch(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance over (N, *S) from the (N, C) instance moments.
+
+    Every slice has the same number of positions, so the exact merge is a plain average of the
+    means and of the variances plus the variance of the means.
+    """
+    ref_mean = mean.mean(0)
+    return ref_mean, var.mean(0) + (mean - ref_mean).square().mean(0)
+
+
+class _ReferenceMoments(torch.autograd.Function):
+    """μ_R and σ²_R over (N, *S), differentiable in x (one affine pass for the backward)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, mean: Tensor, var: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        ref_mean, ref_var = _merge_over_batch(mean, var)
+        ctx.save_for_backward(x, ref_mean)
+        return ref_mean, ref_var
+
+    @staticmethod
+    def backward(ctx: Any, g_mean: Tensor, g_var: Tensor) -> tuple[Tensor | None, None, None]:
+        x, ref_mean = ctx.saved_tensors
+        n, c = x.shape[:2]
+        if torch.is_grad_enabled():  # double backward: differentiate a recomputation
+            flat = x.transpose(0, 1).reshape(c, -1).to(ref_mean.dtype)
+            var, mean = torch.var_mean(flat, dim=1, correction=0)
+            (dx,) = torch.autograd.grad((mean, var), x, (g_mean, g_var), create_graph=True)
+            return dx, None, None
+        # ∂μ_R/∂x = 1/M, ∂σ²_R/∂x = 2(x − μ_R)/M with M = N·|S|
+        count = x.numel() // c
+        p = g_var * (2.0 / count)
+        q = g_mean / count - p * ref_mean
+        dx = channel_affine(x, p.expand(n, c).contiguous(), q.expand(n, c).contiguous())
+        return dx, None, None
+
+
+def _reference_forward(
+    xc: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, name: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(y_R, μ_R, σ²_R) of a contiguous channels-first reference batch; checks it first.
+
+    μ_R and σ²_R carry autograd history when ``xc`` does (and grad mode is on).
+    """
+    n = xc.shape[0]
+    if n == 0:
+        raise errors.bad_reference(
+            name, f"it is empty (shape {tuple(xc.shape)})",
+            "Pass the fixed batch of reference examples R (at least one example).",
+        )
+    if xc.numel() == xc.shape[1]:
+        raise errors.bad_reference(
+            name, f"shape {tuple(xc.shape)} gives 1 value per channel, so R would normalize "
+            "to a constant", "Use at least 2 reference examples (or positions per example).",
+        )
+    x_hat, *moments, rstd = normalize_instances(xc, eps)
+    if torch.is_grad_enabled() and xc.requires_grad:
+        ref_mean, ref_var = _ReferenceMoments.apply(xc, *moments)
+    else:
+        ref_mean, ref_var = _merge_over_batch(*moments)
+    if not bool(torch.isfinite(ref_mean).all() & torch.isfinite(ref_var).all()):
+        raise errors.bad_reference(
+            name, "its mean or variance is not finite (NaN or Inf in x_ref, or overflow)",
+            "Check the reference inputs and the layers before this one; the stored "
+            "reference statistics were left unchanged.",
+        )
+    coefficients = _reference_coefficients(eps, weight is not None, bias is not None)
+    y = instance_affine(
+        xc, coefficients, ref_mean, ref_var, *_affine_params(weight, bias),
+        moments=(moments[0], moments[1]), normalized=(x_hat, rstd),
+    )
+    return y, ref_mean, ref_var
+
+
+# -- functional ------------------------------------------------------------------------------------
+
+
+def _virtual_batch_norm(
+    xc: Tensor,
+    reference_mean: Tensor,
+    reference_var: Tensor,
+    reference_size: int,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+) -> Tensor:
+    """VBN of a contiguous channels-first ``xc`` (no checks)."""
+    if xc.numel() == 0:
+        return xc.clone()
+    coefficients = functools.partial(
+        _mixed_coefficients(eps, weight is not None, bias is not None),
+        w=1.0 / (reference_size + 1),
+    )
+    x_hat, mean, var, rstd = normalize_instances(xc, eps)
+    return instance_affine(
+        xc, coefficients, reference_mean, reference_var, *_affine_params(weight, bias),
+        moments=(mean, var), normalized=(x_hat, rstd),
+    )
+
+
+def virtual_batch_norm(
+    x: Tensor,
+    reference_mean: Tensor,
+    reference_var: Tensor,
+    reference_size: int | Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    *,
+    eps: float = 1e-5,
+    channel_dim: int = 1,
+) -> Tensor:
+    r"""Virtual batch normalization with given reference statistics; pure.
+
+    $$ y = \gamma \frac{x - \mu(x)}{\sqrt{\sigma^2(x) + \epsilon}} + \beta,\quad
+       \mu(x) = w\mu_x + (1 - w)\mu_R,\quad
+       \sigma^2(x) = w\sigma^2_x + (1 - w)\sigma^2_R + w(1 - w)(\mu_x - \mu_R)^2 $$
+
+    with w = 1/(N_R + 1); μ_x, σ²_x over (*S), one per (sample, channel); μ_R, σ²_R
+    (``reference_mean``, biased ``reference_var``: over (N_R, *S) of the reference batch, one
+    per channel) and N_R = ``reference_size`` given. Each output depends on its own example only.
+    Gradients flow into ``reference_mean`` / ``reference_var`` when they require grad (the
+    paper's graph, where they are computed from the current network).
+
+    Args:
+        reference_mean: μ_R, shape (C,).
+        reference_var: σ²_R (biased), shape (C,).
+        reference_size: N_R >= 1, the number of examples in the reference batch: an int, or a
+            1-element integer tensor (read with ``.item()``, a device sync on GPU).
+
+    Shape:
+        x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
+
+    Example:
+        >>> x = torch.tensor([[[0.0, 2.0]], [[4.0, 6.0]]])
+        >>> virtual_batch_norm(x, torch.tensor([1.0]), torch.tensor([1.0]), 1, eps=0.0)
+        tensor([[[-1.0000,  1.0000]],
+        <BLANKLINE>
+                [[ 0.4472,  1.3416]]])
+    """
+    channel_dim = errors.check_channel_dim(channel_dim)
+    if not isinstance(reference_mean, Tensor) or not isinstance(reference_var, Tensor):
+        raise errors.InputError(
+            "virtual_batch_norm: reference_mean and reference_var must be tensors of shape "
+            f"(C,); got {type(reference_mean).__name__} and {type(reference_var).__name__}."
+        )
+    c = reference_mean.shape[0] if reference_mean.dim() == 1 else -1
+    for key, t in (("reference_mean", reference_mean), ("reference_var", reference_var)):
+        if t.dim() != 1 or t.shape[0] != c:
+            raise errors.InputError(
+                f"virtual_batch_norm: {key} must have shape (C,) like reference_mean; got "
+                f"{tuple(t.shape)}. Pass one statistic per channel, e.g. from "
+                "VirtualBatchNorm.set_reference."
+            )
+    errors.check_input("virtual_batch_norm", x, c, channel_dim)
+    size = reference_size
+    if (
+        isinstance(size, Tensor)
+        and size.numel() == 1
+        and not (size.is_floating_point() or size.is_complex())
+    ):
+        size = int(size.item())
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise errors.InputError(
+            "virtual_batch_norm: reference_size must be an int >= 1 (N_R, the number of "
+            f"examples in the reference batch) or a 1-element integer tensor; got {size!r}. "
+            "Pass the module's reference_size buffer, or the batch size of x_ref."
+        )
+    xc, layout = contiguous_channels_first(x, channel_dim)
+    y = _virtual_batch_norm(xc, reference_mean, reference_var, size, weight, bias, eps)
+    return restore_layout(y, layout, channel_dim)
+
+
+@contextlib.contextmanager
+def reference_pass(model: nn.Module) -> Iterator[None]:
+    """Within the block, every `VirtualBatchNorm` in ``model`` takes its input as the reference.
+
+    Run the reference batch through the model inside it: each layer then calls
+    `VirtualBatchNorm.set_reference` on its own input (R's activations at that layer, computed
+    by the current parameters) and returns R normalized with its own statistics. The paper
+    repeats this every training step before the forward pass of the minibatch::
+
+        with reference_pass(model):
+            model(x_ref)
+        loss = criterion(model(x))
+        loss.backward()
+
+    Statistics with autograd history from an earlier pass are released on entry. A layer used
+    several times inside the block keeps the reference of its last call. Raises
+    `normlab.errors.ConfigError` when ``model`` holds no VirtualBatchNorm.
+    """
+    layers = [m for m in model.modules() if isinstance(m, VirtualBatchNorm)]
+    if not layers:
+        raise errors.ConfigError(
+            f"reference_pass(model): {type(model).__name__} holds no VirtualBatchNorm layer, so "
+            "there is no reference to set. Pass the model (or the part of it) that contains the "
+            "VirtualBatchNorm layers."
+        )
+    previous = [m._in_reference_pass for m in layers]
+    for m in layers:
+        m._live = None
+        m._in_reference_pass = True
+    try:
+        yield
+    finally:
+        for m, flag in zip(layers, previous, strict=True):
+            m._in_reference_pass = flag
+
+
+# -- module ----------------------------------------------------------------------------------------
 
 
 class VirtualBatchNorm(Norm):
-    def __init__(self, num_features: int, **kwargs: Any) -> None:
-        super().__init__(num_features, eps=1e-5, affine=False, channel_dim=1)
+    r"""Virtual Batch Normalization: each example with the statistics of a fixed reference batch.
 
+    $$ y = \gamma \frac{x - \mu(x)}{\sqrt{\sigma^2(x) + \epsilon}} + \beta,\quad
+       \mu(x) = \frac{\mu_x + N_R\,\mu_R}{N_R + 1},\quad
+       \sigma^2(x) = \frac{m2_x + N_R\,m2_R}{N_R + 1} - \mu(x)^2 $$
+
+    μ_R and m2_R (mean and mean of squares) over (N_R, *S) of the reference batch R, one per
+    channel; μ_x and m2_x over (*S) of the example itself, one per (sample, channel): the
+    weights count examples, not elements. The variance is computed in the equivalent merged
+    form w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², w = 1/(N_R + 1). R itself is
+    normalized with μ_R and σ²_R only. An example's output never depends on its batch mates,
+    and training and eval compute the same function (there are no running statistics).
+
+    **Setting R.** A layer has no reference at first, and calling it raises an error that says
+    how to set one (the first batch is *not* silently taken as R):
+
+    * ``layer.set_reference(x_ref)`` computes μ_R, σ²_R and N_R from ``x_ref`` (this layer's
+      input for R), stores them in the buffers ``reference_mean``, ``reference_var`` (biased)
+      and ``reference_size`` (saved in the ``state_dict``, so a trained model reproduces after
+      loading) and returns R normalized with its own statistics.
+    * ``with reference_pass(model): model(x_ref)`` does that for every VirtualBatchNorm in a
+      model at once: inside the block each such layer treats its input as R. The paper runs
+      this pass **every training step**, through the current parameters, and back-propagates
+      through R's statistics. Here: in training mode with grad enabled, each layer keeps the
+      statistics *with their autograd graph* and the following forward calls use them, so the
+      gradients of the step flow through μ_R, σ²_R into the layers below (as in the reference
+      TF graph). Those graph-carrying statistics are released when the backward pass reaches
+      them, at the next reference pass, on ``.eval()`` and on copies; afterwards (and in eval or
+      under ``torch.no_grad()``) the buffered, detached values are used — the same numbers
+      (rounded to the buffers' dtype for fp16 / bf16 layers; statistics are float32).
+      With gradient accumulation, run the pass before each micro-batch (its backward releases
+      them). Run the pass once and never again, and R's statistics stay frozen at that
+      network: a different method (what some third-party ports do).
+
+    R changes only through these two calls (or a loaded state); later batches never alter it.
+
+    Affine parameters start at γ = 1, β = 0 (normlab's convention). The reference code draws
+    γ ~ N(1, 0.02); for that, call ``nn.init.normal_(layer.weight, 1.0, 0.02)``.
+
+    Args:
+        num_features: C, the number of channels.
+
+    Shape:
+        Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape. Rank 2
+        works too (each example's statistics are then one value per channel).
+
+    Example:
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> vbn = VirtualBatchNorm(3)
+        >>> y_ref = vbn.set_reference(torch.randn(16, 3, 8, 8))  # R: 16 examples
+        >>> int(vbn.reference_size)
+        16
+        >>> x = torch.randn(4, 3, 8, 8)
+        >>> torch.allclose(vbn(x)[:1], vbn(x[:1]))  # independent of the batch mates
+        True
+
+        Every step, as in the paper (``z_ref`` fixed once)::
+
+            with reference_pass(generator):
+                generator(z_ref)
+            loss = criterion(generator(z))
+            loss.backward()  # reaches the parameters through R's statistics too
+
+    References:
+        Salimans, Goodfellow, Zaremba, Cheung, Radford & Chen, "Improved Techniques for Training
+        GANs", NeurIPS 2016, arXiv:1606.03498.
+    """
+
+    axes = axes_lib.INSTANCE  # the example's own statistics; R's are over (N_R, *S)
+    statistics = (
+        "a fixed reference batch R over (N_R, *S) per channel, merged with each example's own "
+        "*S per (sample, channel), weights N_R/(N_R+1) and 1/(N_R+1)"
+    )
+    reference_mean: Tensor
+    reference_var: Tensor
+    reference_size: Tensor
+    reference_pass = staticmethod(reference_pass)  # also reachable as a method of the class
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        affine: bool = True,
+        channel_dim: int = 1,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
+            device=device, dtype=dtype,
+        )
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.register_buffer("reference_mean", torch.zeros(num_features, **factory))
+        self.register_buffer("reference_var", torch.ones(num_features, **factory))
+        self.register_buffer("reference_size", torch.tensor(0, dtype=torch.long, device=device))
+        # N_R on the host (0: no reference), kept equal to the reference_size buffer by every
+        # writer (set_reference, reset_reference, load_state_dict): no device sync per forward
+        self._reference_count = 0
+        self._in_reference_pass = False
+        # (μ_R, σ²_R, token) with autograd history, from the last reference pass
+        self._live: tuple[Tensor, Tensor, object] | None = None
+        self.reset_parameters()
+
+    # reference --------------------------------------------------------------------------------
+    def reset_reference(self) -> None:
+        """Forget R: ``reference_mean`` 0, ``reference_var`` 1, ``reference_size`` 0."""
+        self.reference_mean.zero_()
+        self.reference_var.fill_(1)
+        self.reference_size.zero_()
+        self._reference_count = 0
+        self._live = None
+
+    def reset_parameters(self) -> None:
+        """Weight 1, bias 0, and no reference batch."""
+        super().reset_parameters()
+        self.reset_reference()
+
+    def set_reference(self, x_ref: Tensor) -> Tensor:
+        """Make ``x_ref`` (this layer's input for the reference batch R) the reference.
+
+        Stores μ_R, σ²_R (over (N_R, *S), one per channel) and N_R in the buffers and returns
+        ``x_ref`` normalized with those statistics (and γ, β). In training mode with grad
+        enabled, statistics that carry autograd history are also kept for the next forward
+        calls (see the class docstring). Raises `normlab.errors.InputError` for a reference
+        with the wrong channel count, no examples, one value per channel or non-finite
+        statistics, leaving the stored reference unchanged.
+        """
+        name = f"{self._name()}.set_reference"
+        errors.check_input(name, x_ref, self.num_features, self.channel_dim)
+        xc, layout = contiguous_channels_first(x_ref, self.channel_dim)
+        y, ref_mean, ref_var = _reference_forward(xc, self.weight, self.bias, self.eps, name)
+        with torch.no_grad():
+            self.reference_mean.copy_(ref_mean)
+            self.reference_var.copy_(ref_var)
+            self.reference_size.fill_(xc.shape[0])
+        self._reference_count = xc.shape[0]
+        self._live = None
+        if self.training and ref_mean.requires_grad:
+            self._keep_live(ref_mean, ref_var)
+        return restore_layout(y, layout, self.channel_dim)
+
+    def _keep_live(self, ref_mean: Tensor, ref_var: Tensor) -> None:
+        """Keep the graph-carrying statistics until the backward pass reaches them."""
+        token = object()
+        self._live = (ref_mean, ref_var, token)
+        layer = weakref.ref(self)
+
+        def release(grad: Tensor) -> None:
+            m = layer()
+            if m is not None and m._live is not None and m._live[2] is token:
+                m._live = None
+
+        ref_mean.register_hook(release)
+        ref_var.register_hook(release)
+
+    # forward ----------------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
-        raise NotImplementedError("VirtualBatchNorm is being implemented")
+        if self._in_reference_pass:
+            return self.set_reference(x)
+        self._check_input(x)
+        if self._reference_count < 1:
+            raise errors.missing_reference(self._name())
+        if self._live is not None and self.training and torch.is_grad_enabled():
+            ref_mean, ref_var = self._live[0], self._live[1]
+        elif torch.is_grad_enabled():
+            # copies: the graph keeps the values it used even if R is replaced before backward
+            ref_mean, ref_var = self.reference_mean.clone(), self.reference_var.clone()
+        else:
+            ref_mean, ref_var = self.reference_mean, self.reference_var
+        xc, layout = contiguous_channels_first(x, self.channel_dim)
+        y = _virtual_batch_norm(
+            xc, ref_mean, ref_var, self._reference_count, self.weight, self.bias, self.eps
+        )
+        return restore_layout(y, layout, self.channel_dim)
+
+    # life cycle of the graph-carrying statistics ----------------------------------------------
+    def train(self, mode: bool = True) -> VirtualBatchNorm:
+        if not mode:
+            self._live = None
+        return super().train(mode)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> VirtualBatchNorm:
+        self._live = None  # .to() / .double(): the kept statistics would not match
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        return {**state, "_live": None}
+
+    # state ------------------------------------------------------------------------------------
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        self._validate_reference_state(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        self._live = None
+        if self.reference_size.device.type != "meta":
+            self._reference_count = int(self.reference_size.item())
+
+    def _validate_reference_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        name = self._name()
+        for key in ("reference_mean", "reference_var"):
+            value = state_dict.get(prefix + key)
+            if not isinstance(value, Tensor):
+                continue
+            if value.shape != (self.num_features,):
+                raise errors.invalid_reference_state(
+                    name, key, f"shape {tuple(value.shape)}, expected ({self.num_features},)"
+                )
+            if not torch.isfinite(value).all():
+                raise errors.invalid_reference_state(name, key, "it holds NaN or Inf values")
+            if key == "reference_var" and (value < 0).any():
+                raise errors.invalid_reference_state(
+                    name, key, f"negative variance {value.min().item()}"
+                )
+        size = state_dict.get(prefix + "reference_size")
+        if isinstance(size, Tensor):
+            if size.numel() != 1 or size.is_floating_point() or size.is_complex():
+                raise errors.invalid_reference_state(
+                    name, "reference_size",
+                    f"expected an integer scalar, got {size.dtype} of shape {tuple(size.shape)}",
+                )
+            if size.item() < 0:
+                raise errors.invalid_reference_state(
+                    name, "reference_size", f"negative ({size.item()})"
+                )
 
 
-def virtual_batch_norm(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    raise NotImplementedError("virtual_batch_norm is being implemented")
+__all__ = ["VirtualBatchNorm", "reference_pass", "virtual_batch_norm"]

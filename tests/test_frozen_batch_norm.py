@@ -1,0 +1,340 @@
+"""Frozen Batch Normalization: what is unique to it (RELIABILITY rows 13, 14, 77, 102, 103).
+
+`test_frozen_equals_bn_eval` is bitwise against torch.nn.BatchNorm*d.eval() on CPU; the other
+expected values come from the float64 oracle in oracles_batch_family_bn.py. The generic
+contract tests run on the catalogue cases in cases_frozen_batch_norm.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import normlab
+import normlab.functional as NF
+from catalogue import close, make_input, randomize_
+from normlab.cli import main as cli_main
+from normlab.errors import ConfigError, InputError, NormlabError
+from oracles_batch_family_bn import frozen_batch_norm_ref
+
+F32, F64 = torch.float32, torch.float64
+TORCH_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+SHAPES = [(5, 6), (4, 6, 7), (4, 6, 5, 3), (2, 6, 3, 2, 4)]
+
+
+def _trained_bn(shape: tuple[int, ...], dtype: torch.dtype = F32, **kw: object) -> nn.Module:
+    """A torch BN with non-trivial statistics and affine, in eval mode."""
+    bn = TORCH_BN[len(shape)](shape[1], **kw).to(dtype)
+    with torch.no_grad():
+        for step in range(3):
+            bn(make_input(shape, dtype, seed=step) * 2 + 1)
+        if bn.weight is not None:
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.normal_()
+    return bn.eval()
+
+
+def _grads(m: nn.Module, x: Tensor, up: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    leaf = x.detach().clone().requires_grad_()
+    y = m(leaf)
+    y.backward(up)
+    params = [p.grad for p in m.parameters() if p.requires_grad]
+    return y.detach(), leaf.grad, params
+
+
+# -- bitwise equality with BatchNorm eval (pytorch/vision#2169, #43614) ----------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no_affine"])
+@pytest.mark.parametrize("how", ["from_batch_norm", "load_state_dict"])
+def test_frozen_equals_bn_eval(shape: tuple[int, ...], affine: bool, how: str) -> None:
+    bn = _trained_bn(shape, eps=1e-3, affine=affine)
+    bn.requires_grad_(False)
+    if how == "from_batch_norm":
+        frozen = normlab.FrozenBatchNorm.from_batch_norm(bn)
+    else:
+        frozen = normlab.FrozenBatchNorm(shape[1], eps=1e-3, affine=affine)
+        frozen.load_state_dict(bn.state_dict())
+    frozen.train()  # training mode changes nothing
+    for seed in range(3):
+        x, up = make_input(shape, F32, seed=10 + seed), make_input(shape, F32, seed=20 + seed)
+        y0, gx0, _ = _grads(frozen, x, up)
+        y1, gx1, _ = _grads(bn, x, up)
+        assert torch.equal(y0, y1), "output differs from BatchNorm.eval()"
+        # dy·(γ/σ) here, (dy/σ)·γ in ATen's eval backward: the same product up to an ulp or two
+        torch.testing.assert_close(gx0, gx1, rtol=3e-7, atol=0)
+        close(y0.double(), frozen_batch_norm_ref(x, frozen.weight, frozen.bias,
+                                                 frozen.running_mean, frozen.running_var,
+                                                 eps=1e-3), 1e-6)
+
+
+def test_frozen_equals_bn_eval_channels_last_and_trainable_affine() -> None:
+    shape = (4, 6, 5, 3)
+    bn = _trained_bn(shape)
+    frozen = normlab.FrozenBatchNorm.from_batch_norm(bn, trainable_affine=True).train()
+    x = make_input(shape, F32, seed=1).to(memory_format=torch.channels_last)
+    up = make_input(shape, F32, seed=2).to(memory_format=torch.channels_last)
+    y0, gx0, gp0 = _grads(frozen, x, up)
+    y1, gx1, gp1 = _grads(bn, x, up)
+    assert torch.equal(y0, y1)
+    assert torch.equal(gx0, gx1)
+    assert len(gp0) == len(gp1) == 2
+    for a, b in zip(gp0, gp1, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_channel_dim_last_matches_bn_eval_on_nhwc_data() -> None:
+    bn = _trained_bn((4, 6, 5, 3))
+    frozen = normlab.FrozenBatchNorm.from_batch_norm(bn)
+    frozen_last = normlab.FrozenBatchNorm(6, channel_dim=-1)
+    frozen_last.load_state_dict(frozen.state_dict())
+    x = make_input((4, 6, 5, 3), F32, seed=3)
+    assert torch.equal(frozen_last(x.movedim(1, -1)).movedim(-1, 1), bn(x))
+
+
+# -- frozen: .train() changes nothing -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trainable_affine", [False, True], ids=["frozen_affine", "trainable"])
+def test_training_steps_leave_statistics_unchanged(trainable_affine: bool) -> None:
+    m = randomize_(normlab.FrozenBatchNorm(6, trainable_affine=trainable_affine)).train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    params = list(m.parameters())
+    assert len(params) == (2 if trainable_affine else 0)
+    assert all(not b.requires_grad for b in m.buffers())
+    if trainable_affine:
+        opt = torch.optim.SGD(params, lr=0.1)
+    for seed in range(3):
+        x = make_input((4, 6, 3, 2), F32, seed=seed).requires_grad_()
+        m(x).square().sum().backward()
+        if trainable_affine:
+            opt.step()
+            opt.zero_grad()
+    after = m.state_dict()
+    for key in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(after[key], before[key]), key
+    for key in ("weight", "bias"):
+        assert torch.equal(after[key], before[key]) != trainable_affine, key
+
+
+def test_trainable_affine_grads_match_float64() -> None:
+    """dγ = Σ dy·x̂ and dβ = Σ dy over (N, *S), x̂ with the frozen statistics."""
+    m = randomize_(normlab.FrozenBatchNorm(6, trainable_affine=True, dtype=F64))
+    assert isinstance(m.weight, nn.Parameter) and m.weight.requires_grad
+    x, up = make_input((4, 6, 5), F64, seed=4), make_input((4, 6, 5), F64, seed=5)
+    m(x).backward(up)
+    xhat = (x - m.running_mean.view(1, -1, 1)) / torch.sqrt(m.running_var.view(1, -1, 1) + m.eps)
+    close(m.weight.grad, (up * xhat).sum((0, 2)), 1e-12)
+    close(m.bias.grad, up.sum((0, 2)), 1e-12)
+
+
+# -- freezing an existing layer ----------------------------------------------------------------
+
+
+def _sources() -> dict[str, nn.Module]:
+    bn2 = _trained_bn((4, 6, 3, 2))
+    nl = randomize_(normlab.BatchNorm(6, eps=1e-4, channel_dim=-1))
+    nl.num_batches_tracked.fill_(7)
+    ghost = randomize_(normlab.GhostBatchNorm(6, ghost_batch_size=2, eps=3e-5))
+    half = _trained_bn((4, 6, 3), dtype=F64).half()
+    sync = nn.SyncBatchNorm(6)
+    sync.load_state_dict(bn2.state_dict())
+    return {
+        "BatchNorm2d": bn2,
+        "BatchNorm1d_no_affine": _trained_bn((5, 6), affine=False),
+        "BatchNorm3d_double": _trained_bn((2, 6, 2, 2, 2), dtype=F64),
+        "BatchNorm1d_half": half,
+        "SyncBatchNorm": sync.eval(),
+        "normlab.BatchNorm_channel_dim_last": nl.eval(),
+        "normlab.GhostBatchNorm": ghost.train(),
+        "normlab.BatchRenorm": randomize_(normlab.BatchRenorm(6)).eval(),
+        "normlab.FrozenBatchNorm": randomize_(normlab.FrozenBatchNorm(6, eps=2e-5)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_sources()))
+def test_from_batch_norm_copies_everything_bitwise(name: str) -> None:
+    source = _sources()[name]
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    frozen = normlab.FrozenBatchNorm.from_batch_norm(source)
+    assert frozen.eps == source.eps
+    assert frozen.training == source.training
+    assert frozen.channel_dim == getattr(source, "channel_dim", 1)
+    assert frozen.affine == (source.weight is not None)
+    assert list(frozen.parameters()) == []
+    copied = frozen.state_dict()
+    for key, value in state.items():
+        assert copied[key].dtype == value.dtype, key
+        assert torch.equal(copied[key], value), key
+        assert copied[key].data_ptr() != value.data_ptr(), f"{key} must be a copy"
+    for key, value in source.state_dict().items():  # the source is not modified
+        assert torch.equal(value, state[key]), key
+    if name in ("BatchNorm1d_half", "SyncBatchNorm"):
+        return  # no CPU fp16 BN / no SyncBN forward to compare with here
+    x = make_input((3, 6, 4, 2) if "3d" not in name else (3, 6, 2, 2, 2),
+                   source.running_mean.dtype, seed=6)
+    if name.startswith("BatchNorm1d"):
+        x = x.flatten(2) if "affine" not in name else x[:, :, 0, 0]
+    if getattr(source, "channel_dim", 1) == -1:
+        x = x.movedim(1, -1)
+    frozen.train()
+    assert torch.equal(frozen(x), source.eval()(x)), "must equal the source's eval output"
+
+
+def test_from_batch_norm_can_keep_the_affine_trainable() -> None:
+    bn = _trained_bn((4, 6, 3))
+    frozen = normlab.FrozenBatchNorm.from_batch_norm(bn, trainable_affine=True)
+    names = [n for n, p in frozen.named_parameters() if p.requires_grad]
+    assert names == ["weight", "bias"]
+    assert torch.equal(frozen.weight, bn.weight) and frozen.weight is not bn.weight
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        (nn.BatchNorm2d(4, track_running_stats=False), "track_running_stats=False"),
+        (normlab.BatchNorm(4, track_running_stats=False), "track_running_stats=False"),
+        (nn.Linear(4, 4), "not a BatchNorm layer"),
+        (normlab.LayerNorm(4), "not a BatchNorm layer"),
+        (normlab.SwitchableNorm(4), "not a BatchNorm layer"),
+        (nn.LazyBatchNorm2d(), "lazy layer"),
+        (nn.BatchNorm2d(4, eps=0.0), "eps > 0"),
+    ],
+    ids=["torch_untracked", "normlab_untracked", "linear", "layer_norm", "switchable", "lazy",
+         "eps_zero"],
+)
+def test_from_batch_norm_rejects_what_cannot_be_frozen(source: nn.Module, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as excinfo:
+        normlab.FrozenBatchNorm.from_batch_norm(source)
+    assert type(source).__name__ in str(excinfo.value)
+
+
+# -- state dicts (interchangeable with torch.nn BN; value-preserving) ------------------------------
+
+
+def test_state_dicts_are_interchangeable_with_torch_batch_norm() -> None:
+    bn = _trained_bn((4, 6, 3, 2))
+    frozen = normlab.FrozenBatchNorm(6)
+    frozen.load_state_dict(bn.state_dict())  # num_batches_tracked present: accepted
+    assert int(frozen.num_batches_tracked) == 3
+    back = nn.BatchNorm2d(6)
+    back.load_state_dict(frozen.state_dict())  # strict, both ways
+    for key, value in bn.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    nl = normlab.BatchNorm(6)
+    nl.load_state_dict(frozen.state_dict())
+    frozen.load_state_dict(nl.state_dict())
+
+
+def test_checkpoint_without_counter_loads() -> None:
+    """torchvision / detectron2 FrozenBatchNorm2d state dicts have no num_batches_tracked."""
+    bn = _trained_bn((4, 6, 3, 2))
+    state = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
+    frozen = normlab.FrozenBatchNorm(6)
+    frozen.load_state_dict(state)  # strict
+    x = make_input((2, 6, 3, 2), F32, seed=7)
+    assert torch.equal(frozen(x), bn(x))
+    assert int(frozen.num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("dtype", [F32, torch.float16], ids=["fp32", "fp16"])
+def test_loading_preserves_tiny_variances(dtype: torch.dtype) -> None:
+    """No ε-subtracting migration (facebookresearch/detectron2 PR #3160): values load as is."""
+    tiny = torch.tensor([0.0, 1e-30, 1e-8, 6e-8, 1e-3, 1.0], dtype=F32).to(dtype)
+    state = normlab.FrozenBatchNorm(6, dtype=dtype).state_dict()
+    state["running_var"] = tiny.clone()
+    frozen = normlab.FrozenBatchNorm(6, dtype=dtype)
+    frozen.load_state_dict(state)
+    assert torch.equal(frozen.running_var, tiny)
+    y = frozen(torch.randn(3, 6, 4).to(dtype))
+    assert torch.isfinite(y).all(), "running_var = 0 must give finite output (eps > 0)"
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf], ids=["negative", "nan", "inf"])
+def test_load_rejects_invalid_statistics(bad: float) -> None:
+    state = normlab.FrozenBatchNorm(6).state_dict()
+    state["running_var"] = state["running_var"].clone()
+    state["running_var"][2] = bad
+    frozen = normlab.FrozenBatchNorm(6)
+    with pytest.raises(NormlabError, match="running_var"):
+        frozen.load_state_dict(state)
+    assert torch.equal(frozen.running_var, torch.ones(6))
+
+
+# -- eps (pytorch/vision#2599, PR #2933) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-5, math.nan, math.inf, None], ids=repr)
+def test_eps_must_be_positive(eps: object) -> None:
+    with pytest.raises(ConfigError, match=rf"eps must be a positive finite float; got {eps!r}"):
+        normlab.FrozenBatchNorm(6, eps=eps)
+    with pytest.raises(ConfigError, match="eps must be a positive finite float"):
+        NF.frozen_batch_norm(torch.randn(2, 6), torch.zeros(6), torch.ones(6), eps=eps)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_zero_variance_in_low_precision_is_finite(dtype: torch.dtype) -> None:
+    m = normlab.FrozenBatchNorm(4, dtype=dtype)
+    with torch.no_grad():
+        m.running_var.zero_()
+    x = torch.randn(3, 4, 5).to(dtype).requires_grad_()
+    y = m(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+# -- low-precision backward (NVIDIA/apex#122) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("trainable_affine", [False, True], ids=["frozen_affine", "trainable"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_frozen_bn_backward_low_precision(dtype: torch.dtype, trainable_affine: bool) -> None:
+    ref = randomize_(normlab.FrozenBatchNorm(6, trainable_affine=trainable_affine))
+    low = normlab.FrozenBatchNorm(6, trainable_affine=trainable_affine, dtype=dtype)
+    low.load_state_dict(ref.state_dict())
+    x = make_input((4, 6, 5, 3), F32, seed=8).to(dtype)
+    up = make_input((4, 6, 5, 3), F32, seed=9).to(dtype)
+    y0, gx0, gp0 = _grads(low, x, up)
+    y1, gx1, gp1 = _grads(ref, x.float(), up.float())
+    assert y0.dtype == gx0.dtype == dtype
+    tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+    close(y0.float(), y1, tol, msg="output")
+    close(gx0.float(), gx1, tol, msg="input grad")
+    for a, b in zip(gp0, gp1, strict=True):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol * float(b.abs().max()))
+    # fp32 layer on low-precision input (autocast-style mixed precision)
+    y2, gx2, _ = _grads(ref, x, up)
+    assert y2.dtype == gx2.dtype == dtype
+    close(gx2.float(), gx1, tol)
+
+
+# -- functional, registry, CLI ---------------------------------------------------------------------
+
+
+def test_functional_is_bn_eval_and_takes_no_statistic_gradients() -> None:
+    bn = _trained_bn((4, 6, 3))
+    mean = bn.running_mean.clone().requires_grad_()
+    x = make_input((4, 6, 3), F32, seed=10)
+    y = NF.frozen_batch_norm(x, mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
+    assert torch.equal(y, bn(x))
+    y.sum().backward()
+    assert mean.grad is None, "the statistics are constants"
+    with pytest.raises(InputError, match="running_var must be a tensor"):
+        NF.frozen_batch_norm(x, bn.running_mean, None)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"\(N, 5, \*S\)"):
+        NF.frozen_batch_norm(x, torch.zeros(5), torch.ones(5))
+
+
+def test_registry_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
+    m = normlab.create("frozen_bn", 8, trainable_affine=True)
+    assert isinstance(m, normlab.FrozenBatchNorm) and m.trainable_affine
+    assert "trainable_affine=True" in repr(m)
+    assert cli_main(["describe", "fbn"]) == 0
+    out = capsys.readouterr().out
+    assert "$$" in out and "\\hat\\mu" in out
+    assert "trainable_affine=False" in out
