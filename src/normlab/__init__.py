@@ -16,6 +16,9 @@ from normlab.norms import Norm as Norm
 from normlab.norms import RMSNorm as RMSNorm
 from normlab.norms import SwitchableNorm as SwitchableNorm
 from normlab.norms import VirtualBatchNorm as VirtualBatchNorm
+from normlab.norms.batch_instance_norm import clamp_gates_after_step as clamp_gates_after_step
+from normlab.norms.batch_instance_norm import gate_param_groups as gate_param_groups
+from normlab.norms.virtual_batch_norm import reference_pass as reference_pass
 from normlab.registry import available as available
 from normlab.registry import create as create
 from normlab.registry import factory as factory
@@ -39,7 +42,10 @@ __all__ = [
     "SwitchableNorm",
     "VirtualBatchNorm",
     "available",
+    "clamp_gates_after_step",
     "create",
     "factory",
     "functional",
+    "gate_param_groups",
+    "reference_pass",
 ]

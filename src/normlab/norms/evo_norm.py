@@ -751,6 +751,7 @@ class EvoNormB0(_EvoNorm):
     """
 
     _repr_keys = ("eps", "momentum", "affine", "nonlinearity", "track_running_stats")
+    statistics = "batch variance over (N, *S) per channel and instance variance over *S"
     axes = axes_lib.BATCH  # s²_b; s²_i is over axes_lib.INSTANCE
 
     def __init__(

@@ -182,6 +182,7 @@ class FrozenBatchNorm(Norm):
     """
 
     _repr_keys = ("eps", "affine", "trainable_affine")
+    statistics = "none: fixed per-channel statistics (a BN checkpoint's running mean and variance)"
     axes = axes_lib.BATCH
     running_mean: Tensor
     running_var: Tensor
