@@ -174,10 +174,19 @@ class Norm(nn.Module):
             if key not in state_dict and (local_metadata.get("version") or 0) < 2:
                 # checkpoints written before torch 0.4.1 have no counter: start it at 0
                 state_dict[key] = torch.tensor(0, dtype=torch.long)
-            self._validate_loaded_stats(state_dict, prefix)
+        self._validate_state(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+    def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Raise a ConfigError before anything is copied if a value to load is invalid.
+
+        Subclasses with more state extend this (calling ``super()``) instead of overriding
+        ``_load_from_state_dict``.
+        """
+        if getattr(self, "running_var", None) is not None:
+            self._validate_loaded_stats(state_dict, prefix)
 
     def _validate_loaded_stats(self, state_dict: dict[str, Any], prefix: str) -> None:
         name = self._name()

@@ -299,19 +299,8 @@ class BatchInstanceNorm(Norm):
             )
         return y
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        if getattr(self, "running_mean", None) is not None:
-            # running statistics first (their messages name them), then the gate
-            self._validate_loaded_stats(state_dict, prefix)
+    def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        super()._validate_state(state_dict, prefix)  # running statistics first, then the gate
         gate = state_dict.get(prefix + "gate")
         if isinstance(gate, Tensor):
             name = self._name()
@@ -332,9 +321,6 @@ class BatchInstanceNorm(Norm):
                     f"values outside [0, 1]: {gate[outside].tolist()} at channels "
                     f"{outside.nonzero().flatten().tolist()}",
                 )
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
 
 # -- gate clipping and optimizer settings (paper section 3; reference main.py) ---------------------

@@ -794,22 +794,6 @@ class EvoNormB0(_EvoNorm):
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        if self.running_var is not None:
-            self._validate_loaded_stats(state_dict, prefix)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)

@@ -490,16 +490,7 @@ class SwitchableNorm(Norm):
             )
         return y
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
+    def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         k = len(self.branches)
         for key in ("mean_weight", "var_weight"):
             value = state_dict.get(prefix + key)
@@ -518,9 +509,7 @@ class SwitchableNorm(Norm):
                     "The checkpoint is corrupted (training diverged?); load a valid state or "
                     "call reset_parameters().",
                 )
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        super()._validate_state(state_dict, prefix)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()

@@ -516,7 +516,6 @@ class VirtualBatchNorm(Norm):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        self._validate_reference_state(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -524,7 +523,8 @@ class VirtualBatchNorm(Norm):
         if self.reference_size.device.type != "meta":
             self._reference_count = int(self.reference_size.item())
 
-    def _validate_reference_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+    def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        super()._validate_state(state_dict, prefix)
         name = self._name()
         for key in ("reference_mean", "reference_var"):
             value = state_dict.get(prefix + key)
