@@ -182,6 +182,17 @@ def instance_affine(
     return _InstanceAffine.apply(x, coefficients, carried, mean, var, *params)
 
 
+def normalize_and_apply(
+    xc: Tensor, coefficients: Coefficients, *params: Tensor, eps: float
+) -> Tensor:
+    """`instance_affine` on its fast path: the moments and x̂ from one `normalize_instances`
+    call (with the method's ``eps``), y written into x̂."""
+    x_hat, mean, var, rstd = normalize_instances(xc, eps)
+    return instance_affine(
+        xc, coefficients, *params, moments=(mean, var), normalized=(x_hat, rstd)
+    )
+
+
 def contiguous_channels_first(x: Tensor, channel_dim: int) -> tuple[Tensor, torch.memory_format]:
     """A contiguous (N, C, *S) copy or view of ``x`` and the layout to hand the output back in.
 
@@ -211,6 +222,7 @@ __all__ = [
     "contiguous_channels_first",
     "instance_affine",
     "instance_moments",
+    "normalize_and_apply",
     "normalize_instances",
     "restore_layout",
 ]

@@ -30,13 +30,11 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments
 from normlab.core.running import update_running_stats_
 from normlab.norms._base import Norm, check_set_size
-from normlab.norms._instance_affine import (
-    contiguous_channels_first,
-    instance_affine,
-    normalize_instances,
-    restore_layout,
+from normlab.norms.switchable_norm import (
+    AnalyticCoefficients,
+    apply_coefficients,
+    merged_moments,
 )
-from normlab.norms.switchable_norm import AnalyticCoefficients, merged_moments
 
 
 @dataclass(frozen=True)
@@ -127,21 +125,12 @@ def _batch_instance_norm(
     channel_dim: int,
 ) -> tuple[Tensor, Moments | None]:
     """The output and, in training, the batch moments it normalized with (x non-empty)."""
-    xc, layout = contiguous_channels_first(x, channel_dim)
-    x_hat, mean, var, rstd = normalize_instances(xc, eps)
     params = [gate, *(p for p in (weight, bias) if p is not None)]
     if running is not None:
         params.extend(running)
     cfg = _Config(eps, weight is not None, bias is not None, running is not None)
     coefficients = AnalyticCoefficients(_forward_parts, _backward_parts, cfg)
-    y = instance_affine(
-        xc, coefficients, *params, moments=(mean, var), normalized=(x_hat, rstd)
-    )
-    batch = None
-    if coefficients.batch is not None:
-        mu, sigma2 = coefficients.batch
-        batch = Moments(mu.view(-1), sigma2.view(-1), x.numel() // mu.numel())
-    return restore_layout(y, layout, channel_dim), batch
+    return apply_coefficients(x, coefficients, params, eps, channel_dim)
 
 
 def batch_instance_norm(

@@ -32,8 +32,7 @@ from normlab.core.running import update_running_stats_
 from normlab.norms._base import Norm, check_set_size
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
-    instance_affine,
-    normalize_instances,
+    normalize_and_apply,
     restore_layout,
 )
 
@@ -281,8 +280,6 @@ def _switchable_norm(
     channel_dim: int,
 ) -> tuple[Tensor, Moments | None]:
     """The output and, when computed, the BN branch's batch moments (x non-empty)."""
-    xc, layout = contiguous_channels_first(x, channel_dim)
-    x_hat, mean, var, rstd = normalize_instances(xc, eps)
     params = [mean_weight, var_weight, *(p for p in (weight, bias) if p is not None)]
     if running is not None:
         params.extend(running)
@@ -290,9 +287,19 @@ def _switchable_norm(
     cfg = _Config(use_in, use_ln, use_bn, eps, weight is not None, bias is not None,
                   running is not None)
     coefficients = AnalyticCoefficients(_forward_parts, _backward_parts, cfg)
-    y = instance_affine(
-        xc, coefficients, *params, moments=(mean, var), normalized=(x_hat, rstd)
-    )
+    return apply_coefficients(x, coefficients, params, eps, channel_dim)
+
+
+def apply_coefficients(
+    x: Tensor,
+    coefficients: AnalyticCoefficients,
+    params: list[Tensor],
+    eps: float,
+    channel_dim: int,
+) -> tuple[Tensor, Moments | None]:
+    """y = x·A + B for any layout, and the batch moments the coefficients merged (if any)."""
+    xc, layout = contiguous_channels_first(x, channel_dim)
+    y = normalize_and_apply(xc, coefficients, *params, eps=eps)
     batch = None
     if coefficients.batch is not None:
         mu, sigma2 = coefficients.batch
