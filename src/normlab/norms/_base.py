@@ -3,6 +3,7 @@ checks, state loading and repr. Each method's file adds its math and nothing els
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -190,21 +191,32 @@ class Norm(nn.Module):
 
     def _validate_loaded_stats(self, state_dict: dict[str, Any], prefix: str) -> None:
         name = self._name()
-        for key in ("running_mean", "running_var"):
+        self._validate_moments(state_dict, prefix, "running", errors.invalid_state)
+        count = state_dict.get(prefix + "num_batches_tracked")
+        if isinstance(count, Tensor) and count.numel() == 1 and count.item() < 0:
+            raise errors.invalid_state(name, "num_batches_tracked", f"negative ({count.item()})")
+
+    def _validate_moments(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        kind: str,
+        invalid: Callable[[str, str, str], errors.ConfigError],
+    ) -> None:
+        """``{kind}_mean`` / ``{kind}_var`` to load: shape (C,), finite, variance >= 0."""
+        name = self._name()
+        for key in (f"{kind}_mean", f"{kind}_var"):
             value = state_dict.get(prefix + key)
             if not isinstance(value, Tensor):
                 continue
             if value.shape != (self.num_features,):
-                raise errors.invalid_state(
+                raise invalid(
                     name, key, f"shape {tuple(value.shape)}, expected ({self.num_features},)"
                 )
             if not torch.isfinite(value).all():
-                raise errors.invalid_state(name, key, "it holds NaN or Inf values")
-            if key == "running_var" and (value < 0).any():
-                raise errors.invalid_state(name, key, f"negative variance {value.min().item()}")
-        count = state_dict.get(prefix + "num_batches_tracked")
-        if isinstance(count, Tensor) and count.numel() == 1 and count.item() < 0:
-            raise errors.invalid_state(name, "num_batches_tracked", f"negative ({count.item()})")
+                raise invalid(name, key, "it holds NaN or Inf values")
+            if key.endswith("_var") and (value < 0).any():
+                raise invalid(name, key, f"negative variance {value.min().item()}")
 
     def extra_repr(self) -> str:
         parts = [str(self.num_features)]

@@ -35,6 +35,7 @@ from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
     instance_affine,
+    normalize_and_apply,
     restore_layout,
 )
 from normlab.norms._per_instance import channel_affine, normalize_instances
@@ -195,10 +196,8 @@ def _virtual_batch_norm(
         _mixed_coefficients(eps, weight is not None, bias is not None),
         w=1.0 / (reference_size + 1),
     )
-    x_hat, mean, var, rstd = normalize_instances(xc, eps)
-    return instance_affine(
-        xc, coefficients, reference_mean, reference_var, *_affine_params(weight, bias),
-        moments=(mean, var), normalized=(x_hat, rstd),
+    return normalize_and_apply(
+        xc, coefficients, reference_mean, reference_var, *_affine_params(weight, bias), eps=eps
     )
 
 
@@ -525,21 +524,8 @@ class VirtualBatchNorm(Norm):
 
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         super()._validate_state(state_dict, prefix)
+        self._validate_moments(state_dict, prefix, "reference", errors.invalid_reference_state)
         name = self._name()
-        for key in ("reference_mean", "reference_var"):
-            value = state_dict.get(prefix + key)
-            if not isinstance(value, Tensor):
-                continue
-            if value.shape != (self.num_features,):
-                raise errors.invalid_reference_state(
-                    name, key, f"shape {tuple(value.shape)}, expected ({self.num_features},)"
-                )
-            if not torch.isfinite(value).all():
-                raise errors.invalid_reference_state(name, key, "it holds NaN or Inf values")
-            if key == "reference_var" and (value < 0).any():
-                raise errors.invalid_reference_state(
-                    name, key, f"negative variance {value.min().item()}"
-                )
         size = state_dict.get(prefix + "reference_size")
         if isinstance(size, Tensor):
             if size.numel() != 1 or size.is_floating_point() or size.is_complex():
