@@ -9,9 +9,11 @@ collected at the bottom of this file.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -426,3 +428,13 @@ def close(
     torch.testing.assert_close(
         actual, expected, rtol=tol, atol=tol * scale, msg=lambda m: f"{msg}\n{m}"
     )
+
+
+def load_script(relative_path: str) -> ModuleType:
+    """A repository file outside the package (a benchmark baseline, an example) as a module."""
+    path = Path(__file__).parents[1] / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,9 +7,7 @@ and memory tests run on the cases of tests/cases_evo_norm.py.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ from torch import Tensor
 import normlab
 import normlab.functional as NF
 import oracles_evo_norm as ref
-from catalogue import close, make_input
+from catalogue import close, load_script, make_input
 from normlab.errors import ConfigError, InputError, NormlabError
 
 F64 = torch.float64
@@ -370,17 +368,9 @@ def test_fast_backward_equals_double_backward_path(name: str, training: bool) ->
         close(a, b.detach(), 1e-5)
 
 
-def _load_eager() -> object:
-    path = Path(__file__).parents[1] / "benchmarks" / "eager" / "evo_norm.py"
-    spec = importlib.util.spec_from_file_location("eager_evo_norm", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 @pytest.mark.parametrize("channel_dim", [1, -1])
 def test_eager_baselines_compute_the_same_layer(channel_dim: int) -> None:
-    eager = _load_eager()
+    eager = load_script("benchmarks/eager/evo_norm.py")
     x = make_input((4, 8, 5, 3), F64, seed=12)
     if channel_dim == -1:
         x = x.movedim(1, -1).contiguous()

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from catalogue import close, make_input
+import normlab
+from catalogue import close, make_input, randomize_
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     instance_affine,
@@ -21,6 +22,7 @@ from normlab.norms._per_instance import (
     instance_sums,
     normalize_instances,
 )
+from oracles_mixed_stats import full_size_ops
 
 F64 = torch.float64
 SHAPES = [(3, 4), (3, 4, 5), (2, 4, 3, 5), (2, 4, 2, 3, 2)]
@@ -167,3 +169,24 @@ def test_layout_round_trip(channel_dim: int, layout: str) -> None:
     assert torch.equal(back, source)
     if channel_dim == 1:
         assert back.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: normlab.SwitchableNorm(6), lambda: randomize_(normlab.BatchInstanceNorm(6))],
+    ids=["switchable_norm", "batch_instance_norm"],
+)
+def test_methods_read_the_input_in_one_statistics_pass(make: Callable[[], nn.Module]) -> None:
+    """Forward: one statistics pass (IN moments, x̂) and the in-place affine — never one
+    reduction per statistic. Backward: one pass for the sums and two for dx."""
+    m = make().train()
+    x = torch.randn(4, 6, 8, 8, requires_grad=True)
+    out: list[Tensor] = []
+    forward = full_size_ops(lambda: out.append(m(x)), x.numel())
+    assert forward == ["aten.native_group_norm.default",  # x̂, then y = x̂·a + b in place
+                       "aten.mul_.Tensor", "aten.add_.Tensor"]
+    g = torch.randn_like(x)
+    backward = full_size_ops(
+        lambda: torch.autograd.grad(out[0], [x, *m.parameters()], g), x.numel()
+    )
+    assert len(backward) <= 4, backward

@@ -11,9 +11,7 @@ of the fast path (one statistics pass over the input).
 from __future__ import annotations
 
 import gc
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +20,7 @@ from torch import Tensor, nn
 import normlab
 import oracles
 import oracles_mixed_stats as ref
-from catalogue import close, make_input, randomize_, snapshot
+from catalogue import close, load_script, make_input, randomize_, snapshot
 from normlab.errors import ConfigError, InputError
 from normlab.functional import switchable_norm
 from normlab.norms.switchable_norm import AnalyticCoefficients
@@ -358,31 +356,6 @@ def test_functional_without_running_stats_uses_batch_statistics() -> None:
 # -- the fast path ---------------------------------------------------------------------------------
 
 
-def test_statistics_come_from_one_pass_over_the_input() -> None:
-    """Forward: one statistics pass (IN moments) and one affine pass — never three reductions.
-    Backward: one pass for the sums, two affine passes and their sum."""
-    m = normlab.SwitchableNorm(6).train()
-    x = torch.randn(4, 6, 8, 8, requires_grad=True)
-    out: list[Tensor] = []
-    forward = ref.full_size_ops(lambda: out.append(m(x)), x.numel())
-    assert forward == ["aten.native_group_norm.default",  # x̂, then y = x̂·a + b in place
-                       "aten.mul_.Tensor", "aten.add_.Tensor"]
-    g = torch.randn_like(x)
-    backward = ref.full_size_ops(
-        lambda: torch.autograd.grad(out[0], [x, *m.parameters()], g), x.numel()
-    )
-    assert len(backward) <= 4, backward
-
-
-def _eager_module() -> object:
-    path = Path(__file__).parents[1] / "benchmarks" / "eager" / "switchable_norm.py"
-    spec = importlib.util.spec_from_file_location("eager_switchable_norm", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("branches", [BRANCHES, ("ln", "bn")], ids=str)
 def test_eager_benchmark_baseline_computes_the_same(branches: tuple[str, ...]) -> None:
     m = randomize_(normlab.SwitchableNorm(6, branches=branches, dtype=F64)).train()
@@ -390,7 +363,8 @@ def test_eager_benchmark_baseline_computes_the_same(branches: tuple[str, ...]) -
     expected = ref.switchable_norm_ref(
         x, m.mean_weight, m.var_weight, m.weight, m.bias, branches=branches, training=True
     )
-    close(_eager_module().eager_switchable_norm(m, x), expected, 1e-12)  # type: ignore[attr-defined]
+    eager = load_script("benchmarks/eager/switchable_norm.py")
+    close(eager.eager_switchable_norm(m, x), expected, 1e-12)
 
 
 @pytest.mark.parametrize("cls", [normlab.SwitchableNorm, normlab.BatchInstanceNorm])
