@@ -17,9 +17,6 @@ benchmarks/results/batch_family.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import normlab
-from bench_classic import NCHW, Side, cpu_model, measure
+from bench_classic import NCHW, Side, measure, start_run, write_results
 from bench_classic import Case as Pair
 from eager.batch_instance_norm import eager_batch_instance_norm
 from eager.batch_renorm import eager_batch_renorm
@@ -113,12 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run the rows whose name contains this")
     parser.add_argument("--no-save", action="store_true", help="do not write the results file")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"warning: 1-minute load average {load_before:.2f}; other processes on these "
-              "cores make the timings noisy.\n")
+    load_before = start_run(args.threads)
 
     lines = [
         "| layer | native | normlab ms | native ms | ratio | target | eager ms | eager / normlab "
@@ -142,22 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(line)
         print(line, flush=True)
 
-    header = (
-        f"# Batch-statistics family: normlab vs native kernels and eager compositions\n\n"
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-        f"- machine: {cpu_model()}, {platform.system()} {platform.machine()}\n"
-        f"- 1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n"
-        f"- torch {torch.__version__}, normlab {normlab.__version__}, "
-        f"Python {platform.python_version()}, {torch.get_num_threads()} threads\n"
-        f"- fp32 NCHW {NCHW}, forward + backward, random grad_output; medians of "
+    setup = (
+        f"fp32 NCHW {NCHW}, forward + backward, random grad_output; medians of "
         f"{args.repeats} (native) / {args.eager_repeats} (eager) interleaved rounds; "
         f"ratio = normlab / native (< 1: normlab faster); eager / normlab = speed-up over the "
-        f"eager composition in benchmarks/eager/; saved = bytes kept for backward / input bytes\n\n"
+        f"eager composition in benchmarks/eager/; saved = bytes kept for backward / input bytes"
     )
     if not args.no_save and not args.only:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(header + "\n".join(lines) + "\n")
-        print(f"\nwritten to {RESULTS}")
+        write_results(
+            RESULTS, "Batch-statistics family: normlab vs native kernels and eager compositions",
+            setup, lines, load_before,
+        )
     return 0
 
 

@@ -143,6 +143,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def start_run(threads: int) -> float:
+    """Thread count and seed for a benchmark run; warns when the machine is busy. Returns the
+    1-minute load average before the run."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        print(f"warning: 1-minute load average {load_before:.2f}; other processes on these "
+              "cores make the timings noisy.\n")
+    return load_before
+
+
+def write_results(
+    path: Path, title: str, setup: str, lines: list[str], load_before: float
+) -> None:
+    """The table under a header with the date, machine, load and versions."""
+    header = (
+        f"# {title}\n\n"
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+        f"- machine: {cpu_model()}, {platform.system()} {platform.machine()}\n"
+        f"- 1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n"
+        f"- torch {torch.__version__}, normlab {normlab.__version__}, "
+        f"Python {platform.python_version()}, {torch.get_num_threads()} threads\n"
+        f"- {setup}\n\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n".join(lines) + "\n")
+    print(f"\nwritten to {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=60)
@@ -150,12 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-save", action="store_true", help="do not write results/classic.md")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5:
-        print(f"warning: 1-minute load average {load_before:.2f}; other processes on these "
-              "cores make the timings noisy.\n")
+    load_before = start_run(args.threads)
 
     lines = [
         "| layer | torch.nn equivalent | input | normlab ms | torch ms | ratio |",
@@ -169,21 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(row)
         print(row, flush=True)
 
-    header = (
-        f"# Classic norms: normlab vs torch.nn, forward + backward\n\n"
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-        f"- machine: {cpu_model()}, {platform.system()} {platform.machine()}\n"
-        f"- 1-minute load average: {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n"
-        f"- torch {torch.__version__}, normlab {normlab.__version__}, "
-        f"Python {platform.python_version()}, {torch.get_num_threads()} threads\n"
-        f"- fp32, NCHW = {NCHW}, NHWC = {NHWC}, training mode, random grad_output; "
+    setup = (
+        f"fp32, NCHW = {NCHW}, NHWC = {NHWC}, training mode, random grad_output; "
         f"median of {args.repeats} interleaved runs after {args.warmup} warm-up runs; "
-        f"ratio = median of per-round normlab / torch (< 1: normlab faster)\n\n"
+        f"ratio = median of per-round normlab / torch (< 1: normlab faster)"
     )
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(header + "\n".join(lines) + "\n")
-        print(f"\nwritten to {RESULTS}")
+        write_results(RESULTS, "Classic norms: normlab vs torch.nn, forward + backward",
+                      setup, lines, load_before)
     return 0
 
 
