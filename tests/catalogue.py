@@ -438,3 +438,17 @@ def load_script(relative_path: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def saved_storages(run: Callable[[], object]) -> dict[int, int]:
+    """Memory ``run()`` saves for backward: {storage data_ptr: nbytes}, each storage once (a
+    view of the input saved twice costs nothing more), counted with saved_tensors_hooks."""
+    storages: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return storages

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import normlab
 import normlab.functional as NF
 import oracles_batch_renorm as ref
-from catalogue import CASES, close, make_input, randomize_
+from catalogue import CASES, close, make_input, randomize_, saved_storages
 from normlab.errors import ConfigError, InputError
 
 F32, F64 = torch.float32, torch.float64
@@ -412,15 +412,8 @@ def test_saved_bytes_at_benchmark_size() -> None:
     for fmt in (torch.contiguous_format, torch.channels_last):
         m = normlab.BatchRenorm(64, **NO_SCHEDULE)
         x = torch.randn(32, 64, 32, 32).contiguous(memory_format=fmt).requires_grad_()
-        storages: dict[int, int] = {}
-
-        def pack(t: Tensor, seen: dict[int, int] = storages) -> Tensor:
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            m(x)
-        assert sum(storages.values()) <= 1.01 * x.numel() * 4, fmt
+        saved = saved_storages(lambda m=m, x=x: m(x))
+        assert sum(saved.values()) <= 1.01 * x.numel() * 4, fmt
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])

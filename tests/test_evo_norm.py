@@ -16,7 +16,7 @@ from torch import Tensor
 import normlab
 import normlab.functional as NF
 import oracles_evo_norm as ref
-from catalogue import close, load_script, make_input
+from catalogue import close, load_script, make_input, saved_storages
 from normlab.errors import ConfigError, InputError, NormlabError
 
 F64 = torch.float64
@@ -328,15 +328,7 @@ def test_s0_extreme_v(v: float) -> None:
 
 
 def _saved_bytes(m: torch.nn.Module, x: Tensor) -> int:
-    storages: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        m(x)
-    return sum(storages.values())
+    return sum(saved_storages(lambda: m(x)).values())
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

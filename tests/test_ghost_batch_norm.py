@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import normlab
 import normlab.functional as NF
 import normlab.norms.ghost_batch_norm as gbn_module
-from catalogue import close, make_input, param_grads, randomize_
+from catalogue import close, make_input, param_grads, randomize_, saved_storages
 from normlab.cli import main as cli_main
 from normlab.errors import ConfigError, InputError
 from normlab.norms.ghost_batch_norm import chunk_sizes, ghost_plan
@@ -329,15 +329,8 @@ def test_op_count_does_not_grow_with_the_number_of_ghost_batches(path: str) -> N
 def test_saved_for_backward_with_many_chunks(path: str) -> None:
     m = normlab.GhostBatchNorm(16, ghost_batch_size=2)
     x = torch.randn(64, 16, 8, 8, requires_grad=True)
-    storages: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        m(x)
-    assert sum(storages.values()) <= 1.5 * x.numel() * x.element_size()
+    saved = saved_storages(lambda: m(x))
+    assert sum(saved.values()) <= 1.5 * x.numel() * x.element_size()
 
 
 # -- low precision ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import normlab
-from catalogue import close, make_input, randomize_
+from catalogue import close, make_input, randomize_, saved_storages
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     instance_affine,
@@ -144,14 +144,7 @@ def test_instance_affine_low_precision_matches_fp32(run: Callable[..., Tensor]) 
 def test_only_the_input_and_small_statistics_are_saved() -> None:
     x = make_input((8, 6, 16, 16), torch.float32, seed=7).requires_grad_()
     weight = torch.ones(6, requires_grad=True)
-    storages: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _apply(x, weight, torch.zeros(6))
+    storages = saved_storages(lambda: _apply(x, weight, torch.zeros(6)))
     assert x.untyped_storage().data_ptr() in storages
     assert sum(storages.values()) <= 1.05 * x.numel() * x.element_size()
 

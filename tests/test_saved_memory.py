@@ -8,24 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import Tensor
 
-from catalogue import CASE_IDS, CASES, Case, make_input, randomize_
+from catalogue import CASE_IDS, CASES, Case, make_input, randomize_, saved_storages
 
 LIMIT = 1.5
-
-
-def saved_bytes(run: object, *args: Tensor) -> int:
-    storages: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run(*args)  # type: ignore[operator]
-    return sum(storages.values())
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -38,6 +24,6 @@ def test_saved_for_backward_at_most_1_5x_input(case: Case, training: bool) -> No
     m(x)  # a first step, so that layers with a reference or warm-up state are set up
     m.train(training)
     x.requires_grad_()
-    used = saved_bytes(m, x)
+    used = sum(saved_storages(lambda: m(x)).values())
     budget = x.numel() * x.element_size()
     assert used <= LIMIT * budget, f"saved {used / budget:.2f}x the input's bytes"
