@@ -40,6 +40,24 @@ def kernel_params(
     return w, b
 
 
+def dense(x: Tensor) -> tuple[Tensor, torch.memory_format]:
+    """``x`` made contiguous if it is not, and the memory format to hand outputs back in
+    (channels_last / channels_last_3d when x had it, otherwise contiguous)."""
+    layout = torch.contiguous_format
+    if not x.is_contiguous():
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            layout = torch.channels_last
+        elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+            layout = torch.channels_last_3d
+        x = x.contiguous()
+    return x, layout
+
+
+def in_layout(y: Tensor, layout: torch.memory_format) -> Tensor:
+    """Inverse of `dense` for an output: ``y`` in ``layout``."""
+    return y if layout is torch.contiguous_format else y.contiguous(memory_format=layout)
+
+
 def group_norm_kernel(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -51,21 +69,13 @@ def group_norm_kernel(
     therefore made contiguous first and the output handed back in the input's memory format.
     """
     n, c = x.shape[:2]
-    layout = None
-    if not x.is_contiguous():
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            layout = torch.channels_last
-        elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-            layout = torch.channels_last_3d
-        x = x.contiguous()
+    x, layout = dense(x)
     weight, bias = kernel_params(x, weight, bias, c)
     positions = x.numel() // (n * c)
     y, mean, rstd = torch.ops.aten.native_group_norm(
         x, weight, bias, n, c, positions, num_groups, eps
     )
-    if layout is not None:
-        y = y.contiguous(memory_format=layout)
-    return y, mean, rstd
+    return in_layout(y, layout), mean, rstd
 
 
 def check_set_size(layer: str, axes: Axes, x: Tensor, channel_dim: int) -> None:

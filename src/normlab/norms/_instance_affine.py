@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import accumulation_dtype
+from normlab.norms._base import dense, from_channels_first, in_layout, to_channels_first
 from normlab.norms._per_instance import (
     channel_affine,
     instance_moments,
@@ -199,22 +200,12 @@ def contiguous_channels_first(x: Tensor, channel_dim: int) -> tuple[Tensor, torc
     Contiguous slices are what the per-instance kernels read (and torch's channels_last
     group-norm kernel uses a one-pass variance, see `group_norm_kernel`).
     """
-    cf = x if channel_dim == 1 else x.movedim(-1, 1)
-    layout = torch.contiguous_format
-    if not cf.is_contiguous():
-        if cf.dim() == 4 and cf.is_contiguous(memory_format=torch.channels_last):
-            layout = torch.channels_last
-        elif cf.dim() == 5 and cf.is_contiguous(memory_format=torch.channels_last_3d):
-            layout = torch.channels_last_3d
-        cf = cf.contiguous()
-    return cf, layout
+    return dense(to_channels_first(x, channel_dim))
 
 
 def restore_layout(y: Tensor, layout: torch.memory_format, channel_dim: int) -> Tensor:
     """Inverse of `contiguous_channels_first` for the output."""
-    if layout is not torch.contiguous_format:
-        y = y.contiguous(memory_format=layout)
-    return y if channel_dim == 1 else y.movedim(1, -1)
+    return from_channels_first(in_layout(y, layout), channel_dim)
 
 
 __all__ = [
