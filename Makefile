@@ -24,13 +24,16 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff check src tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest -q --doctest-modules src/normlab tests
 
+# The lab's default sweep (see README): runs/mnist1d-mlp-TIMESTAMP/report.md. After an
+# interruption, `make demo DEMO_ARGS=--resume` continues the latest sweep.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/python examples/compare_norms.py
+	$(BIN)/normlab sweep $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_classic.py

@@ -83,7 +83,10 @@ def test_unknown_name_through_main(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'batchnorm'" in err
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 2
-    assert main(["frobnicate"]) == 2
-    assert "usage: normlab" in capsys.readouterr().err
+def test_usage_errors_exit_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["frobnicate"]):
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith("normlab: error: ")
+        assert lines[0].endswith("See 'normlab --help'.")

@@ -22,6 +22,11 @@ from normlab.norms.virtual_batch_norm import reference_pass as reference_pass
 from normlab.registry import available as available
 from normlab.registry import create as create
 from normlab.registry import factory as factory
+from normlab.surgery import convert as convert
+from normlab.surgery import fold as fold
+from normlab.surgery import freeze as freeze
+from normlab.surgery import recalibrate as recalibrate
+from normlab.surgery import unfreeze as unfreeze
 
 __version__ = "0.1.0"
 
@@ -43,9 +48,14 @@ __all__ = [
     "VirtualBatchNorm",
     "available",
     "clamp_gates_after_step",
+    "convert",
     "create",
     "factory",
+    "fold",
+    "freeze",
     "functional",
     "gate_param_groups",
+    "recalibrate",
     "reference_pass",
+    "unfreeze",
 ]

@@ -1,4 +1,6 @@
-"""The ``normlab`` command: ``normlab list`` and ``normlab describe NAME``.
+"""The ``normlab`` command: ``list``, ``describe NAME``, and the lab's ``sweep`` and ``report``.
+
+The lab's subcommands import ``normlab.lab`` only when they run (it needs the ``lab`` extra).
 
 Example:
     >>> main(["describe", "rms"])  # doctest: +ELLIPSIS
@@ -13,11 +15,13 @@ import argparse
 import inspect
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from torch import nn
 
 from normlab import __version__, registry
+from normlab.cli_lab import add_report_parser, add_sweep_parser
 from normlab.core.axes import Axes
 from normlab.errors import NormlabError
 
@@ -106,9 +110,31 @@ def cmd_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, with the fix (argparse prints the whole usage otherwise)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}. See '{self.prog} --help'.\n")
+
+
+def _lab_command(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            from normlab.lab import commands
+        except ImportError as err:
+            raise NormlabError(
+                f"normlab {name} needs the lab extra ({err.name} is missing): "
+                "pip install 'normlab[lab]'"
+            ) from None
+        return int(getattr(commands, name)(args))
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="normlab", description="Browse normlab's normalization methods."
+    parser = _Parser(
+        prog="normlab",
+        description="normlab's normalization methods, and the lab that compares them.",
     )
     parser.add_argument("--version", action="version", version=f"normlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -116,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", help="one method in detail (names or aliases)")
     describe.add_argument("name", metavar="NAME", help="e.g. group_norm, gn, bn")
     describe.set_defaults(run=cmd_describe)
+    add_sweep_parser(sub).set_defaults(run=_lab_command("sweep"))
+    add_report_parser(sub).set_defaults(run=_lab_command("report"))
     return parser
 
 

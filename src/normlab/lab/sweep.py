@@ -1,0 +1,277 @@
+"""``normlab sweep``: every (norm, batch size, seed) run of a grid, in parallel, resumable.
+
+Each run is a pure function of its `RunConfig` (see ``runner``). Finished runs are appended to
+``results.jsonl`` by this process only, one whole line each, so a sweep killed at any moment
+resumes (``--resume``) with exactly the unfinished runs. Runs go to worker processes started with
+``spawn`` (never ``fork``, which can deadlock a process that already ran OpenMP code); each worker
+trains with one intra-op thread, so a run's numbers do not depend on ``--jobs``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+import platform
+import queue
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import normlab
+from normlab import errors
+from normlab.lab import store
+from normlab.lab.data import DataSet, load_data
+from normlab.lab.models import build_model, default_model, resolve_norm
+from normlab.lab.progress import SweepProgress
+from normlab.lab.runner import Progress, RunConfig, train_run
+from normlab.lab.sampling import check_batch_sizes, check_order
+
+# Settings a resumed sweep must share with the one it continues (the grid itself may grow).
+TRAINING_KEYS = (
+    "data", "model", "epochs", "steps", "lr", "lr_scaling", "base_batch_size", "order", "width",
+    "max_train",
+)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A grid of runs: every norm x batch size x seed, the rest shared."""
+
+    data: str
+    norms: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    seeds: int
+    model: str | None = None
+    epochs: int | None = 4
+    steps: int | None = None
+    lr: float = 0.1
+    lr_scaling: str = "linear"
+    base_batch_size: int = 32
+    order: str = "iid"
+    width: int | None = None
+    max_train: int | None = None
+
+    def configs(self, model: str) -> list[RunConfig]:
+        """Seed-major, then batch size ascending (longest runs first), then norm: a partial
+        sweep holds whole seeds, and the slow runs start early."""
+        base = RunConfig(
+            data=self.data, model=model, norm="", batch_size=0, seed=0, epochs=self.epochs,
+            steps=self.steps, lr=self.lr, lr_scaling=self.lr_scaling,
+            base_batch_size=self.base_batch_size, order=self.order, width=self.width,
+            max_train=self.max_train,
+        )
+        return [
+            replace(base, norm=norm, batch_size=bs, seed=seed)
+            for seed in range(self.seeds)
+            for bs in sorted(self.batch_sizes)
+            for norm in self.norms
+        ]
+
+    def protocol(self) -> str:
+        amount = (
+            f"equal epochs ({self.epochs}): every run sees the same examples, so small batches "
+            "take more steps"
+            if self.steps is None
+            else f"equal steps ({self.steps}): every run makes the same number of updates, so "
+            "small batches see fewer examples"
+        )
+        scaling = (
+            f"peak learning rate {self.lr} x B / {self.base_batch_size} (linear scaling rule)"
+            if self.lr_scaling == "linear"
+            else f"peak learning rate {self.lr} at every batch size"
+        )
+        return (
+            f"{amount}; SGD momentum 0.9, weight decay 5e-4, one-cycle schedule, {scaling}; "
+            f"{self.order} batches; test error with the norms in eval mode."
+        )
+
+
+@lru_cache(maxsize=4)
+def _cached_data(spec: str, max_train: int | None) -> DataSet:
+    return load_data(spec, max_train=max_train)
+
+
+_progress_queue: Any = None
+
+
+def _init_worker(progress_queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+
+
+def _send(progress: Progress) -> None:
+    if _progress_queue is not None:
+        _progress_queue.put(progress)
+
+
+def _work(config: RunConfig) -> dict[str, Any]:
+    return train_run(config, _cached_data(config.data, config.max_train), progress=_send)
+
+
+def check_norms(sweep: Sweep, model: str, data: DataSet) -> tuple[str, ...]:
+    """Each norm resolved (did-you-mean on a typo) and tried once on two examples of the data."""
+    resolved = []
+    x = data.x_train[:2]
+    for spec in sweep.norms:
+        norm = resolve_norm(spec)
+        net = build_model(model, norm, data.input_shape, data.num_classes, width=sweep.width)
+        try:
+            with torch.no_grad():
+                if any(isinstance(m, normlab.VirtualBatchNorm) for m in net.modules()):
+                    with normlab.reference_pass(net):
+                        net(x)
+                net(x)
+        except errors.NormlabError as err:
+            raise errors.ConfigError(
+                f"--norms {spec}: cannot be used in the {model} model on {data.name}: "
+                f"{' '.join(str(err).split())} Drop it from --norms or pick another --model."
+            ) from None
+        resolved.append(spec)
+    return tuple(resolved)
+
+
+def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> list[dict[str, Any]]:
+    """Create or reopen the run directory; return the records of runs already finished."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise errors.ConfigError(
+            f"--out {str(out)!r} is not a writable directory ({err.strerror or err}). Choose "
+            "another --out, or fix its permissions."
+        ) from None
+    previous = store.read_meta(out)
+    finished = store.read_records(out)
+    if previous or finished:
+        if not resume:
+            raise errors.ConfigError(
+                f"--out {str(out)!r} already holds a sweep ({len(finished)} finished runs). Pass "
+                "--resume to continue it (finished runs are kept), or choose another --out."
+            )
+        changed = [k for k in TRAINING_KEYS if k in previous and previous[k] != meta[k]]
+        if changed:
+            diff = ", ".join(f"{k}={previous[k]!r} (now {meta[k]!r})" for k in changed)
+            raise errors.ConfigError(
+                f"--resume {str(out)!r}: that sweep was run with {diff}. Resume with the same "
+                "settings, or start a new sweep with another --out."
+            )
+        finished = store.repair(out)
+    store.write_meta(out, meta)
+    return finished
+
+
+def latest_sweep(root: Path) -> Path:
+    """The most recently started sweep under ``root`` (for ``--resume`` without ``--out``)."""
+    candidates = sorted(root.glob("*/" + store.META), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise errors.ConfigError(
+            f"--resume: no sweep to resume under {str(root)!r}. Pass --out PATH of the sweep to "
+            "continue, or start one without --resume."
+        )
+    return candidates[-1].parent
+
+
+def _meta(sweep: Sweep, model: str, total_runs: int, command: str) -> dict[str, Any]:
+    return {
+        "data": sweep.data, "model": model, "norms": list(sweep.norms),
+        "batch_sizes": sorted(sweep.batch_sizes), "seeds": sweep.seeds, "epochs": sweep.epochs,
+        "steps": sweep.steps, "lr": sweep.lr, "lr_scaling": sweep.lr_scaling,
+        "base_batch_size": sweep.base_batch_size, "order": sweep.order, "width": sweep.width,
+        "max_train": sweep.max_train, "protocol": sweep.protocol(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
+        "torch": torch.__version__, "normlab": normlab.__version__, "command": command,
+        "total_runs": total_runs,
+    }
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: Path,
+    *,
+    jobs: int = 1,
+    resume: bool = False,
+    quiet: bool = False,
+    command: str = "",
+) -> list[dict[str, Any]]:
+    """Run every unfinished run of ``sweep`` into ``out``; returns all finished records."""
+    data = _cached_data(sweep.data, sweep.max_train)
+    model = sweep.model or default_model(data.input_shape)
+    check_batch_sizes(sweep.batch_sizes, len(data.x_train), data.name)
+    check_order(sweep.order, data.y_train, sweep.batch_sizes)
+    check_norms(sweep, model, data)
+    configs = sweep.configs(model)
+    finished = prepare_out(out, _meta(sweep, model, len(configs), command), resume=resume)
+    done = {r["id"] for r in finished}
+    todo = [c for c in configs if c.run_id not in done]
+    n_train = len(data.x_train)
+    bar = SweepProgress(
+        len(configs), sum(c.total_steps(n_train) for c in todo),
+        done_runs=len(configs) - len(todo), quiet=quiet,
+    )
+    try:
+        if jobs <= 1 or len(todo) <= 1:
+            for config in todo:
+                record = train_run(config, data, progress=bar.report)
+                _finish(out, record, config, n_train, bar, finished)
+        else:
+            _run_parallel(out, todo, jobs, n_train, bar, finished)
+    finally:
+        bar.close()
+    return finished
+
+
+def _finish(
+    out: Path,
+    record: dict[str, Any],
+    config: RunConfig,
+    n_train: int,
+    bar: SweepProgress,
+    finished: list[dict[str, Any]],
+) -> None:
+    store.append_record(out, record)
+    finished.append(record)
+    bar.finished(record, config.total_steps(n_train))
+
+
+def _run_parallel(
+    out: Path,
+    todo: Sequence[RunConfig],
+    jobs: int,
+    n_train: int,
+    bar: SweepProgress,
+    finished: list[dict[str, Any]],
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, futures.ProcessPoolExecutor(
+        max_workers=min(jobs, len(todo)), mp_context=context, initializer=_init_worker,
+        initargs=(progress_queue := manager.Queue(),),
+    ) as pool:
+        pending = {pool.submit(_work, config): config for config in todo}
+        try:
+            while pending:
+                ready, _ = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_COMPLETED)
+                _drain(progress_queue, bar)
+                for future in ready:
+                    config = pending.pop(future)
+                    _finish(out, future.result(), config, n_train, bar, finished)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def _drain(progress_queue: Any, bar: SweepProgress) -> None:
+    while True:
+        try:
+            bar.report(progress_queue.get_nowait())
+        except queue.Empty:
+            return

@@ -1,0 +1,158 @@
+"""What the surgery tools need to know about a normalization layer.
+
+One place answers, for torch.nn and normlab layers alike: is this module a normalization layer,
+how many channels does it normalize and at which dim, does it keep running statistics and of
+which kind. Subclasses are recognised with ``isinstance`` (a user class deriving from
+``torch.nn.BatchNorm2d`` is a BatchNorm), never by type equality.
+
+Kinds of running statistics:
+
+* ``"batch"``: per-channel statistics over (N, *S) of the layer's input (torch BatchNorm*d /
+  SyncBatchNorm and their lazy forms; normlab BatchNorm, GhostBatchNorm, BatchRenorm,
+  FrozenBatchNorm, SwitchableNorm's BN branch, BatchInstanceNorm's BN term, EvoNormB0's
+  variance). Any other module holding a ``running_mean`` or ``running_var`` buffer is taken
+  to be of this kind too.
+* ``"instance"``: torch.nn's InstanceNorm rule (a running average over samples of the
+  per-(sample, channel) mean and unbiased variance): torch InstanceNorm*d and normlab
+  InstanceNorm with ``track_running_stats=True``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+from torch import Tensor, nn
+
+from normlab.norms._base import Norm
+from normlab.norms.batch_instance_norm import BatchInstanceNorm
+from normlab.norms.batch_norm import BatchNorm
+from normlab.norms.batch_renorm import BatchRenorm
+from normlab.norms.evo_norm import EvoNormB0
+from normlab.norms.frozen_batch_norm import FrozenBatchNorm
+from normlab.norms.ghost_batch_norm import GhostBatchNorm
+from normlab.norms.instance_norm import InstanceNorm
+from normlab.norms.layer_norm import LayerNorm
+from normlab.norms.switchable_norm import SwitchableNorm
+
+StatsKind = Literal["batch", "instance"]
+
+# _NormBase: BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm1d/2d/3d and their lazy forms
+TORCH_NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm,
+)
+TORCH_BATCH = nn.modules.batchnorm._BatchNorm
+TORCH_INSTANCE = nn.modules.instancenorm._InstanceNorm
+BATCH_CLASSES: tuple[type[nn.Module], ...] = (
+    TORCH_BATCH, BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm, SwitchableNorm,
+    BatchInstanceNorm, EvoNormB0,
+)
+INSTANCE_CLASSES: tuple[type[nn.Module], ...] = (TORCH_INSTANCE, InstanceNorm)
+_LIBRARY_MODULES = ("torch.nn.modules.", "normlab.norms.")
+
+
+def is_norm(module: nn.Module) -> bool:
+    """A torch.nn normalization layer (BN, SyncBN, IN, GN, LN, RMSNorm) or a normlab `Norm`."""
+    return isinstance(module, (Norm, *TORCH_NORMS))
+
+
+def is_lazy_uninitialized(module: nn.Module) -> bool:
+    """A LazyBatchNorm / LazyInstanceNorm that has not seen input yet."""
+    return isinstance(module, nn.modules.lazy.LazyModuleMixin) and bool(
+        module.has_uninitialized_params()
+    )
+
+
+def has_custom_forward(module: nn.Module) -> bool:
+    """True when a user subclass overrides ``forward`` or holds child modules.
+
+    Such a layer may do more than normalize (timm's ``BatchNormAct2d`` adds an activation and
+    a dropout: pytorch#187298 turned its logits into -1.4e17 by converting it to a bare
+    SyncBatchNorm), so the surgery tools refuse to convert it rather than drop that silently.
+    """
+    if module._modules:
+        return True
+    owner = next(k for k in type(module).__mro__ if "forward" in vars(k))
+    return not owner.__module__.startswith(_LIBRARY_MODULES)
+
+
+def channels(module: nn.Module) -> int | None:
+    """The number of channels a norm layer normalizes, or None when it is not per-channel
+    (a torch LayerNorm / RMSNorm over more than one trailing dim)."""
+    if isinstance(module, nn.GroupNorm):
+        return int(module.num_channels)
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        shape = tuple(module.normalized_shape)
+        return int(shape[0]) if len(shape) == 1 else None
+    count = getattr(module, "num_features", None)
+    return int(count) if isinstance(count, int) else None
+
+
+def channel_dim(module: nn.Module) -> int:
+    """Where the channels are: torch LayerNorm / RMSNorm normalize the last dim (-1)."""
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        return -1
+    return int(getattr(module, "channel_dim", 1))
+
+
+def is_affine(module: nn.Module) -> bool:
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        return bool(module.elementwise_affine)
+    return bool(getattr(module, "affine", getattr(module, "weight", None) is not None))
+
+
+def _own_buffer(module: nn.Module, name: str) -> Tensor | None:
+    value = module._buffers.get(name)
+    return value if isinstance(value, Tensor) else None
+
+
+def has_running_stats(module: nn.Module) -> bool:
+    """The module itself holds a ``running_mean`` or ``running_var`` buffer (not None)."""
+    return any(_own_buffer(module, k) is not None for k in ("running_mean", "running_var"))
+
+
+def stats_kind(module: nn.Module) -> StatsKind | None:
+    """The kind of running statistics the module keeps now, or None when it keeps none."""
+    if not has_running_stats(module):
+        return None
+    return "instance" if isinstance(module, INSTANCE_CLASSES) else "batch"
+
+
+def class_stats_kind(target: object) -> StatsKind | None:
+    """The kind of running statistics a layer class (or ``functools.partial`` of one) keeps
+    when it tracks them; None for classes without running statistics or unknown callables."""
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not isinstance(target, type):
+        return None
+    if issubclass(target, INSTANCE_CLASSES):
+        return "instance"
+    if issubclass(target, BATCH_CLASSES):
+        return "batch"
+    return None
+
+
+def per_position(module: nn.Module) -> bool | None:
+    """Whether a layer normalizes each position over its channels alone (torch LayerNorm /
+    RMSNorm over the last dim, normlab LayerNorm(per_position=True)); None for other layers."""
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        return True
+    if isinstance(module, LayerNorm):
+        return bool(module.per_position)
+    return None
+
+
+def first_tensor(module: nn.Module) -> Tensor | None:
+    """The module's first floating parameter or buffer (where its device and dtype are read)."""
+    for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+        if t.is_floating_point():
+            return t
+    return None
+
+
+def describe(path: str, module: nn.Module) -> str:
+    """``"features.3 (BatchNorm2d with 30 channels)"``: how errors and reports name a layer."""
+    where = path or "<the model itself>"
+    count = channels(module)
+    detail = f" with {count} channels" if count is not None else ""
+    return f"{where} ({type(module).__name__}{detail})"

@@ -1,0 +1,276 @@
+"""Re-estimate running statistics exactly: precise BN and AdaBN.
+
+The running statistics a BN layer ends training with are an exponential moving average of
+per-batch statistics taken while the weights were still moving; after SWA, weight averaging,
+pruning, a change of input resolution or a change of domain they no longer describe the
+activations. Precise BN (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm",
+arXiv:2105.07576, section 3) replaces them by *population* statistics: with the weights fixed,
+run the model over many batches and, for every BN layer, merge the per-channel moments of its
+input over all of them,
+
+$$ μ = \\frac{1}{n}\\sum_i x_i, \\qquad σ^2 = \\frac{1}{n}\\sum_i (x_i - μ)^2 \\quad
+   \\text{(stored as } σ^2 n/(n-1) \\text{ by layers that store the unbiased variance)},$$
+
+n = all values of a channel over (N, *S) and all batches. The merge is exact and
+count-weighted (`normlab.core.moments.Moments`, Chan et al.; accumulated in float64), not an
+EMA: batches of different sizes weigh by their size and the order of the batches does not
+matter.
+
+Which inputs: during the passes the layers being recalibrated are in training mode, so each
+normalizes with its own batch statistics, and the input of a layer is what the train-mode
+forward of the layers below produces — the definition of precise BN (the population
+statistics of the layer's input under the training-mode network, with the batch size of the
+batches given). Every other module stays in eval mode (dropout off, frozen layers frozen).
+The layers' buffers are restored after every forward, so each batch sees the same state
+(this matters to BatchRenorm, whose r, d read the running statistics) and nothing drifts;
+momenta are never changed. At the end each layer's running statistics are overwritten:
+
+===========================================  ===============================================
+layer                                        written
+===========================================  ===============================================
+torch BatchNorm*d / SyncBatchNorm (and       ``running_mean`` = μ, ``running_var`` = unbiased
+subclasses), normlab BatchNorm,              σ² n/(n − 1) (PyTorch's convention)
+GhostBatchNorm, SwitchableNorm (BN branch),
+BatchInstanceNorm, any module with
+``running_mean`` / ``running_var`` buffers
+normlab BatchRenorm                          μ and the biased σ² (its convention, no Bessel)
+normlab EvoNormB0                            ``running_var`` = biased σ² (it has no mean)
+InstanceNorm with track_running_stats        torch.nn's instance rule, exactly: the mean over
+(torch and normlab)                          all samples of the per-sample mean and of the
+                                             per-sample unbiased variance
+===========================================  ===============================================
+
+``num_batches_tracked`` is left unchanged: it counts training steps, and BatchRenorm's r/d
+schedule reads it. A layer that received no input in any batch (an unused branch) keeps its
+statistics and is reported with ``count=0``. FrozenBatchNorm and layers frozen by
+`normlab.freeze` keep theirs (they are frozen on purpose) and stay in eval mode. Every
+module's training flag, and every buffer when a forward raises, is restored in a ``finally``.
+
+AdaBN (Li, Wang, Shi, Liu & Hou 2016, arXiv:1603.04779) is the same computation with another
+intent: ``batches`` are *unlabeled target-domain* inputs, and replacing the source statistics
+by the target domain's adapts a source-trained model to the target domain without labels or
+gradient steps. ``mode="adabn"`` names that use (it is recorded in the report); the numbers are
+those of ``mode="precise"``. This is the single-pass version: the statistics of layer l are
+those of its input under the train-mode layers below, not under the already-adapted eval-mode
+layers below (METHODS.md §10 discusses the difference).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from normlab import errors
+from normlab.core.moments import Moments
+from normlab.norms.batch_renorm import BatchRenorm
+from normlab.norms.evo_norm import EvoNormB0
+from normlab.norms.frozen_batch_norm import FrozenBatchNorm
+from normlab.surgery import layers
+from normlab.surgery.freeze import is_frozen
+
+MODES = ("precise", "adabn")
+
+
+@dataclass(frozen=True)
+class Recalibrated:
+    """One layer whose running statistics `recalibrate` re-estimated: ``count`` values per
+    channel over ``batches`` batches (0: it received no input and was left unchanged)."""
+
+    path: str
+    layer_type: type
+    count: int
+    batches: int
+    mode: str = "precise"
+
+    def __str__(self) -> str:
+        name = f"{self.path or '<root>'} ({self.layer_type.__name__})"
+        if not self.count:
+            return f"{name}: no input in {self.batches} batches, statistics unchanged"
+        return f"{name}: {self.mode} statistics of {self.count} values per channel"
+
+
+class _Population:
+    """Per-channel population moments of one layer's input, merged exactly in float64."""
+
+    def __init__(self, path: str, layer: nn.Module) -> None:
+        self.path, self.layer = path, layer
+        self.kind = layers.stats_kind(layer)
+        self.channel_dim = layers.channel_dim(layer)
+        self.moments: Moments | None = None  # "batch": over (N, *S)
+        self.instance_means: Tensor | None = None  # "instance": sums over samples
+        self.instance_vars: Tensor | None = None
+        self.instances = 0
+
+    @property
+    def count(self) -> int:
+        if self.kind == "instance":
+            return self.instances
+        return 0 if self.moments is None else int(self.moments.count)
+
+    def add(self, x: Tensor, index: int) -> None:
+        xc = x.detach()
+        if self.channel_dim != 1:
+            xc = xc.movedim(-1, 1)
+        xc = xc.to(torch.float64)
+        if self.kind == "instance":
+            m = Moments.from_tensor(xc, range(2, xc.dim()))
+            means, variances = m.mean.sum(0), m.unbiased_var.sum(0)
+            if not (torch.isfinite(means).all() and torch.isfinite(variances).all()):
+                raise errors.non_finite_statistics(layers.describe(self.path, self.layer), index)
+            if self.instance_means is None or self.instance_vars is None:
+                self.instance_means, self.instance_vars = means, variances
+            else:
+                self.instance_means = self.instance_means + means
+                self.instance_vars = self.instance_vars + variances
+            self.instances += xc.shape[0]
+            return
+        m = Moments.from_tensor(xc, (0, *range(2, xc.dim())))
+        if not bool(m.is_finite()):
+            raise errors.non_finite_statistics(layers.describe(self.path, self.layer), index)
+        self.moments = m if self.moments is None else self.moments.merge(m)
+
+    @torch.no_grad()
+    def write(self) -> None:
+        mean_buf = self.layer._buffers.get("running_mean")
+        var_buf = self.layer._buffers.get("running_var")
+        if self.kind == "instance":
+            assert self.instance_means is not None and self.instance_vars is not None
+            mean, var = self.instance_means / self.instances, self.instance_vars / self.instances
+        else:
+            assert self.moments is not None
+            mean = self.moments.mean
+            biased = isinstance(self.layer, (BatchRenorm, EvoNormB0))
+            var = self.moments.var if biased else self.moments.unbiased_var
+        if isinstance(mean_buf, Tensor):
+            mean_buf.copy_(mean)
+        if isinstance(var_buf, Tensor):
+            var_buf.copy_(var)
+
+
+def _inputs(batch: Any, index: int) -> Any:
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise errors.bad_batch(index, f"it is an empty {type(batch).__name__}")
+        return batch[0]
+    if isinstance(batch, Mapping):
+        if "x" in batch:
+            return batch["x"]
+        raise errors.bad_batch(index, f"it is a dict without key 'x' (keys: {list(batch)})")
+    raise errors.bad_batch(index, f"it is a {type(batch).__name__}")
+
+
+def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    found, frozen = [], 0
+    for path, module in model.named_modules():
+        if not layers.has_running_stats(module):
+            continue
+        if layers.is_lazy_uninitialized(module):
+            raise errors.lazy_layer_not_materialized("recalibrate", layers.describe(path, module))
+        if isinstance(module, FrozenBatchNorm) or is_frozen(module):
+            frozen += 1
+            continue
+        found.append((path, module))
+    if not found:
+        problem = (
+            f"holds {frozen} layer(s) with running statistics, all frozen" if frozen
+            else "holds no layer with running statistics"
+        )
+        raise errors.nothing_to_recalibrate(type(model).__name__, problem)
+    return found
+
+
+def recalibrate(
+    model: nn.Module,
+    batches: Iterable[Any],
+    num_batches: int | None = None,
+    *,
+    mode: str = "precise",
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+) -> list[Recalibrated]:
+    """Overwrite the running statistics of ``model``'s norm layers with exact population
+    statistics of their inputs over ``batches`` (precise BN, or AdaBN on target-domain data).
+
+    Args:
+        model: modified in place (running statistics only).
+        batches: an iterable of batches: tensors, ``(inputs, targets, ...)`` tuples or lists
+            (the first element is the model's input) or dicts with key ``"x"``.
+        num_batches: use at most this many batches (all when None).
+        mode: ``"precise"`` or ``"adabn"`` (same computation, see the module docstring).
+        forward: ``forward(model, batch)`` runs one batch, for models that take several
+            inputs or keyword arguments.
+
+    Returns one `Recalibrated` per layer (model order). Raises `ConfigError` when there is no
+    batch or no layer to recalibrate, `InputError` for a batch of an unknown form or an input
+    with NaN / Inf (the statistics are then left as they were).
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+        >>> data = [torch.randn(8, 4) for _ in range(5)]
+        >>> print(recalibrate(net, data)[0])
+        1 (BatchNorm1d): precise statistics of 40 values per channel
+    """
+    if not isinstance(model, nn.Module):
+        raise errors.not_a_model("recalibrate", model)
+    if mode not in MODES:
+        raise errors.unknown_choice("recalibration mode", str(mode), MODES)
+    if num_batches is not None and (
+        isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches <= 0
+    ):
+        raise errors.bad_num_batches(num_batches)
+    targets = _targets(model)
+    populations = {id(m): _Population(path, m) for path, m in targets}
+    saved = {
+        id(m): {k: b.clone() for k, b in m._buffers.items() if isinstance(b, Tensor)}
+        for _, m in targets
+    }
+    flags = [(m, m.training) for m in model.modules()]
+    index = 0
+
+    def collect(module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], Tensor):
+            populations[id(module)].add(args[0], index)
+
+    def restore_buffers() -> None:
+        with torch.no_grad():
+            for _, m in targets:
+                for k, value in saved[id(m)].items():
+                    m._buffers[k].copy_(value)  # type: ignore[union-attr]
+
+    handles = [m.register_forward_pre_hook(collect) for _, m in targets]
+    seen = 0
+    try:
+        model.eval()
+        for _, m in targets:
+            m.training = True  # this layer only: its children (if any) stay in eval
+        with torch.no_grad():
+            for index, batch in enumerate(itertools.islice(batches, num_batches)):
+                if forward is None:
+                    model(_inputs(batch, index))
+                else:
+                    forward(model, batch)
+                restore_buffers()
+                seen += 1
+        if not seen:
+            raise errors.no_batches(num_batches)
+        for population in populations.values():
+            if population.count:
+                population.write()
+    except BaseException:
+        restore_buffers()
+        raise
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, flag in flags:
+            module.training = flag
+    return [
+        Recalibrated(path, type(m), populations[id(m)].count, seen, mode) for path, m in targets
+    ]

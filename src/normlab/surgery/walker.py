@@ -1,0 +1,159 @@
+"""One module walker for every surgery tool: visit, select, replace by path.
+
+`replace_modules` visits every module of a model once, in ``named_modules()`` order (parents
+before children), asks a callback for a replacement and sets it at the module's dotted path(s):
+
+* **paths**: ``"layer1.0.bn1"``; integer names of ``nn.Sequential`` / ``nn.ModuleList`` and keys
+  of ``nn.ModuleDict`` are path components like any attribute; ``""`` is the model itself
+  (a replaced root becomes the returned model).
+* **shared modules**: a module registered at several paths (weight tying, a norm reused
+  twice) is offered to the callback once, at its first path, and the one replacement is set
+  at every path, so the sharing survives. The report has one entry per path.
+* **replaced subtrees are not entered**: the children of a replaced module are gone.
+* **copy or not**: ``inplace=False`` (the default) deep-copies the model first and leaves the
+  original untouched; ``inplace=True`` mutates and returns the model itself.
+
+`matches` / `selected` implement the ``skip=`` / ``only=`` filters every tool takes. A
+selector is a string, a class or a list of those:
+
+* a string is a path or an ``fnmatch`` pattern, and also selects everything below the path it
+  names: ``"layer1"`` selects ``layer1`` and ``layer1.0.bn1``; ``"*.bn2"`` selects every
+  ``bn2``; ``"head.?"`` selects ``head.1``.
+* a class selects its instances and the instances of its subclasses (``isinstance``).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from normlab import errors
+
+Selector = str | type | Iterable[str | type] | None
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One module replaced at ``path``: its type before and after, and what was carried over
+    (parameter and buffer names, for `convert`)."""
+
+    path: str
+    old_type: type
+    new_type: type
+    carried: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        text = f"{self.path or '<root>'}: {self.old_type.__name__} -> {self.new_type.__name__}"
+        return text + (f" (carried: {', '.join(self.carried)})" if self.carried else "")
+
+
+def _items(selector: Selector, argument: str) -> tuple[str | type, ...]:
+    if selector is None:
+        return ()
+    if isinstance(selector, (str, type)):
+        return (selector,)
+    if isinstance(selector, Mapping):
+        raise errors.bad_selector(argument, selector)
+    try:
+        items = tuple(selector)
+    except TypeError:
+        raise errors.bad_selector(argument, selector) from None
+    if not all(isinstance(item, (str, type)) for item in items):
+        raise errors.bad_selector(argument, selector)
+    return items
+
+
+def check_selector(selector: Selector, argument: str) -> tuple[str | type, ...]:
+    """The selector as a tuple of paths/patterns and classes; ConfigError when malformed."""
+    return _items(selector, argument)
+
+
+def matches(path: str, module: nn.Module, items: tuple[str | type, ...]) -> bool:
+    """Does any item select the module at ``path`` (see the module docstring)?"""
+    prefixes = [path[:i] for i, ch in enumerate(path) if ch == "."] + [path]
+    for item in items:
+        if isinstance(item, type):
+            if isinstance(module, item):
+                return True
+        elif any(fnmatch.fnmatchcase(prefix, item) for prefix in prefixes):
+            return True
+    return False
+
+
+def selected(
+    path: str,
+    module: nn.Module,
+    skip: tuple[str | type, ...],
+    only: tuple[str | type, ...],
+) -> bool:
+    """``only`` (when given) selects, then ``skip`` removes."""
+    if only and not matches(path, module, only):
+        return False
+    return not matches(path, module, skip)
+
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    return any(root == "" or path == root or path.startswith(root + ".") for root in roots)
+
+
+def _set(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    # _modules directly: Sequential / ModuleList indices and ModuleDict keys are names there
+    parent._modules[name] = new
+
+
+def replace_modules(
+    model: nn.Module,
+    fn: Callable[[str, nn.Module], nn.Module | None],
+    *,
+    inplace: bool = False,
+) -> tuple[nn.Module, list[Replacement]]:
+    """Replace submodules by path: ``fn(path, module)`` returns the replacement or None.
+
+    Returns ``(new_model, report)``: the model with the replacements (a deep copy unless
+    ``inplace=True``) and one `Replacement` per replaced path, in visiting order. ``fn``
+    receives the modules of the copy, never those of the original.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        >>> swap = lambda path, m: nn.Identity() if isinstance(m, nn.BatchNorm2d) else None
+        >>> new, report = replace_modules(net, swap)
+        >>> [str(r) for r in report], type(net[1]).__name__
+        (['1: BatchNorm2d -> Identity'], 'BatchNorm2d')
+    """
+    if not isinstance(model, nn.Module):
+        raise errors.not_a_model("replace_modules", model)
+    root = model if inplace else copy.deepcopy(model)
+    paths: dict[int, list[str]] = {}
+    visit: list[nn.Module] = []
+    for path, module in root.named_modules(remove_duplicate=False):
+        if id(module) not in paths:
+            paths[id(module)] = []
+            visit.append(module)
+        paths[id(module)].append(path)
+
+    replaced: list[str] = []
+    report: list[Replacement] = []
+    new_root = root
+    for module in visit:
+        live = [p for p in paths[id(module)] if not _under(p, replaced)]
+        if not live:
+            continue
+        new = fn(live[0], module)
+        if new is None or new is module:
+            continue
+        if not isinstance(new, nn.Module):
+            raise errors.bad_replacement(live[0], new)
+        for path in live:
+            if path == "":
+                new_root = new
+            else:
+                _set(root, path, new)
+            replaced.append(path)
+            report.append(Replacement(path, type(module), type(new)))
+    return new_root, report

@@ -1,0 +1,195 @@
+"""``normlab sweep``: one run, the grid, resume after a kill, and its errors (through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+import normlab
+from normlab.cli import main
+from normlab.lab import store
+from normlab.lab.data import load_data
+from normlab.lab.runner import RunConfig, train_run
+from normlab.lab.sweep import Sweep, run_sweep
+
+TINY = ["--data", "digits", "--max-train", "96", "--seeds", "1", "--quiet"]
+
+
+def sweep_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m normlab sweep ARGS`` in a fresh interpreter (the entry point's code path)."""
+    return subprocess.run(
+        [sys.executable, "-m", "normlab", "sweep", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits", max_train=96)
+
+
+def test_tiny_sweep_through_the_entry_point(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = sweep_cli(*TINY, "--norms", "bn,gn", "--batch-sizes", "4,8", "--steps", "6",
+                     "--model", "resnet", "--width", "8", "--jobs", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    records = store.read_records(out)
+    assert sorted(r["id"] for r in records) == sorted(
+        f"norm={n}|batch_size={b}|seed=0" for n in ("bn", "gn") for b in (4, 8)
+    )
+    for r in records:
+        assert r["status"] == "ok" and r["steps"] == 6
+        assert 0.0 <= r["test_error"] <= 1.0
+        assert r["curve"][-1]["step"] == 6
+    meta = store.read_meta(out)
+    assert meta["total_runs"] == 4 and meta["steps"] == 6 and meta["epochs"] is None
+    assert "equal steps" in meta["protocol"]
+    for name in ("report.md", "error_vs_batch_size.png", "training_curves.png", "summary.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert "runs in" in proc.stdout and "report.md" in proc.stdout
+
+
+def test_same_seed_same_numbers_and_seeds_differ(digits) -> None:
+    config = RunConfig("digits", "mlp", "bn", 8, seed=0, epochs=None, steps=12, width=32)
+    first, second = train_run(config, digits), train_run(config, digits)
+    strip = lambda r: {k: v for k, v in r.items() if k != "time_s"}  # noqa: E731
+    assert strip(first) == strip(second)
+    other = train_run(RunConfig(**{**config.as_dict(), "seed": 1}), digits)
+    assert other["curve"][-1]["train_loss"] != first["curve"][-1]["train_loss"]
+
+
+def test_parallel_workers_give_the_serial_numbers(tmp_path: Path) -> None:
+    plan = Sweep(data="digits", norms=("bn", "ln"), batch_sizes=(8,), seeds=1, model="mlp",
+                 epochs=None, steps=8, width=32, max_train=96)
+    serial = run_sweep(plan, tmp_path / "serial", jobs=1, quiet=True)
+    parallel = run_sweep(plan, tmp_path / "parallel", jobs=2, quiet=True)
+    by_id = {r["id"]: r["curve"] for r in serial}
+    assert {r["id"]: r["curve"] for r in parallel} == by_id
+
+
+def test_every_registered_norm_trains_in_the_lab(digits) -> None:
+    """What the demo used to check: each method (with its paper's extras) trains and evaluates."""
+    for name in [*normlab.available(), "none"]:
+        record = train_run(
+            RunConfig("digits", "resnet", name, 8, 0, epochs=None, steps=3, width=8), digits
+        )
+        assert record["status"] == "ok", name
+        assert 0.0 <= record["test_error"] <= 1.0, name
+
+
+def test_divergence_is_recorded_not_raised(digits, tmp_path: Path) -> None:
+    plan = Sweep(data="digits", norms=("none",), batch_sizes=(8,), seeds=1, model="mlp",
+                 epochs=None, steps=30, lr=1e6, width=32, max_train=96)
+    (record,) = run_sweep(plan, tmp_path / "run", quiet=True)
+    assert record["status"] == "diverged"
+    assert record["test_error"] is None and record["diverged_at_step"] >= 1
+    assert store.read_records(tmp_path / "run")[0]["status"] == "diverged"
+
+
+def test_resume_after_a_kill_keeps_finished_runs(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [*TINY, "--norms", "bn,gn,ln,none", "--batch-sizes", "4,8", "--steps", "150",
+            "--model", "mlp", "--width", "32", "--jobs", "1", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "normlab", "sweep", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / store.RESULTS
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open(results, "ab") as f:  # what a kill during a write leaves behind
+        f.write(b'{"id": "norm=ln|batch_size=8|se')
+    before = store.read_records(out)
+    assert 2 <= len(before) < 8
+
+    again = sweep_cli(*args, "--resume")
+    assert again.returncode == 0, again.stderr
+    after = store.read_records(out)
+    assert len(after) == 8 and len({r["id"] for r in after}) == 8
+    assert after[: len(before)] == before  # finished runs kept as they were, not redone
+    json.loads(results.read_text().splitlines()[-1])  # the torn line is gone
+
+
+def test_out_with_a_sweep_needs_resume(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    store.write_meta(out, {"data": "digits"})
+    code = main(["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "2",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--out", str(out)]
+    assert main([*base, "--steps", "2", "--model", "mlp"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--steps", "3", "--model", "mlp", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "steps=2 (now 3)" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--norms", "bn,gnn"], "Did you mean 'gn'"),
+        (["--data", "digts"], "Did you mean 'digits'"),
+        (["--model", "resnt"], "Did you mean 'resnet'"),
+        (["--batch-sizes", "4,4096"], "4096"),
+        (["--batch-sizes", "4,x"], "'x' is not an integer"),
+        (["--steps", "2", "--epochs", "2"], "not allowed with"),
+        (["--data", "cifar10:/nonexistent/cifar"], "/nonexistent/cifar"),
+        (["--order", "sortd"], "Did you mean 'sorted'"),
+        (["--norms", "in", "--model", "mlp"], "--norms in"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    args: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["sweep", *TINY, "--out", str(tmp_path / "run"), "--steps", "2", *args])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1 and expected in lines[0], err
+    assert not (tmp_path / "run" / store.RESULTS).exists()
+
+
+def test_errors_through_the_entry_point_are_one_line_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = sweep_cli(*TINY, "--norms", "bnn", "--batch-sizes", "4", "--steps", "2",
+                     "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("normlab: error: Unknown norm 'bnn'. Did you mean 'bn'")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    proc = sweep_cli(*TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "2",
+                     "--out", str(blocker / "run"))
+    assert proc.returncode == 2
+    assert "is not a writable directory" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_core_never_imports_the_lab() -> None:
+    code = (
+        "import sys, normlab, normlab.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('sklearn', 'matplotlib', 'mnist1d') or m.startswith('normlab.lab')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert proc.stdout.strip() == "[]"

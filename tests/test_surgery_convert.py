@@ -1,0 +1,336 @@
+"""convert: every (source norm, registered target) pair on a ResNet-style model, what is carried,
+the refusals, and the skip= / only= filters."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from normlab import errors, registry
+from normlab.norms import FrozenBatchNorm, GroupNorm, LayerNorm, VirtualBatchNorm
+from normlab.norms.virtual_batch_norm import reference_pass
+from normlab.surgery import convert, convert_layer, convert_with_report, freeze
+from normlab.surgery.layers import is_norm
+from surgery_models import (
+    IMAGE_SHAPE,
+    TOKEN_SHAPE,
+    mobilenet_like,
+    resnet_like,
+    token_mlp_like,
+    unet_decoder_like,
+)
+
+# a spec that fits the models' 8 / 16 / 32 channels and batch of 4
+FITTING = {"group_norm": "gn:4", "ghost_batch_norm": "gbn:2", "evo_norm_s0": "s0:4"}
+NAMES = registry.available()
+TORCH_SOURCES: dict[str, Callable[[int], nn.Module]] = {
+    "torch_bn2d": nn.BatchNorm2d,
+    "torch_gn": lambda c: nn.GroupNorm(4, c),
+    "torch_in2d": nn.InstanceNorm2d,
+    "torch_ln_last": nn.LayerNorm,  # over the last dim of (N, L, C): token_mlp_like
+}
+SOURCES = [*TORCH_SOURCES, *NAMES]
+# sources that keep BatchNorm running statistics (mean and variance over (N, *S)): the only
+# ones FrozenBatchNorm can be built from
+BN_STATISTICS = {
+    "torch_bn2d", "batch_norm", "ghost_batch_norm", "batch_renorm", "frozen_batch_norm",
+    "switchable_norm", "batch_instance_norm",
+}
+
+
+def _source_model(source: str) -> tuple[nn.Module, tuple[int, ...]]:
+    if source == "torch_ln_last":
+        return token_mlp_like(nn.LayerNorm), TOKEN_SHAPE
+    layer = TORCH_SOURCES.get(source) or registry.factory(FITTING.get(source, source))
+    return resnet_like(layer), IMAGE_SHAPE
+
+
+def _norm_paths(model: nn.Module) -> list[str]:
+    return [path for path, m in model.named_modules() if is_norm(m)]
+
+
+def _forward_both_modes(model: nn.Module, x: torch.Tensor) -> None:
+    if any(isinstance(m, VirtualBatchNorm) for m in model.modules()):
+        with reference_pass(model):
+            model(torch.randn_like(x))
+    for training in (True, False):
+        y = model.train(training)(x)
+        assert torch.isfinite(y).all()
+
+
+OUTCOMES: dict[tuple[str, str], str] = {}
+
+
+@pytest.mark.parametrize("target", NAMES)
+@pytest.mark.parametrize("source", SOURCES)
+def test_convert_every_pair(source: str, target: str) -> None:
+    model, shape = _source_model(source)
+    spec = FITTING.get(target, target)
+    paths = _norm_paths(model)
+    if target == "frozen_batch_norm" and source not in BN_STATISTICS:
+        with pytest.raises(errors.ConfigError, match="needs BatchNorm running statistics") as info:
+            convert(model, spec)
+        assert f"skip={paths[0]!r}" in str(info.value)
+        OUTCOMES[source, target] = "refused"
+        return
+    new, report = convert_with_report(model, spec)
+    cls = registry.lookup(target).cls
+    assert [r.path for r in report] == paths
+    assert all(r.new_type is cls for r in report)
+    assert all(type(new.get_submodule(p)) is cls for p in paths)
+    _forward_both_modes(new, torch.randn(shape))
+    OUTCOMES[source, target] = "converted"
+
+
+def _randomize(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """Move the running statistics away from (0, 1) and the affine away from (1, 0)."""
+    model.train()
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(shape, dtype=dtype) * 2 + 1)
+        for m in model.modules():
+            if is_norm(m) and isinstance(getattr(m, "weight", None), nn.Parameter):
+                m.weight.uniform_(0.5, 1.5)
+                if isinstance(getattr(m, "bias", None), nn.Parameter):
+                    m.bias.normal_()
+    return model
+
+
+STATS = ("running_mean", "running_var", "num_batches_tracked")
+CARRIED_FROM_BN = {
+    "batch_norm": ("weight", "bias", *STATS),
+    "ghost_batch_norm": ("weight", "bias", *STATS),
+    "batch_renorm": ("weight", "bias", *STATS),
+    "frozen_batch_norm": ("weight", "bias", *STATS),
+    "switchable_norm": ("weight", "bias", *STATS),
+    "batch_instance_norm": ("weight", "bias", *STATS),
+    "evo_norm_b0": ("weight", "bias", "running_var", "num_batches_tracked"),
+    "group_norm": ("weight", "bias"),
+    "layer_norm": ("weight", "bias"),
+    "instance_norm": ("weight", "bias"),
+    "virtual_batch_norm": ("weight", "bias"),
+    "evo_norm_s0": ("weight", "bias"),
+    "rms_norm": ("weight",),
+}
+
+
+@pytest.mark.parametrize("target", NAMES)
+def test_carried_values_from_torch_batch_norm(target: str) -> None:
+    model = _randomize(resnet_like(lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=0.3)),
+                       IMAGE_SHAPE)
+    new, report = convert_with_report(model, FITTING.get(target, target))
+    expected = CARRIED_FROM_BN[target]
+    for r in report:
+        old, layer = model.get_submodule(r.path), new.get_submodule(r.path)
+        assert set(expected) <= set(r.carried)
+        for name in expected:
+            assert torch.equal(getattr(layer, name), getattr(old, name)), (r.path, name)
+        for name in set(STATS) - set(expected):
+            assert getattr(layer, name, None) is None or not torch.equal(
+                getattr(layer, name), getattr(old, name)
+            )
+        assert layer.eps == 1e-3
+        if target in ("batch_norm", "ghost_batch_norm", "switchable_norm"):
+            assert layer.momentum == 0.3
+        if target == "batch_renorm":
+            assert layer.momentum == 0.01  # its own default: its update rule is not BN's
+
+
+@pytest.mark.parametrize("build", [resnet_like, mobilenet_like, unet_decoder_like])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batch_norm_to_frozen_is_bitwise_equal_in_eval(build: Callable, dtype: torch.dtype) -> None:
+    model = _randomize(build().to(dtype), IMAGE_SHAPE).eval()
+    frozen, report = convert_with_report(model, "frozen_bn")
+    assert all(r.new_type is FrozenBatchNorm for r in report)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in frozen.modules())
+    x = torch.randn(IMAGE_SHAPE, dtype=dtype)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(frozen(x), expected)
+        assert torch.equal(frozen.train()(x), expected)  # frozen: .train() changes nothing
+
+
+def test_same_method_conversions_keep_the_function() -> None:
+    model = _randomize(resnet_like(), IMAGE_SHAPE).eval()
+    x = torch.randn(IMAGE_SHAPE)
+    normlab_bn = convert(model, "bn")
+    torch.testing.assert_close(normlab_bn(x), model(x), rtol=1e-5, atol=1e-6)
+
+    tokens = _randomize(token_mlp_like(), TOKEN_SHAPE).eval()
+    t = torch.randn(TOKEN_SHAPE)
+    ln, report = convert_with_report(tokens, "ln")
+    layer = ln.get_submodule(report[0].path)
+    assert isinstance(layer, LayerNorm) and layer.per_position and layer.channel_dim == -1
+    torch.testing.assert_close(ln(t), tokens(t), rtol=1e-5, atol=1e-6)
+
+
+def test_sync_batch_norm_round_trip() -> None:
+    model = _randomize(resnet_like(), IMAGE_SHAPE).eval()
+    synced, report = convert_with_report(model, nn.SyncBatchNorm)
+    assert all(r.new_type is nn.SyncBatchNorm for r in report)
+    back = convert(synced, nn.BatchNorm2d)
+    assert [type(m) for m in back.modules()] == [type(m) for m in model.modules()]
+    x = torch.randn(IMAGE_SHAPE)
+    with torch.no_grad():
+        assert torch.equal(back(x), model(x))
+        assert torch.equal(synced(x), model(x))
+    for key, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value)
+
+
+def test_dtype_training_flag_and_requires_grad_are_carried() -> None:
+    model = resnet_like().double().train()
+    model.layer2.eval()
+    model.bn1.weight.requires_grad_(False)
+    model.layer3[0].bn2.bias.requires_grad_(False)
+    new, report = convert_with_report(model, "gn:4")
+    assert len(report) == len(_norm_paths(model))
+    for r in report:
+        old, layer = model.get_submodule(r.path), new.get_submodule(r.path)
+        assert layer.training == old.training, r.path
+        for name in ("weight", "bias"):
+            assert getattr(layer, name).dtype == torch.float64
+            assert getattr(layer, name).requires_grad == getattr(old, name).requires_grad
+    assert not new.layer2[0].bn1.training and new.layer1[0].bn1.training
+    assert not new.bn1.weight.requires_grad and new.bn1.bias.requires_grad
+    new(torch.randn(IMAGE_SHAPE, dtype=torch.float64)).sum().backward()
+
+
+def test_skip_and_only_filter_by_path_pattern_and_type() -> None:
+    model = resnet_like()
+    new, report = convert_with_report(model, "gn:4", skip="layer1")
+    assert isinstance(new.layer1[0].bn1, nn.BatchNorm2d)
+    assert isinstance(new.layer2[0].bn1, GroupNorm) and isinstance(new.bn1, GroupNorm)
+    assert not any(r.path.startswith("layer1") for r in report)
+
+    new, report = convert_with_report(model, "gn:4", only="*.bn2")
+    assert sorted(r.path for r in report) == ["layer1.0.bn2", "layer2.0.bn2", "layer3.0.bn2"]
+
+    new, report = convert_with_report(model, "gn:4", only=["layer3", "bn1"], skip="*.downsample.*")
+    assert sorted(r.path for r in report) == ["bn1", "layer3.0.bn1", "layer3.0.bn2"]
+
+    mobile = mobilenet_like()
+    new, report = convert_with_report(mobile, "frozen_bn", only=nn.BatchNorm1d)
+    assert [r.path for r in report] == ["classifier.1"]
+    new, report = convert_with_report(mobile, "gn:4", skip=nn.BatchNorm1d)
+    assert isinstance(new.classifier[1], nn.BatchNorm1d) and len(report) == 7
+
+
+def test_groups_not_dividing_channels_name_the_layer_and_the_fix() -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        convert(resnet_like(), "gn:3")
+    text = str(info.value)
+    assert "bn1 (BatchNorm2d with 8 channels)" in text
+    assert "num_groups (3)" in text and "[1, 2, 4, 8]" in text and "skip='bn1'" in text
+
+
+class _PlainSubclass(nn.BatchNorm2d):
+    """A renamed BN (like mmcv's _BatchNormXd): converted like a BatchNorm2d."""
+
+
+class _FusedActivation(nn.BatchNorm2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x))
+
+
+class _WithChild(nn.BatchNorm2d):
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self.act = nn.ReLU()
+
+
+def test_subclasses_are_recognised_and_custom_ones_refused() -> None:
+    new, report = convert_with_report(resnet_like(_PlainSubclass), "gn:4")
+    assert len(report) == 9 and all(r.old_type is _PlainSubclass for r in report)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in new.modules())
+    for custom in (_FusedActivation, _WithChild):
+        with pytest.raises(errors.ConfigError, match="overrides forward or holds child modules"):
+            convert(resnet_like(custom), "gn:4")
+        _, report = convert_with_report(resnet_like(custom), "gn:4", skip=custom)
+        assert report == []
+
+
+def test_lazy_layers_convert_once_materialized() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d())
+    with pytest.raises(errors.ConfigError, match="lazy layer that has not seen input"):
+        convert(net, "gn:2")
+    net(torch.randn(2, 3, 5, 5))
+    new = convert(net, "gn:2")
+    assert isinstance(new[1], GroupNorm) and new[1].num_features == 4
+
+
+def test_other_refusals() -> None:
+    net = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm((2, 3)))
+    with pytest.raises(errors.ConfigError, match=r"normalized_shape=\(2, 3\)"):
+        convert(net, "ln")
+    frozen = resnet_like()
+    freeze(frozen)
+    with pytest.raises(errors.ConfigError, match=r"frozen by normlab\.freeze"):
+        convert(frozen, "gn:4")
+    with pytest.raises(errors.ConfigError, match="takes no channel_dim"):
+        convert(token_mlp_like(), nn.BatchNorm1d)
+    with pytest.raises(errors.ConfigError, match="unexpected keyword"):
+        convert(resnet_like(), "gn:4", warp=2)
+    with pytest.raises(errors.UnknownNameError, match="Did you mean"):
+        convert(resnet_like(), "group_nrom")
+    with pytest.raises(errors.ConfigError, match="not a normalization layer"):
+        convert_layer(nn.Linear(2, 2), "bn")
+
+
+def test_keyword_arguments_override_what_is_carried() -> None:
+    new = convert(resnet_like(lambda c: nn.BatchNorm2d(c, eps=1e-3)), "gbn", eps=1e-4,
+                  ghost_batch_size=2, affine=False)
+    layer = new.bn1
+    assert layer.eps == 1e-4 and layer.ghost_batch_size == 2 and layer.weight is None
+
+
+def test_copy_shared_layers_and_hooks() -> None:
+    model = resnet_like()
+    original = copy.deepcopy(model.state_dict())
+    new = convert(model, "gn:4")
+    assert all(isinstance(m, nn.BatchNorm2d) for p, m in model.named_modules() if "bn" in p)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, original[key])
+
+    bn = nn.BatchNorm1d(4)
+    calls = []
+    bn.register_forward_hook(lambda m, args, out: calls.append(type(m).__name__))
+    shared = nn.Sequential(nn.Linear(4, 4), bn, nn.Linear(4, 4), bn)
+    new, report = convert_with_report(shared, "ln", inplace=True)
+    assert new is shared and new[1] is new[3] and isinstance(new[1], LayerNorm)
+    assert "hooks" in report[0].carried
+    new(torch.randn(3, 4))
+    assert calls == ["LayerNorm", "LayerNorm"]
+
+
+def test_converted_virtual_batch_norm_needs_a_reference_pass() -> None:
+    new = convert(resnet_like(), "vbn")
+    with pytest.raises(errors.ConfigError, match="has no reference batch"):
+        new(torch.randn(IMAGE_SHAPE))
+
+
+def test_torchvision_models() -> None:
+    models = pytest.importorskip("torchvision.models")
+    for build in (models.resnet18, models.mobilenet_v3_small):
+        net = _randomize(build(num_classes=5), (4, 3, 32, 32)).eval()
+        x = torch.randn(4, 3, 32, 32)
+        frozen = convert(net, "frozen_bn")
+        with torch.no_grad():
+            assert torch.equal(frozen(x), net(x))
+        gn, report = convert_with_report(net, "gn:8")
+        assert report and torch.isfinite(gn.train()(x)).all()
+
+
+def test_timm_models() -> None:
+    timm = pytest.importorskip("timm")
+    net = _randomize(timm.create_model("resnet18", pretrained=False, num_classes=5),
+                     (4, 3, 32, 32)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    frozen = convert(net, "frozen_bn")
+    with torch.no_grad():
+        assert torch.equal(frozen(x), net(x))

@@ -1,0 +1,498 @@
+"""fold: BN-family layers folded into the conv / linear layer before them (issue 5).
+
+The oracle is always the *original* model's eval forward run in float64 (a deep copy cast with
+``.double()``), never normlab's fold arithmetic: a folded model must compute what the model it
+came from computes. Running statistics and affine parameters are random (far from the identity,
+checked), so a wrong axis, a forgotten bias or a skipped layer shows up.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import normlab
+from normlab import errors
+from normlab.surgery.fold import find_fold_pairs, fold, fold_pair, fold_with_report
+
+BN_FAMILY = (
+    nn.modules.batchnorm._BatchNorm, normlab.BatchNorm, normlab.GhostBatchNorm,
+    normlab.BatchRenorm, normlab.FrozenBatchNorm,
+)
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+BN_KINDS = ("torch", "normlab", "ghost", "renorm", "frozen")
+TORCH_BN = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+SPATIAL = {0: (), 1: (9,), 2: (7, 6), 3: (5, 4, 6)}
+LAYOUT = {2: torch.channels_last, 3: torch.channels_last_3d}
+
+
+@torch.no_grad()
+def randomize(model: nn.Module) -> nn.Module:
+    """Random running statistics and affine parameters for every BN-family layer."""
+    for m in model.modules():
+        if isinstance(m, BN_FAMILY):
+            m.running_mean.normal_(0.0, 2.0)
+            m.running_var.uniform_(0.2, 3.0)
+            if m.weight is not None:
+                m.weight.normal_(0.0, 1.5)
+            if m.bias is not None:
+                m.bias.normal_()
+    return model
+
+
+def make_bn(kind: str, channels: int, dims: int, **kw: object) -> nn.Module:
+    """A BN-family layer of ``kind`` with random state, in eval mode; ``dims`` spatial dims."""
+    kw = {"eps": 1e-3, **kw}
+    if kind == "torch":
+        kw.pop("channel_dim", None)
+        bn = TORCH_BN[dims](channels, **kw)
+    else:
+        cls = {"normlab": normlab.BatchNorm, "ghost": normlab.GhostBatchNorm,
+               "renorm": normlab.BatchRenorm, "frozen": normlab.FrozenBatchNorm}[kind]
+        extra = {"ghost_batch_size": 2} if kind == "ghost" else {}
+        bn = cls(channels, **extra, **kw)
+    return randomize(bn).eval()
+
+
+def bn_paths(model: nn.Module) -> list[str]:
+    return [p for p, m in model.named_modules() if isinstance(m, BN_FAMILY)]
+
+
+def oracle(model: nn.Module, x: Tensor) -> Tensor:
+    """The original model's eval forward in float64."""
+    with torch.no_grad():
+        return copy.deepcopy(model).double().eval()(x.double())
+
+
+def assert_folds(model: nn.Module, x: Tensor, *, pairs: list[tuple[str, str]] | None = None
+                 ) -> nn.Module:
+    """fold(model) matches the original in eval (fp32 1e-5, fp64 1e-10) and has no BN left."""
+    state = copy.deepcopy(model.state_dict())
+    folded = fold(model, pairs=pairs)
+    with torch.no_grad():
+        y = folded.eval()(x)
+    tol = TOL[x.dtype]
+    torch.testing.assert_close(y.double(), oracle(model, x), rtol=tol, atol=tol)
+    assert bn_paths(folded) == []
+    assert bn_paths(model), "the original keeps its BN layers (inplace=False)"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    return folded
+
+
+# -- the matrix: layer type x groups x bias x weight layout x BN kind (x dtype) -----------------
+
+LAYERS: dict[str, tuple[type[nn.Module], int]] = {
+    "Conv1d": (nn.Conv1d, 1), "Conv2d": (nn.Conv2d, 2), "Conv3d": (nn.Conv3d, 3),
+    "ConvTranspose1d": (nn.ConvTranspose1d, 1), "ConvTranspose2d": (nn.ConvTranspose2d, 2),
+    "ConvTranspose3d": (nn.ConvTranspose3d, 3),
+}
+GROUPS = {"groups1": (4, 6, 1), "groups2": (4, 6, 2), "depthwise": (4, 8, 4)}  # in, out, groups
+
+
+def _matrix() -> list[object]:
+    cases = []
+    for layer, (_, dims) in LAYERS.items():
+        layouts = ("contiguous", "channels_last") if dims >= 2 else ("contiguous",)
+        for groups in GROUPS:
+            for bias in (True, False):
+                for layout in layouts:
+                    for kind in BN_KINDS:
+                        case = (layer, groups, bias, layout, kind)
+                        cases.append(pytest.param(*case, id="-".join(map(str, case))))
+    return cases
+
+
+@pytest.mark.parametrize(("layer", "groups", "bias", "layout", "kind"), _matrix())
+def test_fold_matrix(layer: str, groups: str, bias: bool, layout: str, kind: str) -> None:
+    cls, dims = LAYERS[layer]
+    cin, cout, g = GROUPS[groups]
+    for dtype in (torch.float32, torch.float64):
+        conv = cls(cin, cout, 3, groups=g, bias=bias, padding=1)
+        model = nn.Sequential(conv, make_bn(kind, cout, dims)).to(dtype)
+        if layout == "channels_last":
+            model = model.to(memory_format=LAYOUT[dims])
+            assert conv.weight.is_contiguous(memory_format=LAYOUT[dims])
+            assert not conv.weight.is_contiguous() or 1 in conv.weight.shape[1:]
+        x = torch.randn(3, cin, *SPATIAL[dims], dtype=dtype)
+        ref = oracle(model, x)
+        with torch.no_grad():  # the BN is far from the identity: skipping it would fail
+            assert (conv(x).double() - ref).abs().max() > 0.1
+        folded = assert_folds(model, x)
+        weight = folded[0].weight
+        assert isinstance(folded[1], nn.Identity)
+        assert weight.dtype == dtype and folded[0].bias.dtype == dtype
+        if layout == "channels_last":
+            assert weight.is_contiguous(memory_format=LAYOUT[dims])
+        else:
+            assert weight.is_contiguous()
+
+
+@pytest.mark.parametrize("kind", BN_KINDS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_linear(kind: str, bias: bool) -> None:
+    for dtype in (torch.float32, torch.float64):
+        model = nn.Sequential(nn.Linear(5, 7, bias=bias), make_bn(kind, 7, 0)).to(dtype)
+        folded = assert_folds(model, torch.randn(6, 5, dtype=dtype))
+        assert isinstance(folded[0], nn.Linear) and folded[0].bias is not None
+
+
+@pytest.mark.parametrize("kind", ["normlab", "ghost", "renorm", "frozen"])
+def test_fold_linear_into_channel_last_bn(kind: str) -> None:
+    """(N, L, F) tokens: Linear, then a BN over the last dim (channel_dim=-1)."""
+    model = nn.Sequential(nn.Linear(5, 7), make_bn(kind, 7, 1, channel_dim=-1)).double()
+    assert_folds(model, torch.randn(4, 3, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", BN_KINDS)
+@pytest.mark.parametrize("layer", [*LAYERS, "Linear"])
+def test_fold_bn_without_affine(layer: str, kind: str) -> None:
+    if layer == "Linear":
+        conv, dims = nn.Linear(4, 6), 0
+    else:
+        cls, dims = LAYERS[layer]
+        conv = cls(4, 6, 3, groups=2)
+    model = nn.Sequential(conv, make_bn(kind, 6, dims, affine=False)).double()
+    assert model[1].weight is None and model[1].bias is None
+    assert_folds(model, torch.randn(3, 4, *SPATIAL[dims], dtype=torch.float64))
+
+
+GEOMETRIES: dict[str, Callable[[], nn.Module]] = {
+    "conv1d-k1": lambda: nn.Conv1d(4, 6, 1),
+    "conv2d-k1-depthwise": lambda: nn.Conv2d(4, 4, 1, groups=4, bias=False),
+    "conv3d-k1-stride2": lambda: nn.Conv3d(4, 6, 1, stride=2),
+    "convT2d-k1": lambda: nn.ConvTranspose2d(4, 6, 1, bias=False),
+    "conv2d-stride-pad-dilation": lambda: nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2),
+    "conv2d-reflect-padding": lambda: nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"),
+    "conv1d-asymmetric": lambda: nn.Conv1d(4, 6, 4, stride=3, padding=3, groups=2),
+    "convT1d-output-padding": lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, padding=1,
+                                                         output_padding=1, groups=2),
+    "convT2d-stride-dilation": lambda: nn.ConvTranspose2d(4, 8, (3, 2), stride=(2, 3),
+                                                          padding=1, dilation=2, groups=4),
+    "convT3d-k1-stride2": lambda: nn.ConvTranspose3d(4, 6, 1, stride=2, groups=2),
+}
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIES))
+def test_fold_kernel_size_stride_padding_dilation(name: str) -> None:
+    conv = GEOMETRIES[name]()
+    dims = conv.weight.dim() - 2
+    for dtype in (torch.float32, torch.float64):
+        model = nn.Sequential(copy.deepcopy(conv), make_bn("torch", _out(conv), dims)).to(dtype)
+        assert_folds(model, torch.randn(2, 4, *SPATIAL[dims], dtype=dtype))
+
+
+def _out(conv: nn.Module) -> int:
+    return conv.out_features if isinstance(conv, nn.Linear) else conv.out_channels
+
+
+def test_sync_batch_norm_folds_in_eval() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4, eps=1e-3))
+    model = randomize(model).eval().double()
+    assert_folds(model, torch.randn(2, 3, 6, 6, dtype=torch.float64))
+
+
+def test_frozen_batch_norm_folds_in_training_mode() -> None:
+    """FrozenBatchNorm's forward is BN eval in any mode, so a model in .train() folds."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), make_bn("frozen", 4, 2)).double().train()
+    folded = fold(model)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(folded(x), oracle(model, x), rtol=1e-10, atol=1e-10)
+
+
+def test_fold_pair_leaves_its_arguments_alone() -> None:
+    conv = nn.ConvTranspose2d(4, 6, 3, groups=2, bias=False)
+    bn = make_bn("renorm", 6, 2)
+    before = conv.weight.detach().clone()
+    new = fold_pair(conv, bn)
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+    assert torch.equal(conv.weight, before) and conv.bias is None and new is not conv
+
+
+# -- whole models ----------------------------------------------------------------------------------
+
+
+class Tiny(nn.Module):
+    """Residual block, depthwise conv, ConvTranspose and a Linear + BatchNorm1d head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.dw_bn = normlab.BatchNorm(8)
+        self.up = nn.ConvTranspose2d(8, 6, 2, stride=2, groups=2)
+        self.up_bn = normlab.GhostBatchNorm(6, ghost_batch_size=2)
+        self.fc = nn.Linear(6, 5)
+        self.fc_bn = nn.BatchNorm1d(5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + torch.relu(self.dw_bn(self.dw(x)))
+        x = self.up_bn(self.up(x))
+        return self.fc_bn(self.fc(x.mean((2, 3))))
+
+
+def test_fold_small_model_with_report() -> None:
+    model = randomize(Tiny()).eval()
+    x = torch.randn(4, 3, 6, 6)
+    result = fold_with_report(model)
+    assert [(p.conv, p.bn) for p in result.folded] == [
+        ("stem.0", "stem.1"), ("dw", "dw_bn"), ("up", "up_bn"), ("fc", "fc_bn"),
+    ]
+    assert [(r.path, r.old_type, r.new_type) for r in result.replacements] == [
+        ("stem.1", nn.BatchNorm2d, nn.Identity), ("dw_bn", normlab.BatchNorm, nn.Identity),
+        ("up_bn", normlab.GhostBatchNorm, nn.Identity), ("fc_bn", nn.BatchNorm1d, nn.Identity),
+    ]
+    assert result.unfolded == ()
+    assert str(result.folded[0]) == "stem.1: BatchNorm2d -> Identity (folded into stem.0, Conv2d)"
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x).double(), oracle(model, x), rtol=1e-5,
+                                   atol=1e-5)
+    assert find_fold_pairs(model) == [(p.conv, p.bn) for p in result.folded]
+
+
+def test_bn_not_after_a_conv_is_reported_and_kept() -> None:
+    model = randomize(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4),
+                                    nn.ReLU(), nn.BatchNorm2d(4))).eval()
+    result = fold_with_report(model)
+    assert [(p.conv, p.bn) for p in result.folded] == [("1", "2")]
+    assert result.unfolded == ("0", "4")
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x).double(), oracle(model, x), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_fold_logs_every_pair(caplog: pytest.LogCaptureFixture) -> None:
+    model = randomize(Tiny()).eval()
+    with caplog.at_level(logging.INFO, logger="normlab.surgery"):
+        fold(model)
+    assert sum("folded into" in r.getMessage() for r in caplog.records) == 4
+
+
+def test_inplace() -> None:
+    model = randomize(Tiny()).eval()
+    x = torch.randn(2, 3, 4, 4)
+    ref = oracle(model, x)
+    weight = model.dw.weight
+    assert fold(model, inplace=True) is model
+    assert model.dw.weight is weight and isinstance(model.dw_bn, nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).double(), ref, rtol=1e-5, atol=1e-5)
+
+
+class Untraceable(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = normlab.BatchRenorm(4)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.bn2 = nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn(self.conv(x))
+        if y.mean() > 0:
+            y = -y
+        return self.bn2(self.conv2(y))
+
+
+def test_explicit_pairs_on_an_untraceable_model() -> None:
+    model = randomize(Untraceable()).eval()
+    x = torch.randn(2, 3, 6, 6)
+    folded = assert_folds(model, x, pairs=[("conv", "bn"), ("conv2", "bn2")])
+    assert isinstance(folded.bn, nn.Identity) and isinstance(folded.bn2, nn.Identity)
+    partial = fold_with_report(model, pairs=[("conv2", "bn2")])
+    assert partial.unfolded == ("bn",)
+
+
+@pytest.mark.parametrize("build", ["resnet_like", "mobilenet_like", "unet_decoder_like"])
+@pytest.mark.parametrize("norm", ["torch", "normlab"])
+def test_architectures(build: str, norm: str) -> None:
+    surgery_models = pytest.importorskip("surgery_models")
+    kw: dict[str, object] = {}
+    if norm == "normlab":
+        kw["norm_layer"] = normlab.BatchNorm
+        if build == "mobilenet_like":
+            kw["head_norm_layer"] = normlab.BatchNorm
+    model = randomize(getattr(surgery_models, build)(**kw)).eval()
+    n_bn = len(bn_paths(model))
+    for dtype in (torch.float32, torch.float64):
+        model = model.to(dtype)
+        x = torch.randn(surgery_models.IMAGE_SHAPE, dtype=dtype)
+        result = fold_with_report(model)
+        assert len(result.folded) == n_bn and result.unfolded == ()
+        assert_folds(model, x)
+    channels_last = model.float().to(memory_format=torch.channels_last)
+    assert_folds(channels_last, torch.randn(surgery_models.IMAGE_SHAPE))
+
+
+def test_torchvision_models() -> None:
+    models = pytest.importorskip("torchvision.models")
+    for build in (models.resnet18, models.mobilenet_v2):
+        model = randomize(build(num_classes=5)).eval().double()
+        assert_folds(model, torch.randn(2, 3, 32, 32, dtype=torch.float64))
+
+
+def test_timm_models() -> None:
+    timm = pytest.importorskip("timm")
+    model = randomize(timm.create_model("resnet18", pretrained=False, num_classes=5))
+    assert_folds(model.eval().double(), torch.randn(2, 3, 32, 32, dtype=torch.float64))
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+
+class SharedOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 3, 1)
+        self.bn2 = nn.BatchNorm2d(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return self.bn2(self.conv2(self.bn(y) + y))
+
+
+class CalledTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(self.conv(x)))
+
+
+class Inner(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x if x.sum() > 0 else -x
+
+
+class UntraceableChild(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.block = Inner()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(self.bn(self.conv(x)))
+
+
+class StandardizedConv(nn.Conv2d):
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight - self.weight.mean((1, 2, 3), keepdim=True)
+        return self._conv_forward(x, w, self.bias)
+
+
+def _seq(*layers: nn.Module) -> nn.Module:
+    return nn.Sequential(*layers).eval()
+
+
+def _shared_conv() -> nn.Module:
+    conv = nn.Conv2d(3, 4, 1)
+    model = _seq(conv, nn.BatchNorm2d(4), nn.ReLU())
+    model.alias = conv
+    return model
+
+
+REFUSALS: dict[str, tuple[Callable[[], object], dict[str, object], str]] = {
+    "bn-in-training": (lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), {},
+                       r"fold requires eval mode: call model.eval\(\) first \(bn '1' "),
+    "bn-in-training-pairs": (lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)),
+                             {"pairs": [("0", "1")]}, r"call model.eval\(\) first \(bn '1'"),
+    "other-consumer": (lambda: SharedOutput().eval(), {},
+                       r"output of conv 'conv' \(Conv2d\) is also used by add\(\), not only by "
+                       r"bn 'bn'.*fold\(model, pairs=\[\('conv2', 'bn2'\)\]\)"),
+    "channel-mismatch": (lambda: _seq(nn.Conv2d(3, 6, 1), nn.Identity(), nn.BatchNorm2d(4)),
+                         {"pairs": [("0", "2")]},
+                         r"bn '2' \(BatchNorm2d\) has 4 channels but conv '0' \(Conv2d\) "
+                         r"produces 6"),
+    "untraceable": (lambda: Untraceable().eval(), {},
+                    r"could not trace the forward of Untraceable \(TraceError: .*control flow"
+                    r"\).*pairs=.*Candidates .*\[\('conv', 'bn'\), \('conv2', 'bn2'\)\]"),
+    "untraceable-child": (lambda: UntraceableChild().eval(), {},
+                          r"could not trace module 'block' \(Inner\)"),
+    "bad-path": (lambda: Untraceable().eval(), {"pairs": [("conv", "bnn")]},
+                 r"pairs= names the bn 'bnn', which is not a module path.*Did you mean 'bn'"),
+    "bad-pairs-type": (lambda: Untraceable().eval(), {"pairs": ("conv", "bn")},
+                       r"pairs must be a list of \(conv path, bn path\) tuples of str; got "
+                       r"\('conv', 'bn'\)"),
+    "wrong-kind": (lambda: Untraceable().eval(), {"pairs": [("bn", "conv")]},
+                   r"conv 'bn' \(BatchRenorm\) is not a Conv1d/2d/3d, ConvTranspose1d/2d/3d "
+                   r"or Linear layer"),
+    "not-a-bn": (lambda: _seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4)), {"pairs": [("0", "1")]},
+                 r"bn '1' \(GroupNorm\) is not a BN-family layer"),
+    "no-running-stats": (lambda: _seq(nn.Conv2d(3, 4, 1),
+                                      nn.BatchNorm2d(4, track_running_stats=False)), {},
+                         r"bn '1' \(BatchNorm2d\) keeps no running statistics"),
+    "called-twice": (lambda: CalledTwice().eval(), {},
+                     r"conv 'conv' \(Conv2d\) is called more than once"),
+    "registered-twice": (_shared_conv, {"pairs": [("0", "1")]},
+                         r"module '0' \(Conv2d\) is registered at several paths \(0, alias\)"),
+    "same-bn-twice": (lambda: _seq(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1)),
+                      {"pairs": [("0", "1"), ("2", "1")]},
+                      r"module '1' \(BatchNorm2d\) appears in two pairs"),
+    "custom-conv-forward": (lambda: _seq(StandardizedConv(3, 4, 1), nn.BatchNorm2d(4)), {},
+                            r"conv '0' \(StandardizedConv\) is a subclass that overrides forward"),
+    "channel-dim-last": (lambda: _seq(nn.Conv2d(3, 4, 1), normlab.BatchNorm(4, channel_dim=-1)),
+                         {"pairs": [("0", "1")]}, r"normalizes the last dim \(channel_dim=-1\)"),
+    "weight-norm": (lambda: _seq(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 1)),
+                                 nn.BatchNorm2d(4)), {"pairs": [("0", "1")]},
+                    r"conv '0' \(ParametrizedConv2d\) has a parametrized weight"),
+    "not-a-model": (lambda: {"conv": nn.Conv2d(3, 4, 1)}, {},
+                    r"fold: model must be a torch.nn.Module; got dict"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusals(case: str) -> None:
+    build, kw, message = REFUSALS[case]
+    model = build()
+    state = copy.deepcopy(model.state_dict()) if isinstance(model, nn.Module) else {}
+    norms = bn_paths(model) if isinstance(model, nn.Module) else []
+    with pytest.raises(errors.ConfigError, match=message):
+        fold(model, inplace=True, **kw)  # type: ignore[arg-type]  # not-a-model passes a dict
+    if isinstance(model, nn.Module):  # refused before anything was changed, even in place
+        assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+        assert bn_paths(model) == norms
+
+
+LAZY_REFUSALS = {
+    "lazy-bn": (lambda: _seq(nn.Conv2d(3, 4, 1), nn.LazyBatchNorm2d()), {"pairs": [("0", "1")]},
+                r"bn '1' \(LazyBatchNorm2d\) is a lazy layer that has not seen input yet"),
+    "lazy-conv": (lambda: _seq(nn.LazyConv2d(4, 1), nn.BatchNorm2d(4)), {"pairs": [("0", "1")]},
+                  r"conv '0' \(LazyConv2d\) is a lazy layer that has not seen input yet"),
+}
+
+
+@pytest.mark.parametrize("case", list(LAZY_REFUSALS))
+def test_lazy_layers_are_refused(case: str) -> None:
+    build, kw, message = LAZY_REFUSALS[case]
+    with pytest.raises(errors.ConfigError, match=message):
+        fold(build(), **kw)  # type: ignore[arg-type]  # pairs= is a list of str pairs
+
+
+def test_refusal_changes_nothing_in_place() -> None:
+    """A bad second pair is found before the first is folded."""
+    model = _seq(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 6, 1), nn.BatchNorm2d(4))
+    before = model[0].weight.detach().clone()
+    with pytest.raises(errors.ConfigError, match="has 4 channels but conv '2'"):
+        fold(model, pairs=[("0", "1"), ("2", "3")], inplace=True)
+    assert torch.equal(model[0].weight, before) and isinstance(model[1], nn.BatchNorm2d)
+
+
+def test_fold_pair_refuses_training_bn() -> None:
+    with pytest.raises(errors.ConfigError, match=r"\(bn \(BatchNorm2d\) is in training mode"):
+        fold_pair(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))

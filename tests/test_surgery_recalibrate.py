@@ -1,0 +1,358 @@
+"""recalibrate (precise BN, AdaBN): exact population moments of each norm's input, restored
+modes, dropout kept off, batch forms, errors, and AdaBN on a shifted domain."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from normlab import errors, registry
+from normlab.norms import BatchRenorm, EvoNormB0, InstanceNorm
+from normlab.surgery import freeze, recalibrate
+from surgery_models import mobilenet_like, resnet_like, unet_decoder_like
+
+KINDS: dict[str, Callable[[int], nn.Module]] = {
+    "torch_bn2d": nn.BatchNorm2d,
+    "torch_sync_bn": nn.SyncBatchNorm,
+    "torch_in2d_tracked": lambda c: nn.InstanceNorm2d(c, affine=True, track_running_stats=True),
+    "bn": registry.factory("bn"),
+    "gbn": registry.factory("gbn:2"),
+    "brn": registry.factory("brn", warmup_steps=0, rmax_ramp_end=1, dmax_ramp_end=1),
+    "sn": registry.factory("sn"),
+    "bin": registry.factory("bin"),
+    "b0": registry.factory("b0"),
+    "in_tracked": registry.factory("in", affine=True, track_running_stats=True),
+}
+
+
+def _batches(dtype: torch.dtype = torch.float32) -> list[Tensor]:
+    """Unequal batch sizes and spatial sizes: the merge must weigh by count."""
+    shapes = [(6, 3, 16, 16), (3, 3, 12, 12), (5, 3, 16, 16)]
+    return [torch.randn(s, dtype=dtype) * 1.5 + 0.5 for s in shapes]
+
+
+def _stale(model: nn.Module) -> nn.Module:
+    """Running statistics of another distribution (what training leaves behind)."""
+    dtype = next(model.parameters()).dtype
+    with torch.no_grad():
+        model.train()
+        for _ in range(2):
+            model(torch.randn(4, 3, 16, 16, dtype=dtype) * 3 - 2)
+    return model
+
+
+def _with_stats(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [
+        (p, m) for p, m in model.named_modules()
+        if any(m._buffers.get(k) is not None for k in ("running_mean", "running_var"))
+    ]
+
+
+def _reference(model: nn.Module, batches: list[Tensor]) -> dict[str, tuple[Tensor, Tensor, int]]:
+    """Per layer: float64 (mean, variance in the layer's convention, values per channel) of its
+    inputs in train-mode forwards (norm layers in train mode, the rest in eval, the state
+    reloaded after every batch), computed from the collected inputs with plain torch."""
+    ref = copy.deepcopy(model).eval()
+    layers = _with_stats(ref)
+    inputs: dict[str, list[Tensor]] = {p: [] for p, _ in layers}
+    for path, layer in layers:
+        layer.training = True
+        layer.register_forward_pre_hook(
+            lambda mod, args, path=path: inputs[path].append(args[0].detach().double())
+        )
+    state = copy.deepcopy(ref.state_dict())
+    with torch.no_grad():
+        for x in batches:
+            ref(x)
+            ref.load_state_dict(state)
+    result = {}
+    for path, layer in layers:
+        xs = inputs[path]
+        c = xs[0].shape[1]
+        if isinstance(layer, (InstanceNorm, nn.InstanceNorm2d)):  # torch.nn's instance rule
+            per_sample = [x.reshape(x.shape[0], c, -1) for x in xs]
+            means = torch.cat([s.mean(-1) for s in per_sample])
+            variances = torch.cat([s.var(-1, unbiased=True) for s in per_sample])
+            result[path] = (means.mean(0), variances.mean(0), means.shape[0])
+            continue
+        flat = torch.cat([x.transpose(0, 1).reshape(c, -1) for x in xs], dim=1)
+        biased = isinstance(layer, (BatchRenorm, EvoNormB0))
+        result[path] = (flat.mean(1), flat.var(1, unbiased=not biased), flat.shape[1])
+    return result
+
+
+def _check(model: nn.Module, expected: dict, rtol: float, atol: float) -> None:
+    for path, (mean, var, _) in expected.items():
+        layer = model.get_submodule(path)
+        if getattr(layer, "running_mean", None) is not None:
+            torch.testing.assert_close(layer.running_mean.double(), mean, rtol=rtol, atol=atol)
+        torch.testing.assert_close(layer.running_var.double(), var, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("build", [resnet_like, mobilenet_like, unet_decoder_like])
+def test_recovers_population_moments_on_real_architectures(build: Callable) -> None:
+    model = _stale(build())
+    batches = _batches()
+    expected = _reference(model, batches)
+    counts = {p: m.num_batches_tracked.clone() for p, m in _with_stats(model)}
+    report = recalibrate(model, batches)
+    assert [r.path for r in report] == list(expected)
+    assert [r.count for r in report] == [n for _, _, n in expected.values()]
+    assert all(r.batches == 3 for r in report)
+    _check(model, expected, rtol=1e-5, atol=1e-6)
+    for path, count in counts.items():  # counts training steps: unchanged
+        assert torch.equal(model.get_submodule(path).num_batches_tracked, count)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_recovers_population_moments_for_every_norm_with_running_stats(kind: str) -> None:
+    model = _stale(resnet_like(KINDS[kind]))
+    batches = _batches()
+    expected = _reference(model, batches)
+    report = recalibrate(model, batches)
+    assert len(report) == len(expected) == 9
+    _check(model, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_float64_order_does_not_matter_and_adabn_is_the_same_computation() -> None:
+    model = _stale(resnet_like().double())
+    batches = _batches(torch.float64)
+    expected = _reference(model, batches)
+    forward = copy.deepcopy(model)
+    recalibrate(forward, batches)
+    _check(forward, expected, rtol=1e-12, atol=1e-12)
+    backward = copy.deepcopy(model)
+    recalibrate(backward, batches[::-1], mode="adabn")
+    _check(backward, expected, rtol=1e-12, atol=1e-12)
+
+
+def _dropout_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(6, 16), nn.Dropout(0.5), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)
+    )
+
+
+def test_dropout_stays_in_eval_and_recalibration_is_deterministic() -> None:
+    model = _dropout_net().train()
+    batches = [torch.randn(8, 6) for _ in range(4)]
+    seen = []
+
+    def check_dropout(module: nn.Module, args: tuple, out: Tensor) -> None:
+        seen.append(module.training)
+        assert torch.equal(out, args[0])
+
+    handle = model[1].register_forward_hook(check_dropout)
+    expected = _reference(model, batches)
+    first = copy.deepcopy(model)
+    recalibrate(first, batches)
+    second = copy.deepcopy(model)
+    recalibrate(second, batches)
+    handle.remove()
+    assert seen and not any(seen)
+    assert torch.equal(first[2].running_var, second[2].running_var)
+    _check(first, expected, rtol=1e-5, atol=1e-6)
+    assert model[1].training and first[1].training  # its flag is restored
+
+    mobile = mobilenet_like(dropout=0.5)
+    flags = []
+    mobile.classifier[3].register_forward_pre_hook(lambda m, a: flags.append(m.training))
+    recalibrate(mobile, _batches())
+    assert flags == [False, False, False]
+
+
+def _mixed_modes(model: nn.Module) -> nn.Module:
+    model.train()
+    model.layer2.eval()
+    model.fc.eval()
+    model.bn1.momentum = None
+    return model
+
+
+def _snapshot(model: nn.Module) -> tuple:
+    return (
+        [(p, m.training, getattr(m, "momentum", None), len(m._forward_pre_hooks))
+         for p, m in model.named_modules()],
+        {k: v.clone() for k, v in model.state_dict().items()},
+    )
+
+
+def _assert_same(model: nn.Module, snapshot: tuple) -> None:
+    modes, state = _snapshot(model)
+    assert modes == snapshot[0]
+    for key, value in state.items():
+        assert torch.equal(value, snapshot[1][key]), key
+
+
+def test_modes_momenta_and_buffers_are_restored_when_a_forward_raises() -> None:
+    model = _mixed_modes(_stale(resnet_like(KINDS["brn"])))
+    before = _snapshot(model)
+
+    def failing() -> Iterator[Tensor]:
+        yield from _batches()[:2]
+        yield torch.randn(2, 5, 16, 16)  # wrong channel count: the first conv raises
+
+    with pytest.raises(RuntimeError):
+        recalibrate(model, failing())
+    _assert_same(model, before)
+
+    def explode(module: nn.Module, args: tuple) -> None:
+        if args[0].shape[0] == 3:  # the second batch, after the layers below updated buffers
+            raise ZeroDivisionError("boom")
+
+    handle = model.layer3.register_forward_pre_hook(explode)
+    with pytest.raises(ZeroDivisionError):
+        recalibrate(model, _batches())
+    handle.remove()
+    _assert_same(model, before)
+
+    poisoned = _batches()
+    poisoned[1][0, 0, 0, 0] = float("nan")
+    with pytest.raises(errors.InputError, match="NaN or Inf values in batch 1"):
+        recalibrate(model, poisoned)
+    _assert_same(model, before)
+
+    recalibrate(model, _batches())
+    modes, _ = _snapshot(model)
+    assert modes == before[0]  # modes and momenta restored after success too
+
+
+def test_num_batches_limits_what_is_pulled() -> None:
+    model = _stale(resnet_like())
+    batches = _batches() + _batches()
+    pulled = []
+
+    def stream() -> Iterator[Tensor]:
+        for i, x in enumerate(batches):
+            pulled.append(i)
+            yield x
+
+    limited = copy.deepcopy(model)
+    report = recalibrate(limited, stream(), num_batches=2)
+    assert pulled == [0, 1] and report[0].batches == 2
+    _check(limited, _reference(model, batches[:2]), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_forms_tuples_lists_dicts_and_a_custom_forward() -> None:
+    model = _stale(resnet_like())
+    batches = _batches()
+    results = []
+    for form in (
+        batches,
+        [(x, torch.zeros(len(x))) for x in batches],
+        [[x, torch.zeros(len(x)), "meta"] for x in batches],
+        [{"x": x, "y": torch.zeros(len(x))} for x in batches],
+    ):
+        net = copy.deepcopy(model)
+        recalibrate(net, form)
+        results.append(net.state_dict())
+    net = copy.deepcopy(model)
+    recalibrate(net, [{"image": x} for x in batches], forward=lambda m, b: m(b["image"]))
+    results.append(net.state_dict())
+    for other in results[1:]:
+        for key, value in results[0].items():
+            assert torch.equal(other[key], value), key
+
+
+def test_frozen_and_unused_layers_keep_their_statistics() -> None:
+    model = _stale(resnet_like())
+    freeze(model, only="layer1")
+    frozen_mean = model.layer1[0].bn1.running_mean.clone()
+    report = recalibrate(model, _batches())
+    assert not any(r.path.startswith("layer1") for r in report) and len(report) == 7
+    assert torch.equal(model.layer1[0].bn1.running_mean, frozen_mean)
+
+    net = nn.ModuleDict({"used": nn.BatchNorm1d(3), "unused": nn.BatchNorm1d(3)})
+    net.forward = lambda x: net["used"](x)  # type: ignore[method-assign]
+    report = recalibrate(net, [torch.randn(4, 3)])
+    counts = {r.path: r.count for r in report}
+    assert counts == {"used": 4, "unused": 0}
+    assert torch.equal(net["unused"].running_mean, torch.zeros(3))
+    assert "statistics unchanged" in str(report[1])
+
+
+def test_errors() -> None:
+    model = resnet_like()
+    with pytest.raises(errors.ConfigError, match="yielded no batch"):
+        recalibrate(model, [])
+    with pytest.raises(errors.ConfigError, match="no layer with running statistics"):
+        recalibrate(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), [torch.randn(2, 2)])
+    frozen = resnet_like()
+    freeze(frozen)
+    with pytest.raises(errors.ConfigError, match="all frozen"):
+        recalibrate(frozen, _batches())
+    with pytest.raises(errors.UnknownNameError, match="Did you mean 'adabn'"):
+        recalibrate(model, _batches(), mode="adabm")
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(errors.ConfigError, match="num_batches must be a positive int"):
+            recalibrate(model, _batches(), num_batches=bad)  # type: ignore[arg-type]
+    with pytest.raises(errors.InputError, match="batch 0: it is a str"):
+        recalibrate(model, ["not a tensor"])
+    with pytest.raises(errors.InputError, match="without key 'x'"):
+        recalibrate(model, [{"image": torch.randn(2, 3, 16, 16)}])
+    with pytest.raises(errors.ConfigError, match="must be a torch"):
+        recalibrate(model.state_dict(), _batches())  # type: ignore[arg-type]
+    with pytest.raises(errors.ConfigError, match="lazy layer that has not seen input"):
+        recalibrate(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), _batches())
+
+
+def test_adabn_recovers_accuracy_on_a_shifted_domain() -> None:
+    """Source: two Gaussian classes in 4-D. Target: the same data under a per-feature scale and
+    offset x' = a·x + b. The network starts with a BatchNorm over the input features, so
+    AdaBN's target statistics undo the shift; with the source statistics it misclassifies."""
+    gen = torch.Generator().manual_seed(0)
+
+    def sample(n: int) -> tuple[Tensor, Tensor]:
+        y = torch.randint(0, 2, (n,), generator=gen)
+        centers = torch.tensor([[1.0, -1.0, 0.5, 0.0], [-1.0, 1.0, -0.5, 0.5]])
+        return centers[y] + 0.6 * torch.randn(n, 4, generator=gen), y
+
+    model = nn.Sequential(
+        nn.BatchNorm1d(4), nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    model.train()
+    for _ in range(150):
+        x, y = sample(64)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    scale, offset = torch.tensor([2.0, 0.5, 3.0, 1.5]), torch.tensor([3.0, -2.0, 4.0, 1.0])
+    x_test, y_test = sample(2000)
+    target = x_test * scale + offset
+
+    def error(net: nn.Module, x: Tensor) -> float:
+        with torch.no_grad():
+            return (net.eval()(x).argmax(1) != y_test).float().mean().item()
+
+    source_error, before = error(model, x_test), error(model, target)
+    unlabeled = [sample(64)[0] * scale + offset for _ in range(30)]
+    report = recalibrate(model, unlabeled, mode="adabn")
+    after = error(model, target)
+    assert report[0].mode == "adabn" and "adabn statistics" in str(report[0])
+    # chosen before running: AdaBN removes at least 75% of the error the shift adds
+    assert after - source_error <= 0.25 * (before - source_error), (source_error, before, after)
+    assert before > source_error + 0.1
+
+
+def test_torchvision_resnet() -> None:
+    models = pytest.importorskip("torchvision.models")
+    net = _stale(models.resnet18(num_classes=5))
+    batches = [torch.randn(4, 3, 32, 32) for _ in range(2)]
+    expected = _reference(net, batches)
+    recalibrate(net, batches)
+    _check(net, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_timm_resnet() -> None:
+    timm = pytest.importorskip("timm")
+    net = _stale(timm.create_model("resnet18", pretrained=False, num_classes=5))
+    batches = [torch.randn(4, 3, 32, 32) for _ in range(2)]
+    expected = _reference(net, batches)
+    recalibrate(net, batches)
+    _check(net, expected, rtol=1e-5, atol=1e-6)
+

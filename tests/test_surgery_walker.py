@@ -1,0 +1,144 @@
+"""The module walker: replacement by path, shared modules, report, copy semantics, selectors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from normlab import errors
+from normlab.surgery import Replacement, matches, replace_modules
+from normlab.surgery.walker import check_selector
+from surgery_models import IMAGE_SHAPE, token_mlp_like, unet_decoder_like
+
+
+def _bn_to_identity(path: str, module: nn.Module) -> nn.Module | None:
+    return nn.Identity() if isinstance(module, nn.modules.batchnorm._BatchNorm) else None
+
+
+def test_replaces_by_path_inside_sequential_indices() -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.BatchNorm1d(4), nn.ReLU()))
+    new, report = replace_modules(net, _bn_to_identity)
+    assert isinstance(new[1][0], nn.Identity)
+    assert isinstance(new[1][1], nn.ReLU)
+    assert report == [Replacement("1.0", nn.BatchNorm1d, nn.Identity)]
+    assert str(report[0]) == "1.0: BatchNorm1d -> Identity"
+
+
+def test_replaces_inside_module_dict_and_module_list() -> None:
+    unet = unet_decoder_like()
+    new, report = replace_modules(unet, _bn_to_identity)
+    paths = [r.path for r in report]
+    assert "decoder.up2.up.1" in paths and "decoder.up1.fuse.1" in paths
+    assert isinstance(new.decoder["up2"].up[1], nn.Identity)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in new.modules())
+    assert new(torch.randn(IMAGE_SHAPE)).shape == (4, 3, 16, 16)
+
+    tokens = token_mlp_like()
+    new, report = replace_modules(
+        tokens, lambda p, m: nn.Identity() if isinstance(m, nn.LayerNorm) else None
+    )
+    assert [r.path for r in report] == ["blocks.0.0", "blocks.1.0", "norm"]
+    assert isinstance(new.blocks[1][0], nn.Identity)
+
+
+def test_shared_module_is_replaced_once_at_every_path() -> None:
+    bn = nn.BatchNorm1d(4)
+    net = nn.Sequential(nn.Linear(4, 4), bn, nn.Linear(4, 4), bn)
+    calls = []
+
+    def swap(path: str, module: nn.Module) -> nn.Module | None:
+        if isinstance(module, nn.BatchNorm1d):
+            calls.append(path)
+            return nn.LayerNorm(4)
+        return None
+
+    new, report = replace_modules(net, swap)
+    assert calls == ["1"]
+    assert new[1] is new[3] and isinstance(new[1], nn.LayerNorm)
+    assert [r.path for r in report] == ["1", "3"]
+    assert len({id(p) for p in new.parameters()}) == len(list(new.parameters()))
+
+
+def test_children_of_a_replaced_module_are_not_visited() -> None:
+    net = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), nn.BatchNorm1d(2))
+    seen = []
+
+    def swap(path: str, module: nn.Module) -> nn.Module | None:
+        seen.append(path)
+        return nn.Identity() if path == "0" else None
+
+    _, report = replace_modules(net, swap)
+    assert seen == ["", "0", "1"]
+    assert [r.path for r in report] == ["0"]
+
+
+def test_root_can_be_replaced() -> None:
+    bn = nn.BatchNorm1d(3)
+    new, report = replace_modules(bn, lambda p, m: nn.Identity() if p == "" else None)
+    assert isinstance(new, nn.Identity)
+    assert report == [Replacement("", nn.BatchNorm1d, nn.Identity)]
+    assert str(report[0]) == "<root>: BatchNorm1d -> Identity"
+
+
+def test_default_copies_and_leaves_the_original_untouched() -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    before = copy.deepcopy(net.state_dict())
+    new, _ = replace_modules(net, lambda p, m: None)
+    assert new is not net
+    with torch.no_grad():
+        new[0].weight.add_(1.0)
+    assert isinstance(net[1], nn.BatchNorm1d)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key])
+
+    new, _ = replace_modules(net, _bn_to_identity)
+    assert isinstance(net[1], nn.BatchNorm1d) and isinstance(new[1], nn.Identity)
+
+
+def test_inplace_mutates_and_returns_the_model() -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    linear = net[0]
+    new, report = replace_modules(net, _bn_to_identity, inplace=True)
+    assert new is net and net[0] is linear
+    assert isinstance(net[1], nn.Identity) and len(report) == 1
+
+
+def test_bad_callback_result_and_bad_model_are_clear_errors() -> None:
+    net = nn.Sequential(nn.Linear(3, 4))
+    with pytest.raises(errors.ConfigError, match="returned str for '0'"):
+        replace_modules(net, lambda p, m: "oops" if p == "0" else None)  # type: ignore[arg-type,return-value]
+    with pytest.raises(errors.ConfigError, match=r"must be a torch\.nn\.Module; got OrderedDict"):
+        replace_modules(net.state_dict(), lambda p, m: None)  # type: ignore[arg-type]
+
+
+class _MyBN(nn.BatchNorm2d):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("selector", "path", "expected"),
+    [
+        ("layer1", "layer1", True),
+        ("layer1", "layer1.0.bn1", True),
+        ("layer1", "layer10.bn1", False),
+        ("*.bn2", "layer2.0.bn2", True),
+        ("*.bn2", "layer2.0.bn1", False),
+        ("layer?.0", "layer3.0.downsample.1", True),
+        ("head.1", "head.10", False),
+        (nn.BatchNorm2d, "x", True),  # subclasses count
+        (nn.BatchNorm1d, "x", False),
+        (["stem", nn.BatchNorm2d], "x", True),
+    ],
+)
+def test_selectors(selector: object, path: str, expected: bool) -> None:
+    items = check_selector(selector, "skip")  # type: ignore[arg-type]
+    assert matches(path, _MyBN(2), items) is expected
+
+
+@pytest.mark.parametrize("bad", [3, [1.5], {"a": object()}])
+def test_bad_selectors_are_refused(bad: object) -> None:
+    with pytest.raises(errors.ConfigError, match="only must be a module path"):
+        check_selector(bad, "only")  # type: ignore[arg-type]
