@@ -38,6 +38,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_classic.py
 	$(BIN)/python benchmarks/bench_batch_family.py
+	$(BIN)/python benchmarks/bench_fold.py
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis

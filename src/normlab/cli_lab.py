@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "mlp",
     "norms": "bn,gn,ln,brn,none",
     "batch_sizes": "2,4,8,16,32",
-    "seeds": 2,
+    "seeds": 3,
     "epochs": 4,
     "lr": 0.1,
     "lr_scaling": "linear",
