@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,10 @@ def test_partial_run_report(tmp_path: Path) -> None:
     assert (run / "summary.md").read_text().count("\n|") >= 6
     assert write_report(run).read_text() == text  # idempotent
     assert not list(run.glob(".*tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("report.md", "summary.csv", "error_vs_batch_size.png", store.META):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
 
 
 def test_report_errors_name_the_path_and_fix(tmp_path: Path) -> None:
