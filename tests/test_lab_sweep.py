@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
@@ -64,7 +65,10 @@ def test_same_seed_same_numbers_and_seeds_differ(digits) -> None:
     first, second = train_run(config, digits), train_run(config, digits)
     strip = lambda r: {k: v for k, v in r.items() if k != "time_s"}  # noqa: E731
     assert strip(first) == strip(second)
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
     other = train_run(RunConfig(**{**config.as_dict(), "seed": 1}), digits)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's process is left as it was
+    assert torch.get_num_threads() == threads
     assert other["curve"][-1]["train_loss"] != first["curve"][-1]["train_loss"]
 
 

@@ -121,13 +121,15 @@ def _norm_kwargs(norm: str, total_steps: int) -> dict[str, object]:
 
 @contextlib.contextmanager
 def _deterministic_cpu() -> Iterator[None]:
-    """One intra-op thread and deterministic algorithms, restored afterwards."""
+    """One intra-op thread and deterministic algorithms; these and torch's global random
+    state are restored afterwards, so a run leaves its caller's process as it found it."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
-        yield
+        with torch.random.fork_rng(devices=[]):
+            yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
