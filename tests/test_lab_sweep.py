@@ -197,3 +197,28 @@ def test_the_core_never_imports_the_lab() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [*TINY, "--norms", "bn,gn,ln,none", "--batch-sizes", "4,8", "--steps", "150",
+            "--model", "mlp", "--width", "32", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "normlab", "sweep", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    results = out / store.RESULTS
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--resume" in lines[0], err
+    kept = store.read_records(out)
+    assert 1 <= len(kept) < 8

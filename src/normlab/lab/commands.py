@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from normlab.cli_lab import DEFAULTS
+from normlab.lab import store
 from normlab.lab.report import write_report
 from normlab.lab.sweep import Sweep, latest_sweep, run_sweep
 
@@ -33,10 +34,19 @@ def sweep(args: argparse.Namespace) -> int:
         name = f"{args.data.split(':')[0]}-{args.model}-{stamp}"
         out = RUNS_ROOT / name
     command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv else "normlab sweep"
-    records = run_sweep(
-        plan, out, jobs=args.jobs or os.cpu_count() or 1, resume=args.resume,
-        quiet=args.quiet, command=command,
-    )
+    try:
+        records = run_sweep(
+            plan, out, jobs=args.jobs or os.cpu_count() or 1, resume=args.resume,
+            quiet=args.quiet, command=command,
+        )
+    except KeyboardInterrupt:
+        done = len(store.read_records(out))
+        print(
+            f"normlab: interrupted: {done} finished runs are kept in {out}/{store.RESULTS}; "
+            f"continue with: normlab sweep --resume --out {out} (and the same options)",
+            file=sys.stderr,
+        )
+        return 130
     diverged = sum(r["status"] != "ok" for r in records)
     print(f"{len(records)} runs in {out}/results.jsonl ({diverged} diverged)")
     if not args.no_report:

@@ -14,11 +14,13 @@ import multiprocessing
 import os
 import platform
 import queue
+import signal
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import lru_cache
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +103,14 @@ def _cached_data(spec: str, max_train: int | None) -> DataSet:
 _progress_queue: Any = None
 
 
+def _ignore_interrupt() -> None:
+    """Ctrl-C is the main process's to handle: it stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _init_worker(progress_queue: Any) -> None:
     global _progress_queue
+    _ignore_interrupt()
     _progress_queue = progress_queue
 
 
@@ -251,7 +259,9 @@ def _run_parallel(
     finished: list[dict[str, Any]],
 ) -> None:
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, futures.ProcessPoolExecutor(
+    manager = SyncManager(ctx=context)
+    manager.start(_ignore_interrupt)
+    with manager, futures.ProcessPoolExecutor(
         max_workers=min(jobs, len(todo)), mp_context=context, initializer=_init_worker,
         initargs=(progress_queue := manager.Queue(),),
     ) as pool:
@@ -264,8 +274,12 @@ def _run_parallel(
                     config = pending.pop(future)
                     _finish(out, future.result(), config, n_train, bar, finished)
         except BaseException:
+            # Unfinished runs are dropped (a resume redoes them): stop the workers now rather
+            # than wait for their current runs.
             for future in pending:
                 future.cancel()
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
             raise
 
 
