@@ -94,7 +94,7 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=_positive_int, default=None,
                    help="use at most this many training examples")
     p.add_argument("--jobs", type=_positive_int, default=None,
-                   help="worker processes (default: the number of CPU cores)")
+                   help="worker processes (default: the CPU cores this process may use)")
     p.add_argument("--out", default=None,
                    help="run directory (default runs/DATA-MODEL-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",

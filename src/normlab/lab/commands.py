@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from datetime import datetime
@@ -12,7 +11,7 @@ from pathlib import Path
 from normlab.cli_lab import DEFAULTS
 from normlab.lab import store
 from normlab.lab.report import write_report
-from normlab.lab.sweep import Sweep, latest_sweep, run_sweep
+from normlab.lab.sweep import Sweep, latest_sweep, run_sweep, usable_cores
 
 RUNS_ROOT = Path("runs")
 
@@ -36,7 +35,7 @@ def sweep(args: argparse.Namespace) -> int:
     command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv else "normlab sweep"
     try:
         records = run_sweep(
-            plan, out, jobs=args.jobs or os.cpu_count() or 1, resume=args.resume,
+            plan, out, jobs=args.jobs or usable_cores(), resume=args.resume,
             quiet=args.quiet, command=command,
         )
     except KeyboardInterrupt:

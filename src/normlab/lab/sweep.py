@@ -9,7 +9,6 @@ trains with one intra-op thread, so a run's numbers do not depend on ``--jobs``.
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import multiprocessing
 import os
 import platform
@@ -187,6 +186,14 @@ def latest_sweep(root: Path) -> Path:
     return candidates[-1].parent
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not all the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def _meta(sweep: Sweep, model: str, total_runs: int, command: str) -> dict[str, Any]:
     return {
         "data": sweep.data, "model": model, "norms": list(sweep.norms),
@@ -195,7 +202,7 @@ def _meta(sweep: Sweep, model: str, total_runs: int, command: str) -> dict[str, 
         "base_batch_size": sweep.base_batch_size, "order": sweep.order, "width": sweep.width,
         "max_train": sweep.max_train, "protocol": sweep.protocol(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores",
+        "machine": f"{platform.system()} {platform.machine()}, {usable_cores()} CPU cores",
         "torch": torch.__version__, "normlab": normlab.__version__, "command": command,
         "total_runs": total_runs,
     }
@@ -261,26 +268,26 @@ def _run_parallel(
     context = multiprocessing.get_context("spawn")
     manager = SyncManager(ctx=context)
     manager.start(_ignore_interrupt)
-    with manager, futures.ProcessPoolExecutor(
-        max_workers=min(jobs, len(todo)), mp_context=context, initializer=_init_worker,
-        initargs=(progress_queue := manager.Queue(),),
-    ) as pool:
-        pending = {pool.submit(_work, config): config for config in todo}
+    with manager:
+        progress_queue = manager.Queue()
+        pool = context.Pool(min(jobs, len(todo)), _init_worker, (progress_queue,))
         try:
+            pending = [(pool.apply_async(_work, (config,)), config) for config in todo]
             while pending:
-                ready, _ = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_COMPLETED)
+                pending[0][0].wait(0.2)
                 _drain(progress_queue, bar)
-                for future in ready:
-                    config = pending.pop(future)
-                    _finish(out, future.result(), config, n_train, bar, finished)
+                for item in [p for p in pending if p[0].ready()]:
+                    pending.remove(item)
+                    result, config = item
+                    _finish(out, result.get(), config, n_train, bar, finished)
+            pool.close()
         except BaseException:
             # Unfinished runs are dropped (a resume redoes them): stop the workers now rather
             # than wait for their current runs.
-            for future in pending:
-                future.cancel()
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.terminate()
+            pool.terminate()
             raise
+        finally:
+            pool.join()
 
 
 def _drain(progress_queue: Any, bar: SweepProgress) -> None:
