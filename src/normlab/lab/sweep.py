@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import lru_cache
-from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -266,28 +265,28 @@ def _run_parallel(
     finished: list[dict[str, Any]],
 ) -> None:
     context = multiprocessing.get_context("spawn")
-    manager = SyncManager(ctx=context)
-    manager.start(_ignore_interrupt)
-    with manager:
-        progress_queue = manager.Queue()
-        pool = context.Pool(min(jobs, len(todo)), _init_worker, (progress_queue,))
-        try:
-            pending = [(pool.apply_async(_work, (config,)), config) for config in todo]
-            while pending:
-                pending[0][0].wait(0.2)
-                _drain(progress_queue, bar)
-                for item in [p for p in pending if p[0].ready()]:
-                    pending.remove(item)
-                    result, config = item
-                    _finish(out, result.get(), config, n_train, bar, finished)
-            pool.close()
-        except BaseException:
-            # Unfinished runs are dropped (a resume redoes them): stop the workers now rather
-            # than wait for their current runs.
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
+    # A plain queue handed over at spawn, not a Manager: a manager's server process would
+    # outlive a main process that is killed.
+    progress_queue = context.Queue()
+    pool = context.Pool(min(jobs, len(todo)), _init_worker, (progress_queue,))
+    try:
+        pending = [(pool.apply_async(_work, (config,)), config) for config in todo]
+        while pending:
+            pending[0][0].wait(0.2)
+            _drain(progress_queue, bar)
+            for item in [p for p in pending if p[0].ready()]:
+                pending.remove(item)
+                result, config = item
+                _finish(out, result.get(), config, n_train, bar, finished)
+        pool.close()
+    except BaseException:
+        # Unfinished runs are dropped (a resume redoes them): stop the workers now rather
+        # than wait for their current runs.
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+        progress_queue.close()
 
 
 def _drain(progress_queue: Any, bar: SweepProgress) -> None:
