@@ -100,6 +100,7 @@ def plot_error_vs_batch_size(
                 )
     if batch_sizes:
         _log2_batch_axis(ax, batch_sizes)
+    ax.margins(y=0.12)  # headroom for the diverged marks at the top
     ax.set_xlabel("batch size (log2 scale)")
     ax.set_ylabel("test error (%)")
     ax.grid(True, which="major", alpha=0.3)

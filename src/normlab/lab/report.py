@@ -255,13 +255,19 @@ def _points(value: float | None) -> str:
 
 
 def winners_markdown(found: Sequence[Winner], summary: Sequence[SummaryRow]) -> str:
-    """The winner per batch size as a Markdown table, with each norm's mean error in %."""
-    means = {(r.norm, r.batch_size): r.mean for r in summary}
+    """The winner per batch size as a Markdown table.
+
+    Each named norm shows its mean error in % and how many of its runs diverged: a norm that
+    diverges now and then can still have the best mean over the runs that did not.
+    """
+    rows = {(r.norm, r.batch_size): r for r in summary}
 
     def named(norm: str | None, batch_size: int) -> str:
         if norm is None:
             return "–"
-        return f"{norm} ({_percent(means[norm, batch_size])} %)"
+        row = rows[norm, batch_size]
+        failed = f", {row.diverged} of {row.runs} runs diverged" if row.diverged else ""
+        return f"{norm} ({_percent(row.mean)} %{failed})"
 
     lines = [
         "| batch size | best | runner-up | margin (points) | spread (points) | verdict |",
