@@ -350,3 +350,11 @@ def test_report_cli_one_line_error(tmp_path, capsys):
     run = write_run(tmp_path / "run", grid_records(), meta_for(total_runs=18))
     assert main(["report", str(run)]) == 0
     assert (run / "report.md").exists()
+
+
+def test_winner_table_says_when_the_best_norm_diverged_sometimes():
+    records = [record("bn", 4, 0, 0.2), record("bn", 4, 1, None)]
+    records += [record("gn", 4, s, e) for s, e in enumerate((0.3, 0.31))]
+    summary = report.summarize(records)
+    table = report.winners_markdown(report.winners(summary), summary)
+    assert "| 4 | bn (20.00 %, 1 of 2 runs diverged) | gn (30.50 %) |" in table
