@@ -111,9 +111,10 @@ def stepper(side: Side, seed: int) -> Callable[[], float]:
     return step
 
 
-def measure(case: Case, repeats: int, warmup: int) -> tuple[float, float, float]:
-    """(normlab median s, torch median s, median of the per-round ratios)."""
-    a, b = stepper(case.normlab, 0), stepper(case.torch, 0)
+def rounds(
+    a: Callable[[], float], b: Callable[[], float], repeats: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """Times of ``repeats`` rounds of a and b, alternating which goes first, gc off."""
     for _ in range(warmup):
         a(), b()
     ta, tb = [], []
@@ -129,6 +130,12 @@ def measure(case: Case, repeats: int, warmup: int) -> tuple[float, float, float]
                 tb.append(b())
     finally:
         gc.enable()
+    return ta, tb
+
+
+def measure(case: Case, repeats: int, warmup: int) -> tuple[float, float, float]:
+    """(normlab median s, torch median s, median of the per-round ratios)."""
+    ta, tb = rounds(stepper(case.normlab, 0), stepper(case.torch, 0), repeats, warmup)
     ratios = [x / y for x, y in zip(ta, tb, strict=True)]
     return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
 

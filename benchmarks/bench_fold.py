@@ -17,7 +17,6 @@ Prints a Markdown table and writes it, with the date and machine, to benchmarks/
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bench_classic import start_run, write_results
+from bench_classic import rounds, start_run, write_results
 from normlab.surgery.fold import fold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -55,27 +54,6 @@ def forward_timer(model: nn.Module, x: Tensor) -> Callable[[], float]:
             return time.perf_counter() - start
 
     return run
-
-
-def rounds(a: Callable[[], float], b: Callable[[], float], repeats: int, warmup: int
-           ) -> tuple[list[float], list[float]]:
-    """Times of ``repeats`` rounds of a and b, alternating which goes first."""
-    for _ in range(warmup):
-        a(), b()
-    ta, tb = [], []
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(repeats):
-            if i % 2:
-                tb.append(b())
-                ta.append(a())
-            else:
-                ta.append(a())
-                tb.append(b())
-    finally:
-        gc.enable()
-    return ta, tb
 
 
 def trial(memory_format: torch.memory_format, args: argparse.Namespace
