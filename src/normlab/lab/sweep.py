@@ -16,7 +16,7 @@ import queue
 import signal
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -33,11 +33,10 @@ from normlab.lab.progress import SweepProgress
 from normlab.lab.runner import Progress, RunConfig, train_run
 from normlab.lab.sampling import check_batch_sizes, check_order
 
-# Settings a resumed sweep must share with the one it continues (the grid itself may grow).
-TRAINING_KEYS = (
-    "data", "model", "epochs", "steps", "lr", "lr_scaling", "base_batch_size", "order", "width",
-    "max_train",
-)
+# What a sweep varies; every other field of RunConfig is a training setting that all its runs
+# share, and that a resumed sweep must share with the one it continues (the grid may grow).
+GRID_KEYS = ("norm", "batch_size", "seed")
+TRAINING_KEYS = tuple(f.name for f in fields(RunConfig) if f.name not in GRID_KEYS)
 
 
 @dataclass(frozen=True)
@@ -61,18 +60,17 @@ class Sweep:
     def configs(self, model: str) -> list[RunConfig]:
         """Seed-major, then batch size ascending (longest runs first), then norm: a partial
         sweep holds whole seeds, and the slow runs start early."""
-        base = RunConfig(
-            data=self.data, model=model, norm="", batch_size=0, seed=0, epochs=self.epochs,
-            steps=self.steps, lr=self.lr, lr_scaling=self.lr_scaling,
-            base_batch_size=self.base_batch_size, order=self.order, width=self.width,
-            max_train=self.max_train,
-        )
+        shared = {**self.training_settings(), "model": model}
         return [
-            replace(base, norm=norm, batch_size=bs, seed=seed)
+            RunConfig(norm=norm, batch_size=bs, seed=seed, **shared)
             for seed in range(self.seeds)
             for bs in sorted(self.batch_sizes)
             for norm in self.norms
         ]
+
+    def training_settings(self) -> dict[str, Any]:
+        """The RunConfig fields every run of the sweep shares (``model`` may still be None)."""
+        return {key: getattr(self, key) for key in TRAINING_KEYS}
 
     def protocol(self) -> str:
         amount = (
@@ -195,11 +193,9 @@ def usable_cores() -> int:
 
 def _meta(sweep: Sweep, model: str, total_runs: int, command: str) -> dict[str, Any]:
     return {
-        "data": sweep.data, "model": model, "norms": list(sweep.norms),
-        "batch_sizes": sorted(sweep.batch_sizes), "seeds": sweep.seeds, "epochs": sweep.epochs,
-        "steps": sweep.steps, "lr": sweep.lr, "lr_scaling": sweep.lr_scaling,
-        "base_batch_size": sweep.base_batch_size, "order": sweep.order, "width": sweep.width,
-        "max_train": sweep.max_train, "protocol": sweep.protocol(),
+        **sweep.training_settings(), "model": model, "norms": list(sweep.norms),
+        "batch_sizes": sorted(sweep.batch_sizes), "seeds": sweep.seeds,
+        "protocol": sweep.protocol(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.system()} {platform.machine()}, {usable_cores()} CPU cores",
         "torch": torch.__version__, "normlab": normlab.__version__, "command": command,
