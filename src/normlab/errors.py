@@ -421,7 +421,7 @@ def data_error(spec: str, problem: str, fix: str) -> DataError:
 def bad_batch_size(batch_size: object) -> ConfigError:
     return ConfigError(
         f"batch size must be a positive int; got {batch_size!r}. Pass --batch-sizes with "
-        "values >= 1, e.g. --batch-sizes 2 4 8 16 32."
+        "values >= 1, e.g. --batch-sizes 2,4,8,16,32."
     )
 
 
