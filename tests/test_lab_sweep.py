@@ -34,6 +34,24 @@ def sweep_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
     )
 
 
+def sweep_until_finished_runs(args: list[str], out: Path, runs: int) -> subprocess.Popen[str]:
+    """``normlab sweep ARGS`` in the background, returned once ``runs`` runs are recorded in
+    ``out`` (the sweep must still be going: the test then interrupts it)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "normlab", "sweep", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )
+    results = out / store.RESULTS
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and results.read_bytes().count(b"\n") >= runs:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be stopped; make it longer"
+    return proc
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_data("digits", max_train=96)
@@ -104,17 +122,10 @@ def test_resume_after_a_kill_keeps_finished_runs(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [*TINY, "--norms", "bn,gn,ln,none", "--batch-sizes", "4,8", "--steps", "150",
             "--model", "mlp", "--width", "32", "--jobs", "1", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "normlab", "sweep", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    results = out / store.RESULTS
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        if results.exists() and results.read_bytes().count(b"\n") >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the sweep finished before it could be killed; make it longer"
+    proc = sweep_until_finished_runs(args, out, 2)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
+    results = out / store.RESULTS
     with open(results, "ab") as f:  # what a kill during a write leaves behind
         f.write(b'{"id": "norm=ln|batch_size=8|se')
     before = store.read_records(out)
@@ -203,18 +214,7 @@ def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [*TINY, "--norms", "bn,gn,ln,none", "--batch-sizes", "4,8", "--steps", "150",
             "--model", "mlp", "--width", "32", "--jobs", "2", "--out", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "normlab", "sweep", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
-    )
-    results = out / store.RESULTS
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        if results.exists() and results.read_bytes().count(b"\n") >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc = sweep_until_finished_runs(args, out, 1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
