@@ -58,6 +58,16 @@ def in_layout(y: Tensor, layout: torch.memory_format) -> Tensor:
     return y if layout is torch.contiguous_format else y.contiguous(memory_format=layout)
 
 
+def channel_scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """x·scale[c] + shift[c] for a channels-first ``x``, in one pass of ATen's BN-inference
+    kernel (mean 0, variance 1, ε = 0). ``shift`` must be a tensor (zeros for none): without a
+    bias the CPU kernel takes a path about 4x slower."""
+    zeros, ones = torch.zeros_like(scale), torch.ones_like(scale)
+    return torch.ops.aten._native_batch_norm_legit_no_training(
+        x, scale, shift, zeros, ones, 0.0, 0.0
+    )[0]
+
+
 def group_norm_kernel(
     x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import accumulation_dtype
+from normlab.norms._base import channel_scale_shift
 
 
 def _slices(x: Tensor) -> tuple[int, int]:
@@ -71,14 +72,8 @@ def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     The result has x's dtype; scale and shift may be float32 for fp16/bf16 input.
     """
     slices, positions = _slices(x)
-    flat = x.detach().reshape(1, slices, positions)
-    params = scale.dtype
-    zero = torch.zeros(slices, dtype=params, device=x.device)
-    one = torch.ones(slices, dtype=params, device=x.device)
-    y = torch.ops.aten._native_batch_norm_legit_no_training(
-        flat, scale.reshape(slices), shift.reshape(slices), zero, one, 0.0, 0.0
-    )[0]
-    return y.view(x.shape)
+    flat = x.detach().reshape(1, slices, positions)  # each (n, c) slice a channel
+    return channel_scale_shift(flat, scale.reshape(slices), shift.reshape(slices)).view(x.shape)
 
 
 def instance_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:

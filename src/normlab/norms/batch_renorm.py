@@ -35,6 +35,7 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, accumulation_dtype
 from normlab.norms._base import (
     Norm,
+    channel_scale_shift,
     check_set_size,
     from_channels_first,
     kernel_params,
@@ -115,10 +116,7 @@ class _RenormAffine(torch.autograd.Function):
             shift = shift + bias
         a = scale * invstd
         b = shift - mean * a
-        zeros = torch.zeros_like(mean)
-        y = torch.ops.aten._native_batch_norm_legit_no_training(
-            x, a, b, zeros, torch.ones_like(mean), 0.0, 0.0
-        )[0]
+        y = channel_scale_shift(x, a, b)
         ctx.eps = eps
         ctx.save_for_backward(x, weight, mean, invstd, r, d)
         return y
