@@ -371,6 +371,19 @@ RUNNING_IDS = [c.id for c in RUNNING_CASES]
 # -- helpers --------------------------------------------------------------------------------------
 
 
+def output_and_grads(
+    m: nn.Module, x: Tensor, upstream: Tensor
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """One forward of ``m`` on a fresh leaf copy of ``x`` and backward of ``upstream``: the
+    output, dL/dx and the gradient of every parameter that received one, by name."""
+    m.zero_grad(set_to_none=True)
+    leaf = x.detach().clone().requires_grad_()
+    y = m(leaf)
+    y.backward(upstream)
+    grads = {k: p.grad for k, p in m.named_parameters() if p.grad is not None}
+    return y.detach(), leaf.grad, grads
+
+
 def make_input(shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed: int = 0) -> Tensor:
     """Reproducible data with a per-channel offset and scale (so statistics are non-trivial)."""
     g = torch.Generator().manual_seed(seed)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 import normlab
 import normlab.functional as NF
 import oracles_batch_renorm as ref
-from catalogue import CASES, close, make_input, randomize_, saved_storages
+from catalogue import CASES, close, make_input, output_and_grads, randomize_, saved_storages
 from normlab.errors import ConfigError, InputError
 
 F32, F64 = torch.float32, torch.float64
@@ -36,14 +36,6 @@ def _set_running(m: nn.Module, mean: Tensor, std: Tensor) -> None:
     with torch.no_grad():
         m.running_mean.copy_(mean)
         m.running_var.copy_(std.double().square() - m.eps)
-
-
-def _grads(m: nn.Module, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-    m.zero_grad(set_to_none=True)
-    leaf = x.detach().clone().requires_grad_()
-    y = m(leaf)
-    y.backward(g)
-    return y.detach(), leaf.grad, {k: p.grad.clone() for k, p in m.named_parameters()}
 
 
 def _oracle_grads(
@@ -97,8 +89,8 @@ def test_bn_equivalence(kwargs: dict, shape: tuple[int, ...], dtype: torch.dtype
     for step in range(3):
         x = make_input(shape, dtype, seed=step)
         g = make_input(shape, dtype, seed=10 + step)
-        y0, gx0, gp0 = _grads(ours, x, g)
-        y1, gx1, gp1 = _grads(theirs, x, g)
+        y0, gx0, gp0 = output_and_grads(ours, x, g)
+        y1, gx1, gp1 = output_and_grads(theirs, x, g)
         close(y0, y1, TOL[dtype], msg=f"output, step {step}")
         close(gx0, gx1, GRAD_TOL[dtype], msg=f"input grad, step {step}")
         for key in ("weight", "bias"):
@@ -207,11 +199,15 @@ def test_gradients_treat_r_and_d_as_constants(
                                g.movedim(1, -1) if last else g, m, 2.0, 1.0, stop_grad=False)
     if layout == "channels_last":
         fmt = torch.channels_last
-        y, gx, gp = _grads(m, x.contiguous(memory_format=fmt), g.contiguous(memory_format=fmt))
+        y, gx, gp = output_and_grads(
+            m, x.contiguous(memory_format=fmt), g.contiguous(memory_format=fmt)
+        )
     elif last:
-        y, gx, gp = _grads(m, x.movedim(1, -1).contiguous(), g.movedim(1, -1).contiguous())
+        y, gx, gp = output_and_grads(
+            m, x.movedim(1, -1).contiguous(), g.movedim(1, -1).contiguous()
+        )
     else:
-        y, gx, gp = _grads(m, x, g)
+        y, gx, gp = output_and_grads(m, x, g)
     close(y.double(), expected[0], TOL[dtype], msg="output")
     close(gx.double(), expected[1], GRAD_TOL[dtype], msg="input grad")
     assert (expected[1] - through_rd[1]).abs().max() > 1e-2

@@ -11,11 +11,11 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import normlab
 import normlab.functional as NF
-from catalogue import close, make_input, randomize_
+from catalogue import close, make_input, output_and_grads, randomize_
 from normlab.cli import main as cli_main
 from normlab.errors import ConfigError, InputError, NormlabError
 from oracles_batch_family_bn import frozen_batch_norm_ref
@@ -37,14 +37,6 @@ def _trained_bn(shape: tuple[int, ...], dtype: torch.dtype = F32, **kw: object) 
     return bn.eval()
 
 
-def _grads(m: nn.Module, x: Tensor, up: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-    leaf = x.detach().clone().requires_grad_()
-    y = m(leaf)
-    y.backward(up)
-    params = [p.grad for p in m.parameters() if p.requires_grad]
-    return y.detach(), leaf.grad, params
-
-
 # -- bitwise equality with BatchNorm eval (pytorch/vision#2169, #43614) ----------------------------
 
 
@@ -62,8 +54,8 @@ def test_frozen_equals_bn_eval(shape: tuple[int, ...], affine: bool, how: str) -
     frozen.train()  # training mode changes nothing
     for seed in range(3):
         x, up = make_input(shape, F32, seed=10 + seed), make_input(shape, F32, seed=20 + seed)
-        y0, gx0, _ = _grads(frozen, x, up)
-        y1, gx1, _ = _grads(bn, x, up)
+        y0, gx0, _ = output_and_grads(frozen, x, up)
+        y1, gx1, _ = output_and_grads(bn, x, up)
         assert torch.equal(y0, y1), "output differs from BatchNorm.eval()"
         # dy·(γ/σ) here, (dy/σ)·γ in ATen's eval backward: the same product up to an ulp or two
         torch.testing.assert_close(gx0, gx1, rtol=3e-7, atol=0)
@@ -78,13 +70,13 @@ def test_frozen_equals_bn_eval_channels_last_and_trainable_affine() -> None:
     frozen = normlab.FrozenBatchNorm.from_batch_norm(bn, trainable_affine=True).train()
     x = make_input(shape, F32, seed=1).to(memory_format=torch.channels_last)
     up = make_input(shape, F32, seed=2).to(memory_format=torch.channels_last)
-    y0, gx0, gp0 = _grads(frozen, x, up)
-    y1, gx1, gp1 = _grads(bn, x, up)
+    y0, gx0, gp0 = output_and_grads(frozen, x, up)
+    y1, gx1, gp1 = output_and_grads(bn, x, up)
     assert torch.equal(y0, y1)
     assert torch.equal(gx0, gx1)
-    assert len(gp0) == len(gp1) == 2
-    for a, b in zip(gp0, gp1, strict=True):
-        assert torch.equal(a, b)
+    assert gp0.keys() == gp1.keys() == {"weight", "bias"}
+    for key in gp0:
+        assert torch.equal(gp0[key], gp1[key])
 
 
 def test_channel_dim_last_matches_bn_eval_on_nhwc_data() -> None:
@@ -298,17 +290,18 @@ def test_frozen_bn_backward_low_precision(dtype: torch.dtype, trainable_affine: 
     low.load_state_dict(ref.state_dict())
     x = make_input((4, 6, 5, 3), F32, seed=8).to(dtype)
     up = make_input((4, 6, 5, 3), F32, seed=9).to(dtype)
-    y0, gx0, gp0 = _grads(low, x, up)
-    y1, gx1, gp1 = _grads(ref, x.float(), up.float())
+    y0, gx0, gp0 = output_and_grads(low, x, up)
+    y1, gx1, gp1 = output_and_grads(ref, x.float(), up.float())
     assert y0.dtype == gx0.dtype == dtype
     tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
     close(y0.float(), y1, tol, msg="output")
     close(gx0.float(), gx1, tol, msg="input grad")
-    for a, b in zip(gp0, gp1, strict=True):
+    assert gp0.keys() == gp1.keys()
+    for a, b in ((gp0[key], gp1[key]) for key in gp0):
         assert a.dtype == dtype
         torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol * float(b.abs().max()))
     # fp32 layer on low-precision input (autocast-style mixed precision)
-    y2, gx2, _ = _grads(ref, x, up)
+    y2, gx2, _ = output_and_grads(ref, x, up)
     assert y2.dtype == gx2.dtype == dtype
     close(gx2.float(), gx1, tol)
 

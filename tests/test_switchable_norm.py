@@ -15,12 +15,12 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import normlab
 import oracles
 import oracles_mixed_stats as ref
-from catalogue import close, load_script, make_input, randomize_, snapshot
+from catalogue import close, load_script, make_input, output_and_grads, randomize_, snapshot
 from normlab.errors import ConfigError, InputError
 from normlab.functional import switchable_norm
 from normlab.norms.switchable_norm import AnalyticCoefficients
@@ -42,14 +42,6 @@ def _one_hot(m: normlab.SwitchableNorm, mean_branch: str, var_branch: str | None
 def _dims(branch: str, ndim: int) -> tuple[int, ...]:
     spatial = tuple(range(2, ndim))
     return {"in": spatial, "ln": (1, *spatial), "bn": (0, *spatial)}[branch]
-
-
-def _grads(m: nn.Module, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    x = x.detach().clone().requires_grad_()
-    m.zero_grad(set_to_none=True)
-    y = m(x)
-    y.backward(g)
-    return y.detach(), x.grad, m.weight.grad, m.bias.grad
 
 
 # -- defaults -----------------------------------------------------------------------------------
@@ -117,12 +109,12 @@ def test_one_hot_reproduces_torch_norms(branch: str, training: bool) -> None:
     for step in range(3):
         x = make_input((4, c, 5, 3), F32, seed=step)
         g = make_input((4, c, 5, 3), F32, seed=10 + step)
-        y0, gx0, gw0, gb0 = _grads(twin, x, g)
-        y1, gx1, gw1, gb1 = _grads(sn, x, g)
+        y0, gx0, gp0 = output_and_grads(twin, x, g)
+        y1, gx1, gp1 = output_and_grads(sn, x, g)
         close(y1, y0, 1e-6, msg="output")
         close(gx1, gx0, 1e-6, msg="input grad")
-        close(gw1, gw0, 1e-6, msg="weight grad")
-        close(gb1, gb0, 1e-6, msg="bias grad")
+        close(gp1["weight"], gp0["weight"], 1e-6, msg="weight grad")
+        close(gp1["bias"], gp0["bias"], 1e-6, msg="bias grad")
         if branch == "bn":  # the BN branch's buffers follow torch BatchNorm exactly
             close(sn.running_mean, twin.running_mean, 1e-6)
             close(sn.running_var, twin.running_var, 1e-6)
@@ -399,8 +391,8 @@ def test_torch_compile_gives_the_eager_results(cls: type) -> None:
     for step in range(2):
         x = make_input((3, 4, 5), F32, seed=20 + step)
         g = make_input((3, 4, 5), F32, seed=30 + step)
-        y0, gx0, *_ = _grads(eager, x, g)
-        y1, gx1, *_ = _grads(compiled, x, g)
+        y0, gx0, *_ = output_and_grads(eager, x, g)
+        y1, gx1, *_ = output_and_grads(compiled, x, g)
         close(y1, y0, 1e-6)
         close(gx1, gx0, 1e-6)
     for key, value in eager.state_dict().items():
