@@ -171,10 +171,15 @@ def unknown_name(name: str, known: Iterable[str]) -> UnknownNameError:
     return unknown_choice("norm", name, sorted(known))
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` Did you mean 'bn'?`` with up to three close matches of ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def unknown_choice(what: str, name: str, known: Sequence[str]) -> UnknownNameError:
     """``Unknown <what> 'bnn'. Did you mean 'bn'? Known: ...``: close matches and every choice."""
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, known)
     return UnknownNameError(f"Unknown {what} {name!r}.{hint} Known: {', '.join(known)}.")
 
 
@@ -543,8 +548,7 @@ def fold_untraceable(where: str, reason: str, candidates: Sequence[tuple[str, st
 
 def fold_unknown_path(role: str, path: object, known: Sequence[str]) -> ConfigError:
     """A path in ``pairs=`` names no module of the model (did-you-mean over ``known``)."""
-    close = difflib.get_close_matches(str(path), list(known), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(str(path), known)
     shown = ", ".join(repr(k) for k in known[:20]) + (", ..." if len(known) > 20 else "")
     return ConfigError(
         f"fold: pairs= names the {role} {path!r}, which is not a module path of the model.{hint} "
