@@ -310,10 +310,7 @@ def convert_with_report(
 
     new_model, report = replace_modules(model, swap, inplace=inplace)
     return new_model, [
-        Replacement(r.path, r.old_type, r.new_type, carried[id(_at(new_model, r.path))])
+        Replacement(r.path, r.old_type, r.new_type, carried[id(new_model.get_submodule(r.path))])
         for r in report
     ]
 
-
-def _at(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path) if path else model

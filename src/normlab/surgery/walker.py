@@ -102,7 +102,7 @@ def _under(path: str, roots: Iterable[str]) -> bool:
 
 def _set(root: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
+    parent = root.get_submodule(parent_path)  # "" is the root itself
     # _modules directly: Sequential / ModuleList indices and ModuleDict keys are names there
     parent._modules[name] = new
 
