@@ -113,6 +113,11 @@ def _param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+def uses_reference(model: nn.Module) -> bool:
+    """Whether ``model`` has Virtual BN layers, which need a reference pass before a forward."""
+    return any(isinstance(m, normlab.VirtualBatchNorm) for m in model.modules())
+
+
 def _norm_kwargs(norm: str, total_steps: int) -> dict[str, object]:
     if norm.partition(":")[0] != "batch_renorm":
         return {}
@@ -174,9 +179,8 @@ def train_run(
             width=config.width, norm_kwargs=_norm_kwargs(norm, total),
         )
         generator = torch.Generator().manual_seed(config.seed)
-        uses_reference = any(isinstance(m, normlab.VirtualBatchNorm) for m in model.modules())
         x_ref = None
-        if uses_reference:
+        if uses_reference(model):
             pick = torch.randperm(n_train, generator=generator)[:REFERENCE_SIZE]
             x_ref = data.x_train[pick]
         optimizer = torch.optim.SGD(_param_groups(model, config.peak_lr()), lr=config.peak_lr(),

@@ -28,9 +28,9 @@ import normlab
 from normlab import errors
 from normlab.lab import store
 from normlab.lab.data import DataSet, load_data
-from normlab.lab.models import build_model, default_model, resolve_norm
+from normlab.lab.models import build_model, default_model
 from normlab.lab.progress import SweepProgress
-from normlab.lab.runner import Progress, RunConfig, train_run
+from normlab.lab.runner import Progress, RunConfig, train_run, uses_reference
 from normlab.lab.sampling import check_batch_sizes, check_order
 
 # What a sweep varies; every other field of RunConfig is a training setting that all its runs
@@ -119,16 +119,14 @@ def _work(config: RunConfig) -> dict[str, Any]:
     return train_run(config, _cached_data(config.data, config.max_train), progress=_send)
 
 
-def check_norms(sweep: Sweep, model: str, data: DataSet) -> tuple[str, ...]:
+def check_norms(sweep: Sweep, model: str, data: DataSet) -> None:
     """Each norm resolved (did-you-mean on a typo) and tried once on two examples of the data."""
-    resolved = []
     x = data.x_train[:2]
     for spec in sweep.norms:
-        norm = resolve_norm(spec)
-        net = build_model(model, norm, data.input_shape, data.num_classes, width=sweep.width)
+        net = build_model(model, spec, data.input_shape, data.num_classes, width=sweep.width)
         try:
             with torch.no_grad():
-                if any(isinstance(m, normlab.VirtualBatchNorm) for m in net.modules()):
+                if uses_reference(net):
                     with normlab.reference_pass(net):
                         net(x)
                 net(x)
@@ -137,8 +135,6 @@ def check_norms(sweep: Sweep, model: str, data: DataSet) -> tuple[str, ...]:
                 f"--norms {spec}: cannot be used in the {model} model on {data.name}: "
                 f"{' '.join(str(err).split())} Drop it from --norms or pick another --model."
             ) from None
-        resolved.append(spec)
-    return tuple(resolved)
 
 
 def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> list[dict[str, Any]]:
