@@ -1,9 +1,14 @@
 """Ghost Batch Normalization (Hoffer, Hubara & Soudry 2017, "Train longer, generalize better",
 arXiv:1705.08741; reference code: ``eladhoffer/bigBatch``, ``main_gbn.py``).
 
-A training batch is split into consecutive chunks ("ghost batches") of ``ghost_batch_size``
-samples, ``x[0:g], x[g:2g], ...``, exactly as the reference code slices it; each chunk is
+A training batch is split into consecutive chunks ("ghost batches"); each chunk is
 batch-normalized with its own statistics, γ and β are shared. At inference GBN is plain BN.
+Two splitting rules (``split``, see `ghost_plan`):
+
+* ``"size"`` (default): chunks of ``ghost_batch_size`` samples, ``x[0:g], x[g:2g], ...``, the
+  remainder a smaller last chunk (batch 10, g = 4: 4, 4, 2);
+* ``"count"``: the reference code's ``x.chunk(N // g)``, i.e. N // g chunks of ceil(N / (N // g))
+  samples, the last one possibly smaller (batch 10, g = 4: 5, 5; batch 13: 5, 5, 3).
 
 Fast paths, with no Python loop over chunks (the number of kernel calls does not depend on the
 number of ghost batches), chosen by the number |S| of positions per (sample, channel) slice:
@@ -51,32 +56,58 @@ from normlab.norms._instance_affine import (
 from normlab.norms._per_instance import channel_affine, instance_sums
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
+SPLITS: tuple[str, ...] = ("size", "count")
+"""The ghost-batch splitting rules, see `ghost_plan`."""
+
+
+def check_split(split: object) -> str:
+    """Ghost BN's ``split``: one of `SPLITS`."""
+    if not isinstance(split, str) or split not in SPLITS:
+        raise errors.ConfigError(
+            f"split must be 'size' or 'count'; got {split!r}. It is how a training batch is cut "
+            "into ghost batches: 'size' = consecutive chunks of ghost_batch_size samples (batch "
+            "10, ghost size 4: 4, 4, 2), 'count' = eladhoffer/bigBatch's x.chunk(N // "
+            "ghost_batch_size) (5, 5). Pass split='size' (the default) or split='count'."
+        )
+    return split
+
+
 # A chunk plan (full, size, tail): ``full`` chunks of ``size`` samples, then one chunk of ``tail``
 # samples (0: none). Chunks are consecutive slices of the batch.
 Plan = tuple[int, int, int]
 
 
-def ghost_plan(batch: int, ghost_batch_size: int, positions: int = 2) -> Plan:
-    """How a batch of ``batch`` samples is split into ghost batches.
+def ghost_plan(
+    batch: int, ghost_batch_size: int, positions: int = 2, split: str = "size"
+) -> Plan:
+    """How a batch of ``batch`` samples is split into ghost batches of consecutive samples.
 
-    Consecutive chunks of ``ghost_batch_size`` samples; the remainder, if any, is one smaller
-    last chunk (batch 10, ghost size 4: chunks 4, 4, 2), as in the reference code. A remainder
-    that would hold one value per statistic (one sample and ``positions`` = |S| = 1, e.g. (N, C)
-    input) is merged into the previous chunk instead (batch 9, ghost size 4, (N, C) input:
-    chunks 4, 5). ``batch <= ghost_batch_size`` is one chunk: plain BN.
+    With g = ``ghost_batch_size``, chunks of s samples and the remainder, if any, as one smaller
+    last chunk, where
+
+    * ``split="size"``: s = g (batch 10, g = 4: chunks 4, 4, 2);
+    * ``split="count"``: s = ⌈N / ⌊N / g⌋⌉, what ``x.chunk(N // g)`` gives, the rule of the
+      reference code ``eladhoffer/bigBatch`` (batch 10, g = 4: 5, 5; batch 13: 5, 5, 3).
+
+    A remainder that would hold one value per statistic (one sample and ``positions`` = |S| = 1,
+    e.g. (N, C) input) is merged into the previous chunk instead (batch 9, g = 4, (N, C) input:
+    chunks 4, 5). ``batch <= ghost_batch_size`` is one chunk: plain BN (under both rules).
 
     Example:
         >>> ghost_plan(10, 4), ghost_plan(9, 4, positions=1), ghost_plan(3, 4)
         ((2, 4, 2), (1, 4, 5), (1, 3, 0))
+        >>> ghost_plan(10, 4, split="count"), ghost_plan(13, 4, split="count")
+        ((2, 5, 0), (2, 5, 3))
     """
     if batch <= ghost_batch_size:
         return (1, batch, 0)
-    full, rest = divmod(batch, ghost_batch_size)
+    size = ghost_batch_size if split == "size" else -(-batch // (batch // ghost_batch_size))
+    full, rest = divmod(batch, size)
     if rest == 0:
-        return (full, ghost_batch_size, 0)
+        return (full, size, 0)
     if rest * positions == 1:
-        return (full - 1, ghost_batch_size, ghost_batch_size + 1)
-    return (full, ghost_batch_size, rest)
+        return (full - 1, size, size + 1)
+    return (full, size, rest)
 
 
 def chunk_sizes(plan: Plan) -> list[int]:
@@ -302,12 +333,13 @@ def _ghost_train(
     ghost_batch_size: int,
     eps: float,
     channel_dim: int,
+    split: str = "size",
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Plan, int]]:
     """Training-mode GBN of ``x`` (any layout); also the detached per-chunk moments."""
     xc = to_channels_first(x, channel_dim)
     n, c = xc.shape[:2]
     positions = xc.numel() // (n * c)
-    plan = ghost_plan(n, ghost_batch_size, positions)
+    plan = ghost_plan(n, ghost_batch_size, positions, split)
     if positions < MIN_POSITIONS_PER_SLICE:
         y, mu, sigma2 = _permuted_path(xc, weight, bias, plan, eps)
         layout = _memory_format(xc)  # the output keeps a channels_last input's layout
@@ -373,6 +405,7 @@ def ghost_batch_norm(
     *,
     training: bool = False,
     ghost_batch_size: int = 128,
+    split: str = "size",
     eps: float = 1e-5,
     channel_dim: int = 1,
 ) -> Tensor:
@@ -381,10 +414,11 @@ def ghost_batch_norm(
     $$ y = \gamma \frac{x - \mu_k}{\sqrt{\sigma^2_k + \epsilon}} + \beta $$
 
     With ``training=True``: μ_k, σ²_k (biased) over (ghost batch k, *S), one per (ghost batch,
-    channel), each sample normalized with its own chunk's statistics (chunks: see
-    `ghost_plan`). With ``training=False``: ``running_mean`` / ``running_var`` (BN eval), or,
-    when they are None, the statistics of the whole batch (plain BN: the batch is split into
-    ghost batches in training only).
+    channel), each sample normalized with its own chunk's statistics (chunks of
+    ``ghost_batch_size`` samples, or with ``split="count"`` the reference code's
+    ``x.chunk(N // ghost_batch_size)``: see `ghost_plan`). With ``training=False``:
+    ``running_mean`` / ``running_var`` (BN eval), or, when they are None, the statistics of the
+    whole batch (plain BN: the batch is split into ghost batches in training only).
 
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
@@ -399,6 +433,7 @@ def ghost_batch_norm(
     """
     channel_dim = errors.check_channel_dim(channel_dim)
     ghost_batch_size = errors.check_ghost_batch_size(ghost_batch_size)
+    split = check_split(split)
     eps = errors.check_eps(eps)
     c = running_mean if running_mean is not None else weight
     errors.check_input("ghost_batch_norm", x, x.shape[channel_dim] if c is None else c.shape[0],
@@ -413,7 +448,7 @@ def ghost_batch_norm(
         check_set_size("ghost_batch_norm", axes, x, channel_dim)
         if x.numel() == 0:
             return x.clone()
-        return _ghost_train(x, weight, bias, ghost_batch_size, eps, channel_dim)[0]
+        return _ghost_train(x, weight, bias, ghost_batch_size, eps, channel_dim, split)[0]
     use_batch = running_mean is None
     if use_batch:
         check_set_size("ghost_batch_norm", axes_lib.BATCH, x, channel_dim)
@@ -428,10 +463,12 @@ class GhostBatchNorm(Norm):
     $$ y = \gamma \frac{x - \mu_k}{\sqrt{\sigma^2_k + \epsilon}} + \beta $$
 
     Training: μ_k, σ²_k (biased) over (ghost batch k, *S), one per (ghost batch, channel). The
-    batch is cut into consecutive chunks of ``ghost_batch_size`` samples, x[0:g], x[g:2g], ...
-    (the reference code's slicing); a remainder is a smaller last chunk (batch 10, g = 4:
-    chunks 4, 4, 2), except that a remainder with one value per statistic (one sample of (N, C)
-    input) is merged into the previous chunk (batch 9, g = 4: 4, 5). A batch of at most
+    batch is cut into consecutive chunks: with ``split="size"`` (default) of ``ghost_batch_size``
+    samples, x[0:g], x[g:2g], ..., a remainder being a smaller last chunk (batch 10, g = 4:
+    chunks 4, 4, 2); with ``split="count"`` as the reference code (eladhoffer/bigBatch) does,
+    ``x.chunk(N // g)`` (batch 10, g = 4: 5, 5). Under both rules a remainder with one value per
+    statistic (one sample of (N, C) input) is merged into the previous chunk (batch 9, g = 4,
+    size rule: 4, 5). A batch of at most
     ``ghost_batch_size`` samples is one chunk: plain BN. Eval: the running statistics at any
     batch size (plain BN eval); with ``track_running_stats=False``, the whole batch's
     statistics (ghost batches exist in training only).
@@ -448,6 +485,9 @@ class GhostBatchNorm(Norm):
     Args:
         num_features: C, the number of channels.
         ghost_batch_size: samples per ghost batch, a positive int; the paper uses 128.
+        split: ``"size"`` (chunks of exactly ``ghost_batch_size`` samples, plus a remainder) or
+            ``"count"`` (``x.chunk(N // ghost_batch_size)``, the reference code's rule); see
+            `ghost_plan`.
 
     Shape:
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
@@ -464,13 +504,16 @@ class GhostBatchNorm(Norm):
         gap in large batch training of neural networks", NeurIPS 2017, arXiv:1705.08741.
     """
 
-    _repr_keys = ("ghost_batch_size", "eps", "momentum", "affine", "track_running_stats")
+    _repr_keys = (
+        "ghost_batch_size", "split", "eps", "momentum", "affine", "track_running_stats"
+    )
 
     def __init__(
         self,
         num_features: int,
         *,
         ghost_batch_size: int = 128,
+        split: str = "size",
         eps: float = 1e-5,
         momentum: float | None = 0.1,
         affine: bool = True,
@@ -484,6 +527,7 @@ class GhostBatchNorm(Norm):
             device=device, dtype=dtype,
         )
         self.ghost_batch_size = errors.check_ghost_batch_size(ghost_batch_size)
+        self.split = check_split(split)
         self.axes = Axes(("batch", "spatial"), ghost_batch_size=self.ghost_batch_size)
         self._init_running_stats(track_running_stats, momentum, device, dtype)
         self.reset_parameters()
@@ -504,7 +548,8 @@ class GhostBatchNorm(Norm):
         if x.numel() == 0:
             return x.clone()
         y, (mu, sigma2, plan, positions) = _ghost_train(
-            x, self.weight, self.bias, self.ghost_batch_size, self.eps, self.channel_dim
+            x, self.weight, self.bias, self.ghost_batch_size, self.eps, self.channel_dim,
+            self.split,
         )
         if self.running_mean is not None:
             update_ghost_running_stats_(
@@ -514,5 +559,7 @@ class GhostBatchNorm(Norm):
         return y
 
 
-__all__ = ["GhostBatchNorm", "chunk_moments", "ghost_batch_norm", "ghost_plan"]
+__all__ = [
+    "SPLITS", "GhostBatchNorm", "check_split", "chunk_moments", "ghost_batch_norm", "ghost_plan"
+]
 
