@@ -32,8 +32,43 @@ from typing import Any
 
 import numpy as np
 
-from normlab import errors
+from normlab.errors import ConfigError
 from normlab.lab import store
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def no_run_to_report(run_dir: object, problem: str) -> ConfigError:
+    """``normlab report RUN_DIR`` on a directory that holds no sweep (yet)."""
+    return ConfigError(
+        f"normlab report: {problem}. Run `normlab sweep --out {run_dir}` first, or pass the "
+        "directory a sweep wrote (the one holding meta.json and results.jsonl)."
+    )
+
+
+def no_finished_run(results: object) -> ConfigError:
+    """``results.jsonl`` exists but holds no complete line: the sweep's first run is not done."""
+    return ConfigError(
+        f"normlab report: no finished run yet in {results}: every run appends its line when "
+        "it ends. Wait for the first run to finish, then run `normlab report` again."
+    )
+
+
+def report_not_writable(run_dir: object, name: str, reason: object) -> ConfigError:
+    """A report file could not be written; the files already in the directory are untouched."""
+    return ConfigError(
+        f"normlab report: cannot write {name} in {run_dir} ({reason}). Make the directory "
+        "writable (chmod u+w) or copy the run directory somewhere writable and report there."
+    )
+
+
+def bad_run_record(results: object, record_id: object, problem: str) -> ConfigError:
+    """A line of ``results.jsonl`` that is complete JSON but not a run record the report reads."""
+    return ConfigError(
+        f"normlab report: the record {record_id!r} in {results} {problem}. The file was edited "
+        "or written by another tool; remove that line (the sweep's --resume redoes the run)."
+    )
+
 
 ERROR_PLOT = "error_vs_batch_size.png"
 CURVES_PLOT = "training_curves.png"
@@ -99,7 +134,7 @@ def config_of(record: Mapping[str, Any], source: object = "results.jsonl") -> tu
     norm = config.get("norm") if isinstance(config, Mapping) else None
     batch_size = config.get("batch_size") if isinstance(config, Mapping) else None
     if not isinstance(norm, str) or isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise errors.bad_run_record(
+        raise bad_run_record(
             source, record.get("id"), "has no config.norm (a str) and config.batch_size (an int)"
         )
     return norm, batch_size
@@ -399,13 +434,13 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], str, list[Mapping[str, Any]]]:
     """meta (``{}`` when missing or unreadable), a note about it, and the finished records."""
     if not run_dir.is_dir():
         problem = "is not a directory" if run_dir.exists() else "does not exist"
-        raise errors.no_run_to_report(run_dir, f"the run directory {run_dir} {problem}")
+        raise no_run_to_report(run_dir, f"the run directory {run_dir} {problem}")
     results = run_dir / store.RESULTS
     if not results.is_file():
-        raise errors.no_run_to_report(run_dir, f"{run_dir} holds no {store.RESULTS}")
+        raise no_run_to_report(run_dir, f"{run_dir} holds no {store.RESULTS}")
     records = unique_records(store.read_records(run_dir))
     if not records:
-        raise errors.no_finished_run(results)
+        raise no_finished_run(results)
     for record in records:
         config_of(record, results)
     note = ""
@@ -448,5 +483,5 @@ def write_report(run_dir: Path) -> Path:
         try:
             store.write_atomic(run_dir / name, data)
         except OSError as err:
-            raise errors.report_not_writable(run_dir, name, err.strerror or err) from None
+            raise report_not_writable(run_dir, name, err.strerror or err) from None
     return run_dir / REPORT_MD
