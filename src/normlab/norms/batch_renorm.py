@@ -44,6 +44,7 @@ from normlab.norms._base import (
     to_channels_first,
 )
 from normlab.norms._per_instance import instance_moments
+from normlab.norms._training import TrainingHooks
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
 # -- errors raised here ----------------------------------------------------------------------------
@@ -425,6 +426,11 @@ class BatchRenorm(Norm):
         "dmax_ramp_end",
     )
     axes = axes_lib.BATCH
+
+    # The paper's schedule (warm-up 5k, d_max at 25k, r_max at 40k of ~125k steps), scaled to a run
+    training_hooks = TrainingHooks(
+        step_schedule={"warmup_steps": 0.04, "dmax_ramp_end": 0.2, "rmax_ramp_end": 0.32}
+    )
 
     def __init__(
         self,
