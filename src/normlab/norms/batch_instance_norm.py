@@ -30,6 +30,7 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments
 from normlab.core.running import update_running_stats_
 from normlab.norms._base import Norm, check_set_size
+from normlab.norms._training import TrainingHooks
 from normlab.norms.switchable_norm import (
     AnalyticCoefficients,
     apply_coefficients,
@@ -238,6 +239,11 @@ class BatchInstanceNorm(Norm):
     axes = axes_lib.BATCH  # the batch-normalized term (the instance term: *S per (n, c))
     statistics = "BN (over (N, *S)) and IN (over *S), mixed per channel by the gate ρ"
     gate: nn.Parameter
+
+    training_hooks = TrainingHooks(  # the reference's gate settings, clipped after every step
+        param_groups=lambda model, lr: gate_param_groups(model, lr)[1:],
+        after_step=lambda optimizer, model: clamp_gates_after_step(optimizer, model),
+    )
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ from normlab.norms._instance_affine import (
     restore_layout,
 )
 from normlab.norms._per_instance import channel_affine, normalize_instances
+from normlab.norms._training import TrainingHooks
 
 # -- coefficient functions on the (N, C) statistics ------------------------------------------------
 
@@ -391,6 +392,8 @@ class VirtualBatchNorm(Norm):
     reference_var: Tensor
     reference_size: Tensor
     reference_pass = staticmethod(reference_pass)  # also reachable as a method of the class
+
+    training_hooks = TrainingHooks(reference_pass=True)  # the paper's per-step reference pass
 
     def __init__(
         self,
