@@ -295,3 +295,18 @@ class FrozenBatchNorm(Norm):
 
 
 __all__ = ["FrozenBatchNorm", "frozen_batch_norm"]
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "frozen_batch_norm",
+        FrozenBatchNorm,
+        "fine-tuning with the source data's statistics "
+        "(torchvision / detectron2 FrozenBatchNorm2d)",
+        aliases=("frozen_bn", "fbn"),
+        functional=(frozen_batch_norm,),
+    ),
+)
