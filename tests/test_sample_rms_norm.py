@@ -4,6 +4,9 @@ normlab (registry, CLI, surgery, lab) takes its names from the registry."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -40,3 +43,21 @@ def test_invariant_to_scaling_each_sample() -> None:
     scale = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64).view(3, 1, 1)
     close(m(x * scale), m(x), 1e-12)
     assert not torch.allclose(m(x + 1.0), m(x), atol=1e-3)
+
+
+def test_the_toy_lives_in_three_files() -> None:
+    """A new method is its file, its catalogue case and its unique tests: nothing else in the
+    repository names the toy (no per-name table in the tests, no list in the package)."""
+    root = Path(__file__).parents[1]
+    mentions = {
+        str(path.relative_to(root))
+        for folder in ("src", "tests", "benchmarks", "docs")
+        for path in (root / folder).rglob("*")
+        if path.suffix in (".py", ".md", ".toml", ".cfg", ".txt") and path.is_file()
+        and re.search(r"sample_rms|SampleRMS|srms", path.read_text(encoding="utf-8"))
+    }
+    assert mentions == {
+        "tests/toy_norms/sample_rms_norm.py",
+        "tests/cases_sample_rms_norm.py",
+        "tests/test_sample_rms_norm.py",
+    }
