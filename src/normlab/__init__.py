@@ -42,10 +42,9 @@ if TYPE_CHECKING:  # the names discovery gives, spelled out for static type chec
 
 __version__ = "0.1.0"
 
-_DERIVED = {
-    obj.__name__: obj
-    for entry in _entries()
-    for obj in (entry.cls, *entry.exports)
+_DERIVED: dict[str, object] = {
+    **{entry.cls.__name__: entry.cls for entry in _entries()},
+    **{fn.__name__: fn for entry in _entries() for fn in entry.exports},
 }
 globals().update(_DERIVED)
 
