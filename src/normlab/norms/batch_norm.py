@@ -171,3 +171,17 @@ class BatchNorm(Norm):
                 self.eps,
             )
         return from_channels_first(y, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "batch_norm",
+        BatchNorm,
+        "Ioffe & Szegedy 2015, arXiv:1502.03167",
+        aliases=("bn", "batchnorm"),
+        functional=(batch_norm,),
+    ),
+)
