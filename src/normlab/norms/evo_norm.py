@@ -867,3 +867,26 @@ class EvoNormS0(_EvoNorm):
         xc = to_channels_first(x, self.channel_dim)
         y = _s0(xc, self.v, self.weight, self.bias, self.num_groups, self.eps)
         return from_channels_first(y, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "evo_norm_b0",
+        EvoNormB0,
+        "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_b0", "b0"),
+        functional=(evo_norm_b0,),
+    ),
+    Entry(
+        "evo_norm_s0",
+        EvoNormS0,
+        "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_s0", "s0"),
+        functional=(evo_norm_s0,),
+        spec_arg="num_groups",
+        fitting="s0:4",
+    ),
+)

@@ -563,3 +563,18 @@ __all__ = [
     "SPLITS", "GhostBatchNorm", "check_split", "chunk_moments", "ghost_batch_norm", "ghost_plan"
 ]
 
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "ghost_batch_norm",
+        GhostBatchNorm,
+        "Hoffer, Hubara & Soudry 2017, arXiv:1705.08741",
+        aliases=("gbn", "ghost_bn"),
+        functional=(ghost_batch_norm,),
+        spec_arg="ghost_batch_size",
+        fitting="gbn:2",
+    ),
+)
