@@ -37,6 +37,17 @@ from normlab.norms.switchable_norm import (
     merged_moments,
 )
 
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def gate_out_of_range(layer: str, problem: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"{layer}: cannot load 'gate': {problem}. The gate ρ must lie in [0, 1] (the paper "
+        "clips it after every optimizer step). Clamp it before loading "
+        "(state['gate'].clamp_(0, 1)) and train with "
+        "normlab.norms.batch_instance_norm.clamp_gates_after_step(optimizer, model)."
+    )
+
 
 @dataclass(frozen=True)
 class _Config:
@@ -306,12 +317,12 @@ class BatchInstanceNorm(Norm):
                 )
             finite = torch.isfinite(gate)
             if not finite.all():
-                raise errors.gate_out_of_range(
+                raise gate_out_of_range(
                     name, f"it holds non-finite values {gate[~finite].tolist()}"
                 )
             outside = (gate < 0) | (gate > 1)
             if outside.any():
-                raise errors.gate_out_of_range(
+                raise gate_out_of_range(
                     name,
                     f"values outside [0, 1]: {gate[outside].tolist()} at channels "
                     f"{outside.nonzero().flatten().tolist()}",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -42,6 +43,25 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
+
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def evo_norm_parameter_shape(
+    layer: str, name: str, shape: Sequence[int], channels: int
+) -> errors.InputError:
+    return errors.InputError(
+        f"{layer}: {name} must have shape ({channels},), one value per channel of the input; "
+        f"got {tuple(shape)}. Pass a per-channel tensor of length {channels}."
+    )
+
+
+def evo_norm_v_without_nonlinearity(layer: str) -> errors.InputError:
+    return errors.InputError(
+        f"{layer}: v was given with nonlinearity=False, where the layer is the affine map "
+        "y = weight·x + bias and has no v. Pass v=None, or nonlinearity=True to use it."
+    )
+
 
 __all__ = ["EvoNormB0", "EvoNormS0", "evo_norm_b0", "evo_norm_s0", "resolve_groups"]
 
@@ -105,7 +125,7 @@ def _grad_like(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
 def _check_params(layer: str, channels: int, **params: Tensor | None) -> None:
     for name, t in params.items():
         if t is not None and tuple(t.shape) != (channels,):
-            raise errors.evo_norm_parameter_shape(layer, name, tuple(t.shape), channels)
+            raise evo_norm_parameter_shape(layer, name, tuple(t.shape), channels)
 
 
 # -- chunked elementwise passes --------------------------------------------------------------
@@ -633,7 +653,7 @@ def evo_norm_b0(
     xc = to_channels_first(x, channel_dim)
     if not nonlinearity:
         if v is not None:
-            raise errors.evo_norm_v_without_nonlinearity("evo_norm_b0")
+            raise evo_norm_v_without_nonlinearity("evo_norm_b0")
         return from_channels_first(_affine_only(xc, weight, bias), channel_dim)
     if v is None:
         v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
@@ -674,7 +694,7 @@ def evo_norm_s0(
     xc = to_channels_first(x, channel_dim)
     if not nonlinearity:
         if v is not None:
-            raise errors.evo_norm_v_without_nonlinearity("evo_norm_s0")
+            raise evo_norm_v_without_nonlinearity("evo_norm_s0")
         return from_channels_first(_affine_only(xc, weight, bias), channel_dim)
     if v is None:
         v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)

@@ -56,6 +56,24 @@ from normlab.norms._instance_affine import (
 from normlab.norms._per_instance import channel_affine, instance_sums
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def check_ghost_batch_size(ghost_batch_size: object) -> int:
+    """Samples per ghost batch of Ghost BN: a positive int."""
+    if (
+        isinstance(ghost_batch_size, bool)
+        or not isinstance(ghost_batch_size, int)
+        or ghost_batch_size <= 0
+    ):
+        raise errors.ConfigError(
+            f"ghost_batch_size must be a positive int; got {ghost_batch_size!r}. It is the number "
+            "of samples per ghost batch, each normalized with its own statistics; the paper uses "
+            "128. Pass e.g. ghost_batch_size=32 (a value >= the batch size gives plain BN)."
+        )
+    return ghost_batch_size
+
+
 SPLITS: tuple[str, ...] = ("size", "count")
 """The ghost-batch splitting rules, see `ghost_plan`."""
 
@@ -432,7 +450,7 @@ def ghost_batch_norm(
                 [ 1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    ghost_batch_size = errors.check_ghost_batch_size(ghost_batch_size)
+    ghost_batch_size = check_ghost_batch_size(ghost_batch_size)
     split = check_split(split)
     eps = errors.check_eps(eps)
     c = running_mean if running_mean is not None else weight
@@ -526,7 +544,7 @@ class GhostBatchNorm(Norm):
             num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
             device=device, dtype=dtype,
         )
-        self.ghost_batch_size = errors.check_ghost_batch_size(ghost_batch_size)
+        self.ghost_batch_size = check_ghost_batch_size(ghost_batch_size)
         self.split = check_split(split)
         self.axes = Axes(("batch", "spatial"), ghost_batch_size=self.ghost_batch_size)
         self._init_running_stats(track_running_stats, momentum, device, dtype)

@@ -18,7 +18,7 @@ cost more Python time than the data passes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,35 @@ from normlab.norms._instance_affine import (
     normalize_and_apply,
     restore_layout,
 )
+
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def check_branches(branches: object, known: Sequence[str]) -> tuple[str, ...]:
+    """A non-empty, repeat-free subset of ``known``, returned in ``known``'s order."""
+    items: tuple[object, ...] = ()
+    if not isinstance(branches, str) and isinstance(branches, Iterable):
+        items = tuple(branches)
+    if (
+        not items
+        or any(b not in known for b in items)
+        or len(set(items)) != len(items)
+    ):
+        raise errors.ConfigError(
+            f"branches must be a non-empty tuple of distinct names among {tuple(known)}; got "
+            f"{branches!r}. For a single branch write a tuple, e.g. branches=('bn',)."
+        )
+    return tuple(b for b in known if b in items)
+
+
+def instance_branch_needs_positions(layer: str, shape: Sequence[int]) -> errors.InputError:
+    return errors.InputError(
+        f"{layer}: the IN branch computes each statistic over the positions *S, and input of "
+        f"shape {tuple(shape)} has 1 position per (sample, channel), so instance statistics "
+        "are undefined. For (N, C) input drop the IN branch: branches=('ln', 'bn') (what the "
+        "reference's SwitchNorm1d uses)."
+    )
+
 
 BRANCHES: tuple[str, ...] = ("in", "ln", "bn")
 """The statistics Switchable Norm mixes, in the reference's order (IN, LN, BN)."""
@@ -262,7 +291,7 @@ def _check_sets(
     positions = x.numel() // (n * c)
     sizes = {"in": positions, "ln": c * positions, "bn": n * positions}
     if "in" in branches and positions == 1:
-        raise errors.instance_branch_needs_positions(layer, x.shape)
+        raise instance_branch_needs_positions(layer, x.shape)
     for branch in branches:
         if sizes[branch] == 1 and (branch != "bn" or batch_stats):
             check_set_size(layer, _BRANCH_AXES[branch], x, channel_dim)  # raises
@@ -342,7 +371,7 @@ def switchable_norm(
         tensor([[[-1.,  1.],
                  [-1.,  1.]]])
     """
-    branches = errors.check_branches(branches, BRANCHES)
+    branches = check_branches(branches, BRANCHES)
     channel_dim = errors.check_channel_dim(channel_dim)
     known = next((t for t in (running_mean, weight, bias) if t is not None), None)
     errors.check_input(
@@ -462,7 +491,7 @@ class SwitchableNorm(Norm):
             num_features, eps=eps, affine=affine, channel_dim=channel_dim,
             device=device, dtype=dtype,
         )
-        self.branches = errors.check_branches(branches, BRANCHES)
+        self.branches = check_branches(branches, BRANCHES)
         self.last_gamma = bool(last_gamma)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.mean_weight = nn.Parameter(torch.empty(len(self.branches), **factory))

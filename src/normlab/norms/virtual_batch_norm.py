@@ -41,6 +41,31 @@ from normlab.norms._instance_affine import (
 from normlab.norms._per_instance import channel_affine, normalize_instances
 from normlab.norms._training import TrainingHooks
 
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def missing_reference(layer: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"{layer} has no reference batch: virtual batch norm normalizes every example with the "
+        "statistics of a fixed reference batch R merged with its own. Set R first, either with "
+        "layer.set_reference(x_ref) (x_ref = this layer's input for R) or, for a whole model, "
+        "with `with normlab.norms.virtual_batch_norm.reference_pass(model): model(x_ref)` "
+        "(the paper repeats that pass every training step); or load a state_dict that holds "
+        "reference_mean / reference_var / reference_size."
+    )
+
+
+def bad_reference(layer: str, problem: str, fix: str) -> errors.InputError:
+    return errors.InputError(f"{layer}: invalid reference batch x_ref: {problem}. {fix}")
+
+
+def invalid_reference_state(layer: str, key: str, problem: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"{layer}: cannot load {key!r}: {problem}. The checkpoint is corrupted or belongs to "
+        "another layer; load a valid state, or call reset_reference() and set_reference(x_ref)."
+    )
+
+
 # -- coefficient functions on the (N, C) statistics ------------------------------------------------
 
 
@@ -150,12 +175,12 @@ def _reference_forward(
     """
     n = xc.shape[0]
     if n == 0:
-        raise errors.bad_reference(
+        raise bad_reference(
             name, f"it is empty (shape {tuple(xc.shape)})",
             "Pass the fixed batch of reference examples R (at least one example).",
         )
     if xc.numel() == xc.shape[1]:
-        raise errors.bad_reference(
+        raise bad_reference(
             name, f"shape {tuple(xc.shape)} gives 1 value per channel, so R would normalize "
             "to a constant", "Use at least 2 reference examples (or positions per example).",
         )
@@ -165,7 +190,7 @@ def _reference_forward(
     else:
         ref_mean, ref_var = _merge_over_batch(*moments)
     if not bool(torch.isfinite(ref_mean).all() & torch.isfinite(ref_var).all()):
-        raise errors.bad_reference(
+        raise bad_reference(
             name, "its mean or variance is not finite (NaN or Inf in x_ref, or overflow)",
             "Check the reference inputs and the layers before this one; the stored "
             "reference statistics were left unchanged.",
@@ -479,7 +504,7 @@ class VirtualBatchNorm(Norm):
             return self.set_reference(x)
         self._check_input(x)
         if self._reference_count < 1:
-            raise errors.missing_reference(self._name())
+            raise missing_reference(self._name())
         if self._live is not None and self.training and torch.is_grad_enabled():
             ref_mean, ref_var = self._live[0], self._live[1]
         elif torch.is_grad_enabled():
@@ -527,17 +552,17 @@ class VirtualBatchNorm(Norm):
 
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         super()._validate_state(state_dict, prefix)
-        self._validate_moments(state_dict, prefix, "reference", errors.invalid_reference_state)
+        self._validate_moments(state_dict, prefix, "reference", invalid_reference_state)
         name = self._name()
         size = state_dict.get(prefix + "reference_size")
         if isinstance(size, Tensor):
             if size.numel() != 1 or size.is_floating_point() or size.is_complex():
-                raise errors.invalid_reference_state(
+                raise invalid_reference_state(
                     name, "reference_size",
                     f"expected an integer scalar, got {size.dtype} of shape {tuple(size.shape)}",
                 )
             if size.item() < 0:
-                raise errors.invalid_reference_state(
+                raise invalid_reference_state(
                     name, "reference_size", f"negative ({size.item()})"
                 )
 
