@@ -45,15 +45,21 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
-from normlab.core.moments import accumulation_dtype
-from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+from normlab.core.moments import accumulation_dtype, merge_equal_counts
+from normlab.norms._base import (
+    Norm,
+    check_set_size,
+    from_channels_first,
+    layout_of,
+    to_channels_first,
+)
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
     restore_layout,
 )
-from normlab.norms._per_instance import channel_affine, instance_sums
+from normlab.norms._per_instance import channel_affine, instance_sums, normalize_instances
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
 # -- errors raised by this method ------------------------------------------------------------
@@ -137,24 +143,23 @@ def chunk_sizes(plan: Plan) -> list[int]:
 def chunk_moments(mean: Tensor, var: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
     """Per-(chunk, channel) mean and biased variance from the (N, C) per-slice moments.
 
-    Every slice has the same number of values, so the exact merge (Chan et al.) of the slices of
-    a chunk is a plain average of their means, and of their variances plus the spread of their
-    means. Differentiable; shapes (number of chunks, C).
+    Every slice has the same number of values, so a chunk's moments are the equal-count merge
+    (`merge_equal_counts`) of its slices'. Differentiable; shapes (number of chunks, C).
     """
     full, size, tail = plan
     c = mean.shape[1]
     means, variances = [], []
     if full:
-        m = mean[: full * size].reshape(full, size, c)
-        mu = m.mean(1)
+        mu, sigma2, _ = merge_equal_counts(
+            mean[: full * size].reshape(full, size, c), var[: full * size].reshape(full, size, c),
+            1, keepdim=False,
+        )
         means.append(mu)
-        variances.append(var[: full * size].reshape(full, size, c).mean(1)
-                         + (m - mu.unsqueeze(1)).square().mean(1))
+        variances.append(sigma2)
     if tail:
-        m = mean[full * size :]
-        mu = m.mean(0, keepdim=True)
+        mu, sigma2, _ = merge_equal_counts(mean[full * size :], var[full * size :], 0)
         means.append(mu)
-        variances.append(var[full * size :].mean(0, keepdim=True) + (m - mu).square().mean(0, True))
+        variances.append(sigma2)
     if len(means) == 1:
         return means[0], variances[0]
     return torch.cat(means), torch.cat(variances)
@@ -234,13 +239,7 @@ class _GhostNorm(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         n, c = x.shape[:2]
         acc = accumulation_dtype(x.dtype)
-        one = None if acc == x.dtype else torch.ones(c, dtype=acc, device=x.device)
-        zero = None if one is None else torch.zeros_like(one)
-        x_hat, mean, rstd = torch.ops.aten.native_group_norm(
-            x, one, zero, n, c, x.numel() // (n * c), c, eps
-        )
-        mean, rstd = mean.view(n, c), rstd.view(n, c)
-        var = (rstd.pow(-2) - eps).clamp_min_(0.0)  # exact to about ulp(σ² + ε)
+        x_hat, mean, var, rstd = normalize_instances(x, eps)
         mu, sigma2 = chunk_moments(mean, var, plan)
         r = torch.rsqrt(sigma2 + eps)
         scale = r if weight is None else r * weight.to(acc)
@@ -335,15 +334,6 @@ def _permuted_path(
     return torch.cat(ys), torch.cat(means), torch.cat(variances)
 
 
-def _memory_format(x: Tensor) -> torch.memory_format:
-    if not x.is_contiguous():
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            return torch.channels_last
-        if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-            return torch.channels_last_3d
-    return torch.contiguous_format
-
-
 def _ghost_train(
     x: Tensor,
     weight: Tensor | None,
@@ -360,7 +350,7 @@ def _ghost_train(
     plan = ghost_plan(n, ghost_batch_size, positions, split)
     if positions < MIN_POSITIONS_PER_SLICE:
         y, mu, sigma2 = _permuted_path(xc, weight, bias, plan, eps)
-        layout = _memory_format(xc)  # the output keeps a channels_last input's layout
+        layout = layout_of(xc)  # the output keeps a channels_last input's layout
         return restore_layout(y, layout, channel_dim), (mu.detach(), sigma2.detach(), plan,
                                                         positions)
     xc, layout = contiguous_channels_first(x, channel_dim)
