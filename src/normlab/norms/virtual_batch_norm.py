@@ -30,7 +30,9 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
+from normlab.core.moments import merge_equal_counts
 from normlab.norms._base import Norm
+from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
@@ -129,13 +131,10 @@ def _affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, 
 
 
 def _merge_over_batch(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance over (N, *S) from the (N, C) instance moments.
-
-    Every slice has the same number of positions, so the exact merge is a plain average of the
-    means and of the variances plus the variance of the means.
-    """
-    ref_mean = mean.mean(0)
-    return ref_mean, var.mean(0) + (mean - ref_mean).square().mean(0)
+    """Per-channel mean and biased variance over (N, *S): the equal-count merge of the (N, C)
+    instance moments."""
+    ref_mean, ref_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
+    return ref_mean, ref_var
 
 
 class _ReferenceMoments(torch.autograd.Function):
@@ -154,9 +153,12 @@ class _ReferenceMoments(torch.autograd.Function):
         x, ref_mean = ctx.saved_tensors
         n, c = x.shape[:2]
         if torch.is_grad_enabled():  # double backward: differentiate a recomputation
-            flat = x.transpose(0, 1).reshape(c, -1).to(ref_mean.dtype)
-            var, mean = torch.var_mean(flat, dim=1, correction=0)
-            (dx,) = torch.autograd.grad((mean, var), x, (g_mean, g_var), create_graph=True)
+
+            def moments(x: Tensor) -> tuple[Tensor, ...]:
+                flat = x.transpose(0, 1).reshape(c, -1).to(ref_mean.dtype)
+                return tuple(reversed(torch.var_mean(flat, dim=1, correction=0)))
+
+            (dx,) = recomputed_grads(moments, [x], [True], (g_mean, g_var))
             return dx, None, None
         # ∂μ_R/∂x = 1/M, ∂σ²_R/∂x = 2(x − μ_R)/M with M = N·|S|
         count = x.numel() // c
