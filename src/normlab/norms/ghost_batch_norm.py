@@ -53,10 +53,10 @@ from normlab.norms._base import (
     layout_of,
     to_channels_first,
 )
-from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
+    recomputed_affine_grads,
     restore_layout,
 )
 from normlab.norms._per_instance import channel_affine, instance_sums, normalize_instances
@@ -230,7 +230,7 @@ class _GhostNorm(torch.autograd.Function):
         dγ = Σ dy·x̂,   dβ = Σ dy,
 
     written as one affine pass over x and one fused multiply-add of dy. Saved: x and per-chunk
-    vectors. Double backward differentiates a recomputation (`_recomputed_grads`).
+    vectors. Double backward differentiates a recomputation (`recomputed_affine_grads`).
     """
 
     @staticmethod
@@ -259,9 +259,14 @@ class _GhostNorm(torch.autograd.Function):
         x, weight, bias, mu, r = ctx.saved_tensors
         plan: Plan = ctx.plan
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if torch.is_grad_enabled():
-            grads = _recomputed_grads(x, weight, bias, plan, ctx.eps, dy, (need_x, need_w, need_b))
-            return (*grads, None, None)
+        if torch.is_grad_enabled():  # double backward: the shared differentiable recomputation
+            affine = [t for t in (weight, bias) if t is not None]
+            wanted = [need for t, need in ((weight, need_w), (bias, need_b)) if t is not None]
+            coefficients = _ghost_coefficients(plan, ctx.eps, weight is not None, bias is not None)
+            dx, *found = recomputed_affine_grads(coefficients, x, affine, wanted, dy)
+            grads = iter(found)
+            return (dx if need_x else None, *(None if t is None else next(grads)
+                                               for t in (weight, bias)), None, None)
         n, c = x.shape[:2]
         sum_dy, sum_dy_x = instance_sums(dy, x)
         s_dy, s_dy_x = _chunk_sum(sum_dy, plan), _chunk_sum(sum_dy_x, plan)
@@ -278,30 +283,6 @@ class _GhostNorm(torch.autograd.Function):
             a_view = _per_sample(a, plan).view(n, c, *([1] * (x.dim() - 2)))
             grad_x.addcmul_(dy, a_view)
         return grad_x, grad_w, grad_b, None, None
-
-
-def _recomputed_grads(
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    plan: Plan,
-    eps: float,
-    dy: Tensor,
-    needs: tuple[bool, bool, bool],
-) -> list[Tensor | None]:
-    """Differentiable recomputation, used only when the backward pass itself is differentiated
-    (partial derivatives: see `normlab.norms._double_backward`)."""
-    n, c = x.shape[:2]
-    acc = accumulation_dtype(x.dtype)
-    coefficients = _ghost_coefficients(plan, eps, weight is not None, bias is not None)
-
-    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-        flat = x.reshape(n, c, -1).to(acc)
-        var, mean = torch.var_mean(flat, dim=-1, correction=0)
-        scale, shift = coefficients(mean, var, *(t for t in (weight, bias) if t is not None))
-        return flat * scale.unsqueeze(-1) + shift.unsqueeze(-1)
-
-    return recomputed_grads(forward, [x, weight, bias], needs, dy.reshape(n, c, -1))
 
 
 def _permuted_path(
