@@ -17,10 +17,11 @@ Inputs are channels-first, contiguous (N, C, *S) tensors.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from normlab.core.moments import accumulation_dtype
-from normlab.norms._base import channel_scale_shift, group_norm_kernel
+from normlab.norms._base import channel_scale_shift, kernel_params
 from normlab.norms._chunked import Sums
 
 
@@ -31,12 +32,16 @@ def _slices(x: Tensor) -> tuple[int, int]:
 
 
 def group_statistics(x: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """ATen's group norm of a contiguous channels-first x (no autograd history): x̂, and mean
+    """ATen's group norm of a contiguous channels-first x (no autograd history; the layouts
+    `normlab.norms._base.group_norm_kernel` handles are the caller's business): x̂, and mean
     and 1/sqrt(σ² + ε) of shape (N, G) — one group per channel (G = C) gives the per-(n, c)
     moments. Two-pass statistics, float32 for fp16/bf16 x. x̂ is a fresh buffer of x's shape
     and dtype that callers overwrite with their output."""
-    n = x.shape[0]
-    x_hat, mean, rstd = group_norm_kernel(x.detach(), groups, None, None, eps)
+    n, c = x.shape[:2]
+    weight, bias = kernel_params(x, None, None, c)
+    x_hat, mean, rstd = torch.ops.aten.native_group_norm(
+        x.detach(), weight, bias, n, c, x.numel() // max(n * c, 1), groups, eps
+    )
     return x_hat, mean.view(n, groups), rstd.view(n, groups)
 
 
