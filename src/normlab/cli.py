@@ -89,12 +89,10 @@ def cmd_list(_: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     entry = registry.lookup(args.name)
     cls = entry.cls
-    doc = inspect.getdoc(cls) or ""
     aliases = ", ".join(entry.aliases) or "none"
     print(f"{entry.name}  (aliases: {aliases})  normlab.{cls.__name__}")
-    print(f"  {doc.splitlines()[0] if doc else entry.summary}")
+    print(f"  {entry.summary}")  # the class docstring's first line
     print()
-    print(f"summary:    {entry.summary}")
     print(f"normalizes: {normalizes_over(entry)}")
     print(f"paper:      {entry.paper}")
     if entry.spec_arg:

@@ -174,7 +174,12 @@ class Norm(nn.Module):
         return f"{type(self).__name__}({self.num_features})"
 
     def _check_input(self, x: Tensor) -> None:
-        errors.check_input(self._name(), x, self.num_features, self.channel_dim)
+        # the common case in a few attribute reads; the full check (and its message) otherwise
+        if not (
+            isinstance(x, Tensor) and x.dim() >= 2 and x.is_floating_point()
+            and x.shape[self.channel_dim] == self.num_features
+        ):
+            errors.check_input(self._name(), x, self.num_features, self.channel_dim)
 
     def _check_set_size(self, x: Tensor, axes: Axes | None = None) -> None:
         check_set_size(self._name(), axes or self.axes, x, self.channel_dim)

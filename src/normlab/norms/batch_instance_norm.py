@@ -382,3 +382,18 @@ def gate_param_groups(
         {"params": others},
         {"params": gates, "lr": lr * gate_lr_multiplier, "weight_decay": gate_weight_decay},
     ]
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "batch_instance_norm",
+        BatchInstanceNorm,
+        "Nam & Kim 2018, arXiv:1805.07925",
+        aliases=("bin",),
+        functional=(batch_instance_norm,),
+        exports=(clamp_gates_after_step, gate_param_groups),
+    ),
+)

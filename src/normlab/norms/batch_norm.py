@@ -13,7 +13,7 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, accumulation_dtype
-from normlab.core.running import update_running_stats_
+from normlab.core.running import all_finite, update_running_ema_
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -39,6 +39,24 @@ def batch_norm_with_moments(
     y = torch.ops.aten._native_batch_norm_legit(x, weight, bias, mean, unbiased, True, 1.0, eps)[0]
     n = x.numel() // c
     return y, Moments(mean, unbiased * ((n - 1) / n), n)
+
+
+def batch_norm_and_stats(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """Training-mode BN of a channels-first ``x``; a (2, C) tensor holding the batch mean and
+    the *unbiased* batch variance (what the running buffers move toward), and its two rows.
+
+    The lean form of `batch_norm_with_moments` for BatchNorm's per-call path: one allocation
+    and no arithmetic besides the kernel."""
+    c = x.shape[1]
+    weight, bias = kernel_params(x, weight, bias, c)
+    stats = torch.zeros(
+        2, c, dtype=x.dtype if weight is None else weight.dtype, device=x.device
+    )  # x.dtype is the accumulation dtype whenever weight is None (see kernel_params)
+    mean, unbiased = stats.unbind(0)
+    y = torch.ops.aten._native_batch_norm_legit(x, weight, bias, mean, unbiased, True, 1.0, eps)[0]
+    return y, stats, (mean, unbiased)
 
 
 def _batch_norm(
@@ -155,19 +173,38 @@ class BatchNorm(Norm):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        xc = to_channels_first(x, self.channel_dim)
-        use_batch = self.training or self.running_mean is None
-        if use_batch:
-            self._check_set_size(x)
-        if self.training and self.running_mean is not None and xc.numel():
-            y, moments = batch_norm_with_moments(xc, self.weight, self.bias, self.eps)
-            update_running_stats_(
-                self.running_mean, self.running_var, self.num_batches_tracked,
-                moments, self.momentum,
-            )
-        else:
-            y = _batch_norm(
-                xc, self.running_mean, self.running_var, self.weight, self.bias, use_batch,
-                self.eps,
-            )
-        return from_channels_first(y, self.channel_dim)
+        cd = self.channel_dim
+        xc = x if cd == 1 else x.movedim(-1, 1)
+        params, buffers = self._parameters, self._buffers  # one dict read each, not __getattr__
+        running_mean = buffers["running_mean"]
+        if self.training or running_mean is None:
+            if x.numel() == self.num_features:  # the only way to get 1 value per channel
+                self._check_set_size(x)
+            if self.training and running_mean is not None and xc.numel():
+                y, stats, rows = batch_norm_and_stats(
+                    xc, params["weight"], params["bias"], self.eps
+                )
+                update_running_ema_(
+                    (running_mean, buffers["running_var"]), rows,
+                    buffers["num_batches_tracked"], self.momentum, finite=all_finite(stats),
+                )
+                return y if cd == 1 else y.movedim(1, -1)
+        y = _batch_norm(
+            xc, running_mean, buffers["running_var"], params["weight"], params["bias"],
+            self.training or running_mean is None, self.eps,
+        )
+        return y if cd == 1 else y.movedim(1, -1)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "batch_norm",
+        BatchNorm,
+        "Ioffe & Szegedy 2015, arXiv:1502.03167",
+        aliases=("bn", "batchnorm"),
+        functional=(batch_norm,),
+    ),
+)

@@ -492,3 +492,17 @@ class BatchRenorm(Norm):
             self.momentum, self.eps,
         )
         return from_channels_first(y, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "batch_renorm",
+        BatchRenorm,
+        "Ioffe 2017, arXiv:1702.03275",
+        aliases=("brn", "batchrenorm"),
+        functional=(batch_renorm,),
+    ),
+)

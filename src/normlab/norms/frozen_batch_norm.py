@@ -318,3 +318,16 @@ class FrozenBatchNorm(Norm):
         )
 
 
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "frozen_batch_norm",
+        FrozenBatchNorm,
+        "fine-tuning with the source data's statistics "
+        "(torchvision / detectron2 FrozenBatchNorm2d)",
+        aliases=("frozen_bn", "fbn"),
+        functional=(frozen_batch_norm,),
+    ),
+)

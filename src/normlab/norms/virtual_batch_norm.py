@@ -543,3 +543,18 @@ class VirtualBatchNorm(Norm):
 
 
 __all__ = ["VirtualBatchNorm", "reference_pass", "virtual_batch_norm"]
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "virtual_batch_norm",
+        VirtualBatchNorm,
+        "Salimans et al. 2016, arXiv:1606.03498",
+        aliases=("vbn",),
+        functional=(virtual_batch_norm,),
+        exports=(reference_pass,),
+    ),
+)
