@@ -171,3 +171,19 @@ def test_batch_instance_norm_gates_get_their_group_through_the_hooks() -> None:
     model(torch.randn(2, 3, 4, 4)).sum().backward()
     optimizer.step()
     assert float(model[1].gate.detach().max()) <= 1.0  # clipped after the step, as the paper does
+
+
+def test_the_report_lists_every_setting_of_the_sweep() -> None:
+    pytest.importorskip("numpy")
+    from normlab.lab import report
+
+    plan = dataclasses.replace(DEMO, width=24, max_train=500, steps=7, epochs=None)
+    meta = {**plan.training_settings(), "norms": list(plan.norms),
+            "batch_sizes": list(plan.batch_sizes), "seeds": plan.seeds}
+    line = next(x for x in report.report_markdown("run", meta, []).splitlines()
+                if x.startswith("- sweep: "))
+    for f in dataclasses.fields(Sweep):
+        if getattr(plan, f.name) is not None:
+            assert f"{f.name.replace('_', ' ')}: " in line or f.name == "order", (f.name, line)
+    assert "batch order: iid" in line and "width: 24" in line and "max train: 500" in line
+    assert "epochs" not in line  # None: not a setting of this sweep
