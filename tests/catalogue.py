@@ -65,9 +65,6 @@ class Case:
     momenta: tuple[Any, ...] = (0.0, 0.1, 1.0, None)  # momentum values the state laws are run at
     # the exact state_dict keys where they are not weight/bias plus the three running buffers
     state_keys: frozenset[str] | None = None
-    # called after every optimizer step of the generic training loops: a projected update,
-    # e.g. Batch-Instance Norm's gate clipping into [0, 1] (whose state cannot load otherwise)
-    after_step: Callable[[nn.Module], Any] | None = None
 
     @property
     def id(self) -> str:
