@@ -50,6 +50,7 @@ def _bin(variant: str = "", **kwargs: Any) -> Case:
         train_eval_differ=tracking,
         per_sample=False,
         state_keys=frozenset(keys),
+        unit_params=frozenset({"gate"}),  # ρ ∈ [0, 1]
     )
 
 
