@@ -187,3 +187,19 @@ def test_the_report_lists_every_setting_of_the_sweep() -> None:
             assert f"{f.name.replace('_', ' ')}: " in line or f.name == "order", (f.name, line)
     assert "batch order: iid" in line and "width: 24" in line and "max train: 500" in line
     assert "epochs" not in line  # None: not a setting of this sweep
+
+
+@pytest.mark.parametrize("name", normlab.available())
+def test_the_lab_gives_a_methods_main_argument_a_small_value(name: str) -> None:
+    """A method with a ``name:value`` argument (groups, ghost batch size) runs the lab's widths
+    at value 8 unless the spec says otherwise; any other method's spec is kept as written."""
+    from normlab.lab.models import resolve_norm
+
+    entry = normlab.registry.lookup(name)
+    if entry.spec_arg is None:
+        assert resolve_norm(name) == name
+        return
+    assert resolve_norm(entry.aliases[0] if entry.aliases else name) == f"{name}:8"
+    assert resolve_norm(f"{name}:2") == f"{name}:2"
+    layer = normlab.create(resolve_norm(name), 16)
+    assert getattr(layer, entry.spec_arg) == 8
