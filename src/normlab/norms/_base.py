@@ -104,6 +104,17 @@ class Norm(nn.Module):
 
     _version = 2  # torch.nn BatchNorm's state-dict version: checkpoints load unchanged
     _repr_keys: ClassVar[tuple[str, ...]] = ("eps", "affine")
+    #: What the running buffers mean, when the layer keeps them (read by the surgery tools,
+    #: which therefore list no classes): ``"batch"``, per channel over (N, *S), the mean and
+    #: the unbiased variance under PyTorch's EMA law (`normlab.core.running`);
+    #: ``"batch_biased"``, over (N, *S) too but the biased variance under the method's own
+    #: law (Batch Renorm's moving σ, EvoNorm-B0's variance; the momentum means something
+    #: else); ``"instance"``, torch.nn's InstanceNorm rule (the average over samples of the
+    #: per-(n, c) mean and unbiased variance); None, no running statistics.
+    running_stats: ClassVar[str | None] = None
+    #: True when the statistics are fixed on purpose (FrozenBatchNorm): recalibrate leaves
+    #: them alone and convert carries no momentum from the layer.
+    frozen_stats: ClassVar[bool] = False
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None

@@ -151,6 +151,7 @@ class BatchNorm(Norm):
 
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats")
     axes = axes_lib.BATCH
+    running_stats = "batch"
 
     def __init__(
         self,

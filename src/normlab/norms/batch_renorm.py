@@ -359,6 +359,7 @@ class BatchRenorm(Norm):
         "dmax_ramp_end",
     )
     axes = axes_lib.BATCH
+    running_stats = "batch_biased"  # μ and σ² − ε with σ the moving std: its own law
 
     def __init__(
         self,

@@ -753,6 +753,7 @@ class EvoNormB0(_EvoNorm):
     _repr_keys = ("eps", "momentum", "affine", "nonlinearity", "track_running_stats")
     statistics = "batch variance over (N, *S) per channel and instance variance over *S"
     axes = axes_lib.BATCH  # s²_b; s²_i is over axes_lib.INSTANCE
+    running_stats = "batch_biased"  # running_var only: an EMA of the biased s²_b
 
     def __init__(
         self,

@@ -185,6 +185,8 @@ class FrozenBatchNorm(Norm):
     _repr_keys = ("eps", "affine", "trainable_affine")
     statistics = "none: fixed per-channel statistics (a BN checkpoint's running mean and variance)"
     axes = axes_lib.BATCH
+    running_stats = "batch"
+    frozen_stats = True
     running_mean: Tensor
     running_var: Tensor
     num_batches_tracked: Tensor

@@ -468,6 +468,7 @@ class GhostBatchNorm(Norm):
     """
 
     _repr_keys = ("ghost_batch_size", "eps", "momentum", "affine", "track_running_stats")
+    running_stats = "batch"
 
     def __init__(
         self,
