@@ -74,6 +74,9 @@ def update_running_ema_(
     ``finite`` (a 0-dim bool tensor) may be given when the caller has it cheaper than
     `all_finite` of the targets; otherwise it is computed from them.
     """
+    # no torch.no_grad() here (entering it costs more than the update): a target that
+    # carries autograd history is detached instead, so no buffer ever joins a graph
+    targets = [t.detach() if t.requires_grad else t for t in targets]
     if finite is None:
         finite = all_finite(*targets)
     factor = _step(num_batches_tracked, momentum, finite, buffers[0].dtype)

@@ -33,6 +33,7 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, accumulation_dtype
+from normlab.core.running import Factor, update_running_
 from normlab.norms._base import (
     Norm,
     channel_scale_shift,
@@ -161,7 +162,6 @@ def _renorm_train(
 # -- the moving statistics ------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def update_renorm_stats_(
     running_mean: Tensor,
     running_var: Tensor,
@@ -183,22 +183,21 @@ def update_renorm_stats_(
     (equal-weight average of the batch σ_B). A batch with non-finite statistics changes nothing,
     ``num_batches_tracked`` included (the rule of :mod:`normlab.core.running`).
     """
-    finite = batch.is_finite()
-    num_batches_tracked.add_(finite.to(num_batches_tracked.dtype))
-    factor: Tensor | float
-    if momentum is None:
-        factor = 1.0 / num_batches_tracked.clamp(min=1).to(torch.float64)
-    else:
-        factor = momentum
     acc = accumulation_dtype(running_var.dtype)
-    v = running_var.to(acc)
-    vb = batch.var.to(acc)
-    cross = (v * vb + eps * (v + vb)) / ((v + eps).sqrt() * (vb + eps).sqrt() + eps)
-    keep = 1 - factor
-    new_var = keep * keep * v + factor * factor * vb + 2 * factor * keep * cross
-    new_mean = running_mean * keep + batch.mean.to(running_mean.dtype) * factor
-    running_mean.copy_(torch.where(finite, new_mean, running_mean))
-    running_var.copy_(torch.where(finite, new_var.to(running_var.dtype), running_var))
+
+    def law(factor: Factor) -> tuple[Tensor, Tensor]:
+        v = running_var.to(acc)
+        vb = batch.var.to(acc)
+        cross = (v * vb + eps * (v + vb)) / ((v + eps).sqrt() * (vb + eps).sqrt() + eps)
+        keep = 1 - factor
+        new_var = keep * keep * v + factor * factor * vb + 2 * factor * keep * cross
+        new_mean = running_mean * keep + batch.mean.to(running_mean.dtype) * factor
+        return new_mean, new_var.to(running_var.dtype)
+
+    update_running_(
+        (running_mean, running_var), num_batches_tracked, momentum, law,
+        watch=(batch.mean, batch.var),
+    )
 
 
 def clip_schedule(
