@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.backends import cudnn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, accumulation_dtype
-from normlab.core.running import all_finite, update_running_ema_
+from normlab.core.running import update_running_ema_
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -36,7 +37,7 @@ def batch_norm_with_moments(
     # variant without running buffers (whose σ² would have to be recovered from 1/σ).
     mean = torch.zeros(c, dtype=stats_dtype, device=x.device)
     unbiased = torch.zeros(c, dtype=stats_dtype, device=x.device)
-    y = torch.ops.aten._native_batch_norm_legit(x, weight, bias, mean, unbiased, True, 1.0, eps)[0]
+    y = torch.batch_norm(x, weight, bias, mean, unbiased, True, 1.0, eps, cudnn.enabled)
     n = x.numel() // c
     return y, Moments(mean, unbiased * ((n - 1) / n), n)
 
@@ -55,7 +56,7 @@ def batch_norm_and_stats(
         2, c, dtype=x.dtype if weight is None else weight.dtype, device=x.device
     )  # x.dtype is the accumulation dtype whenever weight is None (see kernel_params)
     mean, unbiased = stats.unbind(0)
-    y = torch.ops.aten._native_batch_norm_legit(x, weight, bias, mean, unbiased, True, 1.0, eps)[0]
+    y = torch.batch_norm(x, weight, bias, mean, unbiased, True, 1.0, eps, cudnn.enabled)
     return y, stats, (mean, unbiased)
 
 
@@ -72,7 +73,7 @@ def _batch_norm(
         return x.clone()
     weight, bias = kernel_params(x, weight, bias, x.shape[1])
     if use_batch_stats:
-        return torch.ops.aten._native_batch_norm_legit(x, weight, bias, True, 0.0, eps)[0]
+        return torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, cudnn.enabled)
     if weight is not None and running_mean is not None and running_var is not None:
         running_mean, running_var = running_mean.to(weight.dtype), running_var.to(weight.dtype)
     return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
@@ -187,7 +188,7 @@ class BatchNorm(Norm):
                 )
                 update_running_ema_(
                     (running_mean, buffers["running_var"]), rows,
-                    buffers["num_batches_tracked"], self.momentum, finite=all_finite(stats),
+                    buffers["num_batches_tracked"], self.momentum, watch=stats,
                 )
                 return y if cd == 1 else y.movedim(1, -1)
         y = _batch_norm(

@@ -356,7 +356,8 @@ def update_ghost_running_stats_(
         keep: Tensor | float
         if momentum is None:  # factor = 1/t: the step's ghost-batch average, weight 1/t
             keep = 1 - factor
-            weights = (factor / k).to(running_mean.dtype).expand(k)  # type: ignore[union-attr]
+            weights = torch.as_tensor(factor / k, dtype=running_mean.dtype,
+                                      device=running_mean.device).expand(k)
         else:
             keep = (1 - momentum) ** k
             weights = running_mean.new_tensor([momentum * (1 - momentum) ** (k - 1 - i)
