@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[lab,dev]'
 	touch $@
 
+# ruff, then the import-linter contracts of pyproject.toml (the package's layering).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: lint
 	$(BIN)/python -m pytest -q --doctest-modules src/normlab tests

@@ -19,8 +19,6 @@ import oracles_mixed_stats as ref
 from catalogue import Case
 from normlab.norms.batch_instance_norm import clamp_gates_
 
-CLASS_NAMES = {"batch_instance_norm": "BatchInstanceNorm"}
-
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.batch_instance_norm_ref(

@@ -21,8 +21,6 @@ import normlab.functional as NF
 import oracles_batch_renorm as ref
 from catalogue import Case
 
-CLASS_NAMES = {"batch_renorm": "BatchRenorm"}
-
 # clipping active from step 0: the schedule switched off
 NO_SCHEDULE = {"warmup_steps": 0, "rmax_ramp_end": 0, "dmax_ramp_end": 0}
 # limits every channel of the contract tests' data saturates

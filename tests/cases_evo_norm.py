@@ -21,8 +21,6 @@ import normlab.functional as NF
 import oracles_evo_norm as ref
 from catalogue import Case
 
-CLASS_NAMES = {"evo_norm_b0": "EvoNormB0", "evo_norm_s0": "EvoNormS0"}
-
 _SPATIAL = ((3, 6, 5), (2, 6, 4, 3), (2, 6, 3, 2, 3))
 
 

@@ -16,8 +16,6 @@ import normlab.functional as NF
 import oracles_batch_family_bn as ref
 from catalogue import Case
 
-CLASS_NAMES = {"frozen_batch_norm": "FrozenBatchNorm"}
-
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.frozen_batch_norm_ref(

@@ -20,8 +20,6 @@ import normlab.functional as NF
 import oracles_batch_family_bn as ref
 from catalogue import Case, _torch_bn
 
-CLASS_NAMES = {"ghost_batch_norm": "GhostBatchNorm"}
-
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.ghost_batch_norm_ref(

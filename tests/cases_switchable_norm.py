@@ -16,8 +16,6 @@ import normlab.functional as NF
 import oracles_mixed_stats as ref
 from catalogue import Case
 
-CLASS_NAMES = {"switchable_norm": "SwitchableNorm"}
-
 _SPATIAL = ((3, 6, 5), (2, 6, 4, 3), (2, 6, 3, 2, 3))
 
 

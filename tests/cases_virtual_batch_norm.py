@@ -19,7 +19,6 @@ import normlab.functional as NF
 import oracles_virtual_batch_norm as vbn_oracles
 from catalogue import Case
 
-CLASS_NAMES = {"virtual_batch_norm": "VirtualBatchNorm"}
 REFERENCE_KEYS = frozenset({"reference_mean", "reference_var", "reference_size"})
 
 

@@ -2,8 +2,9 @@
 
 Contract, parity and state tests are parametrized over ``CASES``; a test fails when a name in
 ``normlab.available()`` has no case here, so no method lands untested. Methods beyond the five
-classic ones describe their cases in ``tests/cases_<method>.py`` (``CLASS_NAMES`` and ``CASES``),
-collected at the bottom of this file.
+classic ones describe their cases in ``tests/cases_<method>.py`` (a ``CASES`` tuple), collected at
+the bottom of this file. Nothing here lists methods by name: a case's class, and what a method
+keeps, come from the registry (``normlab.registry.lookup(case.name)``) and from the layers.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import normlab
 import normlab.functional as NF
 import oracles
+from normlab import registry
+from normlab.surgery.layers import class_stats_kind
 
 # -- case description -----------------------------------------------------------------------------
 
@@ -41,15 +43,6 @@ class TorchTwin:
 TorchBuilder = Callable[[nn.Module, int], TorchTwin]
 # (buffers before the step, the batch, momentum) -> expected buffers after one training step
 RunningStep = Callable[[Mapping[str, Tensor], Tensor, Any], dict[str, Tensor]]
-
-CLASS_NAMES = {
-    "batch_norm": "BatchNorm",
-    "layer_norm": "LayerNorm",
-    "instance_norm": "InstanceNorm",
-    "group_norm": "GroupNorm",
-    "rms_norm": "RMSNorm",
-}
-
 
 @dataclass(frozen=True)
 class Case:
@@ -82,7 +75,7 @@ class Case:
 
     @property
     def cls(self) -> type[nn.Module]:
-        return getattr(normlab, CLASS_NAMES[self.name])
+        return registry.lookup(self.name).cls
 
     def make(self, num_features: int | None = None, **kw: Any) -> nn.Module:
         """The layer with this case's kwargs, overridden by ``kw``."""
@@ -328,6 +321,7 @@ def _rms(variant: str = "", **kwargs: Any) -> Case:
         reference=_rms_reference,
         functional=_rms_functional,
         torch_equivalent=_torch_rms,
+        state_keys=frozenset({"weight"} if kwargs.get("affine", True) else ()),  # no bias
     )
 
 
@@ -357,9 +351,7 @@ def _collect_method_cases() -> tuple[Case, ...]:
     """Cases of the methods described in tests/cases_<method>.py, in file-name order."""
     found: list[Case] = []
     for path in sorted(Path(__file__).parent.glob("cases_*.py")):
-        module = importlib.import_module(path.stem)
-        CLASS_NAMES.update(module.CLASS_NAMES)
-        found.extend(module.CASES)
+        found.extend(importlib.import_module(path.stem).CASES)
     return tuple(found)
 
 
@@ -369,6 +361,28 @@ RUNNING_CASES = tuple(c for c in CASES if c.has_running_stats)
 RUNNING_IDS = [c.id for c in RUNNING_CASES]
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def small_spec(name: str) -> str:
+    """The registry spec that fits the surgery models (8 to 32 channels, batches of 4): the
+    entry's ``fitting`` spec (``"gn:4"``), or the name itself."""
+    return registry.lookup(name).small_spec
+
+
+def statistics_kind(name: str) -> str | None:
+    """What running statistics a registered method keeps by default: ``"batch"`` or
+    ``"instance"`` (the kind its class declares, when the default layer tracks them), or None."""
+    kind = class_stats_kind(registry.lookup(name).cls)
+    layer = registry.create(small_spec(name), 8)
+    return kind if kind is not None and getattr(layer, "track_running_stats", True) else None
+
+
+def keeps_bn_statistics(name: str) -> bool:
+    """The default layer keeps BatchNorm's running mean and variance over (N, *S) (what
+    FrozenBatchNorm is built from)."""
+    state = registry.create(small_spec(name), 8).state_dict()
+    return statistics_kind(name) == "batch" and {"running_mean", "running_var"} <= set(state)
+
 
 
 def output_and_grads(

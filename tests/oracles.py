@@ -3,7 +3,9 @@
 Deliberately independent of normlab and of ``torch.nn.functional``'s normalization ops: every
 statistic is a two-pass mean / biased variance over an explicitly selected 1-D set of values,
 found with plain loops and reshapes. Inputs are upcast to float64 first; channels may sit at any
-``channel_dim`` (they are moved to dim 1, normalized, and moved back).
+``channel_dim`` (they are moved to dim 1, normalized, and moved back). Nothing is detached:
+the references are differentiable in every tensor argument, so their float64 gradients (and
+gradients of gradients, tests/test_double_backward.py) are oracles too.
 
     y = (x - μ) / sqrt(σ² + ε) · γ + β      (μ, σ² over the normalization set, σ² biased)
 
@@ -24,11 +26,11 @@ from torch import Tensor
 
 def _cf(x: Tensor, channel_dim: int) -> Tensor:
     """Float64 copy of ``x`` with channels at dim 1."""
-    return x.detach().to(torch.float64).movedim(channel_dim, 1).clone()
+    return x.to(torch.float64).movedim(channel_dim, 1).clone()
 
 
 def _vec(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach().to(torch.float64)
+    return None if t is None else t.to(torch.float64)
 
 
 def mean_var(values: Tensor) -> tuple[Tensor, Tensor]:

@@ -30,11 +30,11 @@ from oracles import batch_norm_ref, mean_var
 
 
 def _cf(x: Tensor, channel_dim: int) -> Tensor:
-    return x.detach().to(torch.float64).movedim(channel_dim, 1).clone()
+    return x.to(torch.float64).movedim(channel_dim, 1).clone()
 
 
 def _f64(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach().to(torch.float64)
+    return None if t is None else t.to(torch.float64)
 
 
 def ghost_chunks_ref(batch: int, ghost_batch_size: int, positions: int) -> list[tuple[int, int]]:

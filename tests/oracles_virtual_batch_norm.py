@@ -21,11 +21,11 @@ F64 = torch.float64
 
 
 def _cf(x: Tensor, channel_dim: int) -> Tensor:
-    return x.detach().to(F64).movedim(channel_dim, 1).clone()
+    return x.to(F64).movedim(channel_dim, 1).clone()
 
 
 def _vec(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.detach().to(F64)
+    return None if t is None else t.to(F64)
 
 
 def reference_stats_ref(x_ref: Tensor, channel_dim: int = 1) -> tuple[Tensor, Tensor, Tensor, int]:

@@ -25,7 +25,9 @@ def test_list_shows_every_available_name() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     names = [line.split()[0] for line in proc.stdout.splitlines()[2:]]
-    assert names == normlab.available()
+    # a fresh interpreter knows normlab's own methods (this one also has the tests' toys)
+    assert names == sorted(e.name for e in normlab.norms.entries())
+    assert set(names) <= set(normlab.available())
 
 
 def test_console_script() -> None:

@@ -7,6 +7,7 @@ the explicit functional-vs-module, layout-equivalence and copy/serialization tes
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import pickle
 from typing import Any
@@ -19,7 +20,6 @@ import normlab
 from catalogue import (
     CASE_IDS,
     CASES,
-    CLASS_NAMES,
     Case,
     assert_state_equal,
     close,
@@ -388,7 +388,7 @@ def test_state_dict_roundtrip_bitwise(case: Case) -> None:
     assert_state_equal(snapshot(fresh), snapshot(m))
     expected = set()
     if m.affine:
-        expected |= {"weight"} if case.name == "rms_norm" else {"weight", "bias"}
+        expected |= {"weight", "bias"}
     if case.has_running_stats:
         expected |= {"running_mean", "running_var", "num_batches_tracked"}
     if case.state_keys is not None:
@@ -398,35 +398,32 @@ def test_state_dict_roundtrip_bitwise(case: Case) -> None:
 
 # -- repr and factory kwargs ----------------------------------------------------------------------
 
-REPR_KEYS = {
-    "batch_norm": ("eps", "momentum", "affine", "track_running_stats"),
-    "instance_norm": ("eps", "momentum", "affine", "track_running_stats"),
-    "layer_norm": ("eps", "affine", "per_position"),
-    "group_norm": ("num_groups", "eps", "affine"),
-    "rms_norm": ("eps", "affine"),
-    "batch_renorm": ("eps", "momentum", "affine", "rmax", "dmax", "warmup_steps"),
-    "evo_norm_b0": ("eps", "momentum", "affine", "nonlinearity", "track_running_stats"),
-    "evo_norm_s0": ("num_groups", "eps", "affine", "nonlinearity"),
-    "switchable_norm": ("eps", "momentum", "affine", "track_running_stats", "branches"),
-    "batch_instance_norm": ("eps", "momentum", "affine", "track_running_stats"),
-    "virtual_batch_norm": ("eps", "affine"),
-    "ghost_batch_norm": ("ghost_batch_size", "eps", "momentum", "affine", "track_running_stats"),
-    "frozen_batch_norm": ("eps", "affine", "trainable_affine"),
-}
+def _repr_keys(m: nn.Module, case: Case, overrides: dict[str, Any]) -> set[str]:
+    """The hyperparameters the repr must show as ``key=value``: the layer's declared
+    ``_repr_keys``, and every constructor keyword the case sets that the layer stores under its
+    own name (channel_dim, device and dtype aside: checked separately or not hyperparameters)."""
+    keys = set(getattr(type(m), "_repr_keys", ()))
+    for key in {**case.kwargs, **overrides}:
+        if key not in ("channel_dim", "device", "dtype") and hasattr(m, key):
+            keys.add(key)
+    return keys
 
 
 @cases
 def test_repr_contains_hyperparameters(case: Case) -> None:
     overrides: dict[str, Any] = {"eps": 0.003, "channel_dim": -1}
-    if "momentum" in REPR_KEYS[case.name] and case.kwargs.get("momentum", 0.1) is not None:
+    takes_momentum = "momentum" in inspect.signature(case.cls).parameters
+    if takes_momentum and case.kwargs.get("momentum", 0.1) is not None:
         overrides["momentum"] = 0.3
     m = case.make(**overrides)
     text = repr(m)
-    assert text.startswith(CLASS_NAMES[case.name] + "(")
+    assert text.startswith(case.cls.__name__ + "(")
     assert str(case.num_features) in text
     assert "eps=0.003" in text
     assert "channel_dim=-1" in text
-    for key in REPR_KEYS[case.name]:
+    keys = _repr_keys(m, case, overrides)
+    assert {"eps", "affine"} <= keys
+    for key in keys:
         assert f"{key}={getattr(m, key)}" in text, f"{key} missing from {text}"
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import functools
+import importlib
+import inspect
 import re
 
 import pytest
@@ -215,3 +219,80 @@ def test_malformed_spec_is_a_clear_error(spec):
     )
     msg = str(err)
     assert spec in msg or spec.split(":", 1)[1] in msg, msg
+
+
+# -- names derived from the method files' ENTRIES blocks ------------------------------------------
+
+
+def test_package_names_derive_from_the_discovered_entries():
+    """Every entry of a normlab.norms method file is registered, exported as normlab.<Class>
+    and normlab.norms.<Class>, and its functional forms and helpers are published."""
+    discovered = normlab.norms.entries()
+    assert {e.name for e in discovered} <= set(normlab.available())
+    assert len(discovered) >= len(CANONICAL)
+    for entry in discovered:
+        assert registry.lookup(entry.name) is entry
+        name = entry.cls.__name__
+        assert getattr(normlab, name) is entry.cls, name
+        assert getattr(normlab.norms, name) is entry.cls, name
+        assert name in normlab.__all__ and name in normlab.norms.__all__ and name in dir(normlab)
+        assert entry.functional, f"{entry.name} declares no functional form"
+        for fn in entry.functional:
+            assert getattr(normlab.functional, fn.__name__) is fn
+            assert fn.__name__ in normlab.functional.__all__
+        for helper in entry.exports:
+            assert getattr(normlab, helper.__name__) is helper
+            assert helper.__name__ in normlab.__all__
+        assert entry.summary and entry.summary[0].isupper(), entry.summary
+        if entry.fitting is not None:  # a valid spec of this very entry
+            assert registry.lookup(entry.fitting.partition(":")[0]) is entry
+
+
+def test_every_exported_class_and_functional_has_an_entry():
+    """Nothing in __all__ is a layer or functional form without an entry (no hand-kept list)."""
+    classes = {e.cls for e in normlab.norms.entries()}
+    forms = {fn for e in normlab.norms.entries() for fn in e.functional}
+    for name in normlab.__all__:
+        obj = getattr(normlab, name)
+        if isinstance(obj, type) and issubclass(obj, normlab.Norm) and obj is not normlab.Norm:
+            assert obj in classes, name
+    assert {getattr(normlab.functional, n) for n in normlab.functional.__all__} == forms
+
+
+def test_discover_rejects_a_malformed_entries_block(tmp_path, monkeypatch):
+    package = tmp_path / "fake_norms"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "_helper.py").write_text("ENTRIES = 'ignored: private module'\n")
+    (package / "broken.py").write_text("ENTRIES = ['not an Entry']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fake_norms
+
+    with pytest.raises(TypeError, match=r"fake_norms\.broken\.ENTRIES must be a tuple"):
+        normlab.norms.discover(fake_norms)
+
+
+def test_register_refuses_a_taken_name_or_alias():
+    entry = registry.lookup("gn")
+    clash = dataclasses.replace(entry, name="group_norm_twin", aliases=("gn",))
+    with pytest.raises(ValueError, match="'gn' is already registered to 'group_norm'"):
+        registry.register(clash)
+    assert "group_norm_twin" not in normlab.available()
+
+
+@pytest.mark.parametrize("module", [normlab, normlab.norms, normlab.functional])
+def test_type_checking_names_are_the_discovered_ones(module):
+    """The TYPE_CHECKING imports (what a static type checker sees) name discovered objects
+    only; a method missing there still works at runtime, with less precise static types."""
+    tree = ast.parse(inspect.getsource(module))
+    block = next(
+        node for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+    )
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom)
+        source = importlib.import_module(node.module)
+        for alias in node.names:
+            assert alias.asname == alias.name  # an explicit re-export
+            assert alias.name in module.__all__, alias.name
+            assert getattr(module, alias.name) is getattr(source, alias.name), alias.name

@@ -27,6 +27,7 @@ from catalogue import (
     snapshot,
 )
 from normlab.errors import NormlabError
+from normlab.surgery.layers import class_stats_kind
 
 F64 = torch.float64
 running_cases = pytest.mark.parametrize("case", RUNNING_CASES, ids=RUNNING_IDS)
@@ -40,7 +41,8 @@ def _batches(case: Case, count: int, dtype: torch.dtype = F64) -> list[Tensor]:
 
 
 def _per_instance(case: Case) -> bool:
-    return case.name == "instance_norm"
+    """torch.nn InstanceNorm's running-statistics rule (averages of per-sample moments)."""
+    return class_stats_kind(case.cls) == "instance"
 
 
 def _tracked(m: nn.Module) -> int | None:
@@ -162,16 +164,15 @@ def test_reset_running_stats(case: Case) -> None:
         assert torch.equal(value, params[key]), "reset_running_stats must not touch parameters"
 
 
-UNTRACKED = [
-    c for c in CASES if c.name in ("batch_norm", "instance_norm") and not c.has_running_stats
-]
+# layers built with (or defaulting to) track_running_stats=False
+UNTRACKED = [c for c in CASES if getattr(c.make(), "track_running_stats", None) is False]
 
 
 @pytest.mark.parametrize("case", UNTRACKED, ids=[c.id for c in UNTRACKED])
 def test_untracked_layer_has_no_buffers_and_changes_nothing(case: Case) -> None:
     m = randomize_(case.make()).train()
     assert m.track_running_stats is False
-    assert m.running_mean is None and m.running_var is None
+    assert getattr(m, "running_mean", None) is None and getattr(m, "running_var", None) is None
     assert not any(key.startswith(("running_", "num_batches")) for key in m.state_dict())
     before = snapshot(m)
     for x in _batches(case, 2, torch.float32):

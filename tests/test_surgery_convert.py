@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from catalogue import keeps_bn_statistics, small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.norms import FrozenBatchNorm, GroupNorm, LayerNorm, VirtualBatchNorm
 from normlab.norms.virtual_batch_norm import reference_pass
@@ -24,8 +25,6 @@ from surgery_models import (
     unet_decoder_like,
 )
 
-# a spec that fits the models' 8 / 16 / 32 channels and batch of 4
-FITTING = {"group_norm": "gn:4", "ghost_batch_norm": "gbn:2", "evo_norm_s0": "s0:4"}
 NAMES = registry.available()
 TORCH_SOURCES: dict[str, Callable[[int], nn.Module]] = {
     "torch_bn2d": nn.BatchNorm2d,
@@ -36,16 +35,13 @@ TORCH_SOURCES: dict[str, Callable[[int], nn.Module]] = {
 SOURCES = [*TORCH_SOURCES, *NAMES]
 # sources that keep BatchNorm running statistics (mean and variance over (N, *S)): the only
 # ones FrozenBatchNorm can be built from
-BN_STATISTICS = {
-    "torch_bn2d", "batch_norm", "ghost_batch_norm", "batch_renorm", "frozen_batch_norm",
-    "switchable_norm", "batch_instance_norm",
-}
+BN_STATISTICS = {"torch_bn2d", *(name for name in NAMES if keeps_bn_statistics(name))}
 
 
 def _source_model(source: str) -> tuple[nn.Module, tuple[int, ...]]:
     if source == "torch_ln_last":
         return token_mlp_like(nn.LayerNorm), TOKEN_SHAPE
-    layer = TORCH_SOURCES.get(source) or registry.factory(FITTING.get(source, source))
+    layer = TORCH_SOURCES.get(source) or registry.factory(small_spec(source))
     return resnet_like(layer), IMAGE_SHAPE
 
 
@@ -69,7 +65,7 @@ OUTCOMES: dict[tuple[str, str], str] = {}
 @pytest.mark.parametrize("source", SOURCES)
 def test_convert_every_pair(source: str, target: str) -> None:
     model, shape = _source_model(source)
-    spec = FITTING.get(target, target)
+    spec = small_spec(target)
     paths = _norm_paths(model)
     if target == "frozen_batch_norm" and source not in BN_STATISTICS:
         with pytest.raises(errors.ConfigError, match="needs BatchNorm running statistics") as info:
@@ -102,29 +98,25 @@ def _randomize(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
 
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
-CARRIED_FROM_BN = {
-    "batch_norm": ("weight", "bias", *STATS),
-    "ghost_batch_norm": ("weight", "bias", *STATS),
-    "batch_renorm": ("weight", "bias", *STATS),
-    "frozen_batch_norm": ("weight", "bias", *STATS),
-    "switchable_norm": ("weight", "bias", *STATS),
-    "batch_instance_norm": ("weight", "bias", *STATS),
-    "evo_norm_b0": ("weight", "bias", "running_var", "num_batches_tracked"),
-    "group_norm": ("weight", "bias"),
-    "layer_norm": ("weight", "bias"),
-    "instance_norm": ("weight", "bias"),
-    "virtual_batch_norm": ("weight", "bias"),
-    "evo_norm_s0": ("weight", "bias"),
-    "rms_norm": ("weight",),
-}
+
+
+def _carried_from_bn(target: str) -> tuple[str, ...]:
+    """What converting a torch BatchNorm2d to ``target`` copies: the affine parameters the
+    target has, and the BN statistics it keeps when they mean what BN's mean (kind "batch")."""
+    state = registry.create(small_spec(target), 8, affine=True).state_dict()
+    carried = tuple(k for k in ("weight", "bias") if k in state)
+    if statistics_kind(target) == "batch":
+        carried += tuple(k for k in STATS if k in state)
+    return carried
 
 
 @pytest.mark.parametrize("target", NAMES)
 def test_carried_values_from_torch_batch_norm(target: str) -> None:
     model = _randomize(resnet_like(lambda c: nn.BatchNorm2d(c, eps=1e-3, momentum=0.3)),
                        IMAGE_SHAPE)
-    new, report = convert_with_report(model, FITTING.get(target, target))
-    expected = CARRIED_FROM_BN[target]
+    new, report = convert_with_report(model, small_spec(target))
+    expected = _carried_from_bn(target)
+    assert "weight" in expected
     for r in report:
         old, layer = model.get_submodule(r.path), new.get_submodule(r.path)
         assert set(expected) <= set(r.carried)

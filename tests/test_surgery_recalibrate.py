@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
-from normlab.norms import BatchRenorm, EvoNormB0, InstanceNorm
+from normlab.norms import BatchRenorm, EvoNormB0, FrozenBatchNorm, InstanceNorm
 from normlab.surgery import freeze, recalibrate
 from surgery_models import mobilenet_like, resnet_like, unet_decoder_like
 
@@ -19,13 +20,15 @@ KINDS: dict[str, Callable[[int], nn.Module]] = {
     "torch_bn2d": nn.BatchNorm2d,
     "torch_sync_bn": nn.SyncBatchNorm,
     "torch_in2d_tracked": lambda c: nn.InstanceNorm2d(c, affine=True, track_running_stats=True),
-    "bn": registry.factory("bn"),
-    "gbn": registry.factory("gbn:2"),
     "brn": registry.factory("brn", warmup_steps=0, rmax_ramp_end=1, dmax_ramp_end=1),
-    "sn": registry.factory("sn"),
-    "bin": registry.factory("bin"),
-    "b0": registry.factory("b0"),
     "in_tracked": registry.factory("in", affine=True, track_running_stats=True),
+    # every registered method that keeps running statistics (FrozenBatchNorm's are fixed)
+    **{
+        name: registry.factory(small_spec(name))
+        for name in registry.available()
+        if statistics_kind(name) is not None
+        and not issubclass(registry.lookup(name).cls, FrozenBatchNorm)
+    },
 }
 
 

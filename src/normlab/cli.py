@@ -1,6 +1,7 @@
 """The ``normlab`` command: ``list``, ``describe NAME``, and the lab's ``sweep`` and ``report``.
 
-The lab's subcommands import ``normlab.lab`` only when they run (it needs the ``lab`` extra).
+The lab's subcommands import the lab beyond its configuration schema only when they run (it
+needs the ``lab`` extra).
 
 Example:
     >>> main(["describe", "rms"])  # doctest: +ELLIPSIS
@@ -15,12 +16,12 @@ import argparse
 import inspect
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 from torch import nn
 
-from normlab import __version__, registry
+from normlab import __version__, cli_lab, registry
 from normlab.cli_lab import add_report_parser, add_sweep_parser
 from normlab.core.axes import Axes
 from normlab.errors import NormlabError
@@ -88,12 +89,10 @@ def cmd_list(_: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     entry = registry.lookup(args.name)
     cls = entry.cls
-    doc = inspect.getdoc(cls) or ""
     aliases = ", ".join(entry.aliases) or "none"
     print(f"{entry.name}  (aliases: {aliases})  normlab.{cls.__name__}")
-    print(f"  {doc.splitlines()[0] if doc else entry.summary}")
+    print(f"  {entry.summary}")  # the class docstring's first line
     print()
-    print(f"summary:    {entry.summary}")
     print(f"normalizes: {normalizes_over(entry)}")
     print(f"paper:      {entry.paper}")
     if entry.spec_arg:
@@ -117,20 +116,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}. See '{self.prog} --help'.\n")
 
 
-def _lab_command(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            from normlab.lab import commands
-        except ImportError as err:
-            raise NormlabError(
-                f"normlab {name} needs the lab extra ({err.name} is missing): "
-                "pip install 'normlab[lab]'"
-            ) from None
-        return int(getattr(commands, name)(args))
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="normlab",
@@ -142,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", help="one method in detail (names or aliases)")
     describe.add_argument("name", metavar="NAME", help="e.g. group_norm, gn, bn")
     describe.set_defaults(run=cmd_describe)
-    add_sweep_parser(sub).set_defaults(run=_lab_command("sweep"))
-    add_report_parser(sub).set_defaults(run=_lab_command("report"))
+    add_sweep_parser(sub).set_defaults(run=cli_lab.sweep)
+    add_report_parser(sub).set_defaults(run=cli_lab.report)
     return parser
 
 

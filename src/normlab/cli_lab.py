@@ -1,26 +1,25 @@
-"""The options of ``normlab sweep`` and ``normlab report`` (argparse only; no lab import).
+"""``normlab sweep`` and ``normlab report``: their options and what they do.
 
-The defaults are the built-in demo that ``make demo`` runs; ``normlab sweep --help`` shows them.
+The options are the fields of `normlab.lab.config.Sweep`, and their defaults the built-in demo
+that ``make demo`` runs (`normlab.lab.config.DEMO`); ``normlab sweep --help`` shows them.
+Importing this module imports nothing of the lab: the parser reads the schema (standard library
+only) when it is built, and the rest of the lab (which needs the ``lab`` extra) is imported when
+a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-# The demo: chosen so that it finishes in a few minutes on 2 CPU cores (see the README).
-DEFAULTS: dict[str, Any] = {
-    "data": "mnist1d",
-    "model": "mlp",
-    "norms": "bn,gn,ln,brn,none",
-    "batch_sizes": "2,4,8,16,32",
-    "seeds": 3,
-    "epochs": 4,
-    "lr": 0.1,
-    "lr_scaling": "linear",
-    "base_batch_size": 32,
-    "order": "iid",
-}
+from normlab.errors import NormlabError
+
+RUNS_ROOT = Path("runs")
 
 
 def _positive_int(text: str) -> int:
@@ -56,38 +55,44 @@ def comma_ints(text: str) -> tuple[int, ...]:
     return tuple(_positive_int(t) for t in comma_list(text))
 
 
+def _listed(items: tuple[object, ...]) -> str:
+    return ",".join(str(i) for i in items)
+
+
 def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
-    d = DEFAULTS
+    from normlab.lab.config import DEMO as d
+
+    norms, batch_sizes = _listed(d.norms), _listed(d.batch_sizes)
     p = sub.add_parser(
         "sweep",
         help="train every norm at every batch size on a data set; write results and a report",
         description="Train one model per (norm, batch size, seed) and report test error against "
         "batch size. With no options: the built-in demo (MNIST-1D, an MLP, "
-        f"{d['norms']} at batch sizes {d['batch_sizes']}).",
+        f"{norms} at batch sizes {batch_sizes}).",
     )
-    p.add_argument("--data", default=d["data"], help="digits, mnist1d, synthetic, "
+    p.add_argument("--data", default=d.data, help="digits, mnist1d, synthetic, "
                    "synthetic-shift, cifar10:PATH, cifar100:PATH or folder:PATH "
-                   f"(default {d['data']})")
-    p.add_argument("--model", default=d["model"],
-                   help=f"resnet, cnn1d or mlp (default {d['model']})")
-    p.add_argument("--norms", type=comma_list, default=comma_list(d["norms"]),
-                   help=f"registered norm specs and 'none', comma-separated (default {d['norms']})")
-    p.add_argument("--batch-sizes", type=comma_ints, default=comma_ints(d["batch_sizes"]),
-                   help=f"comma-separated (default {d['batch_sizes']})")
-    p.add_argument("--seeds", type=_positive_int, default=d["seeds"],
-                   help=f"runs per (norm, batch size), seeds 0..N-1 (default {d['seeds']})")
+                   f"(default {d.data})")
+    p.add_argument("--model", default=d.model,
+                   help=f"resnet, cnn1d or mlp (default {d.model})")
+    p.add_argument("--norms", type=comma_list, default=comma_list(norms),
+                   help=f"registered norm specs and 'none', comma-separated (default {norms})")
+    p.add_argument("--batch-sizes", type=comma_ints, default=comma_ints(batch_sizes),
+                   help=f"comma-separated (default {batch_sizes})")
+    p.add_argument("--seeds", type=_positive_int, default=d.seeds,
+                   help=f"runs per (norm, batch size), seeds 0..N-1 (default {d.seeds})")
     amount = p.add_mutually_exclusive_group()
     amount.add_argument("--epochs", type=_positive_int, default=None,
-                        help=f"equal epochs at every batch size (default {d['epochs']})")
+                        help=f"equal epochs at every batch size (default {d.epochs})")
     amount.add_argument("--steps", type=_positive_int, default=None,
                         help="equal number of updates at every batch size instead of --epochs")
-    p.add_argument("--lr", type=_positive_float, default=d["lr"],
-                   help=f"peak learning rate at --base-batch-size (default {d['lr']})")
-    p.add_argument("--lr-scaling", choices=("linear", "none"), default=d["lr_scaling"],
+    p.add_argument("--lr", type=_positive_float, default=d.lr,
+                   help=f"peak learning rate at --base-batch-size (default {d.lr})")
+    p.add_argument("--lr-scaling", choices=("linear", "none"), default=d.lr_scaling,
                    help="linear: lr x B / base batch size (default); none: the same lr for all")
-    p.add_argument("--base-batch-size", type=_positive_int, default=d["base_batch_size"],
-                   help=f"the batch size --lr is meant for (default {d['base_batch_size']})")
-    p.add_argument("--order", default=d["order"],
+    p.add_argument("--base-batch-size", type=_positive_int, default=d.base_batch_size,
+                   help=f"the batch size --lr is meant for (default {d.base_batch_size})")
+    p.add_argument("--order", default=d.order,
                    help="iid, sorted (class-sorted batches) or fewclass:K (default iid)")
     p.add_argument("--width", type=_positive_int, default=None,
                    help="channels / units of the model (default per model)")
@@ -114,3 +119,68 @@ def add_report_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by normlab sweep")
     return p
+
+
+# -- what the commands do --------------------------------------------------------------------------
+
+
+def _lab(command: str) -> None:
+    """Fail with the fix when the ``lab`` extra is missing (checked before any work starts)."""
+    try:
+        import normlab.lab.report
+        import normlab.lab.sweep  # noqa: F401
+    except ImportError as err:
+        raise NormlabError(
+            f"normlab {command} needs the lab extra ({err.name} is missing): "
+            "pip install 'normlab[lab]'"
+        ) from None
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """``normlab sweep``: the options become a `Sweep`, field by field."""
+    _lab("sweep")
+    from normlab.lab import store
+    from normlab.lab.config import DEMO, Sweep
+    from normlab.lab.report import write_report
+    from normlab.lab.sweep import latest_sweep, run_sweep, usable_cores
+
+    options = {f.name: getattr(args, f.name) for f in fields(Sweep)}
+    if args.epochs is None and args.steps is None:
+        options["epochs"] = DEMO.epochs
+    plan = Sweep(**options)
+    if args.out is not None:
+        out = Path(args.out)
+    elif args.resume:
+        out = latest_sweep(RUNS_ROOT)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = f"{args.data.split(':')[0]}-{args.model}-{stamp}"
+        out = RUNS_ROOT / name
+    command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv else "normlab sweep"
+    try:
+        records = run_sweep(
+            plan, out, jobs=args.jobs or usable_cores(), resume=args.resume,
+            quiet=args.quiet, command=command,
+        )
+    except KeyboardInterrupt:
+        done = len(store.read_records(out))
+        print(
+            f"normlab: interrupted: {done} finished runs are kept in {out}/{store.RESULTS}; "
+            f"continue with: normlab sweep --resume --out {out} (and the same options)",
+            file=sys.stderr,
+        )
+        return 130
+    diverged = sum(r["status"] != "ok" for r in records)
+    print(f"{len(records)} runs in {out}/results.jsonl ({diverged} diverged)")
+    if not args.no_report:
+        print(f"report: {write_report(out)}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """``normlab report RUN_DIR``."""
+    _lab("report")
+    from normlab.lab.report import write_report
+
+    print(f"report: {write_report(Path(args.run_dir))}")
+    return 0

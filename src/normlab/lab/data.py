@@ -41,8 +41,18 @@ import torch
 from torch import Tensor
 
 from normlab import errors
+from normlab.errors import DataError
 
 __all__ = ["DataSet", "available_data", "load_data"]
+
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def data_error(spec: str, problem: str, fix: str) -> DataError:
+    """``--data SPEC: <what is wrong>. <how to fix it>`` for every data loading failure."""
+    return DataError(f"--data {spec}: {problem}. {fix}")
+
 
 IMAGE_EXTENSIONS = (
     ".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp",
@@ -117,7 +127,7 @@ def load_data(
             misplaced or corrupt; the message names the value and the fix.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise errors.data_error(
+        raise data_error(
             repr(spec), "no data set named", f"Pass one of: {', '.join(available_data())}."
         )
     _check_positive("image_size", image_size, spec, "image_size=32")
@@ -128,14 +138,14 @@ def load_data(
     kind = kind.lower()
     if kind in _BUILT_IN:
         if sep:
-            raise errors.data_error(
+            raise data_error(
                 spec, f"{kind} is built in and takes no path", f"Use --data {kind}."
             )
         arrays = _BUILT_IN[kind]()
         name = kind
     elif kind in _FROM_DISK:
         if not path:
-            raise errors.data_error(
+            raise data_error(
                 spec, f"{kind} needs a path", f"Use --data {kind}:PATH ({_PATH_HINT[kind]})."
             )
         arrays = _FROM_DISK[kind](spec, Path(path).expanduser(), image_size)
@@ -147,7 +157,7 @@ def load_data(
 
 def _check_positive(argument: str, value: object, spec: str, example: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise errors.data_error(
+        raise data_error(
             spec, f"{argument} must be a positive int; got {value!r}", f"Pass e.g. {example}."
         )
 
@@ -254,7 +264,7 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         try:
             from mnist1d.data import get_dataset_args, make_dataset
         except ImportError as exc:
-            raise errors.data_error(
+            raise data_error(
                 "mnist1d",
                 f"the mnist1d package cannot be imported ({exc})",
                 "Install the lab extra: pip install 'normlab[lab]'.",
@@ -388,14 +398,14 @@ def _cifar_root(spec: str, path: Path, layout: _CifarLayout) -> Path:
     first = layout.train[0]
     root = next((p for p in (path, path / layout.folder) if (p / first).is_file()), None)
     if root is None:
-        raise errors.data_error(
+        raise data_error(
             spec,
             f"no {first} in {path} nor in {path / layout.folder}; {expected}",
             f"Pass the folder holding {layout.folder} (or {layout.folder} itself).",
         )
     for name in (*layout.train, layout.test):
         if not (root / name).is_file():
-            raise errors.data_error(
+            raise data_error(
                 spec,
                 f"no {name} in {root}; {expected}",
                 f"The folder is incomplete: extract {layout.archive} again.",
@@ -405,11 +415,11 @@ def _cifar_root(spec: str, path: Path, layout: _CifarLayout) -> Path:
 
 def _check_directory(spec: str, path: Path, fix: str) -> None:
     if not path.exists():
-        raise errors.data_error(spec, f"the directory {path} does not exist", fix)
+        raise data_error(spec, f"the directory {path} does not exist", fix)
     if not path.is_dir():
         if path.name.endswith((".tar.gz", ".tgz", ".tar", ".zip")):
             fix = f"Extract the archive first (e.g. tar xzf {path}) and point --data at the result."
-        raise errors.data_error(spec, f"{path} is a file, not a directory", fix)
+        raise data_error(spec, f"{path} is a file, not a directory", fix)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -442,15 +452,15 @@ def _read_cifar_batch(
             # CIFAR was pickled by Python 2: its str keys and bytes load as bytes.
             batch = _ArrayUnpickler(f, encoding="bytes").load()
     except Exception as exc:  # any unpickling failure of a user file is the same user error
-        raise errors.data_error(spec, f"cannot read {file} ({exc})", corrupt) from None
+        raise data_error(spec, f"cannot read {file} ({exc})", corrupt) from None
     if not isinstance(batch, dict):
-        raise errors.data_error(
+        raise data_error(
             spec, f"{file} holds a {type(batch).__name__}, not the dict of a CIFAR batch", corrupt
         )
     fields = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     missing = [key for key in ("data", layout.label_key) if key not in fields]
     if missing:
-        raise errors.data_error(
+        raise data_error(
             spec,
             f"{file} has no {' or '.join(repr(m) for m in missing)} entry (keys: "
             f"{', '.join(map(str, fields))})",
@@ -459,7 +469,7 @@ def _read_cifar_batch(
     data = np.asarray(fields["data"])
     labels = np.asarray(fields[layout.label_key])
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
-        raise errors.data_error(
+        raise data_error(
             spec,
             f"'data' in {file} is a {data.dtype} array of shape {data.shape}; expected uint8 of "
             "shape (N, 3072), one 3x32x32 channel-major RGB image per row",
@@ -470,7 +480,7 @@ def _read_cifar_batch(
         or not np.issubdtype(labels.dtype, np.integer)
         or (len(labels) and (labels.min() < 0 or labels.max() >= layout.num_classes))
     ):
-        raise errors.data_error(
+        raise data_error(
             spec,
             f"{layout.label_key!r} in {file} is not {len(data)} ints in [0, "
             f"{layout.num_classes}) (got shape {labels.shape}, dtype {labels.dtype})",
@@ -496,16 +506,16 @@ def _folder(spec: str, path: Path, image_size: int) -> _Arrays:
     _check_directory(spec, path, f"Point --data folder:PATH at a directory holding {layout}.")
     train_dir = path / "train"
     if not train_dir.is_dir():
-        raise errors.data_error(spec, f"no train folder in {path}", f"Expected {layout}.")
+        raise data_error(spec, f"no train folder in {path}", f"Expected {layout}.")
     test_dir = next((path / d for d in ("test", "val") if (path / d).is_dir()), None)
     if test_dir is None:
-        raise errors.data_error(spec, f"no test (or val) folder in {path}", f"Expected {layout}.")
+        raise data_error(spec, f"no test (or val) folder in {path}", f"Expected {layout}.")
     classes = _class_folders(spec, train_dir, layout)
     index = {name: i for i, name in enumerate(classes)}
     test_classes = _class_folders(spec, test_dir, layout)
     unknown = [c for c in test_classes if c not in index]
     if unknown:
-        raise errors.data_error(
+        raise data_error(
             spec,
             f"{test_dir} has class folder(s) {', '.join(unknown)} that {train_dir} lacks "
             f"(train classes: {', '.join(classes)})",
@@ -521,7 +531,7 @@ def _class_folders(spec: str, split_dir: Path, layout: str) -> list[str]:
         p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     if not classes:
-        raise errors.data_error(
+        raise data_error(
             spec, f"{split_dir} holds no class folders", f"Expected {layout}."
         )
     return classes
@@ -539,7 +549,7 @@ def _read_split(
             and p.suffix.lower() in IMAGE_EXTENSIONS
         )
         if not files:
-            raise errors.data_error(
+            raise data_error(
                 spec,
                 f"the class folder {split_dir / name} holds no images "
                 f"({', '.join(IMAGE_EXTENSIONS)})",
@@ -558,7 +568,7 @@ def _read_image(spec: str, file: Path, image_size: int) -> np.ndarray:
         with Image.open(file) as image:
             rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
     except Exception as exc:  # PIL raises many types for a bad file; all are the same user error
-        raise errors.data_error(
+        raise data_error(
             spec,
             f"cannot read the image {file} ({type(exc).__name__}: {exc})",
             "Replace or delete that file.",

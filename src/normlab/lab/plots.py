@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-from normlab.lab.report import SummaryRow, config_of, final_error, norm_order, unique_records
+from normlab.lab.summary import SummaryRow, config_of, final_error, norm_order, unique_records
 
 DPI = 110
 COLOURS = (  # matplotlib's tab10
@@ -60,7 +60,7 @@ def plot_error_vs_batch_size(
     exactly one line per norm; bands are PolyCollections and the diverged marks are text.
 
     Args:
-        summary: rows from :func:`normlab.lab.report.summarize`.
+        summary: rows from :func:`normlab.lab.summary.summarize`.
         norms: the norms' order, which fixes their colours; default: order of first appearance.
         title: the axes title.
     """

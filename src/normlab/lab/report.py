@@ -1,14 +1,6 @@
 """The report of a run directory: summary table, winner per batch size, plots and ``report.md``.
 
-Statistics per (norm, batch size), over the seeds that finished:
-
-- ``runs`` counts every finished record of the configuration, ``diverged`` those that diverged
-  (status ``"diverged"``, or a ``test_error`` that is missing or not finite).
-- ``mean``, ``min``, ``max`` of the final test error over the ``runs - diverged`` runs that did not
-  diverge; a diverged run has no test error and is never averaged in. All four are fractions in
-  [0, 1] and ``None`` when every run diverged.
-- ``std`` is the sample standard deviation over those runs, ``sqrt(Σ(e - mean)² / (k - 1))``
-  (ddof=1), and ``None`` when fewer than 2 runs are left: one seed gives no spread estimate.
+The statistics per (norm, batch size) are `normlab.lab.summary`'s.
 
 Winner per batch size (:func:`winners`): the norm with the lowest mean error, the runner-up, the
 margin ``mean(runner-up) - mean(best)`` and the spread ``max(std(best), std(runner-up))``, both in
@@ -24,16 +16,47 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from normlab import errors
+from normlab.errors import ConfigError
 from normlab.lab import store
+from normlab.lab.summary import (
+    SummaryRow,
+    config_of,
+    norm_order,
+    summarize,
+    unique_records,
+)
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def no_run_to_report(run_dir: object, problem: str) -> ConfigError:
+    """``normlab report RUN_DIR`` on a directory that holds no sweep (yet)."""
+    return ConfigError(
+        f"normlab report: {problem}. Run `normlab sweep --out {run_dir}` first, or pass the "
+        "directory a sweep wrote (the one holding meta.json and results.jsonl)."
+    )
+
+
+def no_finished_run(results: object) -> ConfigError:
+    """``results.jsonl`` exists but holds no complete line: the sweep's first run is not done."""
+    return ConfigError(
+        f"normlab report: no finished run yet in {results}: every run appends its line when "
+        "it ends. Wait for the first run to finish, then run `normlab report` again."
+    )
+
+
+def report_not_writable(run_dir: object, name: str, reason: object) -> ConfigError:
+    """A report file could not be written; the files already in the directory are untouched."""
+    return ConfigError(
+        f"normlab report: cannot write {name} in {run_dir} ({reason}). Make the directory "
+        "writable (chmod u+w) or copy the run directory somewhere writable and report there."
+    )
+
 
 ERROR_PLOT = "error_vs_batch_size.png"
 CURVES_PLOT = "training_curves.png"
@@ -52,25 +75,6 @@ ALL_DIVERGED = "no winner: every run diverged"
 
 
 @dataclass(frozen=True)
-class SummaryRow:
-    """Test error of one (norm, batch size) over its seeds; errors are fractions, see the module."""
-
-    norm: str
-    batch_size: int
-    runs: int
-    diverged: int
-    mean: float | None
-    std: float | None
-    min: float | None
-    max: float | None
-
-    @property
-    def ok(self) -> int:
-        """Runs that did not diverge: the ones the statistics are taken over."""
-        return self.runs - self.diverged
-
-
-@dataclass(frozen=True)
 class Winner:
     """The best norm at one batch size; ``margin`` and ``spread`` in percentage points."""
 
@@ -80,82 +84,6 @@ class Winner:
     margin: float | None
     spread: float | None
     verdict: str
-
-
-# -- reading records -------------------------------------------------------------------------------
-
-
-def unique_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """One record per run id, the first that finished (what ``--resume`` counts as done)."""
-    seen: dict[object, Mapping[str, Any]] = {}
-    for record in records:
-        seen.setdefault(record.get("id"), record)
-    return list(seen.values())
-
-
-def config_of(record: Mapping[str, Any], source: object = "results.jsonl") -> tuple[str, int]:
-    """``(norm, batch_size)`` of a record, or a clear error naming the record."""
-    config = record.get("config")
-    norm = config.get("norm") if isinstance(config, Mapping) else None
-    batch_size = config.get("batch_size") if isinstance(config, Mapping) else None
-    if not isinstance(norm, str) or isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise errors.bad_run_record(
-            source, record.get("id"), "has no config.norm (a str) and config.batch_size (an int)"
-        )
-    return norm, batch_size
-
-
-def final_error(record: Mapping[str, Any]) -> float | None:
-    """The final test error of a run that did not diverge, else ``None``."""
-    error = record.get("test_error")
-    if record.get("status") == "diverged" or isinstance(error, bool):
-        return None
-    if not isinstance(error, (int, float)) or not math.isfinite(error):
-        return None
-    return float(error)
-
-
-def norm_order(records: Iterable[Mapping[str, Any]], norms: Sequence[str] = ()) -> list[str]:
-    """``norms`` (meta.json's order) first, then any other norm in order of first appearance."""
-    order = list(dict.fromkeys(norms))
-    for record in records:
-        norm = config_of(record)[0]
-        if norm not in order:
-            order.append(norm)
-    return order
-
-
-# -- statistics ------------------------------------------------------------------------------------
-
-
-def summarize(records: Iterable[Mapping[str, Any]], norms: Sequence[str] = ()) -> list[SummaryRow]:
-    """One row per (norm, batch size) that has a finished run: batch size ascending, then norm.
-
-    Norms follow ``norms`` (e.g. ``meta["norms"]``) when given, then first appearance.
-    """
-    records = unique_records(records)
-    order = norm_order(records, norms)
-    groups: dict[tuple[str, int], list[float | None]] = {}
-    for record in records:
-        groups.setdefault(config_of(record), []).append(final_error(record))
-    rows = []
-    for (norm, batch_size), finals in sorted(
-        groups.items(), key=lambda item: (item[0][1], order.index(item[0][0]))
-    ):
-        ok = np.array([e for e in finals if e is not None], dtype=np.float64)
-        rows.append(
-            SummaryRow(
-                norm=norm,
-                batch_size=batch_size,
-                runs=len(finals),
-                diverged=len(finals) - ok.size,
-                mean=float(ok.mean()) if ok.size else None,
-                std=float(ok.std(ddof=1)) if ok.size >= 2 else None,
-                min=float(ok.min()) if ok.size else None,
-                max=float(ok.max()) if ok.size else None,
-            )
-        )
-    return rows
 
 
 def winners(summary: Sequence[SummaryRow]) -> list[Winner]:
@@ -399,13 +327,13 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], str, list[Mapping[str, Any]]]:
     """meta (``{}`` when missing or unreadable), a note about it, and the finished records."""
     if not run_dir.is_dir():
         problem = "is not a directory" if run_dir.exists() else "does not exist"
-        raise errors.no_run_to_report(run_dir, f"the run directory {run_dir} {problem}")
+        raise no_run_to_report(run_dir, f"the run directory {run_dir} {problem}")
     results = run_dir / store.RESULTS
     if not results.is_file():
-        raise errors.no_run_to_report(run_dir, f"{run_dir} holds no {store.RESULTS}")
+        raise no_run_to_report(run_dir, f"{run_dir} holds no {store.RESULTS}")
     records = unique_records(store.read_records(run_dir))
     if not records:
-        raise errors.no_finished_run(results)
+        raise no_finished_run(results)
     for record in records:
         config_of(record, results)
     note = ""
@@ -448,5 +376,5 @@ def write_report(run_dir: Path) -> Path:
         try:
             store.write_atomic(run_dir / name, data)
         except OSError as err:
-            raise errors.report_not_writable(run_dir, name, err.strerror or err) from None
+            raise report_not_writable(run_dir, name, err.strerror or err) from None
     return run_dir / REPORT_MD

@@ -8,12 +8,13 @@ size. ``epochs`` fixes the examples seen (equal epochs: a batch of 2 takes 16x t
 batch of 32); ``steps`` fixes the number of updates instead. The last partial batch of an
 epoch is dropped, so BN never sees a batch of one.
 
-Methods that need more than a layer swap get what their papers prescribe: Virtual BN takes a
-fixed reference batch (64 training examples drawn once per run) through the current weights
-before every step and before evaluation; Batch-Instance Norm's gates get the reference's
-learning rate x10, no weight decay, and are clipped to [0, 1] after every step; Batch Renorm's
-schedule (warm-up 5k, d_max at 25k, r_max at 40k steps in the paper) is scaled to the run's
-length: warm-up 4 %, d_max at 20 %, r_max at 32 % of its steps.
+Methods that need more than a layer swap get what their papers prescribe, as each method declares
+it (``training_hooks``, `normlab.norms._training.TrainingHooks`): Virtual BN takes a fixed
+reference batch (64 training examples drawn once per run) through the current weights before
+every step and before evaluation; Batch-Instance Norm's gates get the reference's learning rate
+x10, no weight decay, and are clipped to [0, 1] after every step; Batch Renorm's schedule
+(warm-up 5k, d_max at 25k, r_max at 40k steps in the paper) is scaled to the run's length:
+warm-up 4 %, d_max at 20 %, r_max at 32 % of its steps.
 
 A loss that is not finite stops the run; it is recorded as diverged, not raised.
 """
@@ -24,7 +25,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,54 +33,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import normlab
+from normlab import registry
+from normlab.lab.config import RunConfig
 from normlab.lab.data import DataSet
-from normlab.lab.models import build_model, resolve_norm
+from normlab.lab.models import NO_NORM, build_model, resolve_norm
 from normlab.lab.sampling import batch_indices
+from normlab.norms._training import hooks_of, model_hooks
 
 REFERENCE_SIZE = 64
 EVAL_BATCH = 1024
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
-# Batch Renorm's schedule as fractions of the run: the paper's 5k / 25k / 40k of ~125k steps.
-RENORM_SCHEDULE = {"warmup_steps": 0.04, "dmax_ramp_end": 0.2, "rmax_ramp_end": 0.32}
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a run depends on; two equal configs give the same numbers."""
-
-    data: str
-    model: str
-    norm: str
-    batch_size: int
-    seed: int
-    epochs: int | None = 4
-    steps: int | None = None
-    lr: float = 0.1
-    lr_scaling: str = "linear"
-    base_batch_size: int = 32
-    order: str = "iid"
-    width: int | None = None
-    max_train: int | None = None
-
-    @property
-    def run_id(self) -> str:
-        """The key a finished run is recorded under; a sweep varies only these three."""
-        return f"norm={self.norm}|batch_size={self.batch_size}|seed={self.seed}"
-
-    def peak_lr(self) -> float:
-        if self.lr_scaling == "linear":
-            return self.lr * self.batch_size / self.base_batch_size
-        return self.lr
-
-    def total_steps(self, n_train: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        assert self.epochs is not None
-        return self.epochs * (n_train // self.batch_size)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -96,32 +60,43 @@ ProgressFn = Callable[[Progress], None]
 
 
 def _param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
-    """Weight decay on conv/linear weights only (not on norm parameters, gates or biases)."""
-    gates = {id(p) for p in normlab.norms.batch_instance_norm.gate_parameters(model)}
+    """Weight decay on conv/linear weights only (not on norm parameters or biases); parameters
+    that a method puts in groups of its own (e.g. Batch-Instance Norm's gates) go there."""
+    special = [g for h in model_hooks(model) if h.param_groups for g in h.param_groups(model, lr)]
+    taken = {id(p) for g in special for p in g["params"]}
     decay, no_decay = [], []
     for p in model.parameters():
-        if id(p) in gates:
+        if id(p) in taken:
             continue
         (decay if p.dim() > 1 else no_decay).append(p)
     groups = [
         {"params": decay, "weight_decay": WEIGHT_DECAY},
         {"params": no_decay, "weight_decay": 0.0},
+        *special,
     ]
-    if gates:
-        gate_group = normlab.gate_param_groups(model, lr)[1]
-        groups.append(gate_group)
     return [g for g in groups if g["params"]]
 
 
+def _optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """SGD over `_param_groups`, with what the model's layers need after every step."""
+    optimizer = torch.optim.SGD(_param_groups(model, lr), lr=lr, momentum=MOMENTUM)
+    for hooks in model_hooks(model):
+        if hooks.after_step is not None:
+            hooks.after_step(optimizer, model)
+    return optimizer
+
+
 def uses_reference(model: nn.Module) -> bool:
-    """Whether ``model`` has Virtual BN layers, which need a reference pass before a forward."""
-    return any(isinstance(m, normlab.VirtualBatchNorm) for m in model.modules())
+    """Whether a layer of ``model`` needs a reference pass before a forward (Virtual BN)."""
+    return any(h.reference_pass for h in model_hooks(model))
 
 
 def _norm_kwargs(norm: str, total_steps: int) -> dict[str, object]:
-    if norm.partition(":")[0] != "batch_renorm":
+    """The step-counting constructor arguments the norm declares, scaled to the run."""
+    if norm == NO_NORM:
         return {}
-    return {key: max(1, round(frac * total_steps)) for key, frac in RENORM_SCHEDULE.items()}
+    cls = registry.lookup(norm.partition(":")[0]).cls
+    return dict(hooks_of(cls).schedule_kwargs(total_steps))
 
 
 @contextlib.contextmanager
@@ -183,9 +158,7 @@ def train_run(
         if uses_reference(model):
             pick = torch.randperm(n_train, generator=generator)[:REFERENCE_SIZE]
             x_ref = data.x_train[pick]
-        optimizer = torch.optim.SGD(_param_groups(model, config.peak_lr()), lr=config.peak_lr(),
-                                    momentum=MOMENTUM)
-        normlab.clamp_gates_after_step(optimizer, model)
+        optimizer = _optimizer(model, config.peak_lr())
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
             pct_start=0.25,

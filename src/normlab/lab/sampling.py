@@ -30,8 +30,31 @@ import torch
 from torch import Tensor
 
 from normlab import errors
+from normlab.errors import ConfigError
 
 __all__ = ["ORDERS", "batch_indices", "check_batch_sizes", "check_order", "parse_order"]
+
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def bad_batch_size(batch_size: object) -> ConfigError:
+    return ConfigError(
+        f"batch size must be a positive int; got {batch_size!r}. Pass --batch-sizes with "
+        "values >= 1, e.g. --batch-sizes 2,4,8,16,32."
+    )
+
+
+def batch_size_too_large(batch_size: int, n_train: int, data_name: str) -> ConfigError:
+    return ConfigError(
+        f"batch size {batch_size} is larger than the {n_train} training examples of "
+        f"{data_name}; use --batch-sizes up to {n_train}."
+    )
+
+
+def bad_batch_order(order: object, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"--order {order}: {problem}. {fix}")
+
 
 ORDERS = ("iid", "sorted", "fewclass:K")
 
@@ -39,13 +62,13 @@ ORDERS = ("iid", "sorted", "fewclass:K")
 def parse_order(order: str) -> tuple[str, int | None]:
     """``"iid"`` -> ``("iid", None)``, ``"fewclass:3"`` -> ``("fewclass", 3)``; K >= 1 checked."""
     if not isinstance(order, str):
-        raise errors.bad_batch_order(
+        raise bad_batch_order(
             repr(order), "the batch order must be a string", f"Pass one of {', '.join(ORDERS)}."
         )
     kind, sep, arg = order.strip().lower().partition(":")
     if kind in ("iid", "sorted"):
         if sep:
-            raise errors.bad_batch_order(
+            raise bad_batch_order(
                 order, f"{kind} takes no parameter", f"Use --order {kind}."
             )
         return kind, None
@@ -55,7 +78,7 @@ def parse_order(order: str) -> tuple[str, int | None]:
         except ValueError:
             k = 0
         if k < 1:
-            raise errors.bad_batch_order(
+            raise bad_batch_order(
                 order,
                 "fewclass needs the number of classes per batch, a positive int",
                 "Use e.g. --order fewclass:2 (each batch drawn from 2 classes).",
@@ -76,7 +99,7 @@ def check_order(order: str, labels: Tensor, batch_sizes: Iterable[int] = ()) -> 
     counts = _check_labels(labels).bincount()
     counts = counts[counts > 0]
     if k > len(counts):
-        raise errors.bad_batch_order(
+        raise bad_batch_order(
             order,
             f"K = {k} classes per batch, but the training data has {len(counts)} classes",
             f"Use K between 1 and {len(counts)}.",
@@ -85,7 +108,7 @@ def check_order(order: str, labels: Tensor, batch_sizes: Iterable[int] = ()) -> 
     for b in batch_sizes:
         share = -(-b // k)
         if share > smallest:
-            raise errors.bad_batch_order(
+            raise bad_batch_order(
                 order,
                 f"batch size {b} takes up to {share} examples from each of its {k} classes, but "
                 f"the smallest class has {smallest}",
@@ -104,9 +127,9 @@ def check_batch_sizes(batch_sizes: Iterable[int], n_train: int, data_name: str) 
 
 def _check_batch_size(batch_size: object, n_train: int, data_name: str) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise errors.bad_batch_size(batch_size)
+        raise bad_batch_size(batch_size)
     if batch_size > n_train:
-        raise errors.batch_size_too_large(batch_size, n_train, data_name)
+        raise batch_size_too_large(batch_size, n_train, data_name)
     return batch_size
 
 

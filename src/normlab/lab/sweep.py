@@ -16,7 +16,6 @@ import queue
 import signal
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -27,68 +26,12 @@ import torch
 import normlab
 from normlab import errors
 from normlab.lab import store
+from normlab.lab.config import TRAINING_KEYS, RunConfig, Sweep
 from normlab.lab.data import DataSet, load_data
 from normlab.lab.models import build_model, default_model
 from normlab.lab.progress import SweepProgress
-from normlab.lab.runner import Progress, RunConfig, train_run, uses_reference
+from normlab.lab.runner import Progress, train_run, uses_reference
 from normlab.lab.sampling import check_batch_sizes, check_order
-
-# What a sweep varies; every other field of RunConfig is a training setting that all its runs
-# share, and that a resumed sweep must share with the one it continues (the grid may grow).
-GRID_KEYS = ("norm", "batch_size", "seed")
-TRAINING_KEYS = tuple(f.name for f in fields(RunConfig) if f.name not in GRID_KEYS)
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """A grid of runs: every norm x batch size x seed, the rest shared."""
-
-    data: str
-    norms: tuple[str, ...]
-    batch_sizes: tuple[int, ...]
-    seeds: int
-    model: str | None = None
-    epochs: int | None = 4
-    steps: int | None = None
-    lr: float = 0.1
-    lr_scaling: str = "linear"
-    base_batch_size: int = 32
-    order: str = "iid"
-    width: int | None = None
-    max_train: int | None = None
-
-    def configs(self, model: str) -> list[RunConfig]:
-        """Seed-major, then batch size ascending (longest runs first), then norm: a partial
-        sweep holds whole seeds, and the slow runs start early."""
-        shared = {**self.training_settings(), "model": model}
-        return [
-            RunConfig(norm=norm, batch_size=bs, seed=seed, **shared)
-            for seed in range(self.seeds)
-            for bs in sorted(self.batch_sizes)
-            for norm in self.norms
-        ]
-
-    def training_settings(self) -> dict[str, Any]:
-        """The RunConfig fields every run of the sweep shares (``model`` may still be None)."""
-        return {key: getattr(self, key) for key in TRAINING_KEYS}
-
-    def protocol(self) -> str:
-        amount = (
-            f"equal epochs ({self.epochs}): every run sees the same examples, so small batches "
-            "take more steps"
-            if self.steps is None
-            else f"equal steps ({self.steps}): every run makes the same number of updates, so "
-            "small batches see fewer examples"
-        )
-        scaling = (
-            f"peak learning rate {self.lr} x B / {self.base_batch_size} (linear scaling rule)"
-            if self.lr_scaling == "linear"
-            else f"peak learning rate {self.lr} at every batch size"
-        )
-        return (
-            f"{amount}; SGD momentum 0.9, weight decay 5e-4, one-cycle schedule, {scaling}; "
-            f"{self.order} batches; test error with the norms in eval mode."
-        )
 
 
 @lru_cache(maxsize=4)

@@ -1,34 +1,66 @@
-"""One file per method: its functional form, its module, its registry entry lives in
-normlab.registry."""
+"""One file per method: its functional form, its module and, at its end, its registry entries.
+
+Every public module of this package (a name without a leading underscore) that ends with
+``ENTRIES = (Entry(...), ...)`` is a method; `discover` imports them, and this package's names
+(``normlab.norms.BatchNorm``, ...) and ``__all__`` are the entries' classes. The registry builds
+on `entries` (this package never imports the registry).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from normlab.norms._base import Norm as Norm
-from normlab.norms.batch_instance_norm import BatchInstanceNorm as BatchInstanceNorm
-from normlab.norms.batch_norm import BatchNorm as BatchNorm
-from normlab.norms.batch_renorm import BatchRenorm as BatchRenorm
-from normlab.norms.evo_norm import EvoNormB0 as EvoNormB0
-from normlab.norms.evo_norm import EvoNormS0 as EvoNormS0
-from normlab.norms.frozen_batch_norm import FrozenBatchNorm as FrozenBatchNorm
-from normlab.norms.ghost_batch_norm import GhostBatchNorm as GhostBatchNorm
-from normlab.norms.group_norm import GroupNorm as GroupNorm
-from normlab.norms.instance_norm import InstanceNorm as InstanceNorm
-from normlab.norms.layer_norm import LayerNorm as LayerNorm
-from normlab.norms.rms_norm import RMSNorm as RMSNorm
-from normlab.norms.switchable_norm import SwitchableNorm as SwitchableNorm
-from normlab.norms.virtual_batch_norm import VirtualBatchNorm as VirtualBatchNorm
+from normlab.norms._entry import Entry as Entry
 
-__all__ = [
-    "BatchInstanceNorm",
-    "BatchNorm",
-    "BatchRenorm",
-    "EvoNormB0",
-    "EvoNormS0",
-    "FrozenBatchNorm",
-    "GhostBatchNorm",
-    "GroupNorm",
-    "InstanceNorm",
-    "LayerNorm",
-    "Norm",
-    "RMSNorm",
-    "SwitchableNorm",
-    "VirtualBatchNorm",
-]
+if TYPE_CHECKING:  # the same names as discovery gives, spelled out for static type checkers
+    from normlab.norms.batch_instance_norm import BatchInstanceNorm as BatchInstanceNorm
+    from normlab.norms.batch_norm import BatchNorm as BatchNorm
+    from normlab.norms.batch_renorm import BatchRenorm as BatchRenorm
+    from normlab.norms.evo_norm import EvoNormB0 as EvoNormB0
+    from normlab.norms.evo_norm import EvoNormS0 as EvoNormS0
+    from normlab.norms.frozen_batch_norm import FrozenBatchNorm as FrozenBatchNorm
+    from normlab.norms.ghost_batch_norm import GhostBatchNorm as GhostBatchNorm
+    from normlab.norms.group_norm import GroupNorm as GroupNorm
+    from normlab.norms.instance_norm import InstanceNorm as InstanceNorm
+    from normlab.norms.layer_norm import LayerNorm as LayerNorm
+    from normlab.norms.rms_norm import RMSNorm as RMSNorm
+    from normlab.norms.switchable_norm import SwitchableNorm as SwitchableNorm
+    from normlab.norms.virtual_batch_norm import VirtualBatchNorm as VirtualBatchNorm
+
+
+def discover(package: ModuleType) -> tuple[Entry, ...]:
+    """The entries of every public module of ``package``, in module-name order.
+
+    A module is public when its name has no leading underscore; one without ``ENTRIES`` (a
+    shared helper) contributes none. ``ENTRIES`` must be a tuple of `Entry`.
+    """
+    found: list[Entry] = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        declared = getattr(module, "ENTRIES", ())
+        if not isinstance(declared, tuple) or not all(isinstance(e, Entry) for e in declared):
+            raise TypeError(
+                f"{module.__name__}.ENTRIES must be a tuple of normlab.norms.Entry; "
+                f"got {declared!r}"
+            )
+        found.extend(declared)
+    return tuple(found)
+
+
+_ENTRIES = discover(importlib.import_module(__name__))
+
+
+def entries() -> tuple[Entry, ...]:
+    """Every method of this package, in module-name order (the registry sorts by name)."""
+    return _ENTRIES
+
+
+globals().update({e.cls.__name__: e.cls for e in _ENTRIES})
+
+__all__ = sorted({"Entry", "Norm", "discover", "entries", *(e.cls.__name__ for e in _ENTRIES)})

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from normlab.core.moments import accumulation_dtype
 from normlab.norms._base import dense, from_channels_first, in_layout, to_channels_first
+from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import (
     channel_affine,
     instance_moments,
@@ -147,19 +148,18 @@ def _autograd_vjp(
 def _recomputed_grads(
     coefficients: Coefficients, x: Tensor, params: list[Tensor], wanted: list[bool], dy: Tensor
 ) -> list[Tensor | None]:
-    """Differentiable recomputation, used only when the backward pass itself is differentiated."""
+    """Differentiable recomputation, used only when the backward pass itself is differentiated
+    (partial derivatives: see `normlab.norms._double_backward`)."""
     n, c = x.shape[:2]
-    flat = x.reshape(n, c, -1).to(accumulation_dtype(x.dtype))
-    var, mean = torch.var_mean(flat, dim=-1, correction=0)
-    scale, shift = coefficients(mean, var, *params)
-    y = flat * _full(scale, mean).unsqueeze(-1) + _full(shift, mean).unsqueeze(-1)
-    inputs = [x, *(p for p, w in zip(params, wanted, strict=True) if w)]
-    found = torch.autograd.grad(
-        y, inputs, dy.reshape(n, c, -1).to(y.dtype), create_graph=True, allow_unused=True
-    )
-    dx = torch.zeros_like(x) if found[0] is None else found[0]
-    extra = iter(found[1:])
-    return [dx, *(next(extra) if w else None for w in wanted)]
+    acc = accumulation_dtype(x.dtype)
+
+    def forward(x: Tensor, *params: Tensor) -> Tensor:
+        flat = x.reshape(n, c, -1).to(acc)
+        var, mean = torch.var_mean(flat, dim=-1, correction=0)
+        scale, shift = coefficients(mean, var, *params)
+        return flat * _full(scale, mean).unsqueeze(-1) + _full(shift, mean).unsqueeze(-1)
+
+    return recomputed_grads(forward, [x, *params], [True, *wanted], dy.reshape(n, c, -1))
 
 
 def instance_affine(

@@ -30,6 +30,7 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments
 from normlab.core.running import update_running_stats_
 from normlab.norms._base import Norm, check_set_size
+from normlab.norms._training import TrainingHooks
 from normlab.norms.switchable_norm import (
     AnalyticCoefficients,
     apply_coefficients,
@@ -240,6 +241,11 @@ class BatchInstanceNorm(Norm):
     statistics = "BN (over (N, *S)) and IN (over *S), mixed per channel by the gate ρ"
     gate: nn.Parameter
 
+    training_hooks = TrainingHooks(  # the reference's gate settings, clipped after every step
+        param_groups=lambda model, lr: gate_param_groups(model, lr)[1:],
+        after_step=lambda optimizer, model: clamp_gates_after_step(optimizer, model),
+    )
+
     def __init__(
         self,
         num_features: int,
@@ -377,3 +383,18 @@ def gate_param_groups(
         {"params": others},
         {"params": gates, "lr": lr * gate_lr_multiplier, "weight_decay": gate_weight_decay},
     ]
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "batch_instance_norm",
+        BatchInstanceNorm,
+        "Nam & Kim 2018, arXiv:1805.07925",
+        aliases=("bin",),
+        functional=(batch_instance_norm,),
+        exports=(clamp_gates_after_step, gate_param_groups),
+    ),
+)

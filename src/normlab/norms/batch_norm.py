@@ -196,3 +196,17 @@ class BatchNorm(Norm):
             self.training or running_mean is None, self.eps,
         )
         return y if cd == 1 else y.movedim(1, -1)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "batch_norm",
+        BatchNorm,
+        "Ioffe & Szegedy 2015, arXiv:1502.03167",
+        aliases=("bn", "batchnorm"),
+        functional=(batch_norm,),
+    ),
+)

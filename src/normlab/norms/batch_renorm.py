@@ -25,6 +25,7 @@ through ATen's derivative of the batch-norm backward kernel.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, accumulation_dtype
 from normlab.core.running import Factor, update_running_
+from normlab.errors import ConfigError
 from normlab.norms._base import (
     Norm,
     channel_scale_shift,
@@ -43,7 +45,72 @@ from normlab.norms._base import (
     to_channels_first,
 )
 from normlab.norms._per_instance import instance_moments
+from normlab.norms._training import TrainingHooks
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def check_rmax(rmax: object) -> float:
+    """r_max of Batch Renorm: a finite number >= 1 (r is clipped to [1/r_max, r_max])."""
+    if (
+        isinstance(rmax, bool)
+        or not isinstance(rmax, (int, float))
+        or not math.isfinite(rmax)
+        or rmax < 1
+    ):
+        raise ConfigError(
+            f"rmax must be a finite float >= 1; got {rmax!r}. r = σ_B/σ is clipped to "
+            "[1/rmax, rmax], so rmax < 1 would be an empty range; rmax=1 turns the correction "
+            "off (plain BN) and the paper ends its schedule at rmax=3."
+        )
+    return float(rmax)
+
+
+def check_dmax(dmax: object) -> float:
+    """d_max of Batch Renorm: a finite number >= 0 (d is clipped to [-d_max, d_max])."""
+    if (
+        isinstance(dmax, bool)
+        or not isinstance(dmax, (int, float))
+        or not math.isfinite(dmax)
+        or dmax < 0
+    ):
+        raise ConfigError(
+            f"dmax must be a finite float >= 0; got {dmax!r}. d = (μ_B − μ)/σ is clipped to "
+            "[-dmax, dmax]; dmax=0 turns the shift off (plain BN) and the paper ends its "
+            "schedule at dmax=5."
+        )
+    return float(dmax)
+
+
+def check_renorm_schedule(
+    warmup_steps: object, rmax_ramp_end: object, dmax_ramp_end: object
+) -> tuple[int, int, int]:
+    """Step counts of Batch Renorm's clip schedule: ints >= 0, each ramp ending after warm-up."""
+    given = {
+        "warmup_steps": warmup_steps,
+        "rmax_ramp_end": rmax_ramp_end,
+        "dmax_ramp_end": dmax_ramp_end,
+    }
+    steps: dict[str, int] = {}
+    for name, value in given.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"{name} must be an int >= 0 (a number of training steps); got {value!r}. "
+                "Pass warmup_steps=0, rmax_ramp_end=0, dmax_ramp_end=0 to clip with the final "
+                "rmax and dmax from the first step."
+            )
+        steps[name] = int(value)
+    for name in ("rmax_ramp_end", "dmax_ramp_end"):
+        if steps[name] < steps["warmup_steps"]:
+            raise ConfigError(
+                f"{name} ({steps[name]}) must be >= warmup_steps ({steps['warmup_steps']}): the "
+                "ramp starts when the warm-up ends, so the schedule would not be monotone. Raise "
+                f"{name} or lower warmup_steps (the paper: warmup_steps=5000, then "
+                "rmax_ramp_end=40000, dmax_ramp_end=25000)."
+            )
+    return steps["warmup_steps"], steps["rmax_ramp_end"], steps["dmax_ramp_end"]
+
 
 Limit = float | Tensor  # a clip limit: a Python number, or a 0-dim tensor (scheduled)
 
@@ -233,9 +300,9 @@ def clip_schedule(
 
 def _check_limits(rmax: Limit, dmax: Limit) -> tuple[Limit, Limit]:
     if not isinstance(rmax, Tensor):
-        rmax = errors.check_rmax(rmax)
+        rmax = check_rmax(rmax)
     if not isinstance(dmax, Tensor):
-        dmax = errors.check_dmax(dmax)
+        dmax = check_dmax(dmax)
     return rmax, dmax
 
 
@@ -360,6 +427,11 @@ class BatchRenorm(Norm):
     axes = axes_lib.BATCH
     running_stats = "batch_biased"  # μ and σ² − ε with σ the moving std: its own law
 
+    # The paper's schedule (warm-up 5k, d_max at 25k, r_max at 40k of ~125k steps), scaled to a run
+    training_hooks = TrainingHooks(
+        step_schedule={"warmup_steps": 0.04, "dmax_ramp_end": 0.2, "rmax_ramp_end": 0.32}
+    )
+
     def __init__(
         self,
         num_features: int,
@@ -380,10 +452,10 @@ class BatchRenorm(Norm):
             num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
             device=device, dtype=dtype,
         )
-        self.rmax = errors.check_rmax(rmax)
-        self.dmax = errors.check_dmax(dmax)
+        self.rmax = check_rmax(rmax)
+        self.dmax = check_dmax(dmax)
         self.warmup_steps, self.rmax_ramp_end, self.dmax_ramp_end = (
-            errors.check_renorm_schedule(warmup_steps, rmax_ramp_end, dmax_ramp_end)
+            check_renorm_schedule(warmup_steps, rmax_ramp_end, dmax_ramp_end)
         )
         self._init_running_stats(True, momentum, device, dtype)
         self.reset_parameters()
@@ -420,3 +492,17 @@ class BatchRenorm(Norm):
             self.momentum, self.eps,
         )
         return from_channels_first(y, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "batch_renorm",
+        BatchRenorm,
+        "Ioffe 2017, arXiv:1702.03275",
+        aliases=("brn", "batchrenorm"),
+        functional=(batch_renorm,),
+    ),
+)

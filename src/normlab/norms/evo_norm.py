@@ -41,6 +41,7 @@ from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
+from normlab.norms._double_backward import recomputed_grads
 
 __all__ = ["EvoNormB0", "EvoNormS0", "evo_norm_b0", "evo_norm_s0", "resolve_groups"]
 
@@ -514,15 +515,12 @@ def _double_backward(
     """First-order gradients as a differentiable graph (for ``create_graph=True``)."""
     acc = accumulation_dtype(x.dtype)
     inputs = (x, *params)
-    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
-    y = eager(*(None if t is None else t.to(acc) for t in inputs))
-    found = torch.autograd.grad(
-        y, [inputs[i] for i in wanted], grad.to(acc), create_graph=True, allow_unused=True
-    )
-    result: list[Tensor | None] = [None] * len(inputs)
-    for i, value in zip(wanted, found, strict=True):
-        result[i] = None if value is None else value.to(inputs[i].dtype)  # type: ignore[union-attr]
-    return tuple(result)
+
+    def forward(*inputs: Tensor | None) -> Tensor:
+        return eager(*(None if t is None else t.to(acc) for t in inputs))
+
+    wanted = [ctx.needs_input_grad[i] for i in range(len(inputs))]
+    return tuple(recomputed_grads(forward, inputs, wanted, grad))
 
 
 # -- shared forward -------------------------------------------------------------------------------
@@ -864,3 +862,26 @@ class EvoNormS0(_EvoNorm):
         xc = to_channels_first(x, self.channel_dim)
         y = _s0(xc, self.v, self.weight, self.bias, self.num_groups, self.eps)
         return from_channels_first(y, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "evo_norm_b0",
+        EvoNormB0,
+        "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_b0", "b0"),
+        functional=(evo_norm_b0,),
+    ),
+    Entry(
+        "evo_norm_s0",
+        EvoNormS0,
+        "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_s0", "s0"),
+        functional=(evo_norm_s0,),
+        spec_arg="num_groups",
+        fitting="s0:4",
+    ),
+)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
+from normlab.errors import ConfigError
 from normlab.norms._base import (
     Norm,
     channel_scale_shift,
@@ -35,6 +36,29 @@ from normlab.norms._base import (
     to_channels_first,
 )
 from normlab.norms.batch_norm import _batch_norm
+
+__all__ = ["FrozenBatchNorm", "frozen_batch_norm"]
+
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def nothing_to_freeze(source: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"FrozenBatchNorm.from_batch_norm: cannot freeze {source}: {problem}. Pass a BatchNorm "
+        "with running statistics (track_running_stats=True), e.g. torch.nn.BatchNorm2d or "
+        "normlab.BatchNorm, or build FrozenBatchNorm(num_features) and load a state_dict."
+    )
+
+
+def frozen_eps_not_positive(source: str, eps: object) -> ConfigError:
+    return ConfigError(
+        f"FrozenBatchNorm.from_batch_norm: cannot freeze {source}: its eps is {eps!r}, and a "
+        "frozen BN needs eps > 0 (with eps=0 a running_var that is 0, e.g. underflowed in fp16, "
+        "gives inf/NaN). Set a positive eps on the source first (e.g. bn.eps = 1e-5, which "
+        "changes its output slightly) or build FrozenBatchNorm(num_features, eps=...) and load "
+        "its state_dict."
+    )
 
 
 class _FrozenInference(torch.autograd.Function):
@@ -244,20 +268,20 @@ class FrozenBatchNorm(Norm):
         """
         source = f"{type(bn).__name__}"
         if not isinstance(bn, nn.Module) or not _is_batch_norm(bn):
-            raise errors.nothing_to_freeze(
+            raise nothing_to_freeze(
                 source, "it is not a BatchNorm layer whose inference function is BN's"
             )
         mean = getattr(bn, "running_mean", None)
         var = getattr(bn, "running_var", None)
         if not isinstance(mean, Tensor) or not isinstance(var, Tensor):
-            raise errors.nothing_to_freeze(
+            raise nothing_to_freeze(
                 source, "it keeps no running statistics (track_running_stats=False)"
             )
         if isinstance(mean, nn.parameter.UninitializedBuffer):
-            raise errors.nothing_to_freeze(source, "it is a lazy layer that has not seen input")
+            raise nothing_to_freeze(source, "it is a lazy layer that has not seen input")
         eps = bn.eps
         if not isinstance(eps, (int, float)) or not eps > 0:
-            raise errors.frozen_eps_not_positive(source, eps)
+            raise frozen_eps_not_positive(source, eps)
         weight, bias = getattr(bn, "weight", None), getattr(bn, "bias", None)
         frozen = cls(
             mean.shape[0], eps=float(eps), affine=weight is not None,
@@ -296,4 +320,16 @@ class FrozenBatchNorm(Norm):
         )
 
 
-__all__ = ["FrozenBatchNorm", "frozen_batch_norm"]
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "frozen_batch_norm",
+        FrozenBatchNorm,
+        "fine-tuning with the source data's statistics "
+        "(torchvision / detectron2 FrozenBatchNorm2d)",
+        aliases=("frozen_bn", "fbn"),
+        functional=(frozen_batch_norm,),
+    ),
+)

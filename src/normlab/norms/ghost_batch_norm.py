@@ -42,6 +42,7 @@ from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
 from normlab.core.moments import accumulation_dtype
 from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
@@ -240,23 +241,19 @@ def _recomputed_grads(
     dy: Tensor,
     needs: tuple[bool, bool, bool],
 ) -> list[Tensor | None]:
-    """Differentiable recomputation, used only when the backward pass itself is differentiated."""
+    """Differentiable recomputation, used only when the backward pass itself is differentiated
+    (partial derivatives: see `normlab.norms._double_backward`)."""
     n, c = x.shape[:2]
-    flat = x.reshape(n, c, -1).to(accumulation_dtype(x.dtype))
-    var, mean = torch.var_mean(flat, dim=-1, correction=0)
-    params = tuple(t for t in (weight, bias) if t is not None)
+    acc = accumulation_dtype(x.dtype)
     coefficients = _ghost_coefficients(plan, eps, weight is not None, bias is not None)
-    scale, shift = coefficients(mean, var, *params)
-    y = flat * scale.unsqueeze(-1) + shift.unsqueeze(-1)
-    wanted = [t for t, need in zip((x, weight, bias), needs, strict=True) if need]
-    found = iter(torch.autograd.grad(
-        y, wanted, dy.reshape(n, c, -1).to(y.dtype), create_graph=True, allow_unused=True
-    ))
-    out: list[Tensor | None] = []
-    for t, need in zip((x, weight, bias), needs, strict=True):
-        g = next(found) if need else None
-        out.append(torch.zeros_like(t) if need and g is None and t is not None else g)
-    return out
+
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+        flat = x.reshape(n, c, -1).to(acc)
+        var, mean = torch.var_mean(flat, dim=-1, correction=0)
+        scale, shift = coefficients(mean, var, *(t for t in (weight, bias) if t is not None))
+        return flat * scale.unsqueeze(-1) + shift.unsqueeze(-1)
+
+    return recomputed_grads(forward, [x, weight, bias], needs, dy.reshape(n, c, -1))
 
 
 def _permuted_path(
@@ -525,3 +522,18 @@ class GhostBatchNorm(Norm):
 
 __all__ = ["GhostBatchNorm", "chunk_moments", "ghost_batch_norm", "ghost_plan"]
 
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "ghost_batch_norm",
+        GhostBatchNorm,
+        "Hoffer, Hubara & Soudry 2017, arXiv:1705.08741",
+        aliases=("gbn", "ghost_bn"),
+        functional=(ghost_batch_norm,),
+        spec_arg="ghost_batch_size",
+        fitting="gbn:2",
+    ),
+)

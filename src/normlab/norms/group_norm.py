@@ -108,3 +108,19 @@ class GroupNorm(Norm):
         self._check_set_size(x)
         y = _group_norm(xc, self.num_groups, self.weight, self.bias, self.eps)
         return from_channels_first(y, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "group_norm",
+        GroupNorm,
+        "Wu & He 2018, arXiv:1803.08494",
+        aliases=("gn", "groupnorm"),
+        functional=(group_norm,),
+        spec_arg="num_groups",
+        fitting="gn:4",
+    ),
+)

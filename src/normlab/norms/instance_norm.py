@@ -156,3 +156,17 @@ class InstanceNorm(Norm):
                 self.eps,
             )
         return from_channels_first(y, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "instance_norm",
+        InstanceNorm,
+        "Ulyanov, Vedaldi & Lempitsky 2016, arXiv:1607.08022",
+        aliases=("in", "instancenorm"),
+        functional=(instance_norm,),
+    ),
+)

@@ -126,3 +126,17 @@ class LayerNorm(Norm):
         return _layer_norm(
             x, self.weight, self.bias, self.eps, self.per_position, self.channel_dim
         )
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "layer_norm",
+        LayerNorm,
+        "Ba, Kiros & Hinton 2016, arXiv:1607.06450",
+        aliases=("ln", "layernorm"),
+        functional=(layer_norm,),
+    ),
+)

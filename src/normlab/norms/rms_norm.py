@@ -148,3 +148,17 @@ class RMSNorm(Norm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         return _rms_norm(x, self.weight, self.eps, self.channel_dim)
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "rms_norm",
+        RMSNorm,
+        "Zhang & Sennrich 2019, arXiv:1910.07467",
+        aliases=("rms", "rmsnorm"),
+        functional=(rms_norm,),
+    ),
+)

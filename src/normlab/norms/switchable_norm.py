@@ -522,3 +522,17 @@ class SwitchableNorm(Norm):
     def extra_repr(self) -> str:
         text = super().extra_repr()
         return text + (", last_gamma=True" if self.last_gamma else "")
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "switchable_norm",
+        SwitchableNorm,
+        "Luo et al. 2019, arXiv:1806.10779",
+        aliases=("sn", "switchnorm"),
+        functional=(switchable_norm,),
+    ),
+)

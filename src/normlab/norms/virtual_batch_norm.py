@@ -39,6 +39,7 @@ from normlab.norms._instance_affine import (
     restore_layout,
 )
 from normlab.norms._per_instance import channel_affine, normalize_instances
+from normlab.norms._training import TrainingHooks
 
 # -- coefficient functions on the (N, C) statistics ------------------------------------------------
 
@@ -392,6 +393,8 @@ class VirtualBatchNorm(Norm):
     reference_size: Tensor
     reference_pass = staticmethod(reference_pass)  # also reachable as a method of the class
 
+    training_hooks = TrainingHooks(reference_pass=True)  # the paper's per-step reference pass
+
     def __init__(
         self,
         num_features: int,
@@ -540,3 +543,18 @@ class VirtualBatchNorm(Norm):
 
 
 __all__ = ["VirtualBatchNorm", "reference_pass", "virtual_batch_norm"]
+
+
+# -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
+from normlab.norms._entry import Entry  # noqa: E402  (this block closes the file)
+
+ENTRIES = (
+    Entry(
+        "virtual_batch_norm",
+        VirtualBatchNorm,
+        "Salimans et al. 2016, arXiv:1606.03498",
+        aliases=("vbn",),
+        functional=(virtual_batch_norm,),
+        exports=(reference_pass,),
+    ),
+)

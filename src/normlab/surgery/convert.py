@@ -66,9 +66,27 @@ import torch
 from torch import Tensor, nn
 
 from normlab import errors, registry
+from normlab.errors import ConfigError
 from normlab.surgery import layers
 from normlab.surgery.freeze import freeze_state_of
-from normlab.surgery.walker import Replacement, Selector, check_selector, replace_modules, selected
+from normlab.surgery.walker import (
+    Replacement,
+    Selector,
+    check_selector,
+    not_a_model,
+    replace_modules,
+    selected,
+)
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def cannot_convert(layer: str, path: str, problem: str, fix: str) -> ConfigError:
+    """``convert: <path (type with C channels)>: <problem>. <fix> Or skip='<path>'.``"""
+    return ConfigError(
+        f"convert: {layer}: {problem}. {fix} Or leave this layer as it is with skip={path!r}."
+    )
+
 
 _HOOK_DICTS = (
     "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
@@ -137,7 +155,7 @@ def _check_source(path: str, module: nn.Module, to: registry.Spec, target: Any) 
     name = layers.describe(path, module)
 
     def refuse(problem: str, fix: str) -> errors.ConfigError:
-        return errors.cannot_convert(name, path, problem, fix)
+        return cannot_convert(name, path, problem, fix)
 
     if layers.is_lazy_uninitialized(module):
         raise refuse(
@@ -197,7 +215,7 @@ def _build(
     try:
         new = registry.create(to, count, **{**carried_kw, **kwargs})
     except (errors.NormlabError, TypeError) as exc:
-        raise errors.cannot_convert(
+        raise cannot_convert(
             layers.describe(path, module), path,
             f"cannot build {_spec_name(to)} for it: {str(exc).rstrip('.')}",
             f"Use a spec and keyword arguments that fit every converted layer (e.g. 'gn:G' "
@@ -237,7 +255,7 @@ def convert_layer(module: nn.Module, to: registry.Spec, **kwargs: Any) -> nn.Mod
     `convert` carries; ``module`` itself is not modified."""
     registry.factory(to)  # an invalid spec fails here, with the registry's message
     if not layers.is_norm(module):
-        raise errors.cannot_convert(
+        raise cannot_convert(
             layers.describe("", module), "", "it is not a normalization layer",
             "Pass a torch.nn or normlab norm layer, or use convert(model, ...) on a model.",
         )
@@ -290,7 +308,7 @@ def convert_with_report(
         1: BatchNorm2d -> GroupNorm (carried: eps, affine, channel_dim, weight, bias)
     """
     if not isinstance(model, nn.Module):
-        raise errors.not_a_model("convert", model)
+        raise not_a_model("convert", model)
     registry.factory(to)
     skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
     for path, module in model.named_modules():

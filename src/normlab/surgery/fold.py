@@ -51,7 +51,7 @@ import copy
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +60,75 @@ from torch import Tensor, fx, nn
 from torch.nn.utils import parametrize
 
 from normlab import errors
+from normlab.errors import ConfigError, did_you_mean
 from normlab.norms._base import Norm
 from normlab.norms.frozen_batch_norm import FrozenBatchNorm, _is_batch_norm
 from normlab.surgery.layers import has_custom_forward
-from normlab.surgery.walker import Replacement, replace_modules
+from normlab.surgery.walker import Replacement, not_a_model, replace_modules
+
+__all__ = [
+    "FoldResult",
+    "FoldedPair",
+    "find_fold_pairs",
+    "fold",
+    "fold_bn_weights",
+    "fold_pair",
+    "fold_with_report",
+    "pair_problem",
+]
+
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def fold_refused(problem: str, fix: str) -> ConfigError:
+    """``fold: <what cannot be folded and why>. <how to fix it>``."""
+    return ConfigError(f"fold: {problem}. {fix}.")
+
+
+def fold_bn_in_training(bn: str) -> ConfigError:
+    return ConfigError(
+        f"fold requires eval mode: call model.eval() first ({bn} is in training mode, where "
+        "it normalizes with the batch's statistics; folding bakes in its running statistics)."
+    )
+
+
+def fold_untraceable(where: str, reason: str, candidates: Sequence[tuple[str, str]]) -> ConfigError:
+    """torch.fx could not trace the model: name the module and suggest explicit pairs."""
+    if candidates:
+        listed = ", ".join(f"({c!r}, {b!r})" for c, b in candidates)
+        hint = (
+            f" Candidates in registration order (check them against the forward): pairs=[{listed}]."
+        )
+    else:
+        hint = ""
+    return ConfigError(
+        f"fold: torch.fx could not trace {where} ({reason}), so the (conv, BN) pairs cannot be "
+        "found automatically. Pass them explicitly, each conv / linear path with the BN path "
+        "that directly and only consumes its output: fold(model, pairs=[(\"layer1.0.conv1\", "
+        f"\"layer1.0.bn1\"), ...]).{hint}"
+    )
+
+
+def fold_unknown_path(role: str, path: object, known: Sequence[str]) -> ConfigError:
+    """A path in ``pairs=`` names no module of the model (did-you-mean over ``known``)."""
+    hint = did_you_mean(str(path), known)
+    shown = ", ".join(repr(k) for k in known[:20]) + (", ..." if len(known) > 20 else "")
+    return ConfigError(
+        f"fold: pairs= names the {role} {path!r}, which is not a module path of the model.{hint} "
+        f"Paths of that kind: {shown or 'none'} (see model.named_modules())."
+    )
+
+
+def fold_with_pairs_hint(error: ConfigError, pairs: Sequence[tuple[str, str]]) -> ConfigError:
+    """``error`` plus the explicit ``pairs=`` that folds every other pair torch.fx found."""
+    if not pairs:
+        return ConfigError(f"{error} torch.fx found no other pair that could be folded.")
+    listed = ", ".join(f"({c!r}, {b!r})" for c, b in pairs)
+    return ConfigError(
+        f"{error} To fold only the other pairs torch.fx found: fold(model, pairs=[{listed}])."
+    )
+
 
 logger = logging.getLogger("normlab.surgery")
 
@@ -128,14 +193,14 @@ def fold_bn_weights(
         ([1.0, 3.0], [-1.0, 0.0])
     """
     if groups < 1 or weight.dim() < 2 or (transposed and weight.shape[0] % groups):
-        raise errors.fold_refused(
+        raise fold_refused(
             f"a weight of shape {tuple(weight.shape)} with groups={groups} is not a conv weight",
             "Pass a Conv / Linear weight (C_out, C_in / groups, *k) or, with transposed=True, a "
             "ConvTranspose weight (C_in, C_out / groups, *k)",
         )
     out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
     if running_mean.shape != (out_channels,) or running_var.shape != (out_channels,):
-        raise errors.fold_refused(
+        raise fold_refused(
             f"the BN statistics have shape {tuple(running_mean.shape)} but the weight of shape "
             f"{tuple(weight.shape)} has {out_channels} output channels",
             "The BN must normalize the conv's output channels: num_features == out_channels",
@@ -178,24 +243,24 @@ def _overrides_conv(module: nn.Module) -> bool:
 
 def _target_problem(name: str, conv: nn.Module) -> errors.ConfigError | None:
     if not isinstance(conv, FOLD_TARGETS):
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} is not a {_TARGET_NAMES} layer",
             "Each pair is (path of the layer whose output the BN normalizes, path of the BN), "
             + _PAIRS_EXAMPLE,
         )
     if isinstance(conv.weight, nn.parameter.UninitializedParameter):
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} is a lazy layer that has not seen input yet", "Run one forward pass first"
         )
     if parametrize.is_parametrized(conv) or conv._forward_pre_hooks:
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} has a parametrized weight or forward pre-hooks (weight norm / spectral "
             "norm recompute the weight at every call and would overwrite the folded one)",
             "Remove them first (torch.nn.utils.parametrize.remove_parametrizations(layer, "
             "'weight') or torch.nn.utils.remove_weight_norm(layer)), or leave this pair out",
         )
     if _overrides_conv(conv):
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} is a subclass that overrides forward (or holds child modules), so its "
             "output may not be the plain conv that folding assumes",
             "Leave this pair out (pass pairs= without it) or replace the layer by a plain one",
@@ -210,29 +275,29 @@ def _in_training(bn: nn.Module) -> bool:
 
 def _bn_problem(name: str, bn: nn.Module) -> errors.ConfigError | None:
     if not _is_batch_norm(bn):
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} is not a BN-family layer (torch.nn BatchNorm*d / SyncBatchNorm, normlab "
             "BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm)",
             "Only layers whose eval function is BN's fold into a conv; " + _PAIRS_EXAMPLE,
         )
     if has_custom_forward(bn):
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} is a subclass that overrides forward (or holds child modules), so its eval "
             "function may not be BN's (timm's BatchNormAct2d adds an activation)",
             "Leave this pair out (pass pairs= without it) or replace the layer by a plain BN",
         )
     if _in_training(bn):
-        return errors.fold_bn_in_training(name)
+        return fold_bn_in_training(name)
     mean, var = getattr(bn, "running_mean", None), getattr(bn, "running_var", None)
     if not isinstance(mean, Tensor) or not isinstance(var, Tensor):
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} keeps no running statistics (track_running_stats=False), so in eval it "
             "normalizes with each batch's statistics, which no weight can hold",
             "Fold only BNs with running statistics (recalibrate them first, or convert the "
             "layer to FrozenBatchNorm with known statistics)",
         )
     if isinstance(mean, nn.parameter.UninitializedBuffer):
-        return errors.fold_refused(
+        return fold_refused(
             f"{name} is a lazy layer that has not seen input yet", "Run one forward pass first"
         )
     return None
@@ -249,13 +314,13 @@ def pair_problem(conv_name: str, conv: nn.Module, bn_name: str, bn: nn.Module
     if problem is not None:
         return problem
     if getattr(bn, "channel_dim", 1) != 1 and not isinstance(conv, nn.Linear):
-        return errors.fold_refused(
+        return fold_refused(
             f"{bn_name} normalizes the last dim (channel_dim=-1), but the output channels of "
             f"{conv_name} are at dim 1",
             "Only a BN over the conv's output channels folds; leave this pair out",
         )
     if bn.running_mean.shape[0] != _out_channels(conv):
-        return errors.fold_refused(
+        return fold_refused(
             f"{bn_name} has {bn.running_mean.shape[0]} channels but {conv_name} produces "
             f"{_out_channels(conv)}",
             "A pair is a layer and the BN that normalizes its output; check the paths in pairs=",
@@ -362,7 +427,7 @@ def _trace(model: nn.Module) -> fx.Graph:
             if tracer.failed_in else f"the forward of {type(model).__name__}"
         )
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        raise errors.fold_untraceable(where, reason, _registration_candidates(model)) from None
+        raise fold_untraceable(where, reason, _registration_candidates(model)) from None
 
 
 def _find(model: nn.Module) -> list[Pair]:
@@ -382,18 +447,18 @@ def _find(model: nn.Module) -> list[Pair]:
             continue
         conv_name, bn_name = _named("conv", conv_path, conv), _named("bn", bn_path, bn)
         if _in_training(bn):  # the fix is model.eval(), whatever else is found
-            raise errors.fold_bn_in_training(bn_name)
+            raise fold_bn_in_training(bn_name)
         problem = pair_problem(conv_name, conv, bn_name, bn)
         if problem is None and len(source.users) > 1:
             others = [_consumer(u) for u in source.users if u is not node]
-            problem = errors.fold_refused(
+            problem = fold_refused(
                 f"the output of {conv_name} is also used by {', '.join(others)}, not only by "
                 f"{bn_name}; folding would change what that consumer sees",
                 "Leave this pair out, or let that consumer read the BN's output instead",
             )
         if problem is None and max(calls[conv_path], calls[bn_path]) > 1:
             twice = conv_name if calls[conv_path] > 1 else bn_name
-            problem = errors.fold_refused(
+            problem = fold_refused(
                 f"{twice} is called more than once in the forward, so folding this pair would "
                 "change its other calls too",
                 "Give each call its own module (copy.deepcopy), or leave this pair out",
@@ -401,7 +466,7 @@ def _find(model: nn.Module) -> list[Pair]:
         found.append(((conv_path, bn_path), problem))
     for _, problem in found:
         if problem is not None:
-            raise errors.fold_with_pairs_hint(problem, [p for p, bad in found if bad is None])
+            raise fold_with_pairs_hint(problem, [p for p, bad in found if bad is None])
     return [pair for pair, _ in found]
 
 
@@ -418,7 +483,7 @@ def find_fold_pairs(model: nn.Module) -> list[Pair]:
         [('0', '1')]
     """
     if not isinstance(model, nn.Module):
-        raise errors.not_a_model("find_fold_pairs", model)
+        raise not_a_model("find_fold_pairs", model)
     return _find(model)
 
 
@@ -431,7 +496,7 @@ def _given_pairs(model: nn.Module, pairs: object) -> list[Pair]:
         isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) for s in p)
         for p in items
     ):
-        raise errors.fold_refused(
+        raise fold_refused(
             f"pairs must be a list of (conv path, bn path) tuples of str; got {pairs!r}",
             f"Pass {_PAIRS_EXAMPLE}, or leave pairs=None to find them with torch.fx",
         )
@@ -444,7 +509,7 @@ def _given_pairs(model: nn.Module, pairs: object) -> list[Pair]:
                     p for p, m in modules.items()
                     if (isinstance(m, kind) if kind else _is_batch_norm(m))
                 ]
-                raise errors.fold_unknown_path(role, path, known)
+                raise fold_unknown_path(role, path, known)
         conv, bn = modules[conv_path], modules[bn_path]
         problem = pair_problem(
             _named("conv", conv_path, conv), conv, _named("bn", bn_path, bn), bn
@@ -468,20 +533,20 @@ def _check_unshared(model: nn.Module, pairs: list[Pair]) -> None:
         module = model.get_submodule(path)
         where = _named("module", path, module)
         if id(module) in seen:
-            raise errors.fold_refused(
+            raise fold_refused(
                 f"{where} appears in two pairs (also as {seen[id(module)]!r})",
                 "Each conv and each BN folds once; remove the duplicate from pairs=",
             )
         seen[id(module)] = path
         if len(paths[id(module)]) > 1:
-            raise errors.fold_refused(
+            raise fold_refused(
                 f"{where} is registered at several paths ({', '.join(paths[id(module)])}), so "
                 "folding would change every use of it",
                 "Give each use its own module (copy.deepcopy) before folding, or leave it out",
             )
         for param in module.parameters(recurse=False):
             if len(names[id(param)]) > 1:
-                raise errors.fold_refused(
+                raise fold_refused(
                     f"{where} shares a parameter with another module ({', '.join(names[id(param)])}"
                     "), so folding would change that module too",
                     "Untie the weights first, or leave this pair out",
@@ -522,7 +587,7 @@ def fold_with_report(
 ) -> FoldResult:
     """`fold`, returning a `FoldResult` (model and report) instead of the model alone."""
     if not isinstance(model, nn.Module):
-        raise errors.not_a_model("fold", model)
+        raise not_a_model("fold", model)
     chosen = _find(model) if pairs is None else _given_pairs(model, pairs)
     _check_unshared(model, chosen)  # everything is checked before anything is changed
     root = model if inplace else copy.deepcopy(model)
@@ -570,13 +635,3 @@ def fold(
     return fold_with_report(model, pairs=pairs, inplace=inplace).model
 
 
-__all__ = [
-    "FoldResult",
-    "FoldedPair",
-    "find_fold_pairs",
-    "fold",
-    "fold_bn_weights",
-    "fold_pair",
-    "fold_with_report",
-    "pair_problem",
-]

@@ -40,9 +40,8 @@ from typing import Any
 
 from torch import nn
 
-from normlab import errors
 from normlab.surgery.layers import has_running_stats, is_norm
-from normlab.surgery.walker import Selector, check_selector, selected
+from normlab.surgery.walker import Selector, check_selector, not_a_model, selected
 
 _STATE = "_normlab_frozen"
 
@@ -93,7 +92,7 @@ def freeze_state_of(module: nn.Module) -> _FreezeState | None:
 
 def _layers(model: nn.Module, function: str, skip: Selector, only: Selector):  # type: ignore[no-untyped-def]
     if not isinstance(model, nn.Module):
-        raise errors.not_a_model(function, model)
+        raise not_a_model(function, model)
     skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
     for path, module in model.named_modules():
         if (is_norm(module) or has_running_stats(module)) and selected(

@@ -28,6 +28,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from normlab import registry
 from normlab.norms._base import Norm
 
 StatsKind = Literal["batch", "instance"]
@@ -63,7 +64,8 @@ def has_custom_forward(module: nn.Module) -> bool:
     if module._modules:
         return True
     owner = next(k for k in type(module).__mro__ if "forward" in vars(k))
-    return not owner.__module__.startswith(_LIBRARY_MODULES)
+    registered = any(owner is entry.cls for entry in registry.entries())  # e.g. a plugin's
+    return not (owner.__module__.startswith(_LIBRARY_MODULES) or registered)
 
 
 def channels(module: nn.Module) -> int | None:

@@ -67,8 +67,61 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core.moments import Moments
+from normlab.errors import ConfigError, InputError
 from normlab.surgery import layers
 from normlab.surgery.freeze import is_frozen
+from normlab.surgery.walker import not_a_model
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def nothing_to_recalibrate(model: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"recalibrate: {model} {problem}. Recalibration (precise BN / AdaBN) re-estimates the "
+        "running statistics of BatchNorm-like layers (torch.nn BatchNorm*d / SyncBatchNorm, "
+        "normlab BatchNorm, GhostBatchNorm, BatchRenorm, SwitchableNorm, BatchInstanceNorm, "
+        "EvoNormB0, InstanceNorm with track_running_stats=True); layers frozen by "
+        "normlab.freeze or FrozenBatchNorm keep theirs. Unfreeze them first if you mean to."
+    )
+
+
+def no_batches(num_batches: object) -> ConfigError:
+    return ConfigError(
+        f"recalibrate: batches yielded no batch (num_batches={num_batches!r}). Pass a non-empty "
+        "iterable of input batches, e.g. a DataLoader over the training set (precise BN) or "
+        "over unlabeled target-domain data (AdaBN)."
+    )
+
+
+def bad_num_batches(num_batches: object) -> ConfigError:
+    return ConfigError(
+        f"recalibrate: num_batches must be a positive int or None (all batches); got "
+        f"{num_batches!r}. The precise-BN paper uses a few hundred batches, e.g. num_batches=200."
+    )
+
+
+def bad_batch(index: int, problem: str) -> InputError:
+    return InputError(
+        f"recalibrate: batch {index}: {problem}. A batch is a tensor, an (inputs, targets) "
+        "tuple or list (the first element is fed to the model), or a dict with key 'x'; for "
+        "anything else pass forward=lambda model, batch: model(...)."
+    )
+
+
+def non_finite_statistics(layer: str, index: int) -> InputError:
+    return InputError(
+        f"recalibrate: the input of {layer} holds NaN or Inf values in batch {index}; the "
+        "population statistics would be NaN. Check the data and the layers before it; every "
+        "running statistic was left as it was."
+    )
+
+
+def lazy_layer_not_materialized(function: str, layer: str) -> ConfigError:
+    return ConfigError(
+        f"{function}: {layer} is a lazy layer that has not seen input yet, so it has no "
+        "statistics to work on. Run one forward pass first (it materializes the layer)."
+    )
+
 
 MODES = ("precise", "adabn")
 
@@ -118,7 +171,7 @@ class _Population:
             m = Moments.from_tensor(xc, range(2, xc.dim()))
             means, variances = m.mean.sum(0), m.unbiased_var.sum(0)
             if not (torch.isfinite(means).all() and torch.isfinite(variances).all()):
-                raise errors.non_finite_statistics(layers.describe(self.path, self.layer), index)
+                raise non_finite_statistics(layers.describe(self.path, self.layer), index)
             if self.instance_means is None or self.instance_vars is None:
                 self.instance_means, self.instance_vars = means, variances
             else:
@@ -128,7 +181,7 @@ class _Population:
             return
         m = Moments.from_tensor(xc, (0, *range(2, xc.dim())))
         if not bool(m.is_finite()):
-            raise errors.non_finite_statistics(layers.describe(self.path, self.layer), index)
+            raise non_finite_statistics(layers.describe(self.path, self.layer), index)
         self.moments = m if self.moments is None else self.moments.merge(m)
 
     @torch.no_grad()
@@ -154,13 +207,13 @@ def _inputs(batch: Any, index: int) -> Any:
         return batch
     if isinstance(batch, (tuple, list)):
         if not batch:
-            raise errors.bad_batch(index, f"it is an empty {type(batch).__name__}")
+            raise bad_batch(index, f"it is an empty {type(batch).__name__}")
         return batch[0]
     if isinstance(batch, Mapping):
         if "x" in batch:
             return batch["x"]
-        raise errors.bad_batch(index, f"it is a dict without key 'x' (keys: {list(batch)})")
-    raise errors.bad_batch(index, f"it is a {type(batch).__name__}")
+        raise bad_batch(index, f"it is a dict without key 'x' (keys: {list(batch)})")
+    raise bad_batch(index, f"it is a {type(batch).__name__}")
 
 
 def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -169,7 +222,7 @@ def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if not layers.has_running_stats(module):
             continue
         if layers.is_lazy_uninitialized(module):
-            raise errors.lazy_layer_not_materialized("recalibrate", layers.describe(path, module))
+            raise lazy_layer_not_materialized("recalibrate", layers.describe(path, module))
         if layers.frozen_stats(module) or is_frozen(module):
             frozen += 1
             continue
@@ -179,7 +232,7 @@ def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
             f"holds {frozen} layer(s) with running statistics, all frozen" if frozen
             else "holds no layer with running statistics"
         )
-        raise errors.nothing_to_recalibrate(type(model).__name__, problem)
+        raise nothing_to_recalibrate(type(model).__name__, problem)
     return found
 
 
@@ -215,13 +268,13 @@ def recalibrate(
         1 (BatchNorm1d): precise statistics of 40 values per channel
     """
     if not isinstance(model, nn.Module):
-        raise errors.not_a_model("recalibrate", model)
+        raise not_a_model("recalibrate", model)
     if mode not in MODES:
         raise errors.unknown_choice("recalibration mode", str(mode), MODES)
     if num_batches is not None and (
         isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches <= 0
     ):
-        raise errors.bad_num_batches(num_batches)
+        raise bad_num_batches(num_batches)
     targets = _targets(model)
     populations = {id(m): _Population(path, m) for path, m in targets}
     saved = {
@@ -256,7 +309,7 @@ def recalibrate(
                 restore_buffers()
                 seen += 1
         if not seen:
-            raise errors.no_batches(num_batches)
+            raise no_batches(num_batches)
         for population in populations.values():
             if population.count:
                 population.write()

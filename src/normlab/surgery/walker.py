@@ -31,7 +31,32 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from normlab import errors
+from normlab.errors import ConfigError
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def not_a_model(function: str, model: object) -> ConfigError:
+    return ConfigError(
+        f"{function}: model must be a torch.nn.Module; got {type(model).__name__}. Pass the "
+        "network itself (e.g. a torchvision or timm model), not its state_dict or output."
+    )
+
+
+def bad_replacement(path: str, value: object) -> ConfigError:
+    return ConfigError(
+        f"replace_modules: the callback returned {type(value).__name__} for {path or '<root>'!r}; "
+        "it must return a torch.nn.Module (the replacement) or None (keep the module)."
+    )
+
+
+def bad_selector(argument: str, value: object) -> ConfigError:
+    return ConfigError(
+        f"{argument} must be a module path or fnmatch pattern (str), a module class, or a list "
+        f"of those; got {value!r}. Examples: {argument}='layer1', {argument}='*.bn2', "
+        f"{argument}=torch.nn.BatchNorm1d, {argument}=['head', 'stem.*']."
+    )
+
 
 Selector = str | type | Iterable[str | type] | None
 
@@ -57,13 +82,13 @@ def _items(selector: Selector, argument: str) -> tuple[str | type, ...]:
     if isinstance(selector, (str, type)):
         return (selector,)
     if isinstance(selector, Mapping):
-        raise errors.bad_selector(argument, selector)
+        raise bad_selector(argument, selector)
     try:
         items = tuple(selector)
     except TypeError:
-        raise errors.bad_selector(argument, selector) from None
+        raise bad_selector(argument, selector) from None
     if not all(isinstance(item, (str, type)) for item in items):
-        raise errors.bad_selector(argument, selector)
+        raise bad_selector(argument, selector)
     return items
 
 
@@ -127,7 +152,7 @@ def replace_modules(
         (['1: BatchNorm2d -> Identity'], 'BatchNorm2d')
     """
     if not isinstance(model, nn.Module):
-        raise errors.not_a_model("replace_modules", model)
+        raise not_a_model("replace_modules", model)
     root = model if inplace else copy.deepcopy(model)
     paths: dict[int, list[str]] = {}
     visit: list[nn.Module] = []
@@ -148,7 +173,7 @@ def replace_modules(
         if new is None or new is module:
             continue
         if not isinstance(new, nn.Module):
-            raise errors.bad_replacement(live[0], new)
+            raise bad_replacement(live[0], new)
         for path in live:
             if path == "":
                 new_root = new
