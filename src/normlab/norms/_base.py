@@ -88,7 +88,14 @@ def group_norm_kernel(
 
 def check_set_size(layer: str, axes: Axes, x: Tensor, channel_dim: int) -> None:
     """Refuse statistics computed over one value (the output would be a constant)."""
-    if x.numel() and axes.set_size(x.shape, channel_dim) == 1:
+    numel = x.numel()
+    if not numel or (
+        # common case, decided without walking the axes: every set spans all spatial
+        # positions, and there are more than one (numel > N·C)
+        "spatial" in axes.reduce and numel > x.shape[0] * x.shape[channel_dim]
+    ):
+        return
+    if axes.set_size(x.shape, channel_dim) == 1:
         over = axes.describe().split(":")[0]
         raise errors.one_value_per_statistic(layer, over, x.shape)
 
@@ -191,7 +198,11 @@ class Norm(nn.Module):
             errors.check_input(self._name(), x, self.num_features, self.channel_dim)
 
     def _check_set_size(self, x: Tensor, axes: Axes | None = None) -> None:
-        check_set_size(self._name(), axes or self.axes, x, self.channel_dim)
+        axes = axes or self.axes
+        numel = x.numel()
+        if "spatial" in axes.reduce and numel > x.shape[0] * x.shape[self.channel_dim]:
+            return  # the common case of `check_set_size`, before the layer's name is built
+        check_set_size(self._name(), axes, x, self.channel_dim)
 
     # state ------------------------------------------------------------------------------------
     def _load_from_state_dict(

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.backends import cudnn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
@@ -113,6 +114,8 @@ def check_renorm_schedule(
 
 
 Limit = float | Tensor  # a clip limit: a Python number, or a 0-dim tensor (scheduled)
+# Up to this many elements (e.g. a (16, 64, 8, 8) map), fewer ATen calls beat fewer passes
+_SMALL = 1 << 17
 
 # -- batch moments and the correction -------------------------------------------------------------
 
@@ -123,7 +126,7 @@ def batch_moments(x: Tensor, eps: float) -> Moments:
     Statistics are float32 for fp16/bf16 input. Nothing here records autograd history.
     """
     with torch.no_grad():
-        if x.is_contiguous():
+        if x.is_contiguous() and x.numel() > _SMALL:
             mean, var = instance_moments(x)
             return Moments(mean, var, x.numel() // (x.shape[0] * x.shape[1])).reduce(0)
         if accumulation_dtype(x.dtype) == x.dtype:
@@ -220,8 +223,18 @@ def _renorm_train(
 ) -> Tensor:
     """Training-mode Batch Renorm of a channels-first ``x`` with its batch moments."""
     r, d = renorm_correction(batch, running_mean, running_var, rmax, dmax, eps)
-    invstd = batch.var.add(eps).rsqrt()
     weight, bias = kernel_params(x, weight, bias, x.shape[1])
+    if x.numel() <= _SMALL and batch.mean.dtype == x.dtype:
+        # Small input: the call count, not the passes, sets the cost. BN's own training
+        # kernel with weight γr and bias γd + β is the same function (it recomputes μ_B, σ_B
+        # bitwise as batch_norm_update_stats did) and autograd gives the same gradients
+        # (r, d constants) without a Python backward.
+        scale = r if weight is None else weight * r
+        shift = d if weight is None else weight * d
+        if bias is not None:
+            shift = shift + bias
+        return torch.batch_norm(x, scale, shift, None, None, True, 0.0, eps, cudnn.enabled)
+    invstd = batch.var.add(eps).rsqrt()
     y = _RenormAffine.apply(x, weight, bias, batch.mean, invstd, r, d, eps)
     return y if y.dtype == x.dtype else y.to(x.dtype)
 
