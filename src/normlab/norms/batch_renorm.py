@@ -268,10 +268,17 @@ def update_renorm_stats_(
     def law(factor: Factor) -> tuple[Tensor, Tensor]:
         v = running_var.to(acc)
         vb = batch.var.to(acc)
-        cross = (v * vb + eps * (v + vb)) / ((v + eps).sqrt() * (vb + eps).sqrt() + eps)
+        # the same expression as the docstring's, in fewer (fused, in-place) calls
+        num = torch.addcmul(torch.add(v, vb).mul_(eps), v, vb)  # v·v_B + ε(v + v_B)
+        den = torch.add(v, eps).sqrt_().mul_(torch.add(vb, eps).sqrt_()).add_(eps)  # σσ_B + ε
         keep = 1 - factor
-        new_var = keep * keep * v + factor * factor * vb + 2 * factor * keep * cross
-        new_mean = running_mean * keep + batch.mean.to(running_mean.dtype) * factor
+        new_var = torch.add(v * (keep * keep), vb * (factor * factor))
+        cross = num.div_(den)
+        if isinstance(factor, Tensor):  # 1/t on an accelerator: no alpha= for a tensor
+            new_var = new_var + cross * (2 * factor * keep)
+        else:
+            new_var.add_(cross, alpha=2 * factor * keep)
+        new_mean = torch.lerp(running_mean, batch.mean.to(running_mean.dtype), factor)
         return new_mean, new_var.to(running_var.dtype)
 
     update_running_(
