@@ -13,7 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from normlab.core import Moments, update_running_stats_
+from normlab.core import Moments, running, update_running_stats_
 from normlab.core.running import all_finite, update_running_
 
 try:  # registers and loads the "ci" Hypothesis profile
@@ -22,6 +22,15 @@ except ImportError:  # pragma: no cover - tests/ imported as a package
     from tests import _hypothesis_profiles  # noqa: F401
 
 C = 4
+
+
+@pytest.fixture(autouse=True, params=["eager_cpu", "branch_free"])
+def writer_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both guards: the CPU-eager branch and the branch-free ``where``
+    update used on accelerators and under torch.compile."""
+    if request.param == "branch_free":
+        monkeypatch.setattr(running, "_eager_cpu", lambda t: False)
+    return str(request.param)
 
 
 def fresh_buffers(dtype=torch.float64):
