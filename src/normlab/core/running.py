@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -41,6 +42,7 @@ from normlab.core.moments import Moments
 
 Factor = float | Tensor
 Law = Callable[[Factor], Sequence[Tensor]]
+T = TypeVar("T")
 
 
 def all_finite(*tensors: Tensor) -> Tensor:
@@ -116,6 +118,45 @@ def update_running_ema_(
     # a rejected batch lerps each buffer toward itself: b + f·(b − b) is b exactly
     ends = [torch.where(finite, t, b) for b, t in zip(buffers, targets, strict=True)]
     torch._foreach_lerp_(list(buffers), ends, factor)
+
+
+def native_ema_eligible(buffers: Sequence[Tensor]) -> bool:
+    """`update_by_kernel_` applies: eager mode on the CPU (it reads a scalar back)."""
+    return _eager_cpu(buffers[0])
+
+
+def update_by_kernel_(
+    buffers: Sequence[Tensor],
+    num_batches_tracked: Tensor | None,
+    momentum: float | None,
+    kernel: Callable[[float], T],
+    *,
+    watch: int = -1,
+) -> T:
+    """Let a native kernel apply PyTorch's EMA law to ``buffers`` in place, under this module's
+    guard, counter and factor: ``kernel(f)`` runs it with weight f and returns its output.
+
+    The buffers are copied first (one small stack) and put back when ``buffers[watch]`` comes
+    out non-finite: BN's variance is non-finite whenever any batch statistic is (a non-finite
+    mean makes every (x − μ)² non-finite), and the EMA of finite values stays finite. Only for
+    the CPU in eager mode (`native_ema_eligible`): it reads one scalar back. This is how a
+    BatchNorm training call costs three small ATen calls beyond torch.nn's own.
+    """
+    backup = torch.stack(tuple(buffers))
+    if momentum is not None:
+        factor = momentum
+    elif num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked.")
+    else:
+        factor = 1.0 / (int(num_batches_tracked) + 1)
+    out = kernel(factor)
+    if _finite_now((buffers[watch],)):
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+    else:
+        for b, old in zip(buffers, backup, strict=True):
+            b.copy_(old)
+    return out
 
 
 @torch.no_grad()

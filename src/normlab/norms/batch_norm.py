@@ -14,7 +14,7 @@ from torch.backends import cudnn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, accumulation_dtype
-from normlab.core.running import update_running_ema_
+from normlab.core.running import native_ema_eligible, update_by_kernel_, update_running_ema_
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -183,6 +183,20 @@ class BatchNorm(Norm):
             if x.numel() == self.num_features:  # the only way to get 1 value per channel
                 self._check_set_size(x)
             if self.training and running_mean is not None and xc.numel():
+                running_var = buffers["running_var"]
+                weight, bias = kernel_params(xc, params["weight"], params["bias"], xc.shape[1])
+                if native_ema_eligible((running_var,)) and running_var.dtype == (
+                    xc.dtype if weight is None else weight.dtype
+                ):  # ATen's kernel applies the EMA; core.running guards and counts
+                    eps = self.eps
+                    y = update_by_kernel_(
+                        (running_mean, running_var), buffers["num_batches_tracked"],
+                        self.momentum,
+                        lambda f: torch.batch_norm(
+                            xc, weight, bias, running_mean, running_var, True, f, eps, False
+                        ),
+                    )
+                    return y if cd == 1 else y.movedim(1, -1)
                 y, stats, rows = batch_norm_and_stats(
                     xc, params["weight"], params["bias"], self.eps
                 )
