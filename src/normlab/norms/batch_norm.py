@@ -1,7 +1,12 @@
 """Batch Normalization (Ioffe & Szegedy 2015, arXiv:1502.03167).
 
 Fast path: ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
-tensor becomes a channels_last NCHW view, which the kernel reads without a copy).
+tensor becomes a channels_last NCHW view, which the kernel reads without a copy). In training
+on the CPU the kernel also applies the running-statistics EMA, under the guard and counter of
+`normlab.core.running.update_by_kernel_`: a call runs three small ATen calls beyond
+``torch.nn.BatchNorm2d``'s (28 against 20 per forward + backward, benchmarks/bench_per_call.py
+--ops). Elsewhere (accelerators, torch.compile, low-precision buffers) the kernel writes the
+batch mean and unbiased variance into fresh buffers and `update_running_ema_` folds them in.
 """
 
 from __future__ import annotations
