@@ -13,7 +13,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from normlab.core import Moments, update_running_stats_
+from normlab.core import Moments, running, update_running_stats_
+from normlab.core.running import all_finite, update_running_
 
 try:  # registers and loads the "ci" Hypothesis profile
     import _hypothesis_profiles
@@ -21,6 +22,15 @@ except ImportError:  # pragma: no cover - tests/ imported as a package
     from tests import _hypothesis_profiles  # noqa: F401
 
 C = 4
+
+
+@pytest.fixture(autouse=True, params=["eager_cpu", "branch_free"])
+def writer_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both guards: the CPU-eager branch and the branch-free ``where``
+    update used on accelerators and under torch.compile."""
+    if request.param == "branch_free":
+        monkeypatch.setattr(running, "_eager_cpu", lambda t: False)
+    return str(request.param)
 
 
 def fresh_buffers(dtype=torch.float64):
@@ -178,3 +188,40 @@ def test_cumulative_average_skips_non_finite_batch():
     assert int(nbt) == 2
     close(rm, (mu1 + mu2) / 2)
     close(rv, (s21 + s22) / 2)
+
+
+def test_targets_with_autograd_history_do_not_attach_buffers_to_a_graph():
+    x = torch.randn(6, C, dtype=torch.float64, requires_grad=True)
+    rm, rv, nbt = fresh_buffers()
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(x * 2, (0,)), 0.1)
+    assert not rm.requires_grad and not rv.requires_grad
+    assert rm.grad_fn is None and rv.grad_fn is None
+
+
+def test_custom_law_gets_the_factor_and_shares_the_guard_and_counter():
+    """update_running_: the method supplies only the law; guard, counter and 1/t are shared."""
+    buf = torch.ones(C, dtype=torch.float64)
+    nbt = torch.tensor(0, dtype=torch.long)
+    seen = []
+
+    def law(factor):
+        seen.append(float(factor))
+        return (buf + 10 * factor,)
+
+    good = torch.ones(C, dtype=torch.float64)
+    update_running_((buf,), nbt, None, law, watch=(good,))
+    update_running_((buf,), nbt, None, law, watch=(good,))
+    assert seen == [1.0, 0.5] and int(nbt) == 2
+    close(buf, torch.full((C,), 16.0, dtype=torch.float64))
+    bad = good.clone()
+    bad[1] = float("inf")
+    update_running_((buf,), nbt, 0.3, law, watch=(good, bad))
+    assert int(nbt) == 2
+    close(buf, torch.full((C,), 16.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("values", [[1.0, float("nan")], [float("inf"), 0.0], [-3e38, 3e38]])
+def test_all_finite(values):
+    t = torch.tensor(values, dtype=torch.float32)
+    assert bool(all_finite(t)) == bool(torch.isfinite(t).all())
+    assert bool(all_finite(torch.zeros(2), t)) == bool(torch.isfinite(t).all())

@@ -37,13 +37,25 @@ def _trained_bn(shape: tuple[int, ...], dtype: torch.dtype = F32, **kw: object) 
     return bn.eval()
 
 
+@pytest.fixture(params=["small", "large"])
+def frozen_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both backward compositions: one broadcast multiply (up to `_SMALL` elements) and the
+    BN-inference kernel pass."""
+    import normlab.norms.frozen_batch_norm as fbn
+
+    monkeypatch.setattr(fbn, "_SMALL", 1 << 40 if request.param == "small" else -1)
+    return str(request.param)
+
+
 # -- bitwise equality with BatchNorm eval (pytorch/vision#2169, #43614) ----------------------------
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "no_affine"])
 @pytest.mark.parametrize("how", ["from_batch_norm", "load_state_dict"])
-def test_frozen_equals_bn_eval(shape: tuple[int, ...], affine: bool, how: str) -> None:
+def test_frozen_equals_bn_eval(
+    shape: tuple[int, ...], affine: bool, how: str, frozen_path: str
+) -> None:
     bn = _trained_bn(shape, eps=1e-3, affine=affine)
     bn.requires_grad_(False)
     if how == "from_batch_norm":

@@ -11,9 +11,13 @@ statistic: layers normalize with the biased variance and store the unbiased one.
 equal-weight cumulative average of the batch statistics. TF/Keras' decay d is m = 1 − d.
 
 A batch whose statistics are not finite leaves every buffer, ``num_batches_tracked`` included,
-unchanged: one overflowing batch must not poison the statistics of a whole training run. The
-update is branch-free (``torch.where``), so it neither synchronizes with the GPU nor breaks a
-``torch.compile`` graph.
+unchanged: one overflowing batch must not poison the statistics of a whole training run. On an
+accelerator, or while ``torch.compile`` traces, the update is branch-free (``torch.where``), so
+it neither synchronizes with the device nor breaks a graph. In eager mode on the CPU a Python
+branch costs nothing (reading a CPU scalar is a memory load, not a device synchronization) and
+skips the ``where`` passes: the guard there is one sum, Σ s, read back as a float (finite
+unless some s is not finite or the sum overflows; only then is ``isfinite`` run). Not a BLAS
+dot product: its thread pool costs about 50 µs a call beside ATen's.
 
 This module owns the guard, the counter and the factor (m, or 1/t for ``momentum=None``); a
 method supplies only its *update law*. Most methods move each buffer toward a batch value
@@ -21,15 +25,15 @@ method supplies only its *update law*. Most methods move each buffer toward a ba
 (Batch Renorm's law on σ, Ghost BN's closed form over its ghost batches) passes it to
 `update_running_` as a function of the factor.
 
-Cost matters: a BatchNorm training step runs this once per call. The guard is one reduction
-(Σ 0·s is 0 when every s is finite and NaN otherwise, and never overflows), the counter one
-in-place add, and the EMA one ``torch.where`` per buffer plus one fused ``_foreach_lerp_``; no
-dtype conversion runs unless the dtypes differ.
+Cost matters: BatchNorm runs this once per training call. No dtype conversion runs unless the
+dtypes differ, and the EMA of all buffers is one fused ``_foreach_lerp_``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -38,14 +42,29 @@ from normlab.core.moments import Moments
 
 Factor = float | Tensor
 Law = Callable[[Factor], Sequence[Tensor]]
+T = TypeVar("T")
 
 
 def all_finite(*tensors: Tensor) -> Tensor:
-    """A 0-dim bool tensor: every element of every tensor is finite (no sync, no overflow)."""
+    """A 0-dim bool tensor: every element of every tensor is finite (no sync, no overflow:
+    Σ 0·t is 0 when every t is finite and NaN otherwise)."""
     total = tensors[0].mul(0).sum()
     for t in tensors[1:]:
         total = total + t.mul(0).sum()
     return total == 0
+
+
+def _eager_cpu(t: Tensor) -> bool:
+    return t.is_cpu and not torch.compiler.is_compiling()
+
+
+def _finite_now(tensors: Sequence[Tensor]) -> bool:
+    """Every element finite, read on the CPU (see the module docstring)."""
+    for t in tensors:
+        # Σ s is not finite when some s is not, or when it overflows: then check exactly
+        if not math.isfinite(t.sum().item()) and not bool(torch.isfinite(t).all()):
+            return False
+    return True
 
 
 def _step(num_batches_tracked: Tensor | None, momentum: float | None, finite: Tensor,
@@ -60,29 +79,84 @@ def _step(num_batches_tracked: Tensor | None, momentum: float | None, finite: Te
     return num_batches_tracked.clamp(min=1).to(dtype).reciprocal_()
 
 
-@torch.no_grad()
+def _step_now(num_batches_tracked: Tensor | None, momentum: float | None) -> float:
+    """`_step` for a batch known to be finite, on the CPU: the factor as a Python float."""
+    if num_batches_tracked is not None:
+        num_batches_tracked.add_(1)
+    if momentum is not None:
+        return momentum
+    if num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked.")
+    return 1.0 / max(int(num_batches_tracked), 1)
+
+
 def update_running_ema_(
     buffers: Sequence[Tensor],
     targets: Sequence[Tensor],
     num_batches_tracked: Tensor | None,
     momentum: float | None,
     *,
-    finite: Tensor | None = None,
+    watch: Tensor | None = None,
 ) -> None:
     """``buffer ← (1 − f)·buffer + f·target`` for each pair, in place, f = momentum or 1/t.
 
-    ``finite`` (a 0-dim bool tensor) may be given when the caller has it cheaper than
-    `all_finite` of the targets; otherwise it is computed from them.
+    ``watch``: one tensor whose finiteness decides for the batch, when the caller holds one
+    cheaper to check than all the targets (BatchNorm: the targets are its two rows).
     """
-    if finite is None:
-        finite = all_finite(*targets)
+    # no torch.no_grad() here (entering it costs more than the update): a target that
+    # carries autograd history is detached instead, so no buffer ever joins a graph
+    targets = [t.detach() if t.requires_grad else t for t in targets]
+    watched = targets if watch is None else [watch]
+    targets = [t if t.dtype == b.dtype else t.to(b.dtype) for b, t in zip(buffers, targets,
+                                                                          strict=True)]
+    if _eager_cpu(buffers[0]):
+        if _finite_now(watched):
+            torch._foreach_lerp_(list(buffers), targets, _step_now(num_batches_tracked, momentum))
+        return
+    finite = all_finite(*watched)
     factor = _step(num_batches_tracked, momentum, finite, buffers[0].dtype)
-    ends = [
-        torch.where(finite, t if t.dtype == b.dtype else t.to(b.dtype), b)
-        for b, t in zip(buffers, targets, strict=True)
-    ]
     # a rejected batch lerps each buffer toward itself: b + f·(b − b) is b exactly
+    ends = [torch.where(finite, t, b) for b, t in zip(buffers, targets, strict=True)]
     torch._foreach_lerp_(list(buffers), ends, factor)
+
+
+def native_ema_eligible(buffers: Sequence[Tensor]) -> bool:
+    """`update_by_kernel_` applies: eager mode on the CPU (it reads a scalar back)."""
+    return _eager_cpu(buffers[0])
+
+
+def update_by_kernel_(
+    buffers: Sequence[Tensor],
+    num_batches_tracked: Tensor | None,
+    momentum: float | None,
+    kernel: Callable[[float], T],
+    *,
+    watch: int = -1,
+) -> T:
+    """Let a native kernel apply PyTorch's EMA law to ``buffers`` in place, under this module's
+    guard, counter and factor: ``kernel(f)`` runs it with weight f and returns its output.
+
+    The buffers are copied first (one small stack) and put back when ``buffers[watch]`` comes
+    out non-finite: BN's variance is non-finite whenever any batch statistic is (a non-finite
+    mean makes every (x − μ)² non-finite), and the EMA of finite values stays finite. Only for
+    the CPU in eager mode (`native_ema_eligible`): it reads one scalar back. This is how a
+    BatchNorm training call costs three small ATen calls beyond torch.nn's own.
+    """
+    backup = torch.stack(tuple(buffers))
+    if momentum is not None:
+        factor = momentum
+    elif num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked.")
+    else:
+        factor = 1.0 / (int(num_batches_tracked) + 1)
+    out = kernel(factor)
+    if _finite_now((buffers[watch],)):
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+    else:
+        for b, old in zip(buffers, backup, strict=True):
+            b.copy_(old)
+    return out
 
 
 @torch.no_grad()
@@ -96,9 +170,16 @@ def update_running_(
 ) -> None:
     """``buffers ← law(f)``, in place, when every tensor in ``watch`` is finite.
 
-    ``law`` receives the weight f of the new batch (momentum, or 1/t as a 0-dim tensor with
-    ``momentum=None``) and returns the new value of each buffer; it must not write them.
+    ``law`` receives the weight f of the new batch (momentum, or 1/t with ``momentum=None``:
+    a float on the CPU, a 0-dim tensor elsewhere) and returns the new value of each buffer;
+    it must not write them.
     """
+    if _eager_cpu(buffers[0]):
+        if _finite_now(watch):
+            factor = _step_now(num_batches_tracked, momentum)
+            for b, new in zip(buffers, law(factor), strict=True):
+                b.copy_(new)
+        return
     finite = all_finite(*watch)
     factor = _step(num_batches_tracked, momentum, finite, buffers[0].dtype)
     for b, new in zip(buffers, law(factor), strict=True):
@@ -115,5 +196,5 @@ def update_running_stats_(
     """Fold one batch's moments into the running buffers, in place (mean and unbiased var)."""
     update_running_ema_(
         (running_mean, running_var), (batch.mean, batch.unbiased_var), num_batches_tracked,
-        momentum, finite=all_finite(batch.mean, batch.var),
+        momentum,
     )

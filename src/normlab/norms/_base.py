@@ -68,9 +68,7 @@ def channel_scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     kernel (mean 0, variance 1, ε = 0). ``shift`` must be a tensor (zeros for none): without a
     bias the CPU kernel takes a path about 4x slower."""
     zeros, ones = torch.zeros_like(scale), torch.ones_like(scale)
-    return torch.ops.aten._native_batch_norm_legit_no_training(
-        x, scale, shift, zeros, ones, 0.0, 0.0
-    )[0]
+    return torch.batch_norm(x, scale, shift, zeros, ones, False, 0.0, 0.0, False)
 
 
 def group_norm_kernel(
@@ -87,7 +85,7 @@ def group_norm_kernel(
     x, layout = dense(x)
     weight, bias = kernel_params(x, weight, bias, c)
     positions = x.numel() // (n * c)
-    y, mean, rstd = torch.ops.aten.native_group_norm(
+    y, mean, rstd = torch.native_group_norm(
         x, weight, bias, n, c, positions, num_groups, eps
     )
     return in_layout(y, layout), mean, rstd
@@ -95,7 +93,14 @@ def group_norm_kernel(
 
 def check_set_size(layer: str, axes: Axes, x: Tensor, channel_dim: int) -> None:
     """Refuse statistics computed over one value (the output would be a constant)."""
-    if x.numel() and axes.set_size(x.shape, channel_dim) == 1:
+    numel = x.numel()
+    if not numel or (
+        # common case, decided without walking the axes: every set spans all spatial
+        # positions, and there are more than one (numel > N·C)
+        "spatial" in axes.reduce and numel > x.shape[0] * x.shape[channel_dim]
+    ):
+        return
+    if axes.set_size(x.shape, channel_dim) == 1:
         over = axes.describe().split(":")[0]
         raise errors.one_value_per_statistic(layer, over, x.shape)
 
@@ -109,6 +114,17 @@ class Norm(nn.Module):
 
     _version = 2  # torch.nn BatchNorm's state-dict version: checkpoints load unchanged
     _repr_keys: ClassVar[tuple[str, ...]] = ("eps", "affine")
+    #: What the running buffers mean, when the layer keeps them (read by the surgery tools,
+    #: which therefore list no classes): ``"batch"``, per channel over (N, *S), the mean and
+    #: the unbiased variance under PyTorch's EMA law (`normlab.core.running`);
+    #: ``"batch_biased"``, over (N, *S) too but the biased variance under the method's own
+    #: law (Batch Renorm's moving σ, EvoNorm-B0's variance; the momentum means something
+    #: else); ``"instance"``, torch.nn's InstanceNorm rule (the average over samples of the
+    #: per-(n, c) mean and unbiased variance); None, no running statistics.
+    running_stats: ClassVar[str | None] = None
+    #: True when the statistics are fixed on purpose (FrozenBatchNorm): recalibrate leaves
+    #: them alone and convert carries no momentum from the layer.
+    frozen_stats: ClassVar[bool] = False
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None
@@ -187,7 +203,11 @@ class Norm(nn.Module):
             errors.check_input(self._name(), x, self.num_features, self.channel_dim)
 
     def _check_set_size(self, x: Tensor, axes: Axes | None = None) -> None:
-        check_set_size(self._name(), axes or self.axes, x, self.channel_dim)
+        axes = axes or self.axes
+        numel = x.numel()
+        if "spatial" in axes.reduce and numel > x.shape[0] * x.shape[self.channel_dim]:
+            return  # the common case of `check_set_size`, before the layer's name is built
+        check_set_size(self._name(), axes, x, self.channel_dim)
 
     # state ------------------------------------------------------------------------------------
     def _load_from_state_dict(

@@ -245,6 +245,7 @@ class BatchInstanceNorm(Norm):
 
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats")
     axes = axes_lib.BATCH  # the batch-normalized term (the instance term: *S per (n, c))
+    running_stats = "batch"
     statistics = "BN (over (N, *S)) and IN (over *S), mixed per channel by the gate ρ"
     gate: nn.Parameter
 

@@ -1,7 +1,12 @@
 """Batch Normalization (Ioffe & Szegedy 2015, arXiv:1502.03167).
 
 Fast path: ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
-tensor becomes a channels_last NCHW view, which the kernel reads without a copy).
+tensor becomes a channels_last NCHW view, which the kernel reads without a copy). In training
+on the CPU the kernel also applies the running-statistics EMA, under the guard and counter of
+`normlab.core.running.update_by_kernel_`: a call runs three small ATen calls beyond
+``torch.nn.BatchNorm2d``'s (28 against 20 per forward + backward, benchmarks/bench_per_call.py
+--ops). Elsewhere (accelerators, torch.compile, low-precision buffers) the kernel writes the
+batch mean and unbiased variance into fresh buffers and `update_running_ema_` folds them in.
 """
 
 from __future__ import annotations
@@ -9,11 +14,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.backends import cudnn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, accumulation_dtype
-from normlab.core.running import all_finite, update_running_ema_
+from normlab.core.running import native_ema_eligible, update_by_kernel_, update_running_ema_
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -36,7 +42,7 @@ def batch_norm_with_moments(
     # variant without running buffers (whose σ² would have to be recovered from 1/σ).
     mean = torch.zeros(c, dtype=stats_dtype, device=x.device)
     unbiased = torch.zeros(c, dtype=stats_dtype, device=x.device)
-    y = torch.ops.aten._native_batch_norm_legit(x, weight, bias, mean, unbiased, True, 1.0, eps)[0]
+    y = torch.batch_norm(x, weight, bias, mean, unbiased, True, 1.0, eps, cudnn.enabled)
     n = x.numel() // c
     return y, Moments(mean, unbiased * ((n - 1) / n), n)
 
@@ -55,7 +61,7 @@ def batch_norm_and_stats(
         2, c, dtype=x.dtype if weight is None else weight.dtype, device=x.device
     )  # x.dtype is the accumulation dtype whenever weight is None (see kernel_params)
     mean, unbiased = stats.unbind(0)
-    y = torch.ops.aten._native_batch_norm_legit(x, weight, bias, mean, unbiased, True, 1.0, eps)[0]
+    y = torch.batch_norm(x, weight, bias, mean, unbiased, True, 1.0, eps, cudnn.enabled)
     return y, stats, (mean, unbiased)
 
 
@@ -72,7 +78,7 @@ def _batch_norm(
         return x.clone()
     weight, bias = kernel_params(x, weight, bias, x.shape[1])
     if use_batch_stats:
-        return torch.ops.aten._native_batch_norm_legit(x, weight, bias, True, 0.0, eps)[0]
+        return torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, cudnn.enabled)
     if weight is not None and running_mean is not None and running_var is not None:
         running_mean, running_var = running_mean.to(weight.dtype), running_var.to(weight.dtype)
     return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
@@ -151,6 +157,7 @@ class BatchNorm(Norm):
 
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats")
     axes = axes_lib.BATCH
+    running_stats = "batch"
 
     def __init__(
         self,
@@ -181,12 +188,26 @@ class BatchNorm(Norm):
             if x.numel() == self.num_features:  # the only way to get 1 value per channel
                 self._check_set_size(x)
             if self.training and running_mean is not None and xc.numel():
+                running_var = buffers["running_var"]
+                weight, bias = kernel_params(xc, params["weight"], params["bias"], xc.shape[1])
+                if native_ema_eligible((running_var,)) and running_var.dtype == (
+                    xc.dtype if weight is None else weight.dtype
+                ):  # ATen's kernel applies the EMA; core.running guards and counts
+                    eps = self.eps
+                    y = update_by_kernel_(
+                        (running_mean, running_var), buffers["num_batches_tracked"],
+                        self.momentum,
+                        lambda f: torch.batch_norm(
+                            xc, weight, bias, running_mean, running_var, True, f, eps, False
+                        ),
+                    )
+                    return y if cd == 1 else y.movedim(1, -1)
                 y, stats, rows = batch_norm_and_stats(
                     xc, params["weight"], params["bias"], self.eps
                 )
                 update_running_ema_(
                     (running_mean, buffers["running_var"]), rows,
-                    buffers["num_batches_tracked"], self.momentum, finite=all_finite(stats),
+                    buffers["num_batches_tracked"], self.momentum, watch=stats,
                 )
                 return y if cd == 1 else y.movedim(1, -1)
         y = _batch_norm(

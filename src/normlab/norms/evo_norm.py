@@ -489,15 +489,9 @@ def _update_running_var_(
     (PyTorch's convention, m = 0.1 for the reference's decay 0.9); ``momentum=None`` is the
     cumulative average, m = 1/t. Same guard as :func:`normlab.core.running.update_running_stats_`.
     """
-    finite = torch.isfinite(batch_var).all()
-    if num_batches_tracked is not None:
-        num_batches_tracked.add_(finite.to(num_batches_tracked.dtype))
-    if momentum is None:
-        factor: Tensor | float = 1.0 / num_batches_tracked.clamp(min=1).to(torch.float64)  # type: ignore[union-attr]  # B0 always has the counter
-    else:
-        factor = momentum
-    new = running_var * (1 - factor) + batch_var.to(running_var.dtype) * factor
-    running_var.copy_(torch.where(finite, new, running_var))
+    from normlab.core.running import update_running_ema_
+
+    update_running_ema_((running_var,), (batch_var,), num_batches_tracked, momentum)
 
 
 # -- functionals ----------------------------------------------------------------------------------
@@ -659,6 +653,7 @@ class EvoNormB0(_EvoNorm):
     _repr_keys = ("eps", "momentum", "affine", "nonlinearity", "track_running_stats")
     statistics = "batch variance over (N, *S) per channel and instance variance over *S"
     axes = axes_lib.BATCH  # s²_b; s²_i is over axes_lib.INSTANCE
+    running_stats = "batch_biased"  # running_var only: an EMA of the biased s²_b
 
     def __init__(
         self,

@@ -61,6 +61,11 @@ def frozen_eps_not_positive(source: str, eps: object) -> ConfigError:
     )
 
 
+# Below this many elements a call's cost is its number of ATen calls, not its passes over
+# memory (benchmarks/bench_per_call.py: (16, 64, 8, 8) is 65536).
+_SMALL = 1 << 17
+
+
 class _FrozenInference(torch.autograd.Function):
     """BN inference on a channels-first ``x`` with constant statistics and affine."""
 
@@ -76,7 +81,7 @@ class _FrozenInference(torch.autograd.Function):
     ) -> Tensor:
         y = _batch_norm(x, running_mean, running_var, weight, bias, False, eps)
         acc = accumulation_dtype(x.dtype)
-        scale = running_var.to(acc).add(eps).sqrt_().reciprocal_()
+        scale = running_var.to(acc).add(eps).rsqrt_()
         if weight is not None:
             scale = scale * weight.to(acc)
         ctx.save_for_backward(scale)
@@ -85,11 +90,11 @@ class _FrozenInference(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
         (scale,) = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: a differentiable (linear) map of dy
+        if torch.is_grad_enabled() or dy.numel() <= _SMALL:
+            # double backward: a differentiable (linear) map of dy; small dy: one broadcast
+            # multiply costs less than the three calls below
             view = (1, -1) + (1,) * (dy.dim() - 2)
             dx = (dy * scale.view(view)).to(dy.dtype)
-        elif dy.numel() == 0:
-            dx = dy.clone()
         else:  # dy·a + 0 in one pass
             dx = channel_scale_shift(dy, scale, torch.zeros_like(scale))
         return dx, None, None, None, None, None
@@ -209,6 +214,8 @@ class FrozenBatchNorm(Norm):
     _repr_keys = ("eps", "affine", "trainable_affine")
     statistics = "none: fixed per-channel statistics (a BN checkpoint's running mean and variance)"
     axes = axes_lib.BATCH
+    running_stats = "batch"
+    frozen_stats = True
     running_mean: Tensor
     running_var: Tensor
     num_batches_tracked: Tensor

@@ -363,26 +363,31 @@ def update_ghost_running_stats_(
     (forward calls), not ghost batches. Statistics that are not finite leave every buffer
     unchanged (the guard of `normlab.core.running.update_running_stats_`).
     """
+    from normlab.core.running import Factor, update_running_
+
     k = len(counts)
-    mean = chunk_mean.to(running_mean.dtype)
-    uvar = chunk_var * chunk_var.new_tensor([n / (n - 1) for n in counts]).unsqueeze(1)
-    uvar = uvar.to(running_var.dtype)
-    finite = torch.isfinite(chunk_mean).all() & torch.isfinite(chunk_var).all()
-    num_batches_tracked.add_(finite.to(num_batches_tracked.dtype))
-    keep: Tensor | float
-    if momentum is None:
-        factor = 1.0 / num_batches_tracked.clamp(min=1).to(torch.float64)
-        keep = 1 - factor
-        weights = (factor / k).to(running_mean.dtype).expand(k)
-    else:
-        keep = (1 - momentum) ** k
-        weights = running_mean.new_tensor([momentum * (1 - momentum) ** (k - 1 - i)
-                                           for i in range(k)])
-    weights = weights.unsqueeze(1)
-    new_mean = running_mean * keep + (weights * mean).sum(0)
-    new_var = running_var * keep + (weights * uvar).sum(0)
-    running_mean.copy_(torch.where(finite, new_mean, running_mean))
-    running_var.copy_(torch.where(finite, new_var, running_var))
+
+    def law(factor: Factor) -> tuple[Tensor, Tensor]:
+        mean = chunk_mean.to(running_mean.dtype)
+        uvar = chunk_var * chunk_var.new_tensor([n / (n - 1) for n in counts]).unsqueeze(1)
+        uvar = uvar.to(running_var.dtype)
+        keep: Tensor | float
+        if momentum is None:  # factor = 1/t: the step's ghost-batch average, weight 1/t
+            keep = 1 - factor
+            weights = torch.as_tensor(factor / k, dtype=running_mean.dtype,
+                                      device=running_mean.device).expand(k)
+        else:
+            keep = (1 - momentum) ** k
+            weights = running_mean.new_tensor([momentum * (1 - momentum) ** (k - 1 - i)
+                                               for i in range(k)])
+        weights = weights.unsqueeze(1)
+        return running_mean * keep + (weights * mean).sum(0), running_var * keep + (
+            weights * uvar).sum(0)
+
+    update_running_(
+        (running_mean, running_var), num_batches_tracked, momentum, law,
+        watch=(chunk_mean, chunk_var),
+    )
 
 
 def ghost_batch_norm(
@@ -496,6 +501,7 @@ class GhostBatchNorm(Norm):
     _repr_keys = (
         "ghost_batch_size", "split", "eps", "momentum", "affine", "track_running_stats"
     )
+    running_stats = "batch"
 
     def __init__(
         self,

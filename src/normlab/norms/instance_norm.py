@@ -115,6 +115,7 @@ class InstanceNorm(Norm):
 
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats")
     axes = axes_lib.INSTANCE
+    running_stats = "instance"
 
     def __init__(
         self,

@@ -371,6 +371,7 @@ class SwitchableNorm(Norm):
     """
 
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats", "branches")
+    running_stats = "batch"  # the BN branch's
     statistics = "a softmax mix of IN (over *S), LN (over (C, *S)) and BN (over (N, *S)) moments"
     mean_weight: nn.Parameter
     var_weight: nn.Parameter

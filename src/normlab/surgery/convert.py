@@ -16,9 +16,11 @@ carried                    when
                            (normlab ``LayerNorm(C, per_position=True, channel_dim=-1)`` is
                            the same function), the source's value from a normlab LayerNorm
 ``track_running_stats``,   when source and target keep the same kind of running statistics
-``momentum``               ("batch" family, or torch.nn's instance rule); momentum not from
-                           FrozenBatchNorm (it has none) nor to BatchRenorm (its paper
-                           default 0.01 and its update of σ instead of σ² stay)
+``momentum``               ("batch" family, or torch.nn's instance rule); momentum only
+                           between layers whose statistics follow the same law (equal
+                           ``running_stats``: not from FrozenBatchNorm, which has none, nor
+                           to or from BatchRenorm, whose paper default 0.01 and update of σ
+                           instead of σ² stay)
 ``weight``, ``bias``       when both layers have them with the same shape (BN's β is dropped
                            on the way to RMSNorm, which has none); buffers of FrozenBatchNorm
                            become parameters and back
@@ -65,8 +67,6 @@ from torch import Tensor, nn
 
 from normlab import errors, registry
 from normlab.errors import ConfigError
-from normlab.norms.batch_renorm import BatchRenorm
-from normlab.norms.frozen_batch_norm import FrozenBatchNorm
 from normlab.surgery import layers
 from normlab.surgery.freeze import freeze_state_of
 from normlab.surgery.walker import (
@@ -111,10 +111,11 @@ def _accepted(target: Any) -> set[str]:
     return {p.name for p in params if p.kind in named}
 
 
-def _is_subclass(target: Any, cls: type) -> bool:
+def _frozen_target(target: Any) -> bool:
+    """The target class keeps fixed statistics (``frozen_stats``, e.g. FrozenBatchNorm)."""
     while isinstance(target, functools.partial):
         target = target.func
-    return isinstance(target, type) and issubclass(target, cls)
+    return isinstance(target, type) and bool(getattr(target, "frozen_stats", False))
 
 
 def _spec_name(to: registry.Spec) -> str:
@@ -139,11 +140,8 @@ def _carried_arguments(module: nn.Module, target: Any, accepted: set[str]) -> di
         if "track_running_stats" in accepted and isinstance(tracking, bool):
             kw["track_running_stats"] = tracking
         momentum = getattr(module, "momentum", None)
-        if (
-            "momentum" in accepted
-            and not isinstance(module, FrozenBatchNorm)
-            and not _is_subclass(target, BatchRenorm)
-        ):
+        same_law = layers.class_running_stats(type(module)) == layers.class_running_stats(target)
+        if "momentum" in accepted and not layers.frozen_stats(module) and same_law:
             kw["momentum"] = momentum
     source = layers.first_tensor(module)
     if source is not None:
@@ -183,7 +181,7 @@ def _check_source(path: str, module: nn.Module, to: registry.Spec, target: Any) 
             "per-channel norm",
             "Only LayerNorm / RMSNorm over the last dim (the channels of (N, *, C)) convert.",
         )
-    if _is_subclass(target, FrozenBatchNorm):
+    if _frozen_target(target):
         kind = layers.stats_kind(module)
         if kind != "batch" or not isinstance(module._buffers.get("running_mean"), Tensor):
             keeps = {

@@ -5,16 +5,20 @@ how many channels does it normalize and at which dim, does it keep running stati
 which kind. Subclasses are recognised with ``isinstance`` (a user class deriving from
 ``torch.nn.BatchNorm2d`` is a BatchNorm), never by type equality.
 
-Kinds of running statistics:
+Kinds of running statistics (a normlab layer states its own in ``Norm.running_stats``; torch
+layers are recognised by their base classes):
 
 * ``"batch"``: per-channel statistics over (N, *S) of the layer's input (torch BatchNorm*d /
-  SyncBatchNorm and their lazy forms; normlab BatchNorm, GhostBatchNorm, BatchRenorm,
-  FrozenBatchNorm, SwitchableNorm's BN branch, BatchInstanceNorm's BN term, EvoNormB0's
-  variance). Any other module holding a ``running_mean`` or ``running_var`` buffer is taken
-  to be of this kind too.
+  SyncBatchNorm and their lazy forms; normlab layers whose ``running_stats`` is ``"batch"``
+  or ``"batch_biased"``: BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm,
+  SwitchableNorm's BN branch, BatchInstanceNorm's BN term, EvoNormB0's variance). Any other
+  module holding a ``running_mean`` or ``running_var`` buffer is taken to be of this kind too.
 * ``"instance"``: torch.nn's InstanceNorm rule (a running average over samples of the
   per-(sample, channel) mean and unbiased variance): torch InstanceNorm*d and normlab
   InstanceNorm with ``track_running_stats=True``.
+
+`running_stats` gives the finer meaning (``"batch_biased"``: the biased variance under the
+method's own update law), `frozen_stats` whether the layer keeps its statistics on purpose.
 """
 
 from __future__ import annotations
@@ -26,15 +30,6 @@ from torch import Tensor, nn
 
 from normlab import registry
 from normlab.norms._base import Norm
-from normlab.norms.batch_instance_norm import BatchInstanceNorm
-from normlab.norms.batch_norm import BatchNorm
-from normlab.norms.batch_renorm import BatchRenorm
-from normlab.norms.evo_norm import EvoNormB0
-from normlab.norms.frozen_batch_norm import FrozenBatchNorm
-from normlab.norms.ghost_batch_norm import GhostBatchNorm
-from normlab.norms.instance_norm import InstanceNorm
-from normlab.norms.layer_norm import LayerNorm
-from normlab.norms.switchable_norm import SwitchableNorm
 
 StatsKind = Literal["batch", "instance"]
 
@@ -44,11 +39,6 @@ TORCH_NORMS: tuple[type[nn.Module], ...] = (
 )
 TORCH_BATCH = nn.modules.batchnorm._BatchNorm
 TORCH_INSTANCE = nn.modules.instancenorm._InstanceNorm
-BATCH_CLASSES: tuple[type[nn.Module], ...] = (
-    TORCH_BATCH, BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm, SwitchableNorm,
-    BatchInstanceNorm, EvoNormB0,
-)
-INSTANCE_CLASSES: tuple[type[nn.Module], ...] = (TORCH_INSTANCE, InstanceNorm)
 _LIBRARY_MODULES = ("torch.nn.modules.", "normlab.norms.")
 
 
@@ -113,25 +103,51 @@ def has_running_stats(module: nn.Module) -> bool:
     return any(_own_buffer(module, k) is not None for k in ("running_mean", "running_var"))
 
 
-def stats_kind(module: nn.Module) -> StatsKind | None:
-    """The kind of running statistics the module keeps now, or None when it keeps none."""
+def class_running_stats(target: object) -> str | None:
+    """What a layer class (or ``functools.partial`` of one) keeps in its running buffers when
+    it tracks them (see `Norm.running_stats`); None for classes without running statistics or
+    unknown callables."""
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not isinstance(target, type):
+        return None
+    if issubclass(target, Norm):
+        return target.running_stats
+    if issubclass(target, TORCH_INSTANCE):
+        return "instance"
+    if issubclass(target, TORCH_BATCH):
+        return "batch"
+    return None
+
+
+def _kind(meaning: str | None) -> StatsKind | None:
+    if meaning is None:
+        return None
+    return "instance" if meaning == "instance" else "batch"
+
+
+def running_stats(module: nn.Module) -> str | None:
+    """What the module's running buffers hold now, or None when it keeps none (any module
+    holding a ``running_mean`` / ``running_var`` buffer counts as ``"batch"``)."""
     if not has_running_stats(module):
         return None
-    return "instance" if isinstance(module, INSTANCE_CLASSES) else "batch"
+    return class_running_stats(type(module)) or "batch"
+
+
+def frozen_stats(module: nn.Module) -> bool:
+    """The layer keeps fixed statistics on purpose (FrozenBatchNorm)."""
+    return bool(getattr(type(module), "frozen_stats", False))
+
+
+def stats_kind(module: nn.Module) -> StatsKind | None:
+    """The kind of running statistics the module keeps now, or None when it keeps none."""
+    return _kind(running_stats(module))
 
 
 def class_stats_kind(target: object) -> StatsKind | None:
     """The kind of running statistics a layer class (or ``functools.partial`` of one) keeps
     when it tracks them; None for classes without running statistics or unknown callables."""
-    while isinstance(target, functools.partial):
-        target = target.func
-    if not isinstance(target, type):
-        return None
-    if issubclass(target, INSTANCE_CLASSES):
-        return "instance"
-    if issubclass(target, BATCH_CLASSES):
-        return "batch"
-    return None
+    return _kind(class_running_stats(target))
 
 
 def per_position(module: nn.Module) -> bool | None:
@@ -139,9 +155,8 @@ def per_position(module: nn.Module) -> bool | None:
     RMSNorm over the last dim, normlab LayerNorm(per_position=True)); None for other layers."""
     if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
         return True
-    if isinstance(module, LayerNorm):
-        return bool(module.per_position)
-    return None
+    value = getattr(module, "per_position", None) if isinstance(module, Norm) else None
+    return None if value is None else bool(value)
 
 
 def first_tensor(module: nn.Module) -> Tensor | None:

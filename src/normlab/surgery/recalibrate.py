@@ -68,9 +68,6 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core.moments import Moments
 from normlab.errors import ConfigError, InputError
-from normlab.norms.batch_renorm import BatchRenorm
-from normlab.norms.evo_norm import EvoNormB0
-from normlab.norms.frozen_batch_norm import FrozenBatchNorm
 from normlab.surgery import layers
 from normlab.surgery.freeze import is_frozen
 from normlab.surgery.walker import not_a_model
@@ -197,7 +194,7 @@ class _Population:
         else:
             assert self.moments is not None
             mean = self.moments.mean
-            biased = isinstance(self.layer, (BatchRenorm, EvoNormB0))
+            biased = layers.running_stats(self.layer) == "batch_biased"
             var = self.moments.var if biased else self.moments.unbiased_var
         if isinstance(mean_buf, Tensor):
             mean_buf.copy_(mean)
@@ -226,7 +223,7 @@ def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
             continue
         if layers.is_lazy_uninitialized(module):
             raise lazy_layer_not_materialized("recalibrate", layers.describe(path, module))
-        if isinstance(module, FrozenBatchNorm) or is_frozen(module):
+        if layers.frozen_stats(module) or is_frozen(module):
             frozen += 1
             continue
         found.append((path, module))
