@@ -2,10 +2,10 @@
 
 ``randomize_`` draws the gate ρ uniformly in [0, 1] (a state outside it cannot be loaded), so
 every generic test runs at a genuine mix of BN and IN, and the generic training loops clip it
-after each optimizer step as the paper does (``after_step``); the extremes ρ = 0 and ρ = 1
-and values outside [0, 1] are tested in test_batch_instance_norm.py. The running statistics
-follow torch BatchNorm's law (the default oracle). (N, C) input — where the reference failed —
-is included.
+after each optimizer step as the paper does (the class's ``training_hooks.after_step``); the
+extremes ρ = 0 and ρ = 1 and values outside [0, 1] are tested in test_batch_instance_norm.py.
+The running statistics follow torch BatchNorm's law (the default oracle). (N, C) input — where
+the reference failed — is included.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from torch import Tensor
 import normlab.functional as NF
 import oracles_mixed_stats as ref
 from catalogue import Case
-from normlab.norms.batch_instance_norm import clamp_gates_
 
 
 def _reference(m: Any, x: Tensor) -> Tensor:
@@ -51,7 +50,7 @@ def _bin(variant: str = "", **kwargs: Any) -> Case:
         train_eval_differ=tracking,
         per_sample=False,
         state_keys=frozenset(keys),
-        after_step=clamp_gates_,  # the paper's clipping after every update
+        unit_params=frozenset({"gate"}),  # ρ ∈ [0, 1]
     )
 
 

@@ -25,13 +25,15 @@ def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.ghost_batch_norm_ref(
         x, m.weight, m.bias, m.running_mean, m.running_var, training=m.training,
         ghost_batch_size=m.ghost_batch_size, eps=m.eps, channel_dim=m.channel_dim,
+        split=m.split,
     )
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:
     return NF.ghost_batch_norm(
         x, m.running_mean, m.running_var, m.weight, m.bias, training=m.training,
-        ghost_batch_size=m.ghost_batch_size, eps=m.eps, channel_dim=m.channel_dim,
+        ghost_batch_size=m.ghost_batch_size, split=m.split, eps=m.eps,
+        channel_dim=m.channel_dim,
     )
 
 
@@ -58,7 +60,8 @@ def _gbn(variant: str = "", **kwargs: Any) -> Case:
         has_running_stats=tracking,
         train_eval_differ=True,
         per_sample=False,
-        running_step=functools.partial(ref.ghost_running_step_ref, ghost_batch_size=ghost)
+        running_step=functools.partial(ref.ghost_running_step_ref, ghost_batch_size=ghost,
+                                       split=kwargs.get("split", "size"))
         if tracking else None,
         **extra,
     )
@@ -72,4 +75,6 @@ CASES: tuple[Case, ...] = (
     _gbn("no_tracking", track_running_stats=False),
     _gbn("ghost_128", ghost_batch_size=128),  # never chunks: BN (parity with torch.nn)
     _gbn("long_slices", long_slices=True),  # batches 3 to 5 in ghost batches of 2
+    _gbn("split_count", split="count"),  # bigBatch's x.chunk(N // 2): batch 3 -> one chunk
+    _gbn("split_count_long_slices", split="count", long_slices=True),  # batch 5 -> 3, 2
 )

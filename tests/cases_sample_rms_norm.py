@@ -20,7 +20,7 @@ def _reference(m: Any, x: Tensor) -> Tensor:
     rms = (x64.reshape(n, -1).square().mean(1) + m.eps).sqrt()
     y = x64 / rms.reshape(n, *([1] * (x64.dim() - 1)))
     if m.weight is not None:
-        y = y * m.weight.detach().double().reshape(c, *([1] * (x64.dim() - 2)))
+        y = y * m.weight.double().reshape(c, *([1] * (x64.dim() - 2)))
     return y.movedim(1, -1) if m.channel_dim == -1 else y
 
 

@@ -63,11 +63,10 @@ class Case:
     # float64 oracle of one running-statistics step; None = torch BatchNorm's law (IN's for IN)
     running_step: RunningStep | None = None
     momenta: tuple[Any, ...] = (0.0, 0.1, 1.0, None)  # momentum values the state laws are run at
+    # parameters that live in [0, 1] (randomize_ draws them there), e.g. a gate
+    unit_params: frozenset[str] = frozenset()
     # the exact state_dict keys where they are not weight/bias plus the three running buffers
     state_keys: frozenset[str] | None = None
-    # called after every optimizer step of the generic training loops: a projected update,
-    # e.g. Batch-Instance Norm's gate clipping into [0, 1] (whose state cannot load otherwise)
-    after_step: Callable[[nn.Module], Any] | None = None
 
     @property
     def id(self) -> str:
@@ -359,6 +358,7 @@ CASES = CASES + _collect_method_cases()
 CASE_IDS = [c.id for c in CASES]
 RUNNING_CASES = tuple(c for c in CASES if c.has_running_stats)
 RUNNING_IDS = [c.id for c in RUNNING_CASES]
+_UNIT_PARAMS = {c.cls: c.unit_params for c in CASES if c.unit_params}
 
 # -- helpers --------------------------------------------------------------------------------------
 
@@ -411,16 +411,18 @@ def make_input(shape: tuple[int, ...], dtype: torch.dtype = torch.float64, seed:
 
 
 def randomize_(module: nn.Module, seed: int = 1) -> nn.Module:
-    """Non-trivial affine parameters and running statistics (running_var in [0.5, 2])."""
+    """Non-trivial affine parameters and statistics: weights and variances (``*_var``) in
+    [0.5, 2], the parameters a case lists in ``unit_params`` in [0, 1], the rest normal."""
+    unit = {key for m in module.modules() for key in _UNIT_PARAMS.get(type(m), ())}
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in [*module.named_parameters(), *module.named_buffers()]:
             if not t.is_floating_point():
                 continue
             leaf = name.rsplit(".", 1)[-1]
-            if leaf in ("weight", "running_var", "reference_var"):
+            if leaf == "weight" or leaf.endswith("_var"):  # a scale or a variance: positive
                 values = torch.rand(t.shape, generator=g, dtype=torch.float64) * 1.5 + 0.5
-            elif leaf == "gate":  # Batch-Instance Norm's ρ lives in [0, 1]
+            elif leaf in unit:  # e.g. Batch-Instance Norm's gate ρ
                 values = torch.rand(t.shape, generator=g, dtype=torch.float64)
             else:
                 values = torch.randn(t.shape, generator=g, dtype=torch.float64)

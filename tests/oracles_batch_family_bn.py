@@ -4,10 +4,13 @@ Independent of normlab: explicit loops over ghost batches and channels, two-pass
 (``oracles.mean_var``).
 
 Ghost BN (Hoffer, Hubara & Soudry 2017, arXiv:1705.08741; reference code eladhoffer/bigBatch,
-main_gbn.py, which runs ``x[i:i + g]`` for i = 0, g, 2g, ... through the model one by one):
+main_gbn.py, which runs every piece of ``input.chunk(batch_size // mini_batch_size)`` through
+the model one by one):
 
-    chunks: x[0:g], x[g:2g], ..., the last one possibly smaller; normlab's documented policy
-            merges a last chunk holding one value per statistic into the previous one
+    chunks: split="size": x[0:g], x[g:2g], ..., the last one possibly smaller;
+            split="count": x.chunk(N // g) (the reference code's rule: 10 by 4 gives 5, 5);
+            normlab's documented policy merges a last chunk holding one value per statistic
+            into the previous one
     training: every chunk normalized with its own per-channel mean / biased variance over
               (chunk, *S); eval: running statistics (BN eval), or the whole batch's statistics
               without running statistics
@@ -37,9 +40,21 @@ def _f64(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.to(torch.float64)
 
 
-def ghost_chunks_ref(batch: int, ghost_batch_size: int, positions: int) -> list[tuple[int, int]]:
-    """(start, stop) of every ghost batch: the reference code's slices, last merged if 1 value."""
-    bounds = [(i, min(i + ghost_batch_size, batch)) for i in range(0, batch, ghost_batch_size)]
+def ghost_chunks_ref(
+    batch: int, ghost_batch_size: int, positions: int, split: str = "size"
+) -> list[tuple[int, int]]:
+    """(start, stop) of every ghost batch, the last merged into its predecessor if 1 value.
+
+    ``split="size"``: slices of ``ghost_batch_size`` samples. ``split="count"``: the reference
+    code's ``x.chunk(N // ghost_batch_size)`` (one chunk when N < ghost_batch_size), applied
+    literally to the sample indices.
+    """
+    if split == "size":
+        bounds = [(i, min(i + ghost_batch_size, batch))
+                  for i in range(0, batch, ghost_batch_size)]
+    else:
+        pieces = torch.arange(batch).chunk(max(batch // ghost_batch_size, 1))
+        bounds = [(int(p[0]), int(p[-1]) + 1) for p in pieces]
     if len(bounds) > 1:
         start, stop = bounds[-1]
         if (stop - start) * positions == 1:
@@ -58,6 +73,7 @@ def ghost_batch_norm_ref(
     ghost_batch_size: int,
     eps: float = 1e-5,
     channel_dim: int = 1,
+    split: str = "size",
 ) -> Tensor:
     """GBN output: per-chunk BN in training, BN eval (or whole-batch BN) otherwise."""
     if not training:
@@ -69,7 +85,7 @@ def ghost_batch_norm_ref(
     n, c = xc.shape[:2]
     positions = xc[0, 0].numel()
     y = torch.empty_like(xc)
-    for start, stop in ghost_chunks_ref(n, ghost_batch_size, positions):
+    for start, stop in ghost_chunks_ref(n, ghost_batch_size, positions, split):
         for ch in range(c):
             values = xc[start:stop, ch]
             mean, var = mean_var(values.reshape(-1))
@@ -83,14 +99,14 @@ def ghost_batch_norm_ref(
 
 
 def ghost_chunk_stats_ref(
-    x: Tensor, ghost_batch_size: int, channel_dim: int = 1
+    x: Tensor, ghost_batch_size: int, channel_dim: int = 1, split: str = "size"
 ) -> list[tuple[Tensor, Tensor]]:
     """Per chunk: (per-channel mean, per-channel unbiased variance), in batch order."""
     xc = _cf(x, channel_dim)
     n, c = xc.shape[:2]
     positions = xc[0, 0].numel()
     stats = []
-    for start, stop in ghost_chunks_ref(n, ghost_batch_size, positions):
+    for start, stop in ghost_chunks_ref(n, ghost_batch_size, positions, split):
         count = (stop - start) * positions
         means, uvars = torch.empty(c, dtype=torch.float64), torch.empty(c, dtype=torch.float64)
         for ch in range(c):
@@ -107,12 +123,13 @@ def ghost_running_step_ref(
     *,
     ghost_batch_size: int,
     channel_dim: int = 1,
+    split: str = "size",
 ) -> dict[str, Tensor]:
     """Buffers after one training step on ``x``: a literal loop over the ghost batches."""
     rm = _f64(buffers["running_mean"])
     rv = _f64(buffers["running_var"])
     tracked = int(buffers["num_batches_tracked"]) + 1
-    stats = ghost_chunk_stats_ref(x, ghost_batch_size, channel_dim)
+    stats = ghost_chunk_stats_ref(x, ghost_batch_size, channel_dim, split)
     if momentum is None:
         factor = 1.0 / tracked
         mean = sum(m for m, _ in stats) / len(stats)

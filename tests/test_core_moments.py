@@ -414,3 +414,24 @@ def test_no_one_pass_variance_in_sources():
         for line in find_one_pass_variance(path.read_text(encoding="utf-8")):
             offenders.append(f"{path.relative_to(SRC)}:{line}")
     assert not offenders, "one-pass E[x^2] - E[x]^2 variance at: " + ", ".join(offenders)
+
+
+@pytest.mark.parametrize("keepdim", [True, False])
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_merge_equal_counts_equals_moments_of_the_union(dim: int, keepdim: bool) -> None:
+    """Per-(n, c) moments of x (n, c, k, L) merged along ``dim`` equal the float64 two-pass
+    moments of the union of the merged slices; the deviations are μ_i − μ."""
+    from normlab.core.moments import merge_equal_counts
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 5, 7, generator=g, dtype=torch.float64) * 3 + 1e3
+    mean, var, _ = ref_moments(x, (3,))  # (3, 4, 5): one set of 7 values per entry
+    mu, sigma2, dev = merge_equal_counts(mean, var, dim, keepdim=keepdim)
+    union_mean, union_var, _ = ref_moments(x, (dim, 3))
+    if keepdim:
+        union_mean, union_var = union_mean.unsqueeze(dim), union_var.unsqueeze(dim)
+    torch.testing.assert_close(mu, union_mean, rtol=1e-13, atol=1e-10)
+    torch.testing.assert_close(sigma2, union_var, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dev, mean - ref_moments(x, (dim, 3))[0].unsqueeze(dim),
+                               rtol=1e-12, atol=1e-10)
+    assert not torch.allclose(sigma2, var.mean(dim, keepdim=keepdim))  # not averaging

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import normlab
-from normlab.errors import ConfigError, InputError, NormlabError, UnknownNameError
+from normlab.errors import ConfigError, DataError, InputError, NormlabError, UnknownNameError
 
 CLASSES = {
     "BatchNorm": normlab.BatchNorm,
@@ -34,7 +34,7 @@ def check(excinfo, cls):
 
 
 def test_error_hierarchy():
-    for cls in (ConfigError, InputError, UnknownNameError):
+    for cls in (ConfigError, DataError, InputError, UnknownNameError):
         assert issubclass(cls, NormlabError)
     assert issubclass(NormlabError, ValueError)
     assert normlab.errors.NormlabError is NormlabError

@@ -464,13 +464,13 @@ def test_chunked_passes_match_one_chunk(
 ) -> None:
     """On CPU the elementwise passes run a few samples at a time: any chunk size gives the
     result of one whole-tensor chunk (forward, input and parameter gradients)."""
-    from normlab.norms import evo_norm
+    from normlab.norms import _chunked
 
     x = make_input((7, 6, 5, 4), dtype, seed=14)
     g = make_input(x.shape, dtype, seed=15)
     results = []
     for elements in (1 << 30, 6 * 20, 2 * 6 * 20, 3 * 6 * 20 + 1):
-        monkeypatch.setattr(evo_norm, "_CHUNK_ELEMENTS", elements)
+        monkeypatch.setattr(_chunked, "CHUNK_ELEMENTS", elements)
         m = normlab.EvoNormB0(6, dtype=dtype) if name == "b0" \
             else normlab.EvoNormS0(6, num_groups=3, dtype=dtype)
         _randomize(m, seed=5)

@@ -169,6 +169,124 @@ def test_one_value_chunks_are_rejected_with_a_clear_message(path: str) -> None:
     m.eval()(torch.randn(1, 3))  # eval: running statistics, any batch size
 
 
+# -- split="count": the reference code's x.chunk(N // g) ----------------------------------------
+
+
+def _bigbatch_chunks(x: Tensor, g: int) -> tuple[Tensor, ...]:
+    """eladhoffer/bigBatch, main_gbn.py: ``input_var.chunk(batch_size // mini_batch_size)``."""
+    return x.chunk(x.shape[0] // g)
+
+
+@pytest.mark.parametrize("positions", [1, 2, 5])
+@pytest.mark.parametrize("g", [1, 2, 3, 4, 7, 128])
+def test_count_plan_matches_oracle_chunks(g: int, positions: int) -> None:
+    for n in range(1, 40):
+        if g == 1 and positions == 1 and n > 1:
+            continue  # one value per statistic: rejected
+        sizes = chunk_sizes(ghost_plan(n, g, positions, split="count"))
+        expected = [b - a for a, b in ghost_chunks_ref(n, g, positions, split="count")]
+        assert sizes == expected, (n, g, positions)
+        if n >= g and positions > 1:  # no merge: exactly torch's chunk
+            assert sizes == [len(c) for c in _bigbatch_chunks(torch.arange(n), g)], (n, g)
+
+
+def test_documented_examples_of_the_count_rule() -> None:
+    assert chunk_sizes(ghost_plan(10, 4, positions=6, split="count")) == [5, 5]
+    assert chunk_sizes(ghost_plan(13, 4, positions=6, split="count")) == [5, 5, 3]
+    assert chunk_sizes(ghost_plan(7, 4, positions=6, split="count")) == [7]  # chunk(1)
+    assert chunk_sizes(ghost_plan(3, 4, positions=6, split="count")) == [3]  # N < g: BN
+    assert chunk_sizes(ghost_plan(17, 3, positions=1, split="count")) == [4, 4, 4, 5]  # merged
+    assert chunk_sizes(ghost_plan(10, 4, positions=6)) == [4, 4, 2]  # the default: "size"
+
+
+@pytest.mark.parametrize(("shape", "g"), [((10, 3, 5), 4), ((13, 3, 2, 2), 4), ((11, 2), 3),
+                                          ((7, 3, 4), 4), ((8, 3, 3), 2)],
+                         ids=["10_by_4", "13_by_4", "11_by_3", "one_chunk", "even"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["fp32", "fp64"])
+def test_count_split_equals_bn_over_torch_chunks(
+    shape: tuple[int, ...], g: int, dtype: torch.dtype, path: str
+) -> None:
+    """Outputs and gradients equal torch BN run on every piece of x.chunk(N // g), and the
+    float64 oracle of the rule."""
+    m = _gbn(shape[1], g, dtype, split="count").train()
+    x = make_input(shape, dtype, seed=1)
+    up = make_input(shape, dtype, seed=2)
+    y, gx, gp = _fwd_bwd(m, x, up)
+    weight = m.weight.detach().clone().requires_grad_()
+    bias = m.bias.detach().clone().requires_grad_()
+    leaf = x.detach().clone().requires_grad_()
+    y_ref = torch.cat([F.batch_norm(piece, None, None, weight, bias, training=True, eps=m.eps)
+                       for piece in _bigbatch_chunks(leaf, g)])
+    y_ref.backward(up)
+    close(y, y_ref.detach(), TOL[dtype], msg="output")
+    close(gx, leaf.grad, 5 * TOL[dtype], msg="input grad")
+    close(gp["weight"], weight.grad, 5 * TOL[dtype], msg="weight grad")
+    close(gp["bias"], bias.grad, 5 * TOL[dtype], msg="bias grad")
+    expected = ghost_batch_norm_ref(x, m.weight, m.bias, None, None, training=True,
+                                    ghost_batch_size=g, eps=m.eps, split="count")
+    close(y.double(), expected, 10 * TOL[dtype], msg="float64 oracle")
+    functional = NF.ghost_batch_norm(x, weight=m.weight, bias=m.bias, training=True,
+                                     ghost_batch_size=g, split="count", eps=m.eps)
+    close(functional, y, TOL[dtype], msg="functional")
+
+
+@pytest.mark.parametrize("momentum", [0.1, 1.0], ids=str)
+@pytest.mark.parametrize(("batch", "g"), [(10, 4), (13, 4), (9, 2)])
+def test_count_split_running_stats_equal_torch_bn_fed_chunk_by_chunk(
+    batch: int, g: int, momentum: float, path: str
+) -> None:
+    ours = normlab.GhostBatchNorm(3, ghost_batch_size=g, momentum=momentum, split="count",
+                                  dtype=F64)
+    theirs = nn.BatchNorm1d(3, momentum=momentum).double()
+    for step in range(3):
+        x = make_input((batch + step, 3, 4), F64, seed=70 + step)
+        ours(x)
+        for piece in _bigbatch_chunks(x, g):
+            theirs(piece)
+        close(ours.running_mean, theirs.running_mean, 1e-12, msg=f"step {step}")
+        close(ours.running_var, theirs.running_var, 1e-12, msg=f"step {step}")
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.1, 0.7, None], ids=str)
+def test_count_split_running_stats_match_the_chunk_loop_oracle(
+    momentum: float | None, path: str
+) -> None:
+    m = normlab.GhostBatchNorm(3, ghost_batch_size=4, momentum=momentum, split="count",
+                               dtype=F64)
+    expected = {k: v.clone() for k, v in m.named_buffers()}
+    for step, (batch, tail) in enumerate([(10, 5), (17, 1), (16, 2), (3, 4), (13, 1)]):
+        x = make_input((batch, 3, tail), F64, seed=80 + step)
+        m(x)
+        expected = ghost_running_step_ref(expected, x, momentum, ghost_batch_size=4,
+                                          split="count")
+        close(m.running_mean, expected["running_mean"], 1e-12, msg=f"step {step}")
+        close(m.running_var, expected["running_var"], 1e-12, msg=f"step {step}")
+        assert torch.equal(m.num_batches_tracked, expected["num_batches_tracked"])
+
+
+@pytest.mark.parametrize("bad", ["sizes", "Count", "", 2, None, True], ids=repr)
+def test_split_must_be_size_or_count(bad: object) -> None:
+    for make in (
+        lambda: normlab.GhostBatchNorm(8, ghost_batch_size=2, split=bad),
+        lambda: NF.ghost_batch_norm(torch.randn(4, 8), training=True, ghost_batch_size=2,
+                                    split=bad),
+    ):
+        with pytest.raises(ConfigError) as excinfo:
+            make()
+        msg = str(excinfo.value)
+        assert f"split must be 'size' or 'count'; got {bad!r}" in msg
+        assert "x.chunk(N // ghost_batch_size)" in msg
+        assert "Pass split='size' (the default) or split='count'" in msg  # the fix
+
+
+def test_split_is_in_the_repr_and_survives_a_state_round_trip() -> None:
+    m = normlab.GhostBatchNorm(4, ghost_batch_size=2, split="count")
+    assert "split=count" in repr(m)
+    assert "split=size" in repr(normlab.GhostBatchNorm(4, ghost_batch_size=2))
+    assert set(m.state_dict()) == {"weight", "bias", "running_mean", "running_var",
+                                   "num_batches_tracked"}
+
+
 # -- equivalences (RELIABILITY I11; METHODS Appendix A.7) ------------------------------------------
 
 

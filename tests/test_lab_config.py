@@ -171,3 +171,35 @@ def test_batch_instance_norm_gates_get_their_group_through_the_hooks() -> None:
     model(torch.randn(2, 3, 4, 4)).sum().backward()
     optimizer.step()
     assert float(model[1].gate.detach().max()) <= 1.0  # clipped after the step, as the paper does
+
+
+def test_the_report_lists_every_setting_of_the_sweep() -> None:
+    pytest.importorskip("numpy")
+    from normlab.lab import report
+
+    plan = dataclasses.replace(DEMO, width=24, max_train=500, steps=7, epochs=None)
+    meta = {**plan.training_settings(), "norms": list(plan.norms),
+            "batch_sizes": list(plan.batch_sizes), "seeds": plan.seeds}
+    line = next(x for x in report.report_markdown("run", meta, []).splitlines()
+                if x.startswith("- sweep: "))
+    for f in dataclasses.fields(Sweep):
+        if getattr(plan, f.name) is not None:
+            assert f"{f.name.replace('_', ' ')}: " in line or f.name == "order", (f.name, line)
+    assert "batch order: iid" in line and "width: 24" in line and "max train: 500" in line
+    assert "epochs" not in line  # None: not a setting of this sweep
+
+
+@pytest.mark.parametrize("name", normlab.available())
+def test_the_lab_gives_a_methods_main_argument_a_small_value(name: str) -> None:
+    """A method with a ``name:value`` argument (groups, ghost batch size) runs the lab's widths
+    at value 8 unless the spec says otherwise; any other method's spec is kept as written."""
+    from normlab.lab.models import resolve_norm
+
+    entry = normlab.registry.lookup(name)
+    if entry.spec_arg is None:
+        assert resolve_norm(name) == name
+        return
+    assert resolve_norm(entry.aliases[0] if entry.aliases else name) == f"{name}:8"
+    assert resolve_norm(f"{name}:2") == f"{name}:2"
+    layer = normlab.create(resolve_norm(name), 16)
+    assert getattr(layer, entry.spec_arg) == 8

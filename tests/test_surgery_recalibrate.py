@@ -12,8 +12,9 @@ from torch import Tensor, nn
 
 from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
-from normlab.norms import BatchRenorm, EvoNormB0, FrozenBatchNorm, InstanceNorm
+from normlab.norms import FrozenBatchNorm
 from normlab.surgery import freeze, recalibrate
+from normlab.surgery.layers import class_stats_kind
 from surgery_models import mobilenet_like, resnet_like, unet_decoder_like
 
 KINDS: dict[str, Callable[[int], nn.Module]] = {
@@ -55,6 +56,24 @@ def _with_stats(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
+def _stores_biased_variance(layer: nn.Module, x: Tensor) -> bool:
+    """The layer's own training law, observed: a copy trained one step at momentum 1 from reset
+    statistics on a slice of its input (2 samples, at most 3 positions per spatial dim) stores
+    that slice's biased variance (Batch Renorm's and EvoNorm-B0's convention) or its unbiased
+    one (torch.nn BatchNorm's)."""
+    x = x[(slice(0, 2), slice(None), *[slice(0, 3)] * (x.dim() - 2))]
+    probe = copy.deepcopy(layer).train()
+    probe.reset_running_stats()
+    probe.momentum = 1.0
+    with torch.no_grad():
+        probe(x.to(probe.running_var.dtype))
+    values = x.transpose(0, 1).reshape(x.shape[1], -1)
+    stored = probe.running_var.double()
+    biased = torch.allclose(stored, values.var(1, unbiased=False), rtol=1e-4, atol=0)
+    assert biased or torch.allclose(stored, values.var(1, unbiased=True), rtol=1e-4, atol=0)
+    return biased
+
+
 def _reference(model: nn.Module, batches: list[Tensor]) -> dict[str, tuple[Tensor, Tensor, int]]:
     """Per layer: float64 (mean, variance in the layer's convention, values per channel) of its
     inputs in train-mode forwards (norm layers in train mode, the rest in eval, the state
@@ -62,28 +81,33 @@ def _reference(model: nn.Module, batches: list[Tensor]) -> dict[str, tuple[Tenso
     ref = copy.deepcopy(model).eval()
     layers = _with_stats(ref)
     inputs: dict[str, list[Tensor]] = {p: [] for p, _ in layers}
-    for path, layer in layers:
-        layer.training = True
+    hooks = [
         layer.register_forward_pre_hook(
             lambda mod, args, path=path: inputs[path].append(args[0].detach().double())
         )
+        for path, layer in layers
+    ]
+    for _, layer in layers:
+        layer.training = True
     state = copy.deepcopy(ref.state_dict())
     with torch.no_grad():
         for x in batches:
             ref(x)
             ref.load_state_dict(state)
+    for hook in hooks:
+        hook.remove()
     result = {}
     for path, layer in layers:
         xs = inputs[path]
         c = xs[0].shape[1]
-        if isinstance(layer, (InstanceNorm, nn.InstanceNorm2d)):  # torch.nn's instance rule
+        if class_stats_kind(type(layer)) == "instance":  # torch.nn's instance rule
             per_sample = [x.reshape(x.shape[0], c, -1) for x in xs]
             means = torch.cat([s.mean(-1) for s in per_sample])
             variances = torch.cat([s.var(-1, unbiased=True) for s in per_sample])
             result[path] = (means.mean(0), variances.mean(0), means.shape[0])
             continue
         flat = torch.cat([x.transpose(0, 1).reshape(c, -1) for x in xs], dim=1)
-        biased = isinstance(layer, (BatchRenorm, EvoNormB0))
+        biased = _stores_biased_variance(layer, xs[0])
         result[path] = (flat.mean(1), flat.var(1, unbiased=not biased), flat.shape[1])
     return result
 

@@ -27,9 +27,10 @@ NormLayer = Callable[[int], nn.Module]
 MODELS = ("resnet", "cnn1d", "mlp")
 NO_NORM = "none"
 
-# Registry defaults meant for wide ImageNet networks; the lab's widths are 16-256 channels.
-# A spec with an explicit value (``gn:4``) is used as written.
-_LAB_DEFAULTS = {"group_norm": "8", "evo_norm_s0": "8", "ghost_batch_norm": "8"}
+# A method's main argument (its entry's ``spec_arg``: GN's and EvoNorm-S0's groups, Ghost BN's
+# ghost batch size) defaults to values meant for wide ImageNet networks; the lab's widths are
+# 16-256 channels and its batches 2-256, so it uses 8 unless the spec gives a value (``gn:4``).
+_LAB_SPEC_VALUE = "8"
 
 
 def resolve_norm(spec: str) -> str:
@@ -43,8 +44,8 @@ def resolve_norm(spec: str) -> str:
     if name == NO_NORM:
         raise errors.bad_spec(spec, "'none' takes no value")
     entry = registry.lookup(name)
-    if not sep and entry.name in _LAB_DEFAULTS:
-        return f"{entry.name}:{_LAB_DEFAULTS[entry.name]}"
+    if not sep and entry.spec_arg is not None:
+        return f"{entry.name}:{_LAB_SPEC_VALUE}"
     registry.factory(spec)  # fail on a bad value now, not inside a worker
     return f"{entry.name}{sep}{value}"
 

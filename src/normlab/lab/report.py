@@ -17,12 +17,13 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from normlab.errors import ConfigError
 from normlab.lab import store
+from normlab.lab.config import Sweep
 from normlab.lab.summary import (
     SummaryRow,
     config_of,
@@ -211,19 +212,9 @@ def winners_markdown(found: Sequence[Winner], summary: Sequence[SummaryRow]) -> 
 
 # -- report.md -------------------------------------------------------------------------------------
 
-_SETTINGS = (  # meta.json keys listed in the report, in this order, when present
-    ("data", "data"),
-    ("model", "model"),
-    ("norms", "norms"),
-    ("batch_sizes", "batch sizes"),
-    ("seeds", "seeds"),
-    ("epochs", "epochs"),
-    ("steps", "steps"),
-    ("lr", "lr"),
-    ("lr_scaling", "lr scaling"),
-    ("base_batch_size", "base batch size"),
-    ("order", "batch order"),
-)
+# meta.json keys listed in the report, when present: every field of a sweep, in declaration order
+_LABELS = {"order": "batch order"}
+_SETTINGS = tuple((f.name, _LABELS.get(f.name, f.name.replace("_", " "))) for f in fields(Sweep))
 
 
 def _text(value: object) -> str:

@@ -40,17 +40,22 @@ def kernel_params(
     return w, b
 
 
-def dense(x: Tensor) -> tuple[Tensor, torch.memory_format]:
-    """``x`` made contiguous if it is not, and the memory format to hand outputs back in
-    (channels_last / channels_last_3d when x had it, otherwise contiguous)."""
-    layout = torch.contiguous_format
+def layout_of(x: Tensor) -> torch.memory_format:
+    """The memory format to hand outputs of ``x`` back in: channels_last / channels_last_3d
+    when x has it, otherwise contiguous."""
     if not x.is_contiguous():
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            layout = torch.channels_last
-        elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-            layout = torch.channels_last_3d
-        x = x.contiguous()
-    return x, layout
+            return torch.channels_last
+        if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+            return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+def dense(x: Tensor) -> tuple[Tensor, torch.memory_format]:
+    """``x`` made contiguous if it is not, and its `layout_of` to hand outputs back in."""
+    if x.is_contiguous():
+        return x, torch.contiguous_format
+    return x.contiguous(), layout_of(x)
 
 
 def in_layout(y: Tensor, layout: torch.memory_format) -> Tensor:

@@ -24,25 +24,28 @@ from torch import Tensor
 
 
 def recomputed_grads(
-    forward: Callable[..., Tensor],
+    forward: Callable[..., Tensor | tuple[Tensor, ...]],
     inputs: Sequence[Tensor | None],
     wanted: Sequence[bool],
-    grad_output: Tensor,
+    grad_output: Tensor | tuple[Tensor, ...],
 ) -> list[Tensor | None]:
     """(∂L/∂input for every input; None where not wanted or the input is None), differentiable.
 
-    ``forward(*aliases)`` must recompute the Function's output from differentiable operations
-    (None passes through as None); ``grad_output`` is ∂L/∂y, reshaped by the caller to the
-    recomputed output's shape. An input that y does not depend on gets zeros. Each gradient has
-    its input's dtype.
+    ``forward(*aliases)`` must recompute the Function's output (a tensor or a tuple of them)
+    from differentiable operations (None passes through as None); ``grad_output`` is ∂L/∂y
+    (one per output), reshaped by the caller to the recomputed outputs' shapes. An input that y
+    does not depend on gets zeros. Each gradient has its input's dtype.
     """
     with torch.enable_grad():
         aliases = [None if t is None else t.view_as(t) for t in inputs]
         y = forward(*aliases)
+        outputs = y if isinstance(y, tuple) else (y,)
+        grads = grad_output if isinstance(grad_output, tuple) else (grad_output,)
         chosen = [i for i, (a, w) in enumerate(zip(aliases, wanted, strict=True))
                   if w and a is not None and a.requires_grad]
         found = torch.autograd.grad(
-            y, [aliases[i] for i in chosen], grad_output.to(y.dtype),  # type: ignore[misc]
+            outputs, [aliases[i] for i in chosen],  # type: ignore[misc]
+            [g.to(o.dtype) for g, o in zip(grads, outputs, strict=True)],
             create_graph=True, allow_unused=True,
         ) if chosen else ()
     result: list[Tensor | None] = [None] * len(inputs)

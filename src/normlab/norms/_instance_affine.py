@@ -85,7 +85,7 @@ class _InstanceAffine(torch.autograd.Function):
         x, mean, var, *params = ctx.saved_tensors
         wanted = [ctx.needs_input_grad[5 + i] for i in range(len(params))]
         if torch.is_grad_enabled():
-            grads = _recomputed_grads(ctx.coefficients, x, params, wanted, dy)
+            grads = recomputed_affine_grads(ctx.coefficients, x, params, wanted, dy)
         else:
             grads = _analytic_grads(ctx.coefficients, x, mean, var, params, wanted, dy)
         dx, *param_grads = grads
@@ -145,11 +145,13 @@ def _autograd_vjp(
     return scale, [found[0], found[1], *(next(extra) if w else None for w in wanted)]
 
 
-def _recomputed_grads(
+def recomputed_affine_grads(
     coefficients: Coefficients, x: Tensor, params: list[Tensor], wanted: list[bool], dy: Tensor
 ) -> list[Tensor | None]:
-    """Differentiable recomputation, used only when the backward pass itself is differentiated
-    (partial derivatives: see `normlab.norms._double_backward`)."""
+    """(∂L/∂x, ∂L/∂params…; None where not wanted) of y = x·A + B with (A, B) =
+    coefficients(μ, σ², *params), recomputed from differentiable operations: used only when
+    the backward pass itself is differentiated (partial derivatives, see
+    `normlab.norms._double_backward`)."""
     n, c = x.shape[:2]
     acc = accumulation_dtype(x.dtype)
 
@@ -215,5 +217,6 @@ __all__ = [
     "instance_moments",
     "normalize_and_apply",
     "normalize_instances",
+    "recomputed_affine_grads",
     "restore_layout",
 ]

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import accumulation_dtype
-from normlab.norms._base import channel_scale_shift
+from normlab.norms._base import channel_scale_shift, kernel_params
+from normlab.norms._chunked import Sums
 
 
 def _slices(x: Tensor) -> tuple[int, int]:
@@ -30,16 +31,25 @@ def _slices(x: Tensor) -> tuple[int, int]:
     return n * c, x.numel() // max(n * c, 1)
 
 
-def _group_norm_per_slice(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """ATen's group norm with one group per channel: x̂, and mean and 1/σ of shape (N, C)."""
+def group_statistics(x: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """ATen's group norm of a contiguous channels-first x (no autograd history; the layouts
+    `normlab.norms._base.group_norm_kernel` handles are the caller's business): x̂, and mean
+    and 1/sqrt(σ² + ε) of shape (N, G) — one group per channel (G = C) gives the per-(n, c)
+    moments. Two-pass statistics, float32 for fp16/bf16 x. x̂ is a fresh buffer of x's shape
+    and dtype that callers overwrite with their output."""
     n, c = x.shape[:2]
-    acc = accumulation_dtype(x.dtype)
-    weight = None if acc == x.dtype else torch.ones(c, dtype=acc, device=x.device)
-    bias = None if weight is None else torch.zeros_like(weight)
+    weight, bias = kernel_params(x, None, None, c)
     x_hat, mean, rstd = torch.ops.aten.native_group_norm(
-        x.detach(), weight, bias, n, c, _slices(x)[1], c, eps
+        x.detach(), weight, bias, n, c, x.numel() // max(n * c, 1), groups, eps
     )
-    return x_hat, mean.view(n, c), rstd.view(n, c)
+    return x_hat, mean.view(n, groups), rstd.view(n, groups)
+
+
+def broadcast(t: Tensor, ndim: int) -> Tensor:
+    """A per-channel (C,) or per-(n, c) (N, C) tensor shaped to broadcast over (N, C, *S)."""
+    if t.dim() == 1:
+        return t.view(1, -1, *([1] * (ndim - 2)))
+    return t.view(*t.shape, *([1] * (ndim - 2)))
 
 
 def instance_moments(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -49,7 +59,7 @@ def instance_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     σ² is recovered as (1/σ)⁻² from a kernel run with ε = 0: a constant slice gives 1/σ = inf and
     σ² = 0 exactly; otherwise the round trip costs about two ulps of relative error.
     """
-    _, mean, rstd = _group_norm_per_slice(x, 0.0)
+    _, mean, rstd = group_statistics(x, x.shape[1], 0.0)
     return mean, rstd.pow(-2)
 
 
@@ -62,7 +72,7 @@ def normalize_instances(x: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor, 
     to about ulp(σ² + ε), which is all that the methods' σ² + ε needs. ``eps`` must be > 0 (it
     keeps x̂ finite on constant slices); use the method's own ε.
     """
-    x_hat, mean, rstd = _group_norm_per_slice(x, eps)
+    x_hat, mean, rstd = group_statistics(x, x.shape[1], eps)
     return x_hat, mean, (rstd.pow(-2) - eps).clamp_min_(0.0), rstd
 
 
@@ -79,20 +89,4 @@ def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
 def instance_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """(Σ_S grad, Σ_S grad·x) for every (n, c) slice, each of shape (N, C), in float32 or wider."""
     n, c = x.shape[:2]
-    slices, positions = _slices(x)
-    acc = accumulation_dtype(x.dtype)
-    zero = torch.zeros(1, slices, dtype=acc, device=x.device)
-    one = torch.ones(1, slices, dtype=acc, device=x.device)
-    _, sum_grad_x, sum_grad = torch.ops.aten.native_group_norm_backward(
-        grad.reshape(1, slices, positions).contiguous(),
-        x.reshape(1, slices, positions),
-        zero,
-        one,
-        torch.ones(slices, dtype=acc, device=x.device),
-        1,
-        slices,
-        positions,
-        slices,
-        [False, True, True],
-    )
-    return sum_grad.view(n, c), sum_grad_x.view(n, c)
+    return Sums(n * c, accumulation_dtype(x.dtype), x.device)(grad, x)

@@ -12,7 +12,7 @@ then collapse into one per-(sample, channel) affine pass y = x·A + B with
 
 (`normlab.norms._instance_affine`), instead of the reference's two full normalizations. The
 function (μ_I, σ²_I, ρ, γ, β) -> (A, B) on the tiny tensors has a hand-written VJP
-(`normlab.norms.switchable_norm.AnalyticCoefficients`).
+(`normlab.norms._analytic_coefficients.AnalyticCoefficients`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,23 @@ from torch.utils.hooks import RemovableHandle
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.core.moments import Moments
+from normlab.core.moments import Moments, merge_equal_counts
 from normlab.core.running import update_running_stats_
+from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import Norm, check_set_size
 from normlab.norms._training import TrainingHooks
-from normlab.norms.switchable_norm import (
-    AnalyticCoefficients,
-    apply_coefficients,
-    merged_moments,
-)
+from normlab.norms.switchable_norm import apply_coefficients
+
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def gate_out_of_range(layer: str, problem: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"{layer}: cannot load 'gate': {problem}. The gate ρ must lie in [0, 1] (the paper "
+        "clips it after every optimizer step). Clamp it before loading "
+        "(state['gate'].clamp_(0, 1)) and train with "
+        "normlab.norms.batch_instance_norm.clamp_gates_after_step(optimizer, model)."
+    )
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ def _forward_parts(
         mu_b, var_b = rest[-2].to(dtype), rest[-1].to(dtype)
         dev = mean - mu_b
     else:  # the batch's moments, merged from the N instance moments of each channel
-        mu_b, var_b, dev = merged_moments(mean, var, 0)
+        mu_b, var_b, dev = merge_equal_counts(mean, var, 0)
         parts["batch"] = (mu_b, var_b)  # (1, C): not views, for torch.compile's sake
         mu_b, var_b = mu_b.view(-1), var_b.view(-1)
     rho = gate.to(dtype)
@@ -307,12 +315,12 @@ class BatchInstanceNorm(Norm):
                 )
             finite = torch.isfinite(gate)
             if not finite.all():
-                raise errors.gate_out_of_range(
+                raise gate_out_of_range(
                     name, f"it holds non-finite values {gate[~finite].tolist()}"
                 )
             outside = (gate < 0) | (gate > 1)
             if outside.any():
-                raise errors.gate_out_of_range(
+                raise gate_out_of_range(
                     name,
                     f"values outside [0, 1]: {gate[outside].tolist()} at channels "
                     f"{outside.nonzero().flatten().tolist()}",

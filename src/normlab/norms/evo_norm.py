@@ -16,8 +16,8 @@ becomes the layer's output; the elementwise work is a few in-place passes over i
 vectorized path on CPU). The backward saves only x and per-(n, c) or per-(n, g) statistics,
 recomputes the elementwise intermediates and takes every reduction it needs from two fused
 per-(n, c) sum passes (ATen's group-norm backward kernel with mean 0 and 1/σ = 1). On CPU the
-passes run a few samples at a time (``_Chunks``) over scratch buffers kept per thread, so that
-the intermediates stay in cache and cost no page faults. Statistics and scales are float32
+passes run a few samples at a time over per-thread scratch buffers (`normlab.norms._chunked`),
+so that the intermediates stay in cache and cost no page faults. Statistics and scales are float32
 for fp16/bf16 input. Double backward recomputes the forward with differentiable eager ops
 (``create_graph=True`` only).
 
@@ -30,8 +30,7 @@ kernels make about five; 3.3-10x faster than the eager compositions in
 
 from __future__ import annotations
 
-import math
-import threading
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,9 +38,30 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.core.moments import accumulation_dtype
-from normlab.norms._base import Norm, from_channels_first, to_channels_first
+from normlab.core.moments import accumulation_dtype, merge_equal_counts
+from normlab.norms._base import Norm, dense, from_channels_first, in_layout, to_channels_first
+from normlab.norms._chunked import Chunks, Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
+from normlab.norms._per_instance import broadcast, group_statistics
+
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def evo_norm_parameter_shape(
+    layer: str, name: str, shape: Sequence[int], channels: int
+) -> errors.InputError:
+    return errors.InputError(
+        f"{layer}: {name} must have shape ({channels},), one value per channel of the input; "
+        f"got {tuple(shape)}. Pass a per-channel tensor of length {channels}."
+    )
+
+
+def evo_norm_v_without_nonlinearity(layer: str) -> errors.InputError:
+    return errors.InputError(
+        f"{layer}: v was given with nonlinearity=False, where the layer is the affine map "
+        "y = weight·x + bias and has no v. Pass v=None, or nonlinearity=True to use it."
+    )
+
 
 __all__ = ["EvoNormB0", "EvoNormS0", "evo_norm_b0", "evo_norm_s0", "resolve_groups"]
 
@@ -64,27 +84,8 @@ def resolve_groups(num_features: int, num_groups: int | None, group_size: int | 
     return groups
 
 
-def _view(t: Tensor, ndim: int) -> Tensor:
-    """A per-channel (C,) or per-(n, c) (N, C) tensor shaped to broadcast over (N, C, *S)."""
-    if t.dim() == 1:
-        return t.view(1, -1, *([1] * (ndim - 2)))
-    return t.view(*t.shape, *([1] * (ndim - 2)))
-
-
 def _acc(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
-
-
-def _dense(x: Tensor) -> tuple[Tensor, bool]:
-    """A contiguous channels-first ``x`` for the kernels, and whether it had to be copied."""
-    if x.is_contiguous():
-        return x, False
-    return x.contiguous(), True
-
-
-def _restore_layout(y: Tensor, like: Tensor) -> Tensor:
-    """``y`` (contiguous) in the memory layout of ``like`` (e.g. channels_last)."""
-    return torch.empty_like(like).copy_(y)
 
 
 def _channel_affine_(y: Tensor, scale: Tensor | None, shift: Tensor | None) -> Tensor:
@@ -94,8 +95,8 @@ def _channel_affine_(y: Tensor, scale: Tensor | None, shift: Tensor | None) -> T
     followed by ``add_`` (its per-channel operands miss TensorIterator's vectorized path).
     """
     if scale is not None:
-        y.mul_(_view(scale, y.dim()))
-    return y if shift is None else y.add_(_view(shift, y.dim()))
+        y.mul_(broadcast(scale, y.dim()))
+    return y if shift is None else y.add_(broadcast(shift, y.dim()))
 
 
 def _grad_like(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
@@ -105,104 +106,13 @@ def _grad_like(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
 def _check_params(layer: str, channels: int, **params: Tensor | None) -> None:
     for name, t in params.items():
         if t is not None and tuple(t.shape) != (channels,):
-            raise errors.evo_norm_parameter_shape(layer, name, tuple(t.shape), channels)
+            raise evo_norm_parameter_shape(layer, name, tuple(t.shape), channels)
 
 
-# -- chunked elementwise passes --------------------------------------------------------------
-
-# Elements of one chunk (per buffer): on CPU the passes run over a few samples at a time, so that
-# their operands stay in cache from one pass to the next (measured: 15-20 % faster than
-# whole-tensor passes for (32, 64, 32, 32) fp32), and the chunk-sized scratch buffers come from a
-# per-thread workspace, so that they never cost page faults (each first touch of a fresh page
-# costs microseconds on a VM). Other devices get one chunk and fresh buffers.
-_CHUNK_ELEMENTS = 1 << 19
 # S0's forward computes x·sigmoid(v x) as silu(v x)/v with |v| raised to at least τ: the error,
 # about |x|·τ relative, stays below half an ulp for |x| < 1e12 (float32) and τ·x cannot
 # underflow before |x| < 1e-18, where the absolute error is below 1e-15 (float64: 1e-150)
 _TINY_V = {torch.float32: 1e-20, torch.float64: 1e-150}
-_WORKSPACE_ELEMENTS = 1 << 20  # larger chunks (one huge sample) are allocated afresh
-_workspace = threading.local()
-
-
-def _scratch(count: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-             ) -> list[Tensor]:
-    """``count`` scratch tensors of ``shape``, reused across calls on CPU (never returned to
-    the caller of a layer: the layer's outputs are always fresh tensors)."""
-    numel = math.prod(shape)
-    if device.type != "cpu" or numel > _WORKSPACE_ELEMENTS:
-        return [torch.empty(shape, dtype=dtype, device=device) for _ in range(count)]
-    pools: dict[torch.dtype, list[Tensor]] = _workspace.__dict__.setdefault("pools", {})
-    pool = pools.get(dtype, [])
-    if len(pool) < count or pool[0].numel() < numel:
-        size = max([numel, *(t.numel() for t in pool)])
-        pool = [torch.empty(size, dtype=dtype) for _ in range(max(count, len(pool)))]
-        pools[dtype] = pool
-    return [t[:numel].view(shape) for t in pool[:count]]
-
-
-class _Chunks:
-    """Ranges of samples of an (N, C, L) tensor, and chunk-sized scratch buffers."""
-
-    def __init__(self, x3: Tensor, acc: torch.dtype) -> None:
-        n, c, length = x3.shape
-        self.acc, self.device = acc, x3.device
-        k = n if x3.device.type != "cpu" else max(1, min(n, _CHUNK_ELEMENTS // max(c * length, 1)))
-        self.shape = (k, c, length)
-        self.ranges = [(i, min(i + k, n)) for i in range(0, n, k)]
-
-    def buffers(self, count: int) -> list[Tensor]:
-        return _scratch(count, self.shape, self.acc, self.device)
-
-    @staticmethod
-    def load(t3: Tensor, a: int, b: int, staging: Tensor | None) -> Tensor:
-        """Samples a:b of ``t3`` in the accumulation dtype (copied into ``staging`` if given)."""
-        return t3[a:b] if staging is None else staging[: b - a].copy_(t3[a:b])
-
-
-def _group_statistics(x: Tensor, groups: int, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(buffer, mean, 1/sqrt(σ² + ε)) per (n, g) of a contiguous x, from ATen's group-norm kernel.
-
-    Two-pass statistics, float32 for fp16/bf16 x (float32 ones / zeros as the kernel's weight
-    put it on its mixed-precision path). Its normalized output is not needed: the buffer (fresh,
-    x's shape and dtype) becomes the layer's output, overwritten chunk by chunk.
-    """
-    n, c = x.shape[:2]
-    acc = accumulation_dtype(x.dtype)
-    weight = bias = None
-    if acc != x.dtype:
-        weight = torch.ones(c, dtype=acc, device=x.device)
-        bias = torch.zeros(c, dtype=acc, device=x.device)
-    return torch.ops.aten.native_group_norm(
-        x, weight, bias, n, c, x.numel() // max(n * c, 1), groups, eps
-    )
-
-
-class _Sums:
-    """(Σ_L grad, Σ_L grad·x) of every (n, c) row of two (k, C, L) chunks, each (k, C).
-
-    One fused read of both: ATen's group-norm backward kernel on the (1, k·C, L) view with one
-    group per row, mean 0 and 1/σ = 1 returns them as its weight and bias gradients.
-    """
-
-    def __init__(self, chunks: _Chunks) -> None:
-        rows = chunks.shape[0] * chunks.shape[1]
-        self.zero = torch.zeros(1, rows, dtype=chunks.acc, device=chunks.device)
-        self.one = torch.ones(rows, dtype=chunks.acc, device=chunks.device)
-
-    def __call__(self, grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        k, c, length = x.shape
-        rows = k * c
-        one = self.one[:rows]
-        _, sum_grad_x, sum_grad = torch.ops.aten.native_group_norm_backward(
-            grad.view(1, rows, length), x.view(1, rows, length), self.zero[:, :rows],
-            one.view(1, rows), one, 1, rows, length, rows, [False, True, True],
-        )
-        return sum_grad.view(k, c), sum_grad_x.view(k, c)
-
-
-def _per_row(t: Tensor) -> Tensor:
-    """A (C,) or (k, C) tensor broadcast over (k, C, L)."""
-    return t.view(1, -1, 1) if t.dim() == 1 else t.unsqueeze(-1)
 
 
 # -- EvoNorm-B0 -------------------------------------------------------------------------------
@@ -224,14 +134,14 @@ def _b0_eager(
     inst_var = x.var(dim=dims, correction=0, keepdim=True) if dims else torch.zeros_like(x)
     if left is None:
         left = (x.var(dim=(0, *dims), correction=0) + eps).sqrt()
-    left = _view(left.to(x.dtype), x.dim())
-    right = _view(v, x.dim()) * x + (inst_var + eps).sqrt()
+    left = broadcast(left.to(x.dtype), x.dim())
+    right = broadcast(v, x.dim()) * x + (inst_var + eps).sqrt()
     # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
     y = x / torch.where(right > left, right, left)
     if weight is not None:
-        y = y * _view(weight, x.dim())
+        y = y * broadcast(weight, x.dim())
     if bias is not None:
-        y = y + _view(bias, x.dim())
+        y = y + broadcast(bias, x.dim())
     return y
 
 
@@ -248,7 +158,8 @@ class _EvoNormB0Function(torch.autograd.Function):
     variances. The forward makes one statistics pass and six elementwise passes; the backward
     ten elementwise passes and two fused per-(n, c) sum passes (Σ dy, Σ dy·x/D; Σ t, Σ t·x),
     and in training a second sweep of three passes that adds x P + Q once σ_batch's gradient
-    is known; all of them chunk by chunk (see ``_Chunks``). Saved: x and (N, C) statistics.
+    is known; all of them chunk by chunk (`normlab.norms._chunked`). Saved: x and (N, C)
+    statistics.
     """
 
     @staticmethod
@@ -265,26 +176,25 @@ class _EvoNormB0Function(torch.autograd.Function):
         n, c = x.shape[:2]
         x3 = x.view(n, c, -1)
         # instance moments; ε = 0 gives σ² exactly as (1/σ)⁻² (a constant row: 1/σ = inf, σ² = 0)
-        y, mean, rstd = _group_statistics(x, c, 0.0)
+        y, mean, rstd = group_statistics(x, c, 0.0)
         y3 = y.view(n, c, -1)
-        mean, var = mean.view(n, c), rstd.view(n, c).pow(-2)
-        chunks = _Chunks(x3, acc)
+        var = rstd.pow(-2)
+        chunks = Chunks(x3, acc)
         low = x.dtype != acc  # fp16/bf16: chunks go through float32 staging buffers
         staging, out_staging = chunks.buffers(2) if low else (None, None)
         sigma_inst = (var + eps).sqrt()
         if running_var is None:  # batch moments: the exact merge of the instance moments
-            batch_mean = mean.mean(0)
-            batch_var = var.mean(0) + (mean - batch_mean).square().mean(0)
+            batch_mean, batch_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
             left = (batch_var + eps).sqrt()
         else:
             batch_mean, batch_var = None, mean.new_empty(0)
             left = (running_var.to(acc) + eps).sqrt()
         vw, ww, bw = v.to(acc), _acc(weight, acc), _acc(bias, acc)
-        lv, vv = _per_row(left), _per_row(vw)
+        lv, vv = per_row(left), per_row(vw)
         for a, b in chunks.ranges:
             xc = chunks.load(x3, a, b, staging)
             yc = y3[a:b] if out_staging is None else out_staging[: b - a]
-            torch.mul(xc, vv, out=yc).add_(_per_row(sigma_inst[a:b])).clamp_(min=lv)  # D
+            torch.mul(xc, vv, out=yc).add_(per_row(sigma_inst[a:b])).clamp_(min=lv)  # D
             torch.div(xc, yc, out=yc)
             _channel_affine_(yc, ww, bw)
             if out_staging is not None:
@@ -308,7 +218,7 @@ class _EvoNormB0Function(torch.autograd.Function):
         n, c = x.shape[:2]
         x3, g3 = x.view(n, c, -1), grad.contiguous().view(n, c, -1)
         length = x3.shape[2]
-        chunks = _Chunks(x3, acc)
+        chunks = Chunks(x3, acc)
         low = x.dtype != acc
         vw = v.to(acc)
         gamma = torch.ones_like(vw) if weight is None else weight.to(acc)
@@ -320,19 +230,19 @@ class _EvoNormB0Function(torch.autograd.Function):
         dx3 = None if dx is None else dx.view(n, c, -1)
         staged = low and dx is not None and dx.dtype != acc
         d_buf, q_buf, u_buf, *rest = chunks.buffers(3 + 2 * low + staged) + [None] * 3
-        sums = _Sums(chunks)
+        sums = Sums.for_chunks(chunks)
         x_staging, g_staging = (rest[0], rest[1]) if low else (None, None)
         out_staging = rest[2] if staged else None
         sum_g, sum_qx, sum_t, sum_tx = (
             torch.empty(n, c, dtype=acc, device=x.device) for _ in range(4)
         )
-        lv, vv, gv, neg_v = _per_row(left), _per_row(vw), _per_row(gamma), _per_row(-vw)
+        lv, vv, gv, neg_v = per_row(left), per_row(vw), per_row(gamma), per_row(-vw)
         inst_scale = -gamma / (sigma_inst * length)  # times Σ t: σ_inst's share of P
         for a, b in chunks.ranges:
             k = b - a
             xc = chunks.load(x3, a, b, x_staging)
             gc = chunks.load(g3, a, b, g_staging)
-            d = torch.mul(xc, vv, out=d_buf[:k]).add_(_per_row(sigma_inst[a:b])).clamp_(min=lv)
+            d = torch.mul(xc, vv, out=d_buf[:k]).add_(per_row(sigma_inst[a:b])).clamp_(min=lv)
             u = torch.div(xc, d, out=u_buf[:k])  # x/D
             q = torch.div(gc, d, out=q_buf[:k])  # dy/D
             sum_g[a:b], sum_qx[a:b] = sums(gc, u)  # Σ dy and Σ dy·x/D
@@ -346,7 +256,7 @@ class _EvoNormB0Function(torch.autograd.Function):
             torch.mul(t.mul_(neg_v).add_(q), gv, out=dxc)
             if not ctx.training:
                 p = inst_scale[a:b] * sum_t[a:b]
-                dxc.add_(torch.mul(xc, _per_row(p), out=u).add_(_per_row(-mean[a:b] * p)))
+                dxc.add_(torch.mul(xc, per_row(p), out=u).add_(per_row(-mean[a:b] * p)))
             if out_staging is not None:
                 dx3[a:b].copy_(dxc)
         if dx3 is not None and ctx.training:  # σ_batch depends on the whole batch
@@ -357,8 +267,8 @@ class _EvoNormB0Function(torch.autograd.Function):
             shift = -mean * (p - p_batch) - batch_mean * p_batch
             for a, b in chunks.ranges:
                 xc = chunks.load(x3, a, b, x_staging)
-                u = torch.mul(xc, _per_row(p[a:b]), out=u_buf[: b - a])
-                dx3[a:b].add_(u.add_(_per_row(shift[a:b])))
+                u = torch.mul(xc, per_row(p[a:b]), out=u_buf[: b - a])
+                dx3[a:b].add_(u.add_(per_row(shift[a:b])))
         grad_v = -(gamma * sum_tx.sum(0)) if ctx.needs_input_grad[1] else None
         grad_w = sum_qx.sum(0) if weight is not None and ctx.needs_input_grad[2] else None
         grad_b = sum_g.sum(0) if bias is not None and ctx.needs_input_grad[3] else None
@@ -383,12 +293,12 @@ def _s0_eager(
     n = x.shape[0]
     grouped = x.reshape(n, groups, -1)
     sigma = (grouped.var(dim=-1, correction=0, keepdim=True) + eps).sqrt()
-    y = (x * torch.sigmoid(_view(v, x.dim()) * x)).reshape(n, groups, -1) / sigma
+    y = (x * torch.sigmoid(broadcast(v, x.dim()) * x)).reshape(n, groups, -1) / sigma
     y = y.reshape(x.shape)
     if weight is not None:
-        y = y * _view(weight, x.dim())
+        y = y * broadcast(weight, x.dim())
     if bias is not None:
-        y = y + _view(bias, x.dim())
+        y = y + broadcast(bias, x.dim())
     return y
 
 
@@ -405,7 +315,7 @@ class _EvoNormS0Function(torch.autograd.Function):
     anywhere, so v = 0 (where S0 is (x/2)/σ_group·γ + β) is exact in both directions. The
     forward makes one statistics pass and five elementwise passes, the backward eleven
     elementwise passes (one of them Σ dy per channel) and two fused per-(n, c) sum passes
-    (Σ h·x, Σ t·x), chunk by chunk (see ``_Chunks``); saved: x and (N, G) statistics.
+    (Σ h·x, Σ t·x), chunk by chunk (see `normlab.norms._chunked`); saved: x and (N, G) statistics.
     """
 
     @staticmethod
@@ -422,10 +332,10 @@ class _EvoNormS0Function(torch.autograd.Function):
         n, c = x.shape[:2]
         size = c // groups
         x3 = x.view(n, c, -1)
-        chunks = _Chunks(x3, acc)
+        chunks = Chunks(x3, acc)
         low = x.dtype != acc  # fp16/bf16: chunks go through float32 staging buffers
         staging, out_staging = chunks.buffers(2) if low else (None, None)
-        y, mean, rstd = _group_statistics(x, groups, eps)
+        y, mean, rstd = group_statistics(x, groups, eps)
         y3 = y.view(n, c, -1)
         # x·sigmoid(v x) = silu(v' x)/v' with v' = v pushed away from 0 by at most τ: one pass
         # less than sigmoid then multiply, and x·sigmoid(v x) within an ulp for |x| < 1e12
@@ -434,7 +344,7 @@ class _EvoNormS0Function(torch.autograd.Function):
         scale = rstd.repeat_interleave(size, dim=1) / v_safe  # (N, C)
         if weight is not None:
             scale = scale * weight.to(acc)
-        vv, beta = _per_row(v_safe), _acc(bias, acc)
+        vv, beta = per_row(v_safe), _acc(bias, acc)
         for a, b in chunks.ranges:
             xc = chunks.load(x3, a, b, staging)
             yc = y3[a:b] if out_staging is None else out_staging[: b - a]
@@ -460,11 +370,11 @@ class _EvoNormS0Function(torch.autograd.Function):
         n, c = x.shape[:2]
         size = c // groups
         x3, g3 = x.view(n, c, -1), grad.contiguous().view(n, c, -1)
-        chunks = _Chunks(x3, acc)
+        chunks = Chunks(x3, acc)
         low = x.dtype != acc
         staged = low and ctx.needs_input_grad[0]
         t_buf, h_buf, *rest = chunks.buffers(2 + 2 * low + staged) + [None] * 3
-        sums = _Sums(chunks)
+        sums = Sums.for_chunks(chunks)
         x_staging, g_staging = (rest[0], rest[1]) if low else (None, None)
         out_staging = rest[2] if staged else None
         vw = v.to(acc)
@@ -478,7 +388,7 @@ class _EvoNormS0Function(torch.autograd.Function):
         sum_hx = torch.empty(n, c, dtype=acc, device=x.device)
         sum_tx = torch.empty(n, c, dtype=acc, device=x.device)
         sum_g = torch.zeros(c, dtype=acc, device=x.device)
-        vv = _per_row(vw)
+        vv = per_row(vw)
         for a, b in chunks.ranges:
             k = b - a
             xc = chunks.load(x3, a, b, x_staging)
@@ -498,7 +408,7 @@ class _EvoNormS0Function(torch.autograd.Function):
             grouped = dxc.view(k, groups, -1)
             torch.mul(xc.view(k, groups, -1), p.unsqueeze(-1), out=grouped)
             grouped.add_((-p * mean[a:b]).unsqueeze(-1))
-            dxc.add_(t.mul_(vv).add_(h).mul_(_per_row(a_all[a:b])))
+            dxc.add_(t.mul_(vv).add_(h).mul_(per_row(a_all[a:b])))
             if out_staging is not None:
                 dx3[a:b].copy_(dxc)
         grad_v = (a_all * sum_tx).sum(0) if ctx.needs_input_grad[1] else None
@@ -528,8 +438,8 @@ def _double_backward(
 
 def _affine_only(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     """``nonlinearity=False``: y = γ·x + β (the reference's affine-only layer)."""
-    y = x.clone() if weight is None else x * _view(weight, x.dim()).to(x.dtype)
-    return y if bias is None else y + _view(bias, x.dim()).to(x.dtype)
+    y = x.clone() if weight is None else x * broadcast(weight, x.dim()).to(x.dtype)
+    return y if bias is None else y + broadcast(bias, x.dim()).to(x.dtype)
 
 
 def _b0(
@@ -545,10 +455,9 @@ def _b0(
         return _affine_only(x, weight, bias), None
     if x.numel() == 0:
         return x.clone(), None
-    xd, copied = _dense(x)
+    xd, layout = dense(x)
     y, batch_var = _EvoNormB0Function.apply(xd, v, weight, bias, running_var, eps)
-    return (_restore_layout(y, x) if copied else y), (None if running_var is not None
-                                                        else batch_var)
+    return in_layout(y, layout), (None if running_var is not None else batch_var)
 
 
 def _s0(
@@ -563,9 +472,8 @@ def _s0(
         return _affine_only(x, weight, bias)
     if x.numel() == 0:
         return x.clone()
-    xd, copied = _dense(x)
-    y = _EvoNormS0Function.apply(xd, v, weight, bias, groups, eps)
-    return _restore_layout(y, x) if copied else y
+    xd, layout = dense(x)
+    return in_layout(_EvoNormS0Function.apply(xd, v, weight, bias, groups, eps), layout)
 
 
 @torch.no_grad()
@@ -627,7 +535,7 @@ def evo_norm_b0(
     xc = to_channels_first(x, channel_dim)
     if not nonlinearity:
         if v is not None:
-            raise errors.evo_norm_v_without_nonlinearity("evo_norm_b0")
+            raise evo_norm_v_without_nonlinearity("evo_norm_b0")
         return from_channels_first(_affine_only(xc, weight, bias), channel_dim)
     if v is None:
         v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
@@ -668,7 +576,7 @@ def evo_norm_s0(
     xc = to_channels_first(x, channel_dim)
     if not nonlinearity:
         if v is not None:
-            raise errors.evo_norm_v_without_nonlinearity("evo_norm_s0")
+            raise evo_norm_v_without_nonlinearity("evo_norm_s0")
         return from_channels_first(_affine_only(xc, weight, bias), channel_dim)
     if v is None:
         v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)

@@ -1,9 +1,14 @@
 """Ghost Batch Normalization (Hoffer, Hubara & Soudry 2017, "Train longer, generalize better",
 arXiv:1705.08741; reference code: ``eladhoffer/bigBatch``, ``main_gbn.py``).
 
-A training batch is split into consecutive chunks ("ghost batches") of ``ghost_batch_size``
-samples, ``x[0:g], x[g:2g], ...``, exactly as the reference code slices it; each chunk is
+A training batch is split into consecutive chunks ("ghost batches"); each chunk is
 batch-normalized with its own statistics, γ and β are shared. At inference GBN is plain BN.
+Two splitting rules (``split``, see `ghost_plan`):
+
+* ``"size"`` (default): chunks of ``ghost_batch_size`` samples, ``x[0:g], x[g:2g], ...``, the
+  remainder a smaller last chunk (batch 10, g = 4: 4, 4, 2);
+* ``"count"``: the reference code's ``x.chunk(N // g)``, i.e. N // g chunks of ceil(N / (N // g))
+  samples, the last one possibly smaller (batch 10, g = 4: 5, 5; batch 13: 5, 5, 3).
 
 Fast paths, with no Python loop over chunks (the number of kernel calls does not depend on the
 number of ghost batches), chosen by the number |S| of positions per (sample, channel) slice:
@@ -40,43 +45,93 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
-from normlab.core.moments import accumulation_dtype
-from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
-from normlab.norms._double_backward import recomputed_grads
+from normlab.core.moments import accumulation_dtype, merge_equal_counts
+from normlab.norms._base import (
+    Norm,
+    check_set_size,
+    from_channels_first,
+    layout_of,
+    to_channels_first,
+)
 from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
+    recomputed_affine_grads,
     restore_layout,
 )
-from normlab.norms._per_instance import channel_affine, instance_sums
+from normlab.norms._per_instance import channel_affine, instance_sums, normalize_instances
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
+
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def check_ghost_batch_size(ghost_batch_size: object) -> int:
+    """Samples per ghost batch of Ghost BN: a positive int."""
+    if (
+        isinstance(ghost_batch_size, bool)
+        or not isinstance(ghost_batch_size, int)
+        or ghost_batch_size <= 0
+    ):
+        raise errors.ConfigError(
+            f"ghost_batch_size must be a positive int; got {ghost_batch_size!r}. It is the number "
+            "of samples per ghost batch, each normalized with its own statistics; the paper uses "
+            "128. Pass e.g. ghost_batch_size=32 (a value >= the batch size gives plain BN)."
+        )
+    return ghost_batch_size
+
+
+SPLITS: tuple[str, ...] = ("size", "count")
+"""The ghost-batch splitting rules, see `ghost_plan`."""
+
+
+def check_split(split: object) -> str:
+    """Ghost BN's ``split``: one of `SPLITS`."""
+    if not isinstance(split, str) or split not in SPLITS:
+        raise errors.ConfigError(
+            f"split must be 'size' or 'count'; got {split!r}. It is how a training batch is cut "
+            "into ghost batches: 'size' = consecutive chunks of ghost_batch_size samples (batch "
+            "10, ghost size 4: 4, 4, 2), 'count' = eladhoffer/bigBatch's x.chunk(N // "
+            "ghost_batch_size) (5, 5). Pass split='size' (the default) or split='count'."
+        )
+    return split
+
 
 # A chunk plan (full, size, tail): ``full`` chunks of ``size`` samples, then one chunk of ``tail``
 # samples (0: none). Chunks are consecutive slices of the batch.
 Plan = tuple[int, int, int]
 
 
-def ghost_plan(batch: int, ghost_batch_size: int, positions: int = 2) -> Plan:
-    """How a batch of ``batch`` samples is split into ghost batches.
+def ghost_plan(
+    batch: int, ghost_batch_size: int, positions: int = 2, split: str = "size"
+) -> Plan:
+    """How a batch of ``batch`` samples is split into ghost batches of consecutive samples.
 
-    Consecutive chunks of ``ghost_batch_size`` samples; the remainder, if any, is one smaller
-    last chunk (batch 10, ghost size 4: chunks 4, 4, 2), as in the reference code. A remainder
-    that would hold one value per statistic (one sample and ``positions`` = |S| = 1, e.g. (N, C)
-    input) is merged into the previous chunk instead (batch 9, ghost size 4, (N, C) input:
-    chunks 4, 5). ``batch <= ghost_batch_size`` is one chunk: plain BN.
+    With g = ``ghost_batch_size``, chunks of s samples and the remainder, if any, as one smaller
+    last chunk, where
+
+    * ``split="size"``: s = g (batch 10, g = 4: chunks 4, 4, 2);
+    * ``split="count"``: s = ⌈N / ⌊N / g⌋⌉, what ``x.chunk(N // g)`` gives, the rule of the
+      reference code ``eladhoffer/bigBatch`` (batch 10, g = 4: 5, 5; batch 13: 5, 5, 3).
+
+    A remainder that would hold one value per statistic (one sample and ``positions`` = |S| = 1,
+    e.g. (N, C) input) is merged into the previous chunk instead (batch 9, g = 4, (N, C) input:
+    chunks 4, 5). ``batch <= ghost_batch_size`` is one chunk: plain BN (under both rules).
 
     Example:
         >>> ghost_plan(10, 4), ghost_plan(9, 4, positions=1), ghost_plan(3, 4)
         ((2, 4, 2), (1, 4, 5), (1, 3, 0))
+        >>> ghost_plan(10, 4, split="count"), ghost_plan(13, 4, split="count")
+        ((2, 5, 0), (2, 5, 3))
     """
     if batch <= ghost_batch_size:
         return (1, batch, 0)
-    full, rest = divmod(batch, ghost_batch_size)
+    size = ghost_batch_size if split == "size" else -(-batch // (batch // ghost_batch_size))
+    full, rest = divmod(batch, size)
     if rest == 0:
-        return (full, ghost_batch_size, 0)
+        return (full, size, 0)
     if rest * positions == 1:
-        return (full - 1, ghost_batch_size, ghost_batch_size + 1)
-    return (full, ghost_batch_size, rest)
+        return (full - 1, size, size + 1)
+    return (full, size, rest)
 
 
 def chunk_sizes(plan: Plan) -> list[int]:
@@ -88,24 +143,23 @@ def chunk_sizes(plan: Plan) -> list[int]:
 def chunk_moments(mean: Tensor, var: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
     """Per-(chunk, channel) mean and biased variance from the (N, C) per-slice moments.
 
-    Every slice has the same number of values, so the exact merge (Chan et al.) of the slices of
-    a chunk is a plain average of their means, and of their variances plus the spread of their
-    means. Differentiable; shapes (number of chunks, C).
+    Every slice has the same number of values, so a chunk's moments are the equal-count merge
+    (`merge_equal_counts`) of its slices'. Differentiable; shapes (number of chunks, C).
     """
     full, size, tail = plan
     c = mean.shape[1]
     means, variances = [], []
     if full:
-        m = mean[: full * size].reshape(full, size, c)
-        mu = m.mean(1)
+        mu, sigma2, _ = merge_equal_counts(
+            mean[: full * size].reshape(full, size, c), var[: full * size].reshape(full, size, c),
+            1, keepdim=False,
+        )
         means.append(mu)
-        variances.append(var[: full * size].reshape(full, size, c).mean(1)
-                         + (m - mu.unsqueeze(1)).square().mean(1))
+        variances.append(sigma2)
     if tail:
-        m = mean[full * size :]
-        mu = m.mean(0, keepdim=True)
+        mu, sigma2, _ = merge_equal_counts(mean[full * size :], var[full * size :], 0)
         means.append(mu)
-        variances.append(var[full * size :].mean(0, keepdim=True) + (m - mu).square().mean(0, True))
+        variances.append(sigma2)
     if len(means) == 1:
         return means[0], variances[0]
     return torch.cat(means), torch.cat(variances)
@@ -176,7 +230,7 @@ class _GhostNorm(torch.autograd.Function):
         dγ = Σ dy·x̂,   dβ = Σ dy,
 
     written as one affine pass over x and one fused multiply-add of dy. Saved: x and per-chunk
-    vectors. Double backward differentiates a recomputation (`_recomputed_grads`).
+    vectors. Double backward differentiates a recomputation (`recomputed_affine_grads`).
     """
 
     @staticmethod
@@ -185,13 +239,7 @@ class _GhostNorm(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor]:
         n, c = x.shape[:2]
         acc = accumulation_dtype(x.dtype)
-        one = None if acc == x.dtype else torch.ones(c, dtype=acc, device=x.device)
-        zero = None if one is None else torch.zeros_like(one)
-        x_hat, mean, rstd = torch.ops.aten.native_group_norm(
-            x, one, zero, n, c, x.numel() // (n * c), c, eps
-        )
-        mean, rstd = mean.view(n, c), rstd.view(n, c)
-        var = (rstd.pow(-2) - eps).clamp_min_(0.0)  # exact to about ulp(σ² + ε)
+        x_hat, mean, var, rstd = normalize_instances(x, eps)
         mu, sigma2 = chunk_moments(mean, var, plan)
         r = torch.rsqrt(sigma2 + eps)
         scale = r if weight is None else r * weight.to(acc)
@@ -211,9 +259,14 @@ class _GhostNorm(torch.autograd.Function):
         x, weight, bias, mu, r = ctx.saved_tensors
         plan: Plan = ctx.plan
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if torch.is_grad_enabled():
-            grads = _recomputed_grads(x, weight, bias, plan, ctx.eps, dy, (need_x, need_w, need_b))
-            return (*grads, None, None)
+        if torch.is_grad_enabled():  # double backward: the shared differentiable recomputation
+            affine = [t for t in (weight, bias) if t is not None]
+            wanted = [need for t, need in ((weight, need_w), (bias, need_b)) if t is not None]
+            coefficients = _ghost_coefficients(plan, ctx.eps, weight is not None, bias is not None)
+            dx, *found = recomputed_affine_grads(coefficients, x, affine, wanted, dy)
+            grads = iter(found)
+            return (dx if need_x else None, *(None if t is None else next(grads)
+                                               for t in (weight, bias)), None, None)
         n, c = x.shape[:2]
         sum_dy, sum_dy_x = instance_sums(dy, x)
         s_dy, s_dy_x = _chunk_sum(sum_dy, plan), _chunk_sum(sum_dy_x, plan)
@@ -230,30 +283,6 @@ class _GhostNorm(torch.autograd.Function):
             a_view = _per_sample(a, plan).view(n, c, *([1] * (x.dim() - 2)))
             grad_x.addcmul_(dy, a_view)
         return grad_x, grad_w, grad_b, None, None
-
-
-def _recomputed_grads(
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    plan: Plan,
-    eps: float,
-    dy: Tensor,
-    needs: tuple[bool, bool, bool],
-) -> list[Tensor | None]:
-    """Differentiable recomputation, used only when the backward pass itself is differentiated
-    (partial derivatives: see `normlab.norms._double_backward`)."""
-    n, c = x.shape[:2]
-    acc = accumulation_dtype(x.dtype)
-    coefficients = _ghost_coefficients(plan, eps, weight is not None, bias is not None)
-
-    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-        flat = x.reshape(n, c, -1).to(acc)
-        var, mean = torch.var_mean(flat, dim=-1, correction=0)
-        scale, shift = coefficients(mean, var, *(t for t in (weight, bias) if t is not None))
-        return flat * scale.unsqueeze(-1) + shift.unsqueeze(-1)
-
-    return recomputed_grads(forward, [x, weight, bias], needs, dy.reshape(n, c, -1))
 
 
 def _permuted_path(
@@ -286,15 +315,6 @@ def _permuted_path(
     return torch.cat(ys), torch.cat(means), torch.cat(variances)
 
 
-def _memory_format(x: Tensor) -> torch.memory_format:
-    if not x.is_contiguous():
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            return torch.channels_last
-        if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-            return torch.channels_last_3d
-    return torch.contiguous_format
-
-
 def _ghost_train(
     x: Tensor,
     weight: Tensor | None,
@@ -302,15 +322,16 @@ def _ghost_train(
     ghost_batch_size: int,
     eps: float,
     channel_dim: int,
+    split: str = "size",
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Plan, int]]:
     """Training-mode GBN of ``x`` (any layout); also the detached per-chunk moments."""
     xc = to_channels_first(x, channel_dim)
     n, c = xc.shape[:2]
     positions = xc.numel() // (n * c)
-    plan = ghost_plan(n, ghost_batch_size, positions)
+    plan = ghost_plan(n, ghost_batch_size, positions, split)
     if positions < MIN_POSITIONS_PER_SLICE:
         y, mu, sigma2 = _permuted_path(xc, weight, bias, plan, eps)
-        layout = _memory_format(xc)  # the output keeps a channels_last input's layout
+        layout = layout_of(xc)  # the output keeps a channels_last input's layout
         return restore_layout(y, layout, channel_dim), (mu.detach(), sigma2.detach(), plan,
                                                         positions)
     xc, layout = contiguous_channels_first(x, channel_dim)
@@ -378,6 +399,7 @@ def ghost_batch_norm(
     *,
     training: bool = False,
     ghost_batch_size: int = 128,
+    split: str = "size",
     eps: float = 1e-5,
     channel_dim: int = 1,
 ) -> Tensor:
@@ -386,10 +408,11 @@ def ghost_batch_norm(
     $$ y = \gamma \frac{x - \mu_k}{\sqrt{\sigma^2_k + \epsilon}} + \beta $$
 
     With ``training=True``: μ_k, σ²_k (biased) over (ghost batch k, *S), one per (ghost batch,
-    channel), each sample normalized with its own chunk's statistics (chunks: see
-    `ghost_plan`). With ``training=False``: ``running_mean`` / ``running_var`` (BN eval), or,
-    when they are None, the statistics of the whole batch (plain BN: the batch is split into
-    ghost batches in training only).
+    channel), each sample normalized with its own chunk's statistics (chunks of
+    ``ghost_batch_size`` samples, or with ``split="count"`` the reference code's
+    ``x.chunk(N // ghost_batch_size)``: see `ghost_plan`). With ``training=False``:
+    ``running_mean`` / ``running_var`` (BN eval), or, when they are None, the statistics of the
+    whole batch (plain BN: the batch is split into ghost batches in training only).
 
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
@@ -403,7 +426,8 @@ def ghost_batch_norm(
                 [ 1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    ghost_batch_size = errors.check_ghost_batch_size(ghost_batch_size)
+    ghost_batch_size = check_ghost_batch_size(ghost_batch_size)
+    split = check_split(split)
     eps = errors.check_eps(eps)
     c = running_mean if running_mean is not None else weight
     errors.check_input("ghost_batch_norm", x, x.shape[channel_dim] if c is None else c.shape[0],
@@ -418,7 +442,7 @@ def ghost_batch_norm(
         check_set_size("ghost_batch_norm", axes, x, channel_dim)
         if x.numel() == 0:
             return x.clone()
-        return _ghost_train(x, weight, bias, ghost_batch_size, eps, channel_dim)[0]
+        return _ghost_train(x, weight, bias, ghost_batch_size, eps, channel_dim, split)[0]
     use_batch = running_mean is None
     if use_batch:
         check_set_size("ghost_batch_norm", axes_lib.BATCH, x, channel_dim)
@@ -433,10 +457,12 @@ class GhostBatchNorm(Norm):
     $$ y = \gamma \frac{x - \mu_k}{\sqrt{\sigma^2_k + \epsilon}} + \beta $$
 
     Training: μ_k, σ²_k (biased) over (ghost batch k, *S), one per (ghost batch, channel). The
-    batch is cut into consecutive chunks of ``ghost_batch_size`` samples, x[0:g], x[g:2g], ...
-    (the reference code's slicing); a remainder is a smaller last chunk (batch 10, g = 4:
-    chunks 4, 4, 2), except that a remainder with one value per statistic (one sample of (N, C)
-    input) is merged into the previous chunk (batch 9, g = 4: 4, 5). A batch of at most
+    batch is cut into consecutive chunks: with ``split="size"`` (default) of ``ghost_batch_size``
+    samples, x[0:g], x[g:2g], ..., a remainder being a smaller last chunk (batch 10, g = 4:
+    chunks 4, 4, 2); with ``split="count"`` as the reference code (eladhoffer/bigBatch) does,
+    ``x.chunk(N // g)`` (batch 10, g = 4: 5, 5). Under both rules a remainder with one value per
+    statistic (one sample of (N, C) input) is merged into the previous chunk (batch 9, g = 4,
+    size rule: 4, 5). A batch of at most
     ``ghost_batch_size`` samples is one chunk: plain BN. Eval: the running statistics at any
     batch size (plain BN eval); with ``track_running_stats=False``, the whole batch's
     statistics (ghost batches exist in training only).
@@ -453,6 +479,9 @@ class GhostBatchNorm(Norm):
     Args:
         num_features: C, the number of channels.
         ghost_batch_size: samples per ghost batch, a positive int; the paper uses 128.
+        split: ``"size"`` (chunks of exactly ``ghost_batch_size`` samples, plus a remainder) or
+            ``"count"`` (``x.chunk(N // ghost_batch_size)``, the reference code's rule); see
+            `ghost_plan`.
 
     Shape:
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
@@ -469,7 +498,9 @@ class GhostBatchNorm(Norm):
         gap in large batch training of neural networks", NeurIPS 2017, arXiv:1705.08741.
     """
 
-    _repr_keys = ("ghost_batch_size", "eps", "momentum", "affine", "track_running_stats")
+    _repr_keys = (
+        "ghost_batch_size", "split", "eps", "momentum", "affine", "track_running_stats"
+    )
     running_stats = "batch"
 
     def __init__(
@@ -477,6 +508,7 @@ class GhostBatchNorm(Norm):
         num_features: int,
         *,
         ghost_batch_size: int = 128,
+        split: str = "size",
         eps: float = 1e-5,
         momentum: float | None = 0.1,
         affine: bool = True,
@@ -489,7 +521,8 @@ class GhostBatchNorm(Norm):
             num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
             device=device, dtype=dtype,
         )
-        self.ghost_batch_size = errors.check_ghost_batch_size(ghost_batch_size)
+        self.ghost_batch_size = check_ghost_batch_size(ghost_batch_size)
+        self.split = check_split(split)
         self.axes = Axes(("batch", "spatial"), ghost_batch_size=self.ghost_batch_size)
         self._init_running_stats(track_running_stats, momentum, device, dtype)
         self.reset_parameters()
@@ -510,7 +543,8 @@ class GhostBatchNorm(Norm):
         if x.numel() == 0:
             return x.clone()
         y, (mu, sigma2, plan, positions) = _ghost_train(
-            x, self.weight, self.bias, self.ghost_batch_size, self.eps, self.channel_dim
+            x, self.weight, self.bias, self.ghost_batch_size, self.eps, self.channel_dim,
+            self.split,
         )
         if self.running_mean is not None:
             update_ghost_running_stats_(
@@ -520,7 +554,9 @@ class GhostBatchNorm(Norm):
         return y
 
 
-__all__ = ["GhostBatchNorm", "chunk_moments", "ghost_batch_norm", "ghost_plan"]
+__all__ = [
+    "SPLITS", "GhostBatchNorm", "check_split", "chunk_moments", "ghost_batch_norm", "ghost_plan"
+]
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --

@@ -11,14 +11,14 @@ BN statistics are their exact merges over channels and over the batch (Chan et a
 
 computed on the tiny (N, C) tensors; the output is one per-(sample, channel) affine pass
 y = x·A + B (`normlab.norms._instance_affine`), whose backward reads x and dy once more. The
-function (μ_IN, σ²_IN, λ, λ', γ, β) -> (A, B) has a hand-written VJP (`AnalyticCoefficients`,
-also used by Batch-Instance Norm): autograd through its couple of dozen tiny operations would
-cost more Python time than the data passes.
+function (μ_IN, σ²_IN, λ, λ', γ, β) -> (A, B) has a hand-written VJP (an
+`AnalyticCoefficients`, as Batch-Instance Norm's): autograd through its couple of dozen tiny
+operations would cost more Python time than the data passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,9 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.core.moments import Moments
+from normlab.core.moments import Moments, merge_equal_counts
 from normlab.core.running import update_running_stats_
+from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import Norm, check_set_size
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
@@ -36,23 +37,39 @@ from normlab.norms._instance_affine import (
     restore_layout,
 )
 
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def check_branches(branches: object, known: Sequence[str]) -> tuple[str, ...]:
+    """A non-empty, repeat-free subset of ``known``, returned in ``known``'s order."""
+    items: tuple[object, ...] = ()
+    if not isinstance(branches, str) and isinstance(branches, Iterable):
+        items = tuple(branches)
+    if (
+        not items
+        or any(b not in known for b in items)
+        or len(set(items)) != len(items)
+    ):
+        raise errors.ConfigError(
+            f"branches must be a non-empty tuple of distinct names among {tuple(known)}; got "
+            f"{branches!r}. For a single branch write a tuple, e.g. branches=('bn',)."
+        )
+    return tuple(b for b in known if b in items)
+
+
+def instance_branch_needs_positions(layer: str, shape: Sequence[int]) -> errors.InputError:
+    return errors.InputError(
+        f"{layer}: the IN branch computes each statistic over the positions *S, and input of "
+        f"shape {tuple(shape)} has 1 position per (sample, channel), so instance statistics "
+        "are undefined. For (N, C) input drop the IN branch: branches=('ln', 'bn') (what the "
+        "reference's SwitchNorm1d uses)."
+    )
+
+
 BRANCHES: tuple[str, ...] = ("in", "ln", "bn")
 """The statistics Switchable Norm mixes, in the reference's order (IN, LN, BN)."""
 
 _BRANCH_AXES = {"in": axes_lib.INSTANCE, "ln": axes_lib.LAYER, "bn": axes_lib.BATCH}
-
-
-def merged_moments(mean: Tensor, var: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact merge of equal-count moments along ``dim`` (Chan et al.), keeping ``dim``.
-
-    μ_G = mean_i μ_i and σ²_G = mean_i (σ²_i + (μ_i − μ_G)²) (biased); also returns the
-    deviations μ_i − μ_G, which the backward passes reuse. Sums times 1/n: on (N, C) tensors
-    ``torch.var_mean`` costs ~15x the time of these five operations on CPU.
-    """
-    inv = 1.0 / mean.shape[dim]
-    mu = mean.sum(dim, keepdim=True) * inv
-    dev = mean - mu
-    return mu, torch.addcmul(var, dev, dev).sum(dim, keepdim=True) * inv, dev
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,7 @@ def _forward_parts(
     """A, B and the intermediates the backward needs; all (N, C), (C,) or (K,) tensors.
 
     μ = Σ_k w_k μ_k, σ² = Σ_k w'_k σ²_k, r = (σ² + ε)^(-1/2), A = γ r, B = β − μ A; the LN and BN
-    moments are merged from the instance moments (`merged_moments`).
+    moments are merged from the instance moments (`normlab.core.moments.merge_equal_counts`).
     """
     dtype = mean.dtype
     mean_logits, var_logits, *rest = params
@@ -85,7 +102,7 @@ def _forward_parts(
         means.append(mean)
         variances.append(var)
     if cfg.use_ln:  # over the C channels of each sample
-        mu, sigma2, parts["dev_ln"] = merged_moments(mean, var, 1)
+        mu, sigma2, parts["dev_ln"] = merge_equal_counts(mean, var, 1)
         means.append(mu)
         variances.append(sigma2)
     if cfg.use_bn:
@@ -93,7 +110,7 @@ def _forward_parts(
             means.append(rest[-2].to(dtype))
             variances.append(rest[-1].to(dtype))
         else:  # over the N samples of each channel
-            mu, sigma2, parts["dev_bn"] = merged_moments(mean, var, 0)
+            mu, sigma2, parts["dev_bn"] = merge_equal_counts(mean, var, 0)
             parts["batch"] = (mu, sigma2)
             means.append(mu)
             variances.append(sigma2)
@@ -166,92 +183,6 @@ def _backward_parts(
     return grads
 
 
-class _AnalyticFunction(torch.autograd.Function):
-    """(A, B) = f(μ, σ², *params) of an `AnalyticCoefficients`, with its hand-written VJP."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, coefficients: AnalyticCoefficients, mean: Tensor, var: Tensor, *params: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        parts = coefficients.parts(mean, var, params)
-        ctx.coefficients = coefficients
-        ctx.parts = parts
-        ctx.save_for_backward(mean, var, *params)
-        # aliases: the outputs get this node as grad_fn, and ctx.parts must not hold them (a
-        # reference cycle through the autograd graph that Python's collector cannot free)
-        return parts["scale"].detach(), parts["shift"].detach()
-
-    @staticmethod
-    def backward(ctx: Any, g_scale: Tensor, g_shift: Tensor) -> tuple[Tensor | None, ...]:
-        mean, var, *params = ctx.saved_tensors
-        # double backward (grad mode on): the VJP of a differentiable recomputation
-        parts = None if torch.is_grad_enabled() else ctx.parts
-        _, grads = ctx.coefficients.vjp(mean, var, tuple(params), g_scale, g_shift, parts)
-        wanted = ctx.needs_input_grad[1:]
-        return (None, *(g if w else None for g, w in zip(grads, wanted, strict=True)))
-
-
-class AnalyticCoefficients:
-    """The coefficient function (μ, σ², *params) -> (A, B) that `instance_affine` takes, with a
-    hand-written vector-Jacobian product.
-
-    Autograd through the couple of dozen tiny (N, C) operations of a mixed-statistics method
-    costs more Python time than its data passes on a small CPU: ``forward_parts(cfg, μ, σ²,
-    params)`` computes A, B (keys "scale", "shift") and the intermediates, and
-    ``backward_parts(cfg, parts, params, ∂L/∂A, ∂L/∂B)`` the VJP from them in about as many
-    operations again. Called without gradient tracking (the forward pass) it computes f
-    directly and keeps the merged batch moments (key "batch") in ``batch`` for the running
-    statistics; with tracking it goes through an autograd Function whose double backward
-    differentiates the VJP of a differentiable recomputation. ``vjp`` serves callers that need
-    no autograd at all. The intermediates of the forward call are reused when the backward pass
-    calls again with the same (detached) tensors.
-    """
-
-    def __init__(self, forward_parts: Any, backward_parts: Any, cfg: Any) -> None:
-        self.forward_parts = forward_parts
-        self.backward_parts = backward_parts
-        self.cfg = cfg
-        self.batch: tuple[Tensor, Tensor] | None = None
-        self._inputs: tuple[Tensor, ...] = ()
-        self._parts: dict[str, Any] = {}
-
-    def parts(self, mean: Tensor, var: Tensor, params: tuple[Tensor, ...]) -> dict[str, Any]:
-        """``forward_parts`` of these inputs; cached for the first call without tracking."""
-        if torch.compiler.is_compiling():  # no data pointers in a traced graph
-            return self.forward_parts(self.cfg, mean, var, params)
-        inputs = (mean, var, *params)
-        if len(inputs) == len(self._inputs) and all(
-            a.data_ptr() == b.data_ptr() and a.shape == b.shape
-            for a, b in zip(inputs, self._inputs, strict=True)
-        ):  # the same memory (held by self._inputs, so not reused): the same values
-            return self._parts
-        parts = self.forward_parts(self.cfg, mean, var, params)
-        if not self._inputs and not torch.is_grad_enabled():
-            self._inputs, self._parts = inputs, parts
-        return parts
-
-    def __call__(self, mean: Tensor, var: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
-        if torch.is_grad_enabled():
-            return _AnalyticFunction.apply(self, mean, var, *params)  # type: ignore[no-any-return]
-        parts = self.parts(mean, var, params)
-        self.batch = parts.get("batch")
-        return parts["scale"], parts["shift"]
-
-    def vjp(
-        self, mean: Tensor, var: Tensor, params: tuple[Tensor, ...], g_scale: Tensor,
-        g_shift: Tensor, parts: dict[str, Any] | None = None,
-    ) -> tuple[Tensor, list[Tensor | None]]:
-        """A, and (∂L/∂μ, ∂L/∂σ², ∂L/∂params...) for ∂L/∂A = ``g_scale``, ∂L/∂B = ``g_shift``
-        (None for the running statistics)."""
-        if parts is None:
-            parts = (
-                self.forward_parts(self.cfg, mean, var, params)  # differentiable
-                if torch.is_grad_enabled() else self.parts(mean, var, params)
-            )
-        grads = self.backward_parts(self.cfg, parts, params, g_scale, g_shift)
-        return parts["scale"], grads + [None] * (len(params) + 2 - len(grads))
-
-
 def _check_sets(
     layer: str, x: Tensor, branches: tuple[str, ...], batch_stats: bool, channel_dim: int
 ) -> None:
@@ -262,7 +193,7 @@ def _check_sets(
     positions = x.numel() // (n * c)
     sizes = {"in": positions, "ln": c * positions, "bn": n * positions}
     if "in" in branches and positions == 1:
-        raise errors.instance_branch_needs_positions(layer, x.shape)
+        raise instance_branch_needs_positions(layer, x.shape)
     for branch in branches:
         if sizes[branch] == 1 and (branch != "bn" or batch_stats):
             check_set_size(layer, _BRANCH_AXES[branch], x, channel_dim)  # raises
@@ -342,7 +273,7 @@ def switchable_norm(
         tensor([[[-1.,  1.],
                  [-1.,  1.]]])
     """
-    branches = errors.check_branches(branches, BRANCHES)
+    branches = check_branches(branches, BRANCHES)
     channel_dim = errors.check_channel_dim(channel_dim)
     known = next((t for t in (running_mean, weight, bias) if t is not None), None)
     errors.check_input(
@@ -463,7 +394,7 @@ class SwitchableNorm(Norm):
             num_features, eps=eps, affine=affine, channel_dim=channel_dim,
             device=device, dtype=dtype,
         )
-        self.branches = errors.check_branches(branches, BRANCHES)
+        self.branches = check_branches(branches, BRANCHES)
         self.last_gamma = bool(last_gamma)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.mean_weight = nn.Parameter(torch.empty(len(self.branches), **factory))

@@ -30,7 +30,9 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
+from normlab.core.moments import merge_equal_counts
 from normlab.norms._base import Norm
+from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
@@ -40,6 +42,31 @@ from normlab.norms._instance_affine import (
 )
 from normlab.norms._per_instance import channel_affine, normalize_instances
 from normlab.norms._training import TrainingHooks
+
+# -- errors raised by this method ------------------------------------------------------------
+
+
+def missing_reference(layer: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"{layer} has no reference batch: virtual batch norm normalizes every example with the "
+        "statistics of a fixed reference batch R merged with its own. Set R first, either with "
+        "layer.set_reference(x_ref) (x_ref = this layer's input for R) or, for a whole model, "
+        "with `with normlab.norms.virtual_batch_norm.reference_pass(model): model(x_ref)` "
+        "(the paper repeats that pass every training step); or load a state_dict that holds "
+        "reference_mean / reference_var / reference_size."
+    )
+
+
+def bad_reference(layer: str, problem: str, fix: str) -> errors.InputError:
+    return errors.InputError(f"{layer}: invalid reference batch x_ref: {problem}. {fix}")
+
+
+def invalid_reference_state(layer: str, key: str, problem: str) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"{layer}: cannot load {key!r}: {problem}. The checkpoint is corrupted or belongs to "
+        "another layer; load a valid state, or call reset_reference() and set_reference(x_ref)."
+    )
+
 
 # -- coefficient functions on the (N, C) statistics ------------------------------------------------
 
@@ -104,13 +131,10 @@ def _affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, 
 
 
 def _merge_over_batch(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance over (N, *S) from the (N, C) instance moments.
-
-    Every slice has the same number of positions, so the exact merge is a plain average of the
-    means and of the variances plus the variance of the means.
-    """
-    ref_mean = mean.mean(0)
-    return ref_mean, var.mean(0) + (mean - ref_mean).square().mean(0)
+    """Per-channel mean and biased variance over (N, *S): the equal-count merge of the (N, C)
+    instance moments."""
+    ref_mean, ref_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
+    return ref_mean, ref_var
 
 
 class _ReferenceMoments(torch.autograd.Function):
@@ -129,9 +153,12 @@ class _ReferenceMoments(torch.autograd.Function):
         x, ref_mean = ctx.saved_tensors
         n, c = x.shape[:2]
         if torch.is_grad_enabled():  # double backward: differentiate a recomputation
-            flat = x.transpose(0, 1).reshape(c, -1).to(ref_mean.dtype)
-            var, mean = torch.var_mean(flat, dim=1, correction=0)
-            (dx,) = torch.autograd.grad((mean, var), x, (g_mean, g_var), create_graph=True)
+
+            def moments(x: Tensor) -> tuple[Tensor, ...]:
+                flat = x.transpose(0, 1).reshape(c, -1).to(ref_mean.dtype)
+                return tuple(reversed(torch.var_mean(flat, dim=1, correction=0)))
+
+            (dx,) = recomputed_grads(moments, [x], [True], (g_mean, g_var))
             return dx, None, None
         # ∂μ_R/∂x = 1/M, ∂σ²_R/∂x = 2(x − μ_R)/M with M = N·|S|
         count = x.numel() // c
@@ -150,12 +177,12 @@ def _reference_forward(
     """
     n = xc.shape[0]
     if n == 0:
-        raise errors.bad_reference(
+        raise bad_reference(
             name, f"it is empty (shape {tuple(xc.shape)})",
             "Pass the fixed batch of reference examples R (at least one example).",
         )
     if xc.numel() == xc.shape[1]:
-        raise errors.bad_reference(
+        raise bad_reference(
             name, f"shape {tuple(xc.shape)} gives 1 value per channel, so R would normalize "
             "to a constant", "Use at least 2 reference examples (or positions per example).",
         )
@@ -165,7 +192,7 @@ def _reference_forward(
     else:
         ref_mean, ref_var = _merge_over_batch(*moments)
     if not bool(torch.isfinite(ref_mean).all() & torch.isfinite(ref_var).all()):
-        raise errors.bad_reference(
+        raise bad_reference(
             name, "its mean or variance is not finite (NaN or Inf in x_ref, or overflow)",
             "Check the reference inputs and the layers before this one; the stored "
             "reference statistics were left unchanged.",
@@ -479,7 +506,7 @@ class VirtualBatchNorm(Norm):
             return self.set_reference(x)
         self._check_input(x)
         if self._reference_count < 1:
-            raise errors.missing_reference(self._name())
+            raise missing_reference(self._name())
         if self._live is not None and self.training and torch.is_grad_enabled():
             ref_mean, ref_var = self._live[0], self._live[1]
         elif torch.is_grad_enabled():
@@ -527,17 +554,17 @@ class VirtualBatchNorm(Norm):
 
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         super()._validate_state(state_dict, prefix)
-        self._validate_moments(state_dict, prefix, "reference", errors.invalid_reference_state)
+        self._validate_moments(state_dict, prefix, "reference", invalid_reference_state)
         name = self._name()
         size = state_dict.get(prefix + "reference_size")
         if isinstance(size, Tensor):
             if size.numel() != 1 or size.is_floating_point() or size.is_complex():
-                raise errors.invalid_reference_state(
+                raise invalid_reference_state(
                     name, "reference_size",
                     f"expected an integer scalar, got {size.dtype} of shape {tuple(size.shape)}",
                 )
             if size.item() < 0:
-                raise errors.invalid_reference_state(
+                raise invalid_reference_state(
                     name, "reference_size", f"negative ({size.item()})"
                 )
 
