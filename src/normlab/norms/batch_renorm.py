@@ -432,7 +432,7 @@ class BatchRenorm(Norm):
         ...                   dmax_ramp_end=0, eps=1e-12)
         >>> brn(torch.tensor([[4.0], [8.0]]))  # σ_B = 2 → r = 2, μ_B = 6 → d = 0.5
         tensor([[-1.5000],
-                [ 2.5000]], grad_fn=<_RenormAffineBackward>)
+                [ 2.5000]], grad_fn=<NativeBatchNormBackward0>)
         >>> brn.running_mean, brn.running_var  # μ: 0.01·6, σ: 1 + 0.01·(2 − 1)
         (tensor([0.0600]), tensor([1.0201]))
 
