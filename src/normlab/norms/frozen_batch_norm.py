@@ -62,8 +62,9 @@ def frozen_eps_not_positive(source: str, eps: object) -> ConfigError:
 
 
 # Below this many elements a call's cost is its number of ATen calls, not its passes over
-# memory (benchmarks/bench_per_call.py: (16, 64, 8, 8) is 65536).
-_SMALL = 1 << 17
+# memory: one broadcast multiply wins on (2, 64, 4, 4), the kernel pass on (16, 64, 8, 8)
+# (1.7x; benchmarks/bench_per_call.py).
+_SMALL = 1 << 14
 
 
 class _FrozenInference(torch.autograd.Function):
