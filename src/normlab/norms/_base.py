@@ -125,6 +125,9 @@ class Norm(nn.Module):
     #: True when the statistics are fixed on purpose (FrozenBatchNorm): recalibrate leaves
     #: them alone and convert carries no momentum from the layer.
     frozen_stats: ClassVar[bool] = False
+    #: True when the layer's inference function is BN's eval, y = γ(x − running_mean) /
+    #: sqrt(running_var + eps) + β (read by fold and FrozenBatchNorm.from_batch_norm).
+    eval_is_batch_norm: ClassVar[bool] = False
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None

@@ -159,12 +159,9 @@ def frozen_batch_norm(
 
 def _is_batch_norm(module: nn.Module) -> bool:
     """torch.nn BatchNorm*d / SyncBatchNorm, or a normlab layer whose eval is BN eval."""
-    from normlab.norms.batch_norm import BatchNorm
-    from normlab.norms.batch_renorm import BatchRenorm
-    from normlab.norms.ghost_batch_norm import GhostBatchNorm
-
-    normlab_bn = (BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm)
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, *normlab_bn))
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) or (
+        isinstance(module, Norm) and module.eval_is_batch_norm
+    )
 
 
 class FrozenBatchNorm(Norm):
@@ -217,6 +214,7 @@ class FrozenBatchNorm(Norm):
     axes = axes_lib.BATCH
     running_stats = "batch"
     frozen_stats = True
+    eval_is_batch_norm = True
     running_mean: Tensor
     running_var: Tensor
     num_batches_tracked: Tensor
