@@ -305,23 +305,12 @@ class FrozenBatchNorm(Norm):
                 setattr(frozen, name, nn.Parameter(copied) if trainable_affine else copied)
         return frozen.train(bn.training)
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *rest: Any) -> None:
         key = prefix + "num_batches_tracked"
         if key not in state_dict:
             # torchvision / detectron2 FrozenBatchNorm2d checkpoints have no counter: keep ours
             state_dict[key] = self.num_batches_tracked.detach().clone()
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        super()._load_from_state_dict(state_dict, prefix, *rest)
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
