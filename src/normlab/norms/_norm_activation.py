@@ -1,0 +1,210 @@
+"""Normalization with an elementwise epilogue: one autograd Function for every such layer.
+
+Layers that fuse normalization and activation compute y = E(x; statistics, θ) with E an
+elementwise function of x and a few per-(sample, channel) or per-(sample, group) statistics:
+
+* EvoNorm-B0: y = x / max(σ_batch, v·x + σ_inst) · γ + β  (a max, saved as nothing but x);
+* EvoNorm-S0: y = x·sigmoid(v·x) / σ_group · γ + β  (a swish, see `swish_`);
+* Filter Response Norm + TLU: y = max(γ·x/sqrt(ν² + ε) + β, τ), ν² = σ² + μ² per (n, c).
+
+They share one recipe, which this module implements once:
+
+* statistics from one call of ATen's group-norm kernel (`group_statistics`), whose output
+  buffer becomes the layer's output;
+* the output written by a few in-place elementwise passes (``mul``, ``add_``, ``clamp_``,
+  ``div``, ``silu_``; no broadcasting ternary op, those miss the vectorized path on CPU), run
+  a few samples at a time over per-thread scratch (`Rows.sweep`, `normlab.norms._chunked`) so
+  that the intermediates stay in cache and cost no page faults; fp16/bf16 chunks go through
+  float32 staging buffers, so each pass is written once for every dtype;
+* a backward that saves only x, the parameters and the small statistics, recomputes the
+  elementwise intermediates (for a max: just its mask, ``gt_``) and takes every reduction from
+  fused per-(n, c) sum passes (`Sums`: Σ dy and Σ dy·x in one read);
+* double backward (``create_graph=True`` only) by recomputing the forward from differentiable
+  eager operations (`normlab.norms._double_backward`).
+
+A method supplies an `Epilogue` (its forward passes, analytic backward and eager forward); the
+Function `_NormActivation` does the saving, the dispatch to the recomputation, the gradients'
+dtypes, and `norm_activation` the layouts. FRN + TLU, for instance, is an Epilogue whose
+forward runs ``mul_(γ r)``, ``add_(β)``, ``clamp_(min=τ)`` per chunk and whose backward
+rebuilds the mask [z > τ] and reads Σ dy·m·x per (n, c) from one `Sums` pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from normlab.core.moments import accumulation_dtype
+from normlab.norms._base import dense, in_layout
+from normlab.norms._chunked import Chunks, per_row
+from normlab.norms._double_backward import recomputed_grads
+from normlab.norms._per_instance import broadcast
+
+Optional = Tensor | None
+
+
+class Rows:
+    """A contiguous channels-first x as (N, C, L), its accumulation dtype and chunks of samples."""
+
+    __slots__ = ("acc", "c", "chunks", "length", "low", "n", "x3")
+
+    def __init__(self, x: Tensor) -> None:
+        self.n, self.c = x.shape[:2]
+        self.x3 = x.view(self.n, self.c, -1)
+        self.length = self.x3.shape[2]
+        self.acc = accumulation_dtype(x.dtype)
+        self.low = x.dtype != self.acc  # fp16/bf16: chunks go through float32 staging buffers
+        self.chunks = Chunks(self.x3, self.acc)
+
+    def new(self, *shape: int, zero: bool = False) -> Tensor:
+        """A fresh accumulation-dtype tensor, e.g. for per-(n, c) sums."""
+        make = torch.zeros if zero else torch.empty
+        return make(*shape, dtype=self.acc, device=self.x3.device)
+
+    def sweep(
+        self, out3: Tensor | None, sources: tuple[Tensor, ...], scratch: int = 0
+    ) -> Iterator[tuple[int, int, Any, list[Tensor], list[Tensor]]]:
+        """One pass over the chunks: (a, b, out, loaded, buffers) for samples a:b.
+
+        ``loaded`` holds each (N, C, L) source's chunk in the accumulation dtype; ``out`` is
+        the chunk of ``out3`` to write (None without one), staged in the accumulation dtype and
+        copied back after the body; ``buffers`` are ``scratch`` chunk-sized scratch tensors.
+        """
+        stage_out = out3 is not None and out3.dtype != self.acc
+        staged = len(sources) if self.low else 0
+        count = staged + stage_out + scratch
+        bufs = self.chunks.buffers(count) if count else []
+        staging = bufs[:staged] + [None] * (len(sources) - staged)
+        out_stage = bufs[staged] if stage_out else None
+        work = bufs[staged + stage_out:]
+        for a, b in self.chunks.ranges:
+            k = b - a
+            loaded = [Chunks.load(s, a, b, st) for s, st in zip(sources, staging, strict=True)]
+            out = None if out3 is None else out3[a:b] if out_stage is None else out_stage[:k]
+            yield a, b, out, loaded, [w[:k] for w in work]
+            if out_stage is not None:
+                out3[a:b].copy_(out)  # type: ignore[index]
+
+
+def channel_affine_(y: Tensor, scale: Optional, shift: Optional) -> Tensor:
+    """y ← y·scale + shift in place; scale (C,) or (N, C), shift (C,); either may be None.
+
+    Two passes on purpose: a broadcasting ``addcmul`` is 3-5x slower on CPU than ``mul_``
+    followed by ``add_`` (its per-channel operands miss TensorIterator's vectorized path).
+    """
+    if scale is not None:
+        y.mul_(broadcast(scale, y.dim()))
+    return y if shift is None else y.add_(broadcast(shift, y.dim()))
+
+
+def affine_only(x: Tensor, weight: Optional, bias: Optional) -> Tensor:
+    """y = γ·x + β of a channels-first x (a fused layer with its nonlinearity switched off)."""
+    y = x.clone() if weight is None else x * broadcast(weight, x.dim()).to(x.dtype)
+    return y if bias is None else y + broadcast(bias, x.dim()).to(x.dtype)
+
+
+def add_rows_(out: Tensor, x: Tensor, p: Tensor, q: Tensor, scratch: Tensor) -> Tensor:
+    """out ← out + x·P + Q with P, Q per (k, C) row, in binary passes (see `channel_affine_`)."""
+    return out.add_(torch.mul(x, per_row(p), out=scratch).add_(per_row(q)))
+
+
+# swish x·sigmoid(v x) is computed as silu(v' x)/v', v' = v with |v| raised to at least τ: the
+# error, about |x|·τ relative, stays below half an ulp for |x| < 1e12 (float32) and τ·x cannot
+# underflow before |x| < 1e-18, where the absolute error is below 1e-15 (float64: 1e-150)
+_TINY_SLOPE = {torch.float32: 1e-20, torch.float64: 1e-150}
+
+
+def safe_slope(v: Tensor) -> Tensor:
+    """v' for `swish_`: v (float32 or wider) pushed away from 0 by at most τ."""
+    return v.abs().clamp(min=_TINY_SLOPE[v.dtype]).copysign(v)
+
+
+def swish_(x: Tensor, slope: Tensor, out: Tensor) -> Tensor:
+    """out ← silu(v'·x) = v'·x·sigmoid(v' x), per-row ``slope`` v' from `safe_slope`: one pass
+    less than sigmoid then multiply; the caller folds 1/v' into its per-row scale."""
+    return torch.nn.functional.silu(torch.mul(x, per_row(slope), out=out), inplace=True)
+
+
+class Epilogue:
+    """A method's part of `_NormActivation`; an instance per call carries its settings.
+
+    ``forward(x, *params)`` → (y, extra non-differentiable outputs, tensors to save);
+    ``backward(rows, params, saved, grad, wanted)`` → [∂x, ∂params…] (any float dtype, None
+    where not wanted: ``wanted`` is needs_input_grad of (x, *params));
+    ``eager(saved, x, *params)`` → y from differentiable ops on float32-or-wider inputs.
+    """
+
+    __slots__ = ()
+
+    def forward(self, x: Tensor, *params: Optional) -> tuple[Tensor, tuple, tuple]:
+        raise NotImplementedError
+
+    def backward(
+        self, rows: Rows, params: list[Any], saved: list[Any], grad: Tensor, wanted: list[bool]
+    ) -> list[Optional]:
+        raise NotImplementedError
+
+    def eager(self, saved: list[Any], x: Tensor, *params: Optional) -> Tensor:
+        raise NotImplementedError
+
+
+class _NormActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
+        ctx: Any, x: Tensor, epilogue: Epilogue, *params: Optional
+    ) -> Tensor | tuple[Tensor, ...]:
+        y, extras, saved = epilogue.forward(x, *params)
+        ctx.epilogue, ctx.count = epilogue, len(params)
+        ctx.save_for_backward(x, *params, *saved)
+        if not extras:
+            return y
+        ctx.mark_non_differentiable(*extras)
+        return (y, *extras)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Optional, ...]:
+        x, *rest = ctx.saved_tensors
+        params, saved = rest[: ctx.count], rest[ctx.count:]
+        wanted = [ctx.needs_input_grad[0], *ctx.needs_input_grad[2:]]
+        epilogue = ctx.epilogue
+        if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
+            acc = accumulation_dtype(x.dtype)
+
+            def forward(*inputs: Optional) -> Tensor:
+                return epilogue.eager(saved, *(None if t is None else t.to(acc) for t in inputs))
+
+            grads = recomputed_grads(forward, (x, *params), wanted, grad)
+        else:
+            grads = epilogue.backward(Rows(x), params, saved, grad.contiguous(), wanted)
+        dx = grads[0]
+        return (None if dx is None else dx.to(x.dtype).view(x.shape), None, *(
+            None if g is None or p is None else g.to(p.dtype)
+            for g, p in zip(grads[1:], params, strict=True)
+        ))
+
+
+def norm_activation(
+    x: Tensor, epilogue: Epilogue, *params: Optional
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(y, extra outputs) of a channels-first x in any layout (none for an empty x)."""
+    if x.numel() == 0:
+        return x.clone(), ()
+    xd, layout = dense(x)
+    out = _NormActivation.apply(xd, epilogue, *params)
+    y, extras = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+    return in_layout(y, layout), extras
+
+
+__all__ = [
+    "Epilogue",
+    "Rows",
+    "add_rows_",
+    "affine_only",
+    "channel_affine_",
+    "norm_activation",
+    "safe_slope",
+    "swish_",
+]
