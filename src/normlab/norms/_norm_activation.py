@@ -31,14 +31,15 @@ rebuilds the mask [z > τ] and reads Σ dy·m·x per (n, c) from one `Sums` pass
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from normlab import errors
 from normlab.core.moments import accumulation_dtype
-from normlab.norms._base import dense, in_layout
+from normlab.norms._base import dense, in_layout, to_channels_first
 from normlab.norms._chunked import Chunks, per_row
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import broadcast
@@ -104,6 +105,23 @@ def affine_only(x: Tensor, weight: Optional, bias: Optional) -> Tensor:
     """y = γ·x + β of a channels-first x (a fused layer with its nonlinearity switched off)."""
     y = x.clone() if weight is None else x * broadcast(weight, x.dim()).to(x.dtype)
     return y if bias is None else y + broadcast(bias, x.dim()).to(x.dtype)
+
+
+def check_functional(
+    layer: str, x: Tensor, channel_dim: int, eps: float,
+    shape_error: Callable[[str, str, Sequence[int], int], Exception], **params: Tensor | None,
+) -> tuple[Tensor, int, int, float]:
+    """A functional's checks of x, ``channel_dim``, ``eps`` and per-channel ``params`` (C is
+    the first given one's length, else x's): (channels-first x, C, channel_dim, eps)."""
+    channel_dim = errors.check_channel_dim(channel_dim)
+    eps = errors.check_eps(eps)
+    known = next((t for t in params.values() if t is not None), None)
+    c = x.shape[channel_dim] if known is None or not isinstance(x, Tensor) else known.shape[0]
+    errors.check_input(layer, x, c, channel_dim)
+    for name, t in params.items():
+        if t is not None and tuple(t.shape) != (c,):
+            raise shape_error(layer, name, tuple(t.shape), c)
+    return to_channels_first(x, channel_dim), c, channel_dim, eps
 
 
 def add_rows_(out: Tensor, x: Tensor, p: Tensor, q: Tensor, scratch: Tensor) -> Tensor:
@@ -204,6 +222,7 @@ __all__ = [
     "add_rows_",
     "affine_only",
     "channel_affine_",
+    "check_functional",
     "norm_activation",
     "safe_slope",
     "swish_",

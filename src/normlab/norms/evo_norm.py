@@ -9,16 +9,11 @@ function ``evonorm``), which is the specification where the paper is silent:
 * ``nonlinearity=False``: y = γ·x + β, with no ``v`` (and, for B0, no moving variance).
 
 Fast path: each method is an `Epilogue` of the shared normalization-activation kernel
-(`normlab.norms._norm_activation`): statistics from one call of ATen's group-norm kernel (one
-group per channel for B0's instance moments, which merge exactly into the batch moments; G
-groups for S0), a few in-place elementwise passes chunk by chunk, and an analytic backward that
-saves only x and per-(n, c) or per-(n, g) statistics and takes its reductions from fused
-per-(n, c) sum passes. Statistics and scales are float32 for fp16/bf16 input.
-
-Speed, measured on the project's 2-core VM for (32, 64, 32, 32) fp32, forward + backward in
-training mode: 3-4.5x ``torch.nn.GroupNorm(32, 64)`` (B0 and S0 alike), since the layers make
-18-23 passes over the tensor where GroupNorm's two fused kernels make about five; 3.3-10x
-faster than the eager compositions in ``benchmarks/eager/evo_norm.py``.
+(`normlab.norms._norm_activation`), with statistics from one group-norm kernel call (one group
+per channel for B0's instance moments, which merge exactly into the batch moments; G for S0).
+Speed on the project's 2-core VM, (32, 64, 32, 32) fp32, training forward + backward: 3-4.5x
+``torch.nn.GroupNorm(32, 64)`` (18-23 passes over the tensor against its ~5); 3.3-10x faster
+than the eager compositions in ``benchmarks/eager/evo_norm.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +36,7 @@ from normlab.norms._norm_activation import (
     add_rows_,
     affine_only,
     channel_affine_,
+    check_functional,
     norm_activation,
     safe_slope,
     swish_,
@@ -94,30 +90,21 @@ def _prepare(
 ) -> tuple[Tensor, Tensor | None, int, int, float]:
     """A functional's checks: (channels-first x, v (default ones), C, channel_dim, eps)."""
     v = params["v"]
-    channel_dim = errors.check_channel_dim(channel_dim)
-    eps = errors.check_eps(eps)
-    known = next((t for t in params.values() if t is not None), None)
-    c = x.shape[channel_dim] if known is None or not isinstance(x, Tensor) else known.shape[0]
-    errors.check_input(layer, x, c, channel_dim)
-    for name, t in params.items():
-        if t is not None and tuple(t.shape) != (c,):
-            raise evo_norm_parameter_shape(layer, name, tuple(t.shape), c)
+    x, c, channel_dim, eps = check_functional(
+        layer, x, channel_dim, eps, evo_norm_parameter_shape, **params
+    )
     if not nonlinearity and v is not None:
         raise evo_norm_v_without_nonlinearity(layer)
     if nonlinearity and v is None:
         v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
-    return to_channels_first(x, channel_dim), v, c, channel_dim, eps
+    return x, v, c, channel_dim, eps
 
 
 # -- EvoNorm-B0 -------------------------------------------------------------------------------
 
 
 def _b0_eager(
-    x: Tensor,
-    v: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    left: Tensor | None,
+    x: Tensor, v: Tensor, weight: Tensor | None, bias: Tensor | None, left: Tensor | None,
     eps: float,
 ) -> Tensor:
     """Differentiable B0 of a channels-first ``x`` (float32 or wider): double backward only.
@@ -131,12 +118,7 @@ def _b0_eager(
     left = broadcast(left.to(x.dtype), x.dim())
     right = broadcast(v, x.dim()) * x + (inst_var + eps).sqrt()
     # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
-    y = x / torch.where(right > left, right, left)
-    if weight is not None:
-        y = y * broadcast(weight, x.dim())
-    if bias is not None:
-        y = y + broadcast(bias, x.dim())
-    return y
+    return affine_only(x / torch.where(right > left, right, left), weight, bias)
 
 
 class _B0(Epilogue):
@@ -148,10 +130,9 @@ class _B0(Epilogue):
     $$ ∂x = γ(q − v t) + x P + Q,\\quad ∂γ = Σ q x,\\quad ∂β = Σ dy,\\quad ∂v = −γ Σ t x, $$
 
     where P, Q gather the gradients of σ_inst (−γ Σ_S t per (n, c)) and, in training, of
-    σ_batch (−γ/L · Σ (1 − m) q x, recovered from Σ q x, Σ t and Σ t x) through the biased
-    variances. Forward: one statistics pass and six elementwise passes; backward: ten
-    elementwise passes and two fused per-(n, c) sum passes (Σ dy, Σ dy·x/D; Σ t, Σ t·x), and
-    in training a second sweep of three passes that adds x P + Q once σ_batch's gradient is
+    σ_batch (−γ/L · Σ (1 − m) q x, from Σ q x, Σ t and Σ t x) through the biased variances.
+    Passes: forward 1 statistics + 6 elementwise; backward 10 elementwise + 2 fused sums
+    (Σ dy, Σ dy·x/D; Σ t, Σ t·x), in training + 3 to add x P + Q once σ_batch's gradient is
     known. Saved: x and (N, C) statistics; the mask m is recomputed.
     """
 
@@ -238,24 +219,14 @@ class _B0(Epilogue):
 
 
 def _s0_eager(
-    x: Tensor,
-    v: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    groups: int,
-    eps: float,
+    x: Tensor, v: Tensor, weight: Tensor | None, bias: Tensor | None, groups: int, eps: float
 ) -> Tensor:
     """Differentiable S0 of a channels-first ``x`` (float32 or wider): double backward only."""
     n = x.shape[0]
     grouped = x.reshape(n, groups, -1)
     sigma = (grouped.var(dim=-1, correction=0, keepdim=True) + eps).sqrt()
     y = (x * torch.sigmoid(broadcast(v, x.dim()) * x)).reshape(n, groups, -1) / sigma
-    y = y.reshape(x.shape)
-    if weight is not None:
-        y = y * broadcast(weight, x.dim())
-    if bias is not None:
-        y = y + broadcast(bias, x.dim())
-    return y
+    return affine_only(y.reshape(x.shape), weight, bias)
 
 
 class _S0(Epilogue):
@@ -268,9 +239,8 @@ class _S0(Epilogue):
 
     since ∂f/∂x = p + v x p (1 − p) and ∂f/∂v = x² p (1 − p); P = −r³K/M and Q = −P μ_group,
     K = Σ_{c∈g} γ_c Σ_S h x, M = (C/G)·|S|, carry the gradient of σ_group. No division by v
-    anywhere, so v = 0 (where S0 is (x/2)/σ_group·γ + β) is exact in both directions. Forward:
-    one statistics pass and five elementwise passes (the swish as `swish_`); backward: eleven
-    elementwise passes (one of them Σ dy per channel) and two fused per-(n, c) sum passes
+    anywhere, so v = 0 (where S0 is (x/2)/σ_group·γ + β) is exact in both directions. Passes:
+    forward 1 statistics + 5 elementwise (`swish_`); backward 11 elementwise + 2 fused sums
     (Σ h·x, Σ t·x). Saved: x and (N, G) statistics.
     """
 
@@ -336,12 +306,8 @@ class _S0(Epilogue):
 
 
 def _b0(
-    x: Tensor,
-    v: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_var: Tensor | None,
-    eps: float,
+    x: Tensor, v: Tensor | None, weight: Tensor | None, bias: Tensor | None,
+    running_var: Tensor | None, eps: float,
 ) -> tuple[Tensor, Tensor | None]:
     """B0 of a channels-first ``x`` in any layout; also the batch variance (None when unused)."""
     if v is None:
@@ -363,16 +329,9 @@ def _s0(
 
 
 def evo_norm_b0(
-    x: Tensor,
-    running_var: Tensor | None = None,
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    v: Tensor | None = None,
-    *,
-    training: bool = False,
-    nonlinearity: bool = True,
-    eps: float = 1e-5,
-    channel_dim: int = 1,
+    x: Tensor, running_var: Tensor | None = None, weight: Tensor | None = None,
+    bias: Tensor | None = None, v: Tensor | None = None, *, training: bool = False,
+    nonlinearity: bool = True, eps: float = 1e-5, channel_dim: int = 1,
 ) -> Tensor:
     r"""EvoNorm-B0; pure (never writes ``running_var``).
 
@@ -401,14 +360,8 @@ def evo_norm_b0(
 
 
 def evo_norm_s0(
-    x: Tensor,
-    num_groups: int = 32,
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    v: Tensor | None = None,
-    *,
-    nonlinearity: bool = True,
-    eps: float = 1e-5,
+    x: Tensor, num_groups: int = 32, weight: Tensor | None = None, bias: Tensor | None = None,
+    v: Tensor | None = None, *, nonlinearity: bool = True, eps: float = 1e-5,
     channel_dim: int = 1,
 ) -> Tensor:
     r"""EvoNorm-S0; pure.
@@ -438,13 +391,10 @@ class _EvoNorm(Norm):
 
     v: torch.nn.Parameter | None
 
-    def _init_v(
-        self, nonlinearity: bool, device: torch.device | str | None, dtype: torch.dtype | None
-    ) -> None:
+    def _init_v(self, nonlinearity: bool, device: Any, dtype: torch.dtype | None) -> None:
         self.nonlinearity = bool(nonlinearity)
-        v = torch.nn.Parameter(torch.empty(self.num_features, device=device, dtype=dtype)) \
-            if self.nonlinearity else None
-        self.register_parameter("v", v)
+        v = torch.empty(self.num_features, device=device, dtype=dtype) if nonlinearity else None
+        self.register_parameter("v", None if v is None else torch.nn.Parameter(v))
 
     def reset_parameters(self) -> None:
         """γ = 1, β = 0, v = 1 (the reference's initializers), fresh running statistics."""
@@ -459,20 +409,17 @@ class EvoNormB0(_EvoNorm):
     $$ y = \frac{x}{\max\left(\sqrt{s^2_b + \epsilon},\ v x + \sqrt{s^2_i + \epsilon}\right)}
        \gamma + \beta $$
 
-    s²_i: biased variance over (*S), one per (sample, channel), in training and eval. s²_b:
-    biased variance over (N, *S), one per channel, from the batch in training and from
-    ``running_var`` in eval. v, γ, β are per channel (initialized to 1, 1, 0).
-
-    Running variance (the reference's ``moving_variance``): starts at 1 and follows
-    r ← (1 − momentum)·r + momentum·s²_b, the reference's decay d = 0.9 being
-    ``momentum = 1 − d = 0.1`` (PyTorch's convention, like every normlab layer). It stores the
-    **biased** batch variance, as the reference does (normlab's BatchNorm stores the unbiased
-    one). ``momentum=None`` is a cumulative average over ``num_batches_tracked`` updates; a
-    batch with a non-finite variance leaves both buffers unchanged. There is no running mean.
-    ``track_running_stats=False`` uses the batch's variance in eval too.
-
-    Where the two sides of the max tie, the gradient goes to the batch side (as
+    s²_i: biased variance over (*S) per (sample, channel). s²_b: biased variance over (N, *S)
+    per channel, from the batch in training and ``running_var`` in eval. v, γ, β are per
+    channel (initialized to 1, 1, 0). Ties of the max send the gradient to the batch side (as
     ``tf.maximum``'s gradient does in the reference).
+
+    Running variance (the reference's ``moving_variance``, no running mean): starts at 1,
+    r ← (1 − momentum)·r + momentum·s²_b (decay d = 0.9 is ``momentum = 1 − d = 0.1``). It
+    stores the **biased** s²_b, as the reference does (normlab's BatchNorm stores the unbiased
+    one). ``momentum=None``: cumulative average over ``num_batches_tracked`` updates; a
+    non-finite s²_b leaves both buffers unchanged. ``track_running_stats=False`` uses the
+    batch's variance in eval too.
 
     Args:
         num_features: C, the number of channels.
@@ -503,44 +450,21 @@ class EvoNormB0(_EvoNorm):
     running_stats = "batch_biased"  # running_var only: an EMA of the biased s²_b
 
     def __init__(
-        self,
-        num_features: int,
-        *,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        nonlinearity: bool = True,
-        track_running_stats: bool = True,
-        channel_dim: int = 1,
-        device: torch.device | str | None = None,
+        self, num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
+        affine: bool = True, nonlinearity: bool = True, track_running_stats: bool = True,
+        channel_dim: int = 1, device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
-            device=device, dtype=dtype,
+            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
+            dtype=dtype,
         )
         errors.check_eps(eps)
         self._init_v(nonlinearity, device, dtype)
-        self.momentum = errors.check_momentum(momentum)
         # the reference has no moving variance without the nonlinearity
-        self.track_running_stats = bool(track_running_stats) and self.nonlinearity
-        if self.track_running_stats:
-            self.register_buffer(
-                "running_var", torch.ones(num_features, device=device, dtype=dtype)
-            )
-            self.register_buffer(
-                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
-            )
-        else:
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        tracking = bool(track_running_stats) and self.nonlinearity
+        self._init_running_stats(tracking, momentum, device, dtype, mean=False)
         self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        """Running variance 1, ``num_batches_tracked`` 0."""
-        if self.running_var is not None:
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
@@ -563,9 +487,9 @@ class EvoNormS0(_EvoNorm):
 
     $$ y = \frac{x \cdot \mathrm{sigmoid}(v x)}{\sqrt{s^2_g + \epsilon}} \gamma + \beta $$
 
-    s²_g: biased variance over (C/G, *S), one per (sample, group of C/G contiguous channels);
-    the mean is not subtracted from x. v, γ, β are per channel (initialized to 1, 1, 0). No
-    running statistics: training and eval agree, and each sample is normalized on its own.
+    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels); the
+    mean is not subtracted from x. v, γ, β are per channel (initialized to 1, 1, 0). No running
+    statistics: training and eval agree.
 
     Args:
         num_features: C, the number of channels.
@@ -592,21 +516,14 @@ class EvoNormS0(_EvoNorm):
     _repr_keys = ("num_groups", "eps", "affine", "nonlinearity")
 
     def __init__(
-        self,
-        num_features: int,
-        *,
-        num_groups: int | None = None,
-        group_size: int | None = None,
-        eps: float = 1e-5,
-        affine: bool = True,
-        nonlinearity: bool = True,
-        channel_dim: int = 1,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, num_features: int, *, num_groups: int | None = None,
+        group_size: int | None = None, eps: float = 1e-5, affine: bool = True,
+        nonlinearity: bool = True, channel_dim: int = 1,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
-            device=device, dtype=dtype,
+            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
+            dtype=dtype,
         )
         errors.check_eps(eps)
         self.num_groups = resolve_groups(self.num_features, num_groups, group_size)
@@ -626,19 +543,12 @@ from normlab.norms._entry import Entry  # noqa: E402  (this block closes the fil
 
 ENTRIES = (
     Entry(
-        "evo_norm_b0",
-        EvoNormB0,
-        "Liu et al. 2020, arXiv:2004.02967",
-        aliases=("evonorm_b0", "b0"),
-        functional=(evo_norm_b0,),
+        "evo_norm_b0", EvoNormB0, "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_b0", "b0"), functional=(evo_norm_b0,),
     ),
     Entry(
-        "evo_norm_s0",
-        EvoNormS0,
-        "Liu et al. 2020, arXiv:2004.02967",
-        aliases=("evonorm_s0", "s0"),
-        functional=(evo_norm_s0,),
-        spec_arg="num_groups",
+        "evo_norm_s0", EvoNormS0, "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_s0", "s0"), functional=(evo_norm_s0,), spec_arg="num_groups",
         fitting="s0:4",
     ),
 )
