@@ -31,7 +31,7 @@ rebuilds the mask [z > τ] and reads Σ dy·m·x per (n, c) from one `Sums` pass
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -64,6 +64,10 @@ class Rows:
         """A fresh accumulation-dtype tensor, e.g. for per-(n, c) sums."""
         make = torch.zeros if zero else torch.empty
         return make(*shape, dtype=self.acc, device=self.x3.device)
+
+    def cast(self, t: Optional) -> Optional:
+        """``t`` in the accumulation dtype (None stays None)."""
+        return None if t is None else t.to(self.acc)
 
     def sweep(
         self, out3: Tensor | None, sources: tuple[Tensor, ...], scratch: int = 0
@@ -108,8 +112,7 @@ def affine_only(x: Tensor, weight: Optional, bias: Optional) -> Tensor:
 
 
 def check_functional(
-    layer: str, x: Tensor, channel_dim: int, eps: float,
-    shape_error: Callable[[str, str, Sequence[int], int], Exception], **params: Tensor | None,
+    layer: str, x: Tensor, channel_dim: int, eps: float, **params: Tensor | None
 ) -> tuple[Tensor, int, int, float]:
     """A functional's checks of x, ``channel_dim``, ``eps`` and per-channel ``params`` (C is
     the first given one's length, else x's): (channels-first x, C, channel_dim, eps)."""
@@ -120,7 +123,7 @@ def check_functional(
     errors.check_input(layer, x, c, channel_dim)
     for name, t in params.items():
         if t is not None and tuple(t.shape) != (c,):
-            raise shape_error(layer, name, tuple(t.shape), c)
+            raise errors.per_channel_shape(layer, name, tuple(t.shape), c)
     return to_channels_first(x, channel_dim), c, channel_dim, eps
 
 

@@ -18,7 +18,6 @@ than the eager compositions in ``benchmarks/eager/evo_norm.py``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -46,15 +45,6 @@ from normlab.norms._per_instance import broadcast, group_statistics
 # -- errors raised by this method ------------------------------------------------------------
 
 
-def evo_norm_parameter_shape(
-    layer: str, name: str, shape: Sequence[int], channels: int
-) -> errors.InputError:
-    return errors.InputError(
-        f"{layer}: {name} must have shape ({channels},), one value per channel of the input; "
-        f"got {tuple(shape)}. Pass a per-channel tensor of length {channels}."
-    )
-
-
 def evo_norm_v_without_nonlinearity(layer: str) -> errors.InputError:
     return errors.InputError(
         f"{layer}: v was given with nonlinearity=False, where the layer is the affine map "
@@ -80,19 +70,13 @@ def resolve_groups(num_features: int, num_groups: int | None, group_size: int | 
     return groups
 
 
-def _acc(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if t is None else t.to(dtype)
-
-
 def _prepare(
     layer: str, x: Tensor, nonlinearity: bool, channel_dim: int, eps: float,
     **params: Tensor | None,
 ) -> tuple[Tensor, Tensor | None, int, int, float]:
     """A functional's checks: (channels-first x, v (default ones), C, channel_dim, eps)."""
     v = params["v"]
-    x, c, channel_dim, eps = check_functional(
-        layer, x, channel_dim, eps, evo_norm_parameter_shape, **params
-    )
+    x, c, channel_dim, eps = check_functional(layer, x, channel_dim, eps, **params)
     if not nonlinearity and v is not None:
         raise evo_norm_v_without_nonlinearity(layer)
     if nonlinearity and v is None:
@@ -101,24 +85,6 @@ def _prepare(
 
 
 # -- EvoNorm-B0 -------------------------------------------------------------------------------
-
-
-def _b0_eager(
-    x: Tensor, v: Tensor, weight: Tensor | None, bias: Tensor | None, left: Tensor | None,
-    eps: float,
-) -> Tensor:
-    """Differentiable B0 of a channels-first ``x`` (float32 or wider): double backward only.
-
-    ``left`` is the constant σ_batch of eval mode, or None to take it from the batch.
-    """
-    dims = tuple(range(2, x.dim()))
-    inst_var = x.var(dim=dims, correction=0, keepdim=True) if dims else torch.zeros_like(x)
-    if left is None:
-        left = (x.var(dim=(0, *dims), correction=0) + eps).sqrt()
-    left = broadcast(left.to(x.dtype), x.dim())
-    right = broadcast(v, x.dim()) * x + (inst_var + eps).sqrt()
-    # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
-    return affine_only(x / torch.where(right > left, right, left), weight, bias)
 
 
 class _B0(Epilogue):
@@ -156,7 +122,7 @@ class _B0(Epilogue):
             batch_mean, batch_var = None, mean.new_empty(0)
             left = (self.running_var.to(acc) + eps).sqrt()
         self.running_var = None  # not kept alive by the graph
-        ww, bw = _acc(weight, acc), _acc(bias, acc)
+        ww, bw = rows.cast(weight), rows.cast(bias)
         lv, vv = per_row(left), per_row(v.to(acc))  # type: ignore[union-attr]
         for a, b, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
             torch.mul(xc, vv, out=yc).add_(per_row(sigma_inst[a:b])).clamp_(min=lv)  # D
@@ -210,23 +176,20 @@ class _B0(Epilogue):
                 sum_g.sum(0) if wanted[3] else None]
 
     def eager(self, saved: list[Any], x: Tensor, *params: Tensor | None) -> Tensor:
+        """Differentiable B0 of a channels-first x (float32 or wider): double backward only;
+        σ_batch is the constant saved one in eval."""
         v, weight, bias = params
-        left = None if self.training else saved[2]
-        return _b0_eager(x, v, weight, bias, left, self.eps)  # type: ignore[arg-type]
+        dims = tuple(range(2, x.dim()))
+        inst_var = x.var(dim=dims, correction=0, keepdim=True) if dims else torch.zeros_like(x)
+        left = saved[2] if not self.training else (
+            x.var(dim=(0, *dims), correction=0) + self.eps).sqrt()
+        left = broadcast(left.to(x.dtype), x.dim())
+        right = broadcast(v, x.dim()) * x + (inst_var + self.eps).sqrt()  # type: ignore[arg-type]
+        # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
+        return affine_only(x / torch.where(right > left, right, left), weight, bias)
 
 
 # -- EvoNorm-S0 -------------------------------------------------------------------------------
-
-
-def _s0_eager(
-    x: Tensor, v: Tensor, weight: Tensor | None, bias: Tensor | None, groups: int, eps: float
-) -> Tensor:
-    """Differentiable S0 of a channels-first ``x`` (float32 or wider): double backward only."""
-    n = x.shape[0]
-    grouped = x.reshape(n, groups, -1)
-    sigma = (grouped.var(dim=-1, correction=0, keepdim=True) + eps).sqrt()
-    y = (x * torch.sigmoid(broadcast(v, x.dim()) * x)).reshape(n, groups, -1) / sigma
-    return affine_only(y.reshape(x.shape), weight, bias)
 
 
 class _S0(Epilogue):
@@ -258,7 +221,7 @@ class _S0(Epilogue):
         scale = rstd.repeat_interleave(rows.c // self.groups, dim=1) / v_safe  # (N, C)
         if weight is not None:
             scale = scale * weight.to(acc)
-        beta = _acc(bias, acc)
+        beta = rows.cast(bias)
         for a, b, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
             channel_affine_(swish_(xc, v_safe, yc), scale[a:b], beta)
         return y, (), (mean, rstd)
@@ -301,28 +264,21 @@ class _S0(Epilogue):
                 (r * sum_hx).sum(0) if wanted[2] else None, sum_g if wanted[3] else None]
 
     def eager(self, saved: list[Any], x: Tensor, *params: Tensor | None) -> Tensor:
+        """Differentiable S0 of a channels-first x (float32 or wider): double backward only."""
         v, weight, bias = params
-        return _s0_eager(x, v, weight, bias, self.groups, self.eps)  # type: ignore[arg-type]
+        grouped = x.reshape(x.shape[0], self.groups, -1)
+        sigma = (grouped.var(dim=-1, correction=0, keepdim=True) + self.eps).sqrt()
+        swish = x * torch.sigmoid(broadcast(v, x.dim()) * x)  # type: ignore[arg-type]
+        return affine_only((swish.reshape(grouped.shape) / sigma).reshape(x.shape), weight, bias)
 
 
-def _b0(
-    x: Tensor, v: Tensor | None, weight: Tensor | None, bias: Tensor | None,
-    running_var: Tensor | None, eps: float,
-) -> tuple[Tensor, Tensor | None]:
-    """B0 of a channels-first ``x`` in any layout; also the batch variance (None when unused)."""
+def _apply(
+    x: Tensor, epilogue: Epilogue, v: Tensor | None, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(y, extra outputs) of a channels-first x in any layout; y = γx + β without v."""
     if v is None:
-        return affine_only(x, weight, bias), None
-    y, extras = norm_activation(x, _B0(eps, running_var), v, weight, bias)
-    return y, (extras[0] if extras and running_var is None else None)
-
-
-def _s0(
-    x: Tensor, v: Tensor | None, weight: Tensor | None, bias: Tensor | None, groups: int,
-    eps: float,
-) -> Tensor:
-    if v is None:
-        return affine_only(x, weight, bias)
-    return norm_activation(x, _S0(groups, eps), v, weight, bias)[0]
+        return affine_only(x, weight, bias), ()
+    return norm_activation(x, epilogue, v, weight, bias)
 
 
 # -- functionals ----------------------------------------------------------------------------------
@@ -354,9 +310,8 @@ def evo_norm_b0(
         "evo_norm_b0", x, nonlinearity, channel_dim, eps,
         weight=weight, bias=bias, v=v, running_var=running_var,
     )
-    return from_channels_first(
-        _b0(xc, v, weight, bias, None if training else running_var, eps)[0], channel_dim
-    )
+    b0 = _B0(eps, None if training else running_var)
+    return from_channels_first(_apply(xc, b0, v, weight, bias)[0], channel_dim)
 
 
 def evo_norm_s0(
@@ -380,7 +335,7 @@ def evo_norm_s0(
         "evo_norm_s0", x, nonlinearity, channel_dim, eps, weight=weight, bias=bias, v=v
     )
     groups = resolve_groups(c, num_groups, None)
-    return from_channels_first(_s0(xc, v, weight, bias, groups, eps), channel_dim)
+    return from_channels_first(_apply(xc, _S0(groups, eps), v, weight, bias)[0], channel_dim)
 
 
 # -- modules --------------------------------------------------------------------------------------
@@ -470,14 +425,12 @@ class EvoNormB0(_EvoNorm):
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
         use_batch = self.training or self.running_var is None
-        y, batch_var = _b0(
-            xc, self.v, self.weight, self.bias, None if use_batch else self.running_var, self.eps
-        )
-        if self.training and self.running_var is not None and batch_var is not None:
+        b0 = _B0(self.eps, None if use_batch else self.running_var)
+        y, batch_var = _apply(xc, b0, self.v, self.weight, self.bias)
+        if self.training and self.running_var is not None and batch_var:
             # r ← (1 − m)·r + m·s²_b, skipped if not finite (see normlab.core.running)
             update_running_ema_(
-                (self.running_var,), (batch_var.detach(),), self.num_batches_tracked,
-                self.momentum,
+                (self.running_var,), batch_var, self.num_batches_tracked, self.momentum
             )
         return from_channels_first(y, self.channel_dim)
 
@@ -534,7 +487,7 @@ class EvoNormS0(_EvoNorm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
-        y = _s0(xc, self.v, self.weight, self.bias, self.num_groups, self.eps)
+        y, _ = _apply(xc, _S0(self.num_groups, self.eps), self.v, self.weight, self.bias)
         return from_channels_first(y, self.channel_dim)
 
 
