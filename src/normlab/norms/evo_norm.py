@@ -8,12 +8,10 @@ function ``evonorm``), which is the specification where the paper is silent:
 * S0:  y = x · sigmoid(v·x) / sqrt(s²_group + ε) · γ + β
 * ``nonlinearity=False``: y = γ·x + β, with no ``v`` (and, for B0, no moving variance).
 
-Fast path: each method is an `Epilogue` of the shared normalization-activation kernel
-(`normlab.norms._norm_activation`), with statistics from one group-norm kernel call (one group
-per channel for B0's instance moments, which merge exactly into the batch moments; G for S0).
-Speed on the project's 2-core VM, (32, 64, 32, 32) fp32, training forward + backward: 3-4.5x
-``torch.nn.GroupNorm(32, 64)`` (18-23 passes over the tensor against its ~5); 3.3-10x faster
-than the eager compositions in ``benchmarks/eager/evo_norm.py``.
+Each method is an `Epilogue` of `normlab.norms._norm_activation`, statistics from one
+group-norm kernel call (G = C for B0's instance moments, merged exactly into the batch moments).
+Speed (2-core VM, (32, 64, 32, 32) fp32, training forward + backward): 3-4.5x
+``torch.nn.GroupNorm(32, 64)``, 3.3-10x faster than ``benchmarks/eager/evo_norm.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from normlab.norms._per_instance import broadcast, group_statistics
 
 # -- errors raised by this method ------------------------------------------------------------
 
-
 def evo_norm_v_without_nonlinearity(layer: str) -> errors.InputError:
     return errors.InputError(
         f"{layer}: v was given with nonlinearity=False, where the layer is the affine map "
@@ -58,9 +55,8 @@ __all__ = ["EvoNormB0", "EvoNormS0", "evo_norm_b0", "evo_norm_s0", "resolve_grou
 def resolve_groups(num_features: int, num_groups: int | None, group_size: int | None) -> int:
     """S0's number of groups: the reference's rule, or C / ``group_size``.
 
-    The reference starts from ``num_groups`` (32 by default) and decrements it until it divides
-    C (``_group_std`` in resnet_model.py), so C = 6 with the default gives G = 6 and C = 24
-    gives G = 24. ``group_size`` (normlab.GroupNorm's alternative) must divide C exactly.
+    The reference decrements ``num_groups`` (32 by default) until it divides C (``_group_std``
+    in resnet_model.py): C = 6 gives G = 6, C = 24 gives 24. ``group_size`` must divide C.
     """
     if group_size is not None:
         return errors.check_groups(num_features, num_groups, group_size)
@@ -138,11 +134,9 @@ class _B0(Epilogue):
         n, c, length, acc = rows.n, rows.c, rows.length, rows.acc
         vw = v.to(acc)
         gamma = torch.ones_like(vw) if weight is None else weight.to(acc)
-        dx: Tensor | None = None
-        if wanted[0]:
-            # two sweeps over ∂x in training: low-precision input gets a float32 ∂x until the end
-            wide = self.training and rows.low
-            dx = rows.new(n, c, length) if wide else torch.empty_like(rows.x3)
+        # two sweeps over ∂x in training: low-precision input gets a float32 ∂x until the end
+        wide = self.training and rows.low
+        dx = (rows.new(n, c, length) if wide else torch.empty_like(rows.x3)) if wanted[0] else None
         sums = Sums.for_chunks(rows.chunks)
         sum_g, sum_qx, sum_t, sum_tx = (rows.new(n, c) for _ in range(4))
         lv, vv, gv, neg_v = per_row(left), per_row(vw), per_row(gamma), per_row(-vw)
@@ -294,10 +288,9 @@ def evo_norm_b0(
     $$ y = \frac{x}{\max\left(\sqrt{s^2_b + \epsilon},\ v x + \sqrt{s^2_i + \epsilon}\right)}
        \gamma + \beta $$
 
-    s²_i: biased variance over *S per (sample, channel). s²_b: the batch's biased variance over
-    (N, *S) per channel when ``training`` or when ``running_var`` is None, else
-    ``running_var``. ``v=None`` means v = 1 (its initial value); ``nonlinearity=False`` gives
-    y = γx + β (``v`` must then be None).
+    s²_i: biased variance over *S per (sample, channel). s²_b: ``running_var``, or the batch's
+    biased variance over (N, *S) per channel when ``training`` or ``running_var`` is None.
+    ``v=None`` means v = 1; ``nonlinearity=False`` gives y = γx + β (``v`` must be None).
 
     Example:
         >>> x = torch.tensor([[[1.0, 3.0]], [[5.0, 7.0]]])
@@ -323,9 +316,8 @@ def evo_norm_s0(
 
     $$ y = \frac{x \cdot \mathrm{sigmoid}(v x)}{\sqrt{s^2_g + \epsilon}} \gamma + \beta $$
 
-    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels). If G
-    does not divide C it is decremented until it does (the reference's rule). ``v=None`` means
-    v = 1; ``nonlinearity=False`` gives y = γx + β.
+    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels); G is
+    decremented until it divides C. ``v=None`` means v = 1; ``nonlinearity=False``: y = γx + β.
 
     Example:
         >>> evo_norm_s0(torch.tensor([[0.0, 2.0]]), num_groups=1, eps=1e-12).round(decimals=4)
