@@ -50,7 +50,7 @@ Optional = Tensor | None
 class Rows:
     """A contiguous channels-first x as (N, C, L), its accumulation dtype and chunks of samples."""
 
-    __slots__ = ("acc", "c", "chunks", "length", "low", "n", "x3")
+    __slots__ = ("acc", "c", "chunks", "length", "low", "n", "pool", "x3")
 
     def __init__(self, x: Tensor) -> None:
         self.n, self.c = x.shape[:2]
@@ -59,6 +59,7 @@ class Rows:
         self.acc = accumulation_dtype(x.dtype)
         self.low = x.dtype != self.acc  # fp16/bf16: chunks go through float32 staging buffers
         self.chunks = Chunks(self.x3, self.acc)
+        self.pool: list[Tensor] = []  # chunk buffers, shared by successive sweeps
 
     def new(self, *shape: int, zero: bool = False) -> Tensor:
         """A fresh accumulation-dtype tensor, e.g. for per-(n, c) sums."""
@@ -81,13 +82,19 @@ class Rows:
         stage_out = out3 is not None and out3.dtype != self.acc
         staged = len(sources) if self.low else 0
         count = staged + stage_out + scratch
-        bufs = self.chunks.buffers(count) if count else []
-        staging = bufs[:staged] + [None] * (len(sources) - staged)
+        if len(self.pool) < count:
+            self.pool = self.chunks.buffers(count)
+        bufs = self.pool
         out_stage = bufs[staged] if stage_out else None
-        work = bufs[staged + stage_out:]
-        for a, b in self.chunks.ranges:
+        work = bufs[staged + stage_out:count]
+        ranges = self.chunks.ranges
+        if len(ranges) == 1 and not staged and not stage_out:  # all at once: nothing to slice
+            yield 0, self.n, out3, list(sources), work
+            return
+        for a, b in ranges:
             k = b - a
-            loaded = [Chunks.load(s, a, b, st) for s, st in zip(sources, staging, strict=True)]
+            loaded = [s[a:b] for s in sources] if not staged else [
+                bufs[i][:k].copy_(s[a:b]) for i, s in enumerate(sources)]
             out = None if out3 is None else out3[a:b] if out_stage is None else out_stage[:k]
             yield a, b, out, loaded, [w[:k] for w in work]
             if out_stage is not None:
@@ -144,9 +151,9 @@ def safe_slope(v: Tensor) -> Tensor:
 
 
 def swish_(x: Tensor, slope: Tensor, out: Tensor) -> Tensor:
-    """out ← silu(v'·x) = v'·x·sigmoid(v' x), per-row ``slope`` v' from `safe_slope`: one pass
-    less than sigmoid then multiply; the caller folds 1/v' into its per-row scale."""
-    return torch.nn.functional.silu(torch.mul(x, per_row(slope), out=out), inplace=True)
+    """out ← silu(v'·x) = v'·x·sigmoid(v' x), ``slope`` = per_row(v') of `safe_slope`'s v': one
+    pass less than sigmoid then multiply; the caller folds 1/v' into its per-row scale."""
+    return torch.nn.functional.silu(torch.mul(x, slope, out=out), inplace=True)
 
 
 class Epilogue:
@@ -187,9 +194,9 @@ class _NormActivation(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Optional, ...]:
-        x, *rest = ctx.saved_tensors
-        params, saved = rest[: ctx.count], rest[ctx.count:]
-        wanted = [ctx.needs_input_grad[0], *ctx.needs_input_grad[2:]]
+        tensors, count, needs = ctx.saved_tensors, ctx.count, ctx.needs_input_grad
+        x, params, saved = tensors[0], tensors[1:count + 1], tensors[count + 1:]
+        wanted = [needs[0], *needs[2:]]
         epilogue = ctx.epilogue
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
             acc = accumulation_dtype(x.dtype)
@@ -201,10 +208,10 @@ class _NormActivation(torch.autograd.Function):
         else:
             grads = epilogue.backward(Rows(x), params, saved, grad.contiguous(), wanted)
         dx = grads[0]
-        return (None if dx is None else dx.to(x.dtype).view(x.shape), None, *(
-            None if g is None or p is None else g.to(p.dtype)
-            for g, p in zip(grads[1:], params, strict=True)
-        ))
+        out = [None if dx is None else dx.to(x.dtype).view(x.shape), None]
+        for g, p in zip(grads[1:], params, strict=True):
+            out.append(None if g is None or p is None else g.to(p.dtype))
+        return tuple(out)
 
 
 def norm_activation(

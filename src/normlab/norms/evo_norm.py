@@ -215,9 +215,9 @@ class _S0(Epilogue):
         scale = rstd.repeat_interleave(rows.c // self.groups, dim=1) / v_safe  # (N, C)
         if weight is not None:
             scale = scale * weight.to(acc)
-        beta = rows.cast(bias)
+        beta, slope = rows.cast(bias), per_row(v_safe)
         for a, b, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
-            channel_affine_(swish_(xc, v_safe, yc), scale[a:b], beta)
+            channel_affine_(swish_(xc, slope, yc), scale[a:b], beta)
         return y, (), (mean, rstd)
 
     def backward(
