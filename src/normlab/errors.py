@@ -157,6 +157,13 @@ def _expected_shape(num_features: int, channel_dim: int) -> str:
     return f"(N, {num_features}, *S)" if channel_dim == 1 else f"(N, *S, {num_features})"
 
 
+def per_channel_shape(layer: str, name: str, shape: Sequence[int], channels: int) -> InputError:
+    return InputError(
+        f"{layer}: {name} must have shape ({channels},), one value per channel of the input; "
+        f"got {tuple(shape)}. Pass a per-channel tensor of length {channels}."
+    )
+
+
 def one_value_per_statistic(layer: str, over: str, shape: Sequence[int]) -> InputError:
     return InputError(
         f"{layer} computes each statistic {over}, which holds 1 value per statistic for "
