@@ -49,13 +49,15 @@ def check_num_features(num_features: object, owner: str = "num_features") -> int
     return num_features
 
 
+def is_finite_number(value: object) -> bool:
+    """An int or float (not a bool) that is finite: what every numeric hyperparameter must be."""
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    )
+
+
 def check_eps(eps: object) -> float:
-    if (
-        isinstance(eps, bool)
-        or not isinstance(eps, (int, float))
-        or not math.isfinite(eps)
-        or eps <= 0
-    ):
+    if not is_finite_number(eps) or eps <= 0:  # type: ignore[operator]
         raise ConfigError(
             f"eps must be a positive finite float; got {eps!r}. "
             "It keeps the division stable; the usual value is 1e-5."
