@@ -41,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_classic.py
 	$(BIN)/python benchmarks/bench_batch_family.py
 	$(BIN)/python benchmarks/bench_fold.py
+	$(BIN)/python benchmarks/bench_per_call.py --save
+	$(BIN)/python benchmarks/bench_resnet_step.py
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
