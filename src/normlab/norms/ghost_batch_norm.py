@@ -36,7 +36,6 @@ than the permuted path's, about 1e-5 of its largest entry.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -45,7 +44,8 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
-from normlab.core.moments import accumulation_dtype, merge_equal_counts
+from normlab.core.moments import merge_equal_counts
+from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -54,12 +54,10 @@ from normlab.norms._base import (
     to_channels_first,
 )
 from normlab.norms._instance_affine import (
-    Coefficients,
     contiguous_channels_first,
-    recomputed_affine_grads,
+    normalize_and_apply,
     restore_layout,
 )
-from normlab.norms._per_instance import channel_affine, instance_sums, normalize_instances
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
 # -- errors raised by this method ------------------------------------------------------------
@@ -177,24 +175,6 @@ def _per_sample(t: Tensor, plan: Plan) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-@functools.lru_cache(maxsize=256)
-def _ghost_coefficients(plan: Plan, eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
-    """(μ_i, σ²_i, [γ], [β]) -> (A, B) of y = x·A + B, each sample with its chunk's statistics."""
-
-    def coefficients(mean: Tensor, var: Tensor, *affine: Tensor) -> tuple[Tensor, Tensor]:
-        dt = mean.dtype
-        mu, sigma2 = chunk_moments(mean, var, plan)
-        scale = torch.rsqrt(sigma2 + eps)
-        if has_weight:
-            scale = scale * affine[0].to(dt)
-        shift = -mu * scale
-        if has_bias:
-            shift = shift + affine[-1].to(dt)
-        return _per_sample(scale, plan), _per_sample(shift, plan)
-
-    return coefficients
-
-
 # Below this many positions per (sample, channel) slice the per-slice kernels of the instance
 # path are dominated by per-slice overhead (for (N, C) input each slice is one value), and one
 # native batch-norm call on a permuted copy is faster. Measured on the project's 2-core CPU,
@@ -216,73 +196,48 @@ def _chunk_sum(t: Tensor, plan: Plan) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-class _GhostNorm(torch.autograd.Function):
-    """Training-mode GBN of a contiguous channels-first ``x``, with an analytic backward.
+def _forward_parts(
+    cfg: tuple[Plan, float, bool, bool], mean: Tensor, var: Tensor, params: tuple[Tensor, ...]
+) -> dict[str, Any]:
+    """(μ_i, σ²_i, [γ], [β]) -> A, B of y = x·A + B, each sample with its chunk's moments (key
+    "batch": the (chunks, C) μ_k, σ²_k, kept for the running statistics)."""
+    plan, eps, has_weight, has_bias = cfg
+    mu, sigma2 = chunk_moments(mean, var, plan)
+    r = torch.rsqrt(sigma2 + eps)
+    a = r * params[0].to(mean.dtype) if has_weight else r
+    shift = params[-1].to(mean.dtype) - mu * a if has_bias else -mu * a
+    scale, shift = _per_sample(a, plan), _per_sample(shift, plan)
+    return {"batch": (mu, sigma2), "mean": mean, "r": r, "a": a, "scale": scale, "shift": shift}
 
-    Forward: the group-norm kernel with one group per channel gives every slice's x̂, mean and
-    1/σ; the moments are merged per chunk, and y = x·A + B is written over x̂ as
-    x̂·(A/r_i) + (B + A·μ_i) (two in-place passes, 20 % faster here than one pass into a fresh
-    buffer, whose page faults dominate; the kernels' ``out=`` variants are wrappers that copy).
-    Backward: per-slice Σ dy and Σ dy·x in one fused read, summed per chunk;
-    with x̂ the chunk-normalized input, BN's gradient per chunk is
 
-        dx = γr·(dy − mean(dy) − x̂·mean(dy·x̂)) = A·dy + P·x + Q,
-        dγ = Σ dy·x̂,   dβ = Σ dy,
+def _backward_parts(
+    cfg: tuple[Plan, float, bool, bool], parts: dict[str, Any], params: tuple[Tensor, ...],
+    g_scale: Tensor, g_shift: Tensor,
+) -> list[Tensor | None]:
+    """The VJP of (A, B) for (μ_i, σ²_i, [γ], [β]) at the cotangents (Σ dy·x, Σ dy) per slice.
 
-    written as one affine pass over x and one fused multiply-add of dy. Saved: x and per-chunk
-    vectors. Double backward differentiates a recomputation (`recomputed_affine_grads`).
+    Per chunk k of g_k samples, with x̂ the chunk-normalized input and a = γr: Σ dy·x̂ =
+    r·(Σ dy·x − μ_k Σ dy), ∂L/∂σ²_k = −½ a r Σ dy·x̂, ∂L/∂μ_k = −a Σ dy (through B), ∂L/∂γ =
+    Σ dy·x̂, ∂L/∂β = Σ dy; then the merge (∂μ_k/∂μ_i = ∂σ²_k/∂σ²_i = 1/g_k, ∂σ²_k/∂μ_i =
+    2(μ_i − μ_k)/g_k). `instance_affine` turns these into BN's per-chunk input gradient
+    dx = a·(dy − mean(dy) − x̂·mean(dy·x̂)) = A·dy + P·x + Q.
     """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, plan: Plan, eps: float
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        n, c = x.shape[:2]
-        acc = accumulation_dtype(x.dtype)
-        x_hat, mean, var, rstd = normalize_instances(x, eps)
-        mu, sigma2 = chunk_moments(mean, var, plan)
-        r = torch.rsqrt(sigma2 + eps)
-        scale = r if weight is None else r * weight.to(acc)
-        shift = -mu * scale if bias is None else bias.to(acc) - mu * scale
-        a = _per_sample(scale, plan)
-        view = (n, c) + (1,) * (x.dim() - 2)
-        # y = x·A + B = x̂·(A/r_i) + (B + A·μ_i), written over x̂: no fresh full-size buffer
-        y = x_hat.mul_((a / rstd).view(view))
-        y.add_(torch.addcmul(_per_sample(shift, plan), a, mean).view(view))
-        ctx.save_for_backward(x, weight, bias, mu, r)
-        ctx.plan, ctx.eps = plan, eps
-        ctx.mark_non_differentiable(mu, sigma2)
-        return y, mu, sigma2
-
-    @staticmethod
-    def backward(ctx: Any, dy: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, bias, mu, r = ctx.saved_tensors
-        plan: Plan = ctx.plan
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if torch.is_grad_enabled():  # double backward: the shared differentiable recomputation
-            affine = [t for t in (weight, bias) if t is not None]
-            wanted = [need for t, need in ((weight, need_w), (bias, need_b)) if t is not None]
-            coefficients = _ghost_coefficients(plan, ctx.eps, weight is not None, bias is not None)
-            dx, *found = recomputed_affine_grads(coefficients, x, affine, wanted, dy)
-            grads = iter(found)
-            return (dx if need_x else None, *(None if t is None else next(grads)
-                                               for t in (weight, bias)), None, None)
-        n, c = x.shape[:2]
-        sum_dy, sum_dy_x = instance_sums(dy, x)
-        s_dy, s_dy_x = _chunk_sum(sum_dy, plan), _chunk_sum(sum_dy_x, plan)
-        s_dy_xhat = r * (s_dy_x - mu * s_dy)  # Σ dy·x̂ per (chunk, channel)
-        grad_w = s_dy_xhat.sum(0).to(weight.dtype) if need_w else None
-        grad_b = s_dy.sum(0).to(bias.dtype) if need_b else None
-        grad_x = None
-        if need_x:
-            count = r.new_tensor([size * (x.numel() // (n * c)) for size in chunk_sizes(plan)])
-            a = r if weight is None else r * weight.to(r.dtype)
-            p = -a * r * s_dy_xhat / count.unsqueeze(1)
-            q = -a * s_dy / count.unsqueeze(1) - p * mu
-            grad_x = channel_affine(x, _per_sample(p, plan), _per_sample(q, plan))
-            a_view = _per_sample(a, plan).view(n, c, *([1] * (x.dim() - 2)))
-            grad_x.addcmul_(dy, a_view)
-        return grad_x, grad_w, grad_b, None, None
+    plan, _, has_weight, has_bias = cfg
+    (mu, _), r, a = parts["batch"], parts["r"], parts["a"]
+    s_dy, s_dy_x = _chunk_sum(g_shift, plan), _chunk_sum(g_scale, plan)
+    s_dy_xhat = r * (s_dy_x - mu * s_dy)
+    size = r.new_tensor(chunk_sizes(plan)).unsqueeze(1)
+    g_var = -0.5 * a * r * s_dy_xhat / size
+    g_mean = -a * s_dy / size - 2 * mu * g_var
+    g_var = _per_sample(g_var, plan)
+    grads: list[Tensor | None] = [
+        torch.addcmul(_per_sample(g_mean, plan), parts["mean"], g_var, value=2), g_var
+    ]
+    if has_weight:
+        grads.append(s_dy_xhat.sum(0))
+    if has_bias:
+        grads.append(s_dy.sum(0))
+    return grads
 
 
 def _permuted_path(
@@ -335,7 +290,12 @@ def _ghost_train(
         return restore_layout(y, layout, channel_dim), (mu.detach(), sigma2.detach(), plan,
                                                         positions)
     xc, layout = contiguous_channels_first(x, channel_dim)
-    y, mu, sigma2 = _GhostNorm.apply(xc, weight, bias, plan, eps)
+    cfg = (plan, eps, weight is not None, bias is not None)
+    coefficients = AnalyticCoefficients(_forward_parts, _backward_parts, cfg)
+    affine = [t for t in (weight, bias) if t is not None]
+    y = normalize_and_apply(xc, coefficients, *affine, eps=eps)
+    assert coefficients.batch is not None  # set by the forward pass
+    mu, sigma2 = coefficients.batch
     return restore_layout(y, layout, channel_dim), (mu, sigma2, plan, positions)
 
 
