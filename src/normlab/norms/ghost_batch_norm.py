@@ -138,41 +138,38 @@ def chunk_sizes(plan: Plan) -> list[int]:
     return [size] * full + ([tail] if tail else [])
 
 
+def _chunks(t: Tensor, plan: Plan) -> list[Tensor]:
+    """(N, C) per-sample values as (chunks, samples, C) blocks: the full chunks, the tail."""
+    full, size, tail = plan
+    blocks = [(t[: full * size].reshape(full, size, -1), full), (t[full * size :][None], tail)]
+    return [block for block, count in blocks if count]
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def chunk_moments(mean: Tensor, var: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
     """Per-(chunk, channel) mean and biased variance from the (N, C) per-slice moments.
 
     Every slice has the same number of values, so a chunk's moments are the equal-count merge
     (`merge_equal_counts`) of its slices'. Differentiable; shapes (number of chunks, C).
     """
-    full, size, tail = plan
-    c = mean.shape[1]
-    means, variances = [], []
-    if full:
-        mu, sigma2, _ = merge_equal_counts(
-            mean[: full * size].reshape(full, size, c), var[: full * size].reshape(full, size, c),
-            1, keepdim=False,
-        )
-        means.append(mu)
-        variances.append(sigma2)
-    if tail:
-        mu, sigma2, _ = merge_equal_counts(mean[full * size :], var[full * size :], 0)
-        means.append(mu)
-        variances.append(sigma2)
-    if len(means) == 1:
-        return means[0], variances[0]
-    return torch.cat(means), torch.cat(variances)
+    merged = [merge_equal_counts(m, v, 1, keepdim=False)[:2]
+              for m, v in zip(_chunks(mean, plan), _chunks(var, plan), strict=True)]
+    return _cat([mu for mu, _ in merged]), _cat([sigma2 for _, sigma2 in merged])
+
+
+def _chunk_sum(t: Tensor, plan: Plan) -> Tensor:
+    """Sum (N, C) per-sample values over each chunk's samples: (chunks, C)."""
+    return _cat([block.sum(1) for block in _chunks(t, plan)])
 
 
 def _per_sample(t: Tensor, plan: Plan) -> Tensor:
     """Expand (chunks, C) per-chunk values to (N, C), one row per sample."""
     full, size, tail = plan
-    c = t.shape[1]
-    parts = []
-    if full:
-        parts.append(t[:full].unsqueeze(1).expand(full, size, c).reshape(full * size, c))
-    if tail:
-        parts.append(t[full:].expand(tail, c))
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    blocks = [(t[:full, None], size), (t[full:, None], tail)]
+    return _cat([b.expand(-1, k, -1).reshape(-1, t.shape[1]) for b, k in blocks if b.numel() and k])
 
 
 # Below this many positions per (sample, channel) slice the per-slice kernels of the instance
@@ -182,18 +179,6 @@ def _per_sample(t: Tensor, plan: Plan) -> Tensor:
 # slower than the permuted one, at |S| = 16 they are even, from |S| = 64 on the instance path
 # wins (it copies nothing).
 MIN_POSITIONS_PER_SLICE = 32
-
-
-def _chunk_sum(t: Tensor, plan: Plan) -> Tensor:
-    """Sum (N, C) per-sample values over each chunk's samples: (chunks, C)."""
-    full, size, tail = plan
-    c = t.shape[1]
-    parts = []
-    if full:
-        parts.append(t[: full * size].reshape(full, size, c).sum(1))
-    if tail:
-        parts.append(t[full * size :].sum(0, keepdim=True))
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _forward_parts(
