@@ -3,35 +3,29 @@ arXiv:1705.08741; reference code: ``eladhoffer/bigBatch``, ``main_gbn.py``).
 
 A training batch is split into consecutive chunks ("ghost batches"); each chunk is
 batch-normalized with its own statistics, γ and β are shared. At inference GBN is plain BN.
-Two splitting rules (``split``, see `ghost_plan`):
-
-* ``"size"`` (default): chunks of ``ghost_batch_size`` samples, ``x[0:g], x[g:2g], ...``, the
-  remainder a smaller last chunk (batch 10, g = 4: 4, 4, 2);
-* ``"count"``: the reference code's ``x.chunk(N // g)``, i.e. N // g chunks of ceil(N / (N // g))
-  samples, the last one possibly smaller (batch 10, g = 4: 5, 5; batch 13: 5, 5, 3).
+The two splitting rules (``split``: chunks of ``ghost_batch_size`` samples, or the reference
+code's ``x.chunk(N // g)``) are described in `ghost_plan`.
 
 Fast paths, with no Python loop over chunks (the number of kernel calls does not depend on the
 number of ghost batches), chosen by the number |S| of positions per (sample, channel) slice:
 
-* |S| >= ``MIN_POSITIONS_PER_SLICE`` (images, long sequences), no copy of the input: the native
-  group-norm kernel gives the mean and biased variance of every (sample, channel) slice; a
-  chunk's statistics are their exact merge over its samples (equal counts:
-  μ = mean_i μ_i, σ² = mean_i σ²_i + mean_i (μ_i − μ)²), computed on the tiny (N, C) tensors
-  by a reshape to (chunks, g, C); the output is one per-(sample, channel) affine pass
-  y = x·A + B. The backward pass (`_GhostNorm`) reads x and dy once for two per-slice sums and
-  writes dx in one affine pass plus one fused multiply-add. Only x and per-chunk vectors are
-  saved.
+* |S| >= ``MIN_POSITIONS_PER_SLICE`` (images, long sequences), no copy of the input: the
+  per-(sample, channel) moments of the group-norm kernel, merged exactly per chunk (equal
+  counts: μ = mean_i μ_i, σ² = mean_i σ²_i + mean_i (μ_i − μ)²) on the tiny (N, C) tensors,
+  and one affine pass y = x·A + B (`normlab.norms._instance_affine`, coefficients
+  `_forward_parts`, their VJP `_backward_parts`). The backward pass reads x and dy once for two
+  per-slice sums and writes dx in one affine pass plus one fused multiply-add. Only x and
+  (N, C) / per-chunk vectors are saved.
 * fewer positions ((N, C) input, short sequences): the chunks become extra channels of a
   permuted copy, (k·g, C, *S) -> (g, k·C, *S), with γ and β repeated k times, and ONE native
   batch-norm call normalizes every chunk (a remainder chunk is one more call).
 
 Measured on the project's 2-core CPU (fp32 (32, 64, 32, 32), 2 threads, fwd + bwd, ghost size
-8, other processes on the machine): the first path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time
-(0.9x with one thread), the permuted path 1.8x (copies of x, y, dy and dx), an eager per-chunk
-composition 4-5x. The first path's fp32 rounding error grows like u·|μ|/σ in forward and
-backward (y = x·A + B is a fold, as in every native BN kernel's forward; its gradient is
-assembled from Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about 6x less accurate
-than the permuted path's, about 1e-5 of its largest entry.
+8): the first path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time, the permuted path 1.8x (copies
+of x, y, dy and dx), an eager per-chunk composition 4-5x. The first path's fp32 rounding error
+grows like u·|μ|/σ (y = x·A + B is a fold, as in every native BN kernel's forward; its gradient
+is assembled from Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about 6x less
+accurate than the permuted path's, about 1e-5 of its largest entry.
 """
 
 from __future__ import annotations
@@ -250,19 +244,12 @@ def _permuted_path(
         ys.append(y)
         means.append(moments.mean.view(1, c))
         variances.append(moments.var.view(1, c))
-    if len(ys) == 1:
-        return ys[0], means[0], variances[0]
-    return torch.cat(ys), torch.cat(means), torch.cat(variances)
+    return _cat(ys), _cat(means), _cat(variances)
 
 
 def _ghost_train(
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    ghost_batch_size: int,
-    eps: float,
-    channel_dim: int,
-    split: str = "size",
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, ghost_batch_size: int, eps: float,
+    channel_dim: int, split: str = "size",
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Plan, int]]:
     """Training-mode GBN of ``x`` (any layout); also the detached per-chunk moments."""
     xc = to_channels_first(x, channel_dim)
@@ -279,20 +266,14 @@ def _ghost_train(
     coefficients = AnalyticCoefficients(_forward_parts, _backward_parts, cfg)
     affine = [t for t in (weight, bias) if t is not None]
     y = normalize_and_apply(xc, coefficients, *affine, eps=eps)
-    assert coefficients.batch is not None  # set by the forward pass
-    mu, sigma2 = coefficients.batch
+    mu, sigma2 = coefficients.batch  # type: ignore[misc]  # set by the forward pass
     return restore_layout(y, layout, channel_dim), (mu, sigma2, plan, positions)
 
 
 @torch.no_grad()
 def update_ghost_running_stats_(
-    running_mean: Tensor,
-    running_var: Tensor,
-    num_batches_tracked: Tensor,
-    chunk_mean: Tensor,
-    chunk_var: Tensor,
-    counts: list[int],
-    momentum: float | None,
+    running_mean: Tensor, running_var: Tensor, num_batches_tracked: Tensor, chunk_mean: Tensor,
+    chunk_var: Tensor, counts: list[int], momentum: float | None,
 ) -> None:
     """One training step's update of the running buffers from its K ghost batches, in place.
 
@@ -402,15 +383,12 @@ class GhostBatchNorm(Norm):
     $$ y = \gamma \frac{x - \mu_k}{\sqrt{\sigma^2_k + \epsilon}} + \beta $$
 
     Training: μ_k, σ²_k (biased) over (ghost batch k, *S), one per (ghost batch, channel). The
-    batch is cut into consecutive chunks: with ``split="size"`` (default) of ``ghost_batch_size``
-    samples, x[0:g], x[g:2g], ..., a remainder being a smaller last chunk (batch 10, g = 4:
-    chunks 4, 4, 2); with ``split="count"`` as the reference code (eladhoffer/bigBatch) does,
-    ``x.chunk(N // g)`` (batch 10, g = 4: 5, 5). Under both rules a remainder with one value per
-    statistic (one sample of (N, C) input) is merged into the previous chunk (batch 9, g = 4,
-    size rule: 4, 5). A batch of at most
-    ``ghost_batch_size`` samples is one chunk: plain BN. Eval: the running statistics at any
-    batch size (plain BN eval); with ``track_running_stats=False``, the whole batch's
-    statistics (ghost batches exist in training only).
+    batch is cut into consecutive chunks of ``ghost_batch_size`` samples (``split="size"``,
+    batch 10, g = 4: 4, 4, 2) or as the reference code's ``x.chunk(N // g)`` (``split="count"``:
+    5, 5); a remainder with one value per statistic is merged into the previous chunk; see
+    `ghost_plan`. A batch of at most ``ghost_batch_size`` samples is one chunk: plain BN. Eval:
+    the running statistics (plain BN eval); with ``track_running_stats=False``, the whole
+    batch's statistics (ghost batches exist in training only).
 
     Running statistics, one buffer write per training step: the closed form of one PyTorch
     momentum EMA step per ghost batch, in batch order, as the reference code's per-chunk BN
