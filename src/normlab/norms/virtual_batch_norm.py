@@ -71,49 +71,34 @@ def invalid_reference_state(layer: str, key: str, problem: str) -> errors.Config
 # -- coefficient functions on the (N, C) statistics ------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def _mixed_coefficients(eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
-    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}.
+@functools.lru_cache(maxsize=128)
+def _coefficients(eps: float, has_weight: bool, has_bias: bool, mixed: bool) -> Coefficients:
+    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}
+    (``mixed``), or for the reference batch itself (its own statistics μ_R, σ²_R only).
 
     Few, fused operations: this runs (and is differentiated) on tiny tensors every step, where
     the per-operation overhead is the cost.
     """
 
     def coefficients(
-        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor, w: float
+        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor,
+        w: float = 0.0,
     ) -> tuple[Tensor, Tensor]:
-        ref_mean, ref_var = _as(ref_mean, mean), _as(ref_var, mean)
-        d = mean - ref_mean
-        # w·m2_x + (1−w)·m2_R − μ(x)² = w·σ²_x + (1−w)·σ²_R + w(1−w)·d², no cancellation
-        mixed_var = torch.addcmul(torch.add(ref_var * (1 - w), var, alpha=w), d, d,
-                                  value=w * (1 - w))
-        scale = torch.rsqrt(mixed_var + eps)
-        if has_weight:
-            scale = scale * _as(affine[0], mean)
-        mixed_mean = torch.add(ref_mean, d, alpha=w)
-        if has_bias:
-            return scale, torch.addcmul(_as(affine[-1], mean), mixed_mean, scale, value=-1.0)
-        return scale, -(mixed_mean * scale)
-
-    return coefficients
-
-
-@functools.lru_cache(maxsize=64)
-def _reference_coefficients(eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
-    """(A, B) for the reference batch itself: its own statistics μ_R, σ²_R only."""
-
-    def coefficients(
-        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        ref_mean = _as(ref_mean, mean)
-        scale = torch.rsqrt(_as(ref_var, mean) + eps)
+        mu, sigma2 = _as(ref_mean, mean), _as(ref_var, mean)
+        if mixed:
+            d = mean - mu
+            # w·m2_x + (1−w)·m2_R − μ(x)² = w·σ²_x + (1−w)·σ²_R + w(1−w)·d², no cancellation
+            sigma2 = torch.addcmul(torch.add(sigma2 * (1 - w), var, alpha=w), d, d,
+                                   value=w * (1 - w))
+            mu = torch.add(mu, d, alpha=w)
+        scale = torch.rsqrt(sigma2 + eps)
         if has_weight:
             scale = scale * _as(affine[0], mean)
         if has_bias:
-            shift = torch.addcmul(_as(affine[-1], mean), ref_mean, scale, value=-1.0)
+            shift = torch.addcmul(_as(affine[-1], mean), mu, scale, value=-1.0)
         else:
-            shift = -(ref_mean * scale)
-        return scale.expand_as(mean), shift.expand_as(mean)
+            shift = -(mu * scale)
+        return (scale, shift) if mixed else (scale.expand_as(mean), shift.expand_as(mean))
 
     return coefficients
 
@@ -197,7 +182,7 @@ def _reference_forward(
             "Check the reference inputs and the layers before this one; the stored "
             "reference statistics were left unchanged.",
         )
-    coefficients = _reference_coefficients(eps, weight is not None, bias is not None)
+    coefficients = _coefficients(eps, weight is not None, bias is not None, False)
     y = instance_affine(
         xc, coefficients, ref_mean, ref_var, *_affine_params(weight, bias),
         moments=(moments[0], moments[1]), normalized=(x_hat, rstd),
@@ -221,7 +206,7 @@ def _virtual_batch_norm(
     if xc.numel() == 0:
         return xc.clone()
     coefficients = functools.partial(
-        _mixed_coefficients(eps, weight is not None, bias is not None),
+        _coefficients(eps, weight is not None, bias is not None, True),
         w=1.0 / (reference_size + 1),
     )
     return normalize_and_apply(
