@@ -135,7 +135,8 @@ def chunk_sizes(plan: Plan) -> list[int]:
 def _chunks(t: Tensor, plan: Plan) -> list[Tensor]:
     """(N, C) per-sample values as (chunks, samples, C) blocks: the full chunks, the tail."""
     full, size, tail = plan
-    blocks = [(t[: full * size].reshape(full, size, -1), full), (t[full * size :][None], tail)]
+    main = t[: full * size].reshape(full, size, t.shape[1])  # -1 is ambiguous when full = 0
+    blocks = [(main, full), (t[full * size :][None], tail)]
     return [block for block, count in blocks if count]
 
 
