@@ -229,6 +229,10 @@ class Norm(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self._loaded()
+
+    def _loaded(self) -> None:
+        """Run after a state is loaded: subclasses refresh what they derive from buffers."""
 
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         """Raise a ConfigError before anything is copied if a value to load is invalid.

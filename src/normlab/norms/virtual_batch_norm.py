@@ -37,10 +37,11 @@ from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
     instance_affine,
+    moments_grad,
     normalize_and_apply,
     restore_layout,
 )
-from normlab.norms._per_instance import channel_affine, normalize_instances
+from normlab.norms._per_instance import normalize_instances
 from normlab.norms._training import TrainingHooks
 
 # -- errors raised by this method ------------------------------------------------------------
@@ -115,13 +116,6 @@ def _affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, 
 # -- reference statistics --------------------------------------------------------------------------
 
 
-def _merge_over_batch(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance over (N, *S): the equal-count merge of the (N, C)
-    instance moments."""
-    ref_mean, ref_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
-    return ref_mean, ref_var
-
-
 class _ReferenceMoments(torch.autograd.Function):
     """μ_R and σ²_R over (N, *S), differentiable in x (one affine pass for the backward)."""
 
@@ -129,14 +123,14 @@ class _ReferenceMoments(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, mean: Tensor, var: Tensor
     ) -> tuple[Tensor, Tensor]:
-        ref_mean, ref_var = _merge_over_batch(mean, var)
+        ref_mean, ref_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
         ctx.save_for_backward(x, ref_mean)
         return ref_mean, ref_var
 
     @staticmethod
     def backward(ctx: Any, g_mean: Tensor, g_var: Tensor) -> tuple[Tensor | None, None, None]:
         x, ref_mean = ctx.saved_tensors
-        n, c = x.shape[:2]
+        c = x.shape[1]
         if torch.is_grad_enabled():  # double backward: differentiate a recomputation
 
             def moments(x: Tensor) -> tuple[Tensor, ...]:
@@ -145,12 +139,7 @@ class _ReferenceMoments(torch.autograd.Function):
 
             (dx,) = recomputed_grads(moments, [x], [True], (g_mean, g_var))
             return dx, None, None
-        # ∂μ_R/∂x = 1/M, ∂σ²_R/∂x = 2(x − μ_R)/M with M = N·|S|
-        count = x.numel() // c
-        p = g_var * (2.0 / count)
-        q = g_mean / count - p * ref_mean
-        dx = channel_affine(x, p.expand(n, c).contiguous(), q.expand(n, c).contiguous())
-        return dx, None, None
+        return moments_grad(x, ref_mean, g_mean, g_var, x.numel() // c), None, None
 
 
 def _reference_forward(
@@ -175,7 +164,7 @@ def _reference_forward(
     if torch.is_grad_enabled() and xc.requires_grad:
         ref_mean, ref_var = _ReferenceMoments.apply(xc, *moments)
     else:
-        ref_mean, ref_var = _merge_over_batch(*moments)
+        ref_mean, ref_var, _ = merge_equal_counts(*moments, 0, keepdim=False)
     if not bool(torch.isfinite(ref_mean).all() & torch.isfinite(ref_var).all()):
         raise bad_reference(
             name, "its mean or variance is not finite (NaN or Inf in x_ref, or overflow)",
@@ -194,13 +183,8 @@ def _reference_forward(
 
 
 def _virtual_batch_norm(
-    xc: Tensor,
-    reference_mean: Tensor,
-    reference_var: Tensor,
-    reference_size: int,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    eps: float,
+    xc: Tensor, reference_mean: Tensor, reference_var: Tensor, reference_size: int,
+    weight: Tensor | None, bias: Tensor | None, eps: float,
 ) -> Tensor:
     """VBN of a contiguous channels-first ``xc`` (no checks)."""
     if xc.numel() == 0:
@@ -215,14 +199,8 @@ def _virtual_batch_norm(
 
 
 def virtual_batch_norm(
-    x: Tensor,
-    reference_mean: Tensor,
-    reference_var: Tensor,
-    reference_size: int | Tensor,
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    *,
-    eps: float = 1e-5,
+    x: Tensor, reference_mean: Tensor, reference_var: Tensor, reference_size: int | Tensor,
+    weight: Tensor | None = None, bias: Tensor | None = None, *, eps: float = 1e-5,
     channel_dim: int = 1,
 ) -> Tensor:
     r"""Virtual batch normalization with given reference statistics; pure.
@@ -333,37 +311,32 @@ class VirtualBatchNorm(Norm):
        \sigma^2(x) = \frac{m2_x + N_R\,m2_R}{N_R + 1} - \mu(x)^2 $$
 
     μ_R and m2_R (mean and mean of squares) over (N_R, *S) of the reference batch R, one per
-    channel; μ_x and m2_x over (*S) of the example itself, one per (sample, channel): the
-    weights count examples, not elements. The variance is computed in the equivalent merged
-    form w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², w = 1/(N_R + 1). R itself is
-    normalized with μ_R and σ²_R only. An example's output never depends on its batch mates,
-    and training and eval compute the same function (there are no running statistics).
+    channel; μ_x and m2_x over (*S) of the example, one per (sample, channel): the weights count
+    examples, not elements. The variance is computed in the equivalent merged form
+    w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², w = 1/(N_R + 1). R itself is normalized with
+    μ_R and σ²_R only. An example's output never depends on its batch mates; training and eval
+    compute the same function (no running statistics).
 
-    **Setting R.** A layer has no reference at first, and calling it raises an error that says
-    how to set one (the first batch is *not* silently taken as R):
+    **Setting R.** A layer has no reference at first; calling it raises an error that says how
+    to set one (the first batch is *not* silently taken as R). R changes only through:
 
-    * ``layer.set_reference(x_ref)`` computes μ_R, σ²_R and N_R from ``x_ref`` (this layer's
-      input for R), stores them in the buffers ``reference_mean``, ``reference_var`` (biased)
-      and ``reference_size`` (saved in the ``state_dict``, so a trained model reproduces after
-      loading) and returns R normalized with its own statistics.
-    * ``with reference_pass(model): model(x_ref)`` does that for every VirtualBatchNorm in a
-      model at once: inside the block each such layer treats its input as R. The paper runs
-      this pass **every training step**, through the current parameters, and back-propagates
-      through R's statistics. Here: in training mode with grad enabled, each layer keeps the
-      statistics *with their autograd graph* and the following forward calls use them, so the
-      gradients of the step flow through μ_R, σ²_R into the layers below (as in the reference
-      TF graph). Those graph-carrying statistics are released when the backward pass reaches
-      them, at the next reference pass, on ``.eval()`` and on copies; afterwards (and in eval or
-      under ``torch.no_grad()``) the buffered, detached values are used — the same numbers
-      (rounded to the buffers' dtype for fp16 / bf16 layers; statistics are float32).
-      With gradient accumulation, run the pass before each micro-batch (its backward releases
-      them). Run the pass once and never again, and R's statistics stay frozen at that
-      network: a different method (what some third-party ports do).
+    * ``layer.set_reference(x_ref)``: μ_R, σ²_R and N_R of ``x_ref`` (this layer's input for R)
+      into the buffers ``reference_mean``, ``reference_var`` (biased) and ``reference_size``
+      (in the ``state_dict``); returns R normalized with its own statistics.
+    * ``with reference_pass(model): model(x_ref)``: the same for every VirtualBatchNorm in a
+      model. The paper runs this pass **every training step**, through the current parameters,
+      and back-propagates through R's statistics: in training mode with grad enabled, each layer
+      keeps them *with their autograd graph* for the following forward calls, so the step's
+      gradients flow through μ_R, σ²_R into the layers below (as in the reference TF graph).
+      They are released when the backward pass reaches them, at the next reference pass, on
+      ``.eval()`` and on copies; afterwards (and in eval or under ``torch.no_grad()``) the
+      buffered, detached values are used (the same numbers, rounded to the buffers' dtype).
+      With gradient accumulation, run the pass before each micro-batch. A pass run once and
+      never again freezes R's statistics at that network: a different method (what some
+      third-party ports do).
 
-    R changes only through these two calls (or a loaded state); later batches never alter it.
-
-    Affine parameters start at γ = 1, β = 0 (normlab's convention). The reference code draws
-    γ ~ N(1, 0.02); for that, call ``nn.init.normal_(layer.weight, 1.0, 0.02)``.
+    γ, β start at 1, 0 (normlab's convention); the reference code draws γ ~ N(1, 0.02)
+    (``nn.init.normal_(layer.weight, 1.0, 0.02)``).
 
     Args:
         num_features: C, the number of channels.
@@ -408,14 +381,8 @@ class VirtualBatchNorm(Norm):
     training_hooks = TrainingHooks(reference_pass=True)  # the paper's per-step reference pass
 
     def __init__(
-        self,
-        num_features: int,
-        *,
-        eps: float = 1e-5,
-        affine: bool = True,
-        channel_dim: int = 1,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, num_features: int, *, eps: float = 1e-5, affine: bool = True, channel_dim: int = 1,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
@@ -520,19 +487,7 @@ class VirtualBatchNorm(Norm):
         return {**state, "_live": None}
 
     # state ------------------------------------------------------------------------------------
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+    def _loaded(self) -> None:
         self._live = None
         if self.reference_size.device.type != "meta":
             self._reference_count = int(self.reference_size.item())
