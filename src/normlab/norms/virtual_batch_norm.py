@@ -247,11 +247,8 @@ def virtual_batch_norm(
             )
     errors.check_input("virtual_batch_norm", x, c, channel_dim)
     size = reference_size
-    if (
-        isinstance(size, Tensor)
-        and size.numel() == 1
-        and not (size.is_floating_point() or size.is_complex())
-    ):
+    if isinstance(size, Tensor) and size.numel() == 1 and not (
+            size.is_floating_point() or size.is_complex()):
         size = int(size.item())
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise errors.InputError(
@@ -271,14 +268,9 @@ def reference_pass(model: nn.Module) -> Iterator[None]:
     Run the reference batch through the model inside it: each layer then calls
     `VirtualBatchNorm.set_reference` on its own input (R's activations at that layer, computed
     by the current parameters) and returns R normalized with its own statistics. The paper
-    repeats this every training step before the forward pass of the minibatch::
-
-        with reference_pass(model):
-            model(x_ref)
-        loss = criterion(model(x))
-        loss.backward()
-
-    Statistics with autograd history from an earlier pass are released on entry. A layer used
+    repeats this every training step before the minibatch's forward pass (see the class
+    docstring's example). Statistics with autograd history from an earlier pass are released
+    on entry. A layer used
     several times inside the block keeps the reference of its last call. Raises
     `normlab.errors.ConfigError` when ``model`` holds no VirtualBatchNorm.
     """
@@ -495,18 +487,9 @@ class VirtualBatchNorm(Norm):
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         super()._validate_state(state_dict, prefix)
         self._validate_moments(state_dict, prefix, "reference", invalid_reference_state)
-        name = self._name()
-        size = state_dict.get(prefix + "reference_size")
-        if isinstance(size, Tensor):
-            if size.numel() != 1 or size.is_floating_point() or size.is_complex():
-                raise invalid_reference_state(
-                    name, "reference_size",
-                    f"expected an integer scalar, got {size.dtype} of shape {tuple(size.shape)}",
-                )
-            if size.item() < 0:
-                raise invalid_reference_state(
-                    name, "reference_size", f"negative ({size.item()})"
-                )
+        self._validate_count(
+            state_dict, prefix, "reference_size", invalid_reference_state, integer=True
+        )
 
 
 __all__ = ["VirtualBatchNorm", "reference_pass", "virtual_batch_norm"]
