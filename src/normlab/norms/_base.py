@@ -292,6 +292,11 @@ class Norm(nn.Module):
         return ", ".join(parts)
 
 
+def affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:
+    """γ and β where present, in that order: the affine arguments of a coefficient function."""
+    return tuple(t for t in (weight, bias) if t is not None)
+
+
 def finfo_eps(eps: float | None, x: Tensor) -> float:
     """``eps``, or the input dtype's machine epsilon when it is None (torch RMSNorm's rule)."""
     return torch.finfo(x.dtype).eps if eps is None else eps

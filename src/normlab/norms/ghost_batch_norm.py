@@ -42,6 +42,7 @@ from normlab.core.moments import merge_equal_counts
 from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import (
     Norm,
+    affine_params,
     check_set_size,
     from_channels_first,
     layout_of,
@@ -265,8 +266,7 @@ def _ghost_train(
     xc, layout = contiguous_channels_first(x, channel_dim)
     cfg = (plan, eps, weight is not None, bias is not None)
     coefficients = AnalyticCoefficients(_forward_parts, _backward_parts, cfg)
-    affine = [t for t in (weight, bias) if t is not None]
-    y = normalize_and_apply(xc, coefficients, *affine, eps=eps)
+    y = normalize_and_apply(xc, coefficients, *affine_params(weight, bias), eps=eps)
     mu, sigma2 = coefficients.batch  # type: ignore[misc]  # set by the forward pass
     return restore_layout(y, layout, channel_dim), (mu, sigma2, plan, positions)
 

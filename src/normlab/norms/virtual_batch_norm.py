@@ -11,10 +11,9 @@ variance m2(x) − μ(x)² is computed in the algebraically identical merged for
 w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², free of the E[x²] − E[x]² cancellation.
 
 Fast path: the per-(sample, channel) moments from ATen's group-norm kernel, the merge above on
-the (N, C) statistics, one per-(sample, channel) affine pass
-(`normlab.norms._instance_affine`). The reference statistics enter that pass as differentiable
-parameters, so during a reference pass (`reference_pass`) gradients flow through them into the
-network that produced R, as in the reference TF graph.
+the (N, C) statistics, one affine pass (`normlab.norms._instance_affine`). The reference
+statistics enter it as differentiable parameters: after a reference pass (`reference_pass`)
+gradients flow through them into the network that produced R, as in the reference TF graph.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import merge_equal_counts
-from normlab.norms._base import Norm
+from normlab.norms._base import Norm, affine_params
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._instance_affine import (
     Coefficients,
@@ -109,10 +108,6 @@ def _as(t: Tensor, like: Tensor) -> Tensor:
     return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
-def _affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:
-    return tuple(t for t in (weight, bias) if t is not None)
-
-
 # -- reference statistics --------------------------------------------------------------------------
 
 
@@ -149,8 +144,7 @@ def _reference_forward(
 
     μ_R and σ²_R carry autograd history when ``xc`` does (and grad mode is on).
     """
-    n = xc.shape[0]
-    if n == 0:
+    if xc.shape[0] == 0:
         raise bad_reference(
             name, f"it is empty (shape {tuple(xc.shape)})",
             "Pass the fixed batch of reference examples R (at least one example).",
@@ -173,7 +167,7 @@ def _reference_forward(
         )
     coefficients = _coefficients(eps, weight is not None, bias is not None, False)
     y = instance_affine(
-        xc, coefficients, ref_mean, ref_var, *_affine_params(weight, bias),
+        xc, coefficients, ref_mean, ref_var, *affine_params(weight, bias),
         moments=(moments[0], moments[1]), normalized=(x_hat, rstd),
     )
     return y, ref_mean, ref_var
@@ -194,7 +188,7 @@ def _virtual_batch_norm(
         w=1.0 / (reference_size + 1),
     )
     return normalize_and_apply(
-        xc, coefficients, reference_mean, reference_var, *_affine_params(weight, bias), eps=eps
+        xc, coefficients, reference_mean, reference_var, *affine_params(weight, bias), eps=eps
     )
 
 
@@ -209,11 +203,10 @@ def virtual_batch_norm(
        \mu(x) = w\mu_x + (1 - w)\mu_R,\quad
        \sigma^2(x) = w\sigma^2_x + (1 - w)\sigma^2_R + w(1 - w)(\mu_x - \mu_R)^2 $$
 
-    with w = 1/(N_R + 1); μ_x, σ²_x over (*S), one per (sample, channel); μ_R, σ²_R
-    (``reference_mean``, biased ``reference_var``: over (N_R, *S) of the reference batch, one
-    per channel) and N_R = ``reference_size`` given. Each output depends on its own example only.
-    Gradients flow into ``reference_mean`` / ``reference_var`` when they require grad (the
-    paper's graph, where they are computed from the current network).
+    with w = 1/(N_R + 1); μ_x, σ²_x over (*S), one per (sample, channel); μ_R, σ²_R, N_R given
+    (over (N_R, *S) of the reference batch, one per channel). Each output depends on its own
+    example only. Gradients flow into ``reference_mean`` / ``reference_var`` when they require
+    grad (the paper's graph, where they are computed from the current network).
 
     Args:
         reference_mean: μ_R, shape (C,).
@@ -384,8 +377,7 @@ class VirtualBatchNorm(Norm):
         self.register_buffer("reference_mean", torch.zeros(num_features, **factory))
         self.register_buffer("reference_var", torch.ones(num_features, **factory))
         self.register_buffer("reference_size", torch.tensor(0, dtype=torch.long, device=device))
-        # N_R on the host (0: no reference), kept equal to the reference_size buffer by every
-        # writer (set_reference, reset_reference, load_state_dict): no device sync per forward
+        # N_R on the host (0: none), kept equal to reference_size: no device sync per forward
         self._reference_count = 0
         self._in_reference_pass = False
         # (μ_R, σ²_R, token) with autograd history, from the last reference pass
@@ -410,11 +402,10 @@ class VirtualBatchNorm(Norm):
         """Make ``x_ref`` (this layer's input for the reference batch R) the reference.
 
         Stores μ_R, σ²_R (over (N_R, *S), one per channel) and N_R in the buffers and returns
-        ``x_ref`` normalized with those statistics (and γ, β). In training mode with grad
-        enabled, statistics that carry autograd history are also kept for the next forward
-        calls (see the class docstring). Raises `normlab.errors.InputError` for a reference
-        with the wrong channel count, no examples, one value per channel or non-finite
-        statistics, leaving the stored reference unchanged.
+        ``x_ref`` normalized with them (and γ, β); in training mode with grad enabled, keeps the
+        graph-carrying statistics for the next forward calls (see the class docstring). Raises
+        `normlab.errors.InputError` (stored reference unchanged) for a reference with the wrong
+        channel count, no examples, one value per channel or non-finite statistics.
         """
         name = f"{self._name()}.set_reference"
         errors.check_input(name, x_ref, self.num_features, self.channel_dim)
@@ -475,8 +466,7 @@ class VirtualBatchNorm(Norm):
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        return {**state, "_live": None}
+        return {**super().__getstate__(), "_live": None}
 
     # state ------------------------------------------------------------------------------------
     def _loaded(self) -> None:
