@@ -72,9 +72,11 @@ def invalid_reference_state(layer: str, key: str, problem: str) -> errors.Config
 
 
 @functools.lru_cache(maxsize=128)
-def _coefficients(eps: float, has_weight: bool, has_bias: bool, mixed: bool) -> Coefficients:
-    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}
-    (``mixed``), or for the reference batch itself (its own statistics μ_R, σ²_R only).
+def _mixed_coefficients(
+    eps: float, has_weight: bool, has_bias: bool, mixed: bool = True
+) -> Coefficients:
+    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}, or with
+    ``mixed=False`` for the reference batch itself (its own statistics μ_R, σ²_R only).
 
     Few, fused operations: this runs (and is differentiated) on tiny tensors every step, where
     the per-operation overhead is the cost.
@@ -94,10 +96,8 @@ def _coefficients(eps: float, has_weight: bool, has_bias: bool, mixed: bool) -> 
         scale = torch.rsqrt(sigma2 + eps)
         if has_weight:
             scale = scale * _as(affine[0], mean)
-        if has_bias:
-            shift = torch.addcmul(_as(affine[-1], mean), mu, scale, value=-1.0)
-        else:
-            shift = -(mu * scale)
+        shift = (torch.addcmul(_as(affine[-1], mean), mu, scale, value=-1.0) if has_bias
+                 else -(mu * scale))
         return (scale, shift) if mixed else (scale.expand_as(mean), shift.expand_as(mean))
 
     return coefficients
@@ -165,7 +165,7 @@ def _reference_forward(
             "Check the reference inputs and the layers before this one; the stored "
             "reference statistics were left unchanged.",
         )
-    coefficients = _coefficients(eps, weight is not None, bias is not None, False)
+    coefficients = _mixed_coefficients(eps, weight is not None, bias is not None, False)
     y = instance_affine(
         xc, coefficients, ref_mean, ref_var, *affine_params(weight, bias),
         moments=(moments[0], moments[1]), normalized=(x_hat, rstd),
@@ -184,7 +184,7 @@ def _virtual_batch_norm(
     if xc.numel() == 0:
         return xc.clone()
     coefficients = functools.partial(
-        _coefficients(eps, weight is not None, bias is not None, True),
+        _mixed_coefficients(eps, weight is not None, bias is not None),
         w=1.0 / (reference_size + 1),
     )
     return normalize_and_apply(
