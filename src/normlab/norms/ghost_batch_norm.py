@@ -137,8 +137,7 @@ def _chunks(t: Tensor, plan: Plan) -> list[Tensor]:
     """(N, C) per-sample values as (chunks, samples, C) blocks: the full chunks, the tail."""
     full, size, tail = plan
     main = t[: full * size].reshape(full, size, t.shape[1])  # -1 is ambiguous when full = 0
-    blocks = [(main, full), (t[full * size :][None], tail)]
-    return [block for block, count in blocks if count]
+    return [main, t[full * size :][None]] if tail else [main] if full else [t[None]]
 
 
 def _cat(parts: list[Tensor]) -> Tensor:
@@ -164,8 +163,9 @@ def _chunk_sum(t: Tensor, plan: Plan) -> Tensor:
 def _per_sample(t: Tensor, plan: Plan) -> Tensor:
     """Expand (chunks, C) per-chunk values to (N, C), one row per sample."""
     full, size, tail = plan
-    blocks = [(t[:full, None], size), (t[full:, None], tail)]
-    return _cat([b.expand(-1, k, -1).reshape(-1, t.shape[1]) for b, k in blocks if b.numel() and k])
+    c = t.shape[1]
+    main = t[:full, None].expand(full, size, c).reshape(full * size, c)
+    return _cat([main, t[full:].expand(tail, c)]) if tail else main
 
 
 # Below this many positions per (sample, channel) slice the per-slice kernels of the instance
@@ -207,9 +207,9 @@ def _backward_parts(
     (mu, _), r, a = parts["batch"], parts["r"], parts["a"]
     s_dy, s_dy_x = _chunk_sum(g_shift, plan), _chunk_sum(g_scale, plan)
     s_dy_xhat = r * (s_dy_x - mu * s_dy)
-    size = r.new_tensor(chunk_sizes(plan)).unsqueeze(1)
-    g_var = -0.5 * a * r * s_dy_xhat / size
-    g_mean = -a * s_dy / size - 2 * mu * g_var
+    inv = 1.0 / r.new_tensor(chunk_sizes(plan)).unsqueeze(1) if plan[2] else 1.0 / plan[1]
+    g_var = a * r * s_dy_xhat * (-0.5 * inv)
+    g_mean = torch.addcmul(a * s_dy * -inv, mu, g_var, value=-2)
     g_var = _per_sample(g_var, plan)
     grads: list[Tensor | None] = [
         torch.addcmul(_per_sample(g_mean, plan), parts["mean"], g_var, value=2), g_var
