@@ -496,3 +496,24 @@ def test_refusal_changes_nothing_in_place() -> None:
 def test_fold_pair_refuses_training_bn() -> None:
     with pytest.raises(errors.ConfigError, match=r"\(bn \(BatchNorm2d\) is in training mode"):
         fold_pair(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+
+
+@pytest.mark.parametrize("name", normlab.available())
+def test_declared_bn_eval_is_bn_eval(name: str) -> None:
+    """A layer that declares ``eval_is_batch_norm`` (what fold and FrozenBatchNorm read) computes
+    γ(x − running_mean)/sqrt(running_var + eps) + β in eval (float64 formula), and every normlab
+    class of this file's BN family declares it."""
+    cls = normlab.registry.lookup(name).cls
+    if cls in BN_FAMILY[1:]:
+        assert cls.eval_is_batch_norm, f"{cls.__name__} folds as BN but does not declare it"
+    if not getattr(cls, "eval_is_batch_norm", False):
+        return
+    m = randomize(normlab.create(normlab.registry.lookup(name).small_spec, 8)).eval()
+    x = torch.randn(4, 8, 5, 3)
+    s = (1, 8, 1, 1)
+    mean, var = m.running_mean.double().view(s), m.running_var.double().view(s)
+    w = m.weight.double().view(s) if m.weight is not None else 1.0
+    b = m.bias.double().view(s) if m.bias is not None else 0.0
+    expected = w * (x.double() - mean) / torch.sqrt(var + m.eps) + b
+    with torch.no_grad():
+        torch.testing.assert_close(m(x).double(), expected, rtol=1e-5, atol=1e-5)

@@ -12,9 +12,8 @@ from torch import Tensor, nn
 
 from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
-from normlab.norms import FrozenBatchNorm
 from normlab.surgery import freeze, recalibrate
-from normlab.surgery.layers import class_stats_kind
+from normlab.surgery.layers import class_stats_kind, frozen_stats
 from surgery_models import mobilenet_like, resnet_like, unet_decoder_like
 
 KINDS: dict[str, Callable[[int], nn.Module]] = {
@@ -23,12 +22,12 @@ KINDS: dict[str, Callable[[int], nn.Module]] = {
     "torch_in2d_tracked": lambda c: nn.InstanceNorm2d(c, affine=True, track_running_stats=True),
     "brn": registry.factory("brn", warmup_steps=0, rmax_ramp_end=1, dmax_ramp_end=1),
     "in_tracked": registry.factory("in", affine=True, track_running_stats=True),
-    # every registered method that keeps running statistics (FrozenBatchNorm's are fixed)
+    # every registered method that keeps running statistics (not fixed ones: FrozenBatchNorm)
     **{
         name: registry.factory(small_spec(name))
         for name in registry.available()
         if statistics_kind(name) is not None
-        and not issubclass(registry.lookup(name).cls, FrozenBatchNorm)
+        and not frozen_stats(registry.create(small_spec(name), 8))
     },
 }
 

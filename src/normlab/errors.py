@@ -49,13 +49,15 @@ def check_num_features(num_features: object, owner: str = "num_features") -> int
     return num_features
 
 
+def is_finite_number(value: object) -> bool:
+    """An int or float (not a bool) that is finite: what every numeric hyperparameter must be."""
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    )
+
+
 def check_eps(eps: object) -> float:
-    if (
-        isinstance(eps, bool)
-        or not isinstance(eps, (int, float))
-        or not math.isfinite(eps)
-        or eps <= 0
-    ):
+    if not is_finite_number(eps) or eps <= 0:  # type: ignore[operator]
         raise ConfigError(
             f"eps must be a positive finite float; got {eps!r}. "
             "It keeps the division stable; the usual value is 1e-5."
@@ -155,6 +157,13 @@ def check_input(layer: str, x: object, num_features: int, channel_dim: int) -> N
 
 def _expected_shape(num_features: int, channel_dim: int) -> str:
     return f"(N, {num_features}, *S)" if channel_dim == 1 else f"(N, *S, {num_features})"
+
+
+def per_channel_shape(layer: str, name: str, shape: Sequence[int], channels: int) -> InputError:
+    return InputError(
+        f"{layer}: {name} must have shape ({channels},), one value per channel of the input; "
+        f"got {tuple(shape)}. Pass a per-channel tensor of length {channels}."
+    )
 
 
 def one_value_per_statistic(layer: str, over: str, shape: Sequence[int]) -> InputError:

@@ -154,8 +154,10 @@ def update_by_kernel_(
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
     else:
+        # through .data: the kernel's autograd node saved these buffers (it reads them only
+        # in eval mode), and a version bump would fail its backward for nothing
         for b, old in zip(buffers, backup, strict=True):
-            b.copy_(old)
+            b.data.copy_(old)
     return out
 
 

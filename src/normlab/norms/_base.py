@@ -125,6 +125,9 @@ class Norm(nn.Module):
     #: True when the statistics are fixed on purpose (FrozenBatchNorm): recalibrate leaves
     #: them alone and convert carries no momentum from the layer.
     frozen_stats: ClassVar[bool] = False
+    #: True when the layer's inference function is BN's eval, y = γ(x − running_mean) /
+    #: sqrt(running_var + eps) + β (read by fold and FrozenBatchNorm.from_batch_norm).
+    eval_is_batch_norm: ClassVar[bool] = False
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None
@@ -159,26 +162,31 @@ class Norm(nn.Module):
         momentum: float | None,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
+        *,
+        mean: bool = True,
     ) -> None:
+        """Running mean (unless ``mean=False``: a variance-only layer has no such buffer),
+        running variance and ``num_batches_tracked``; all None when not tracking."""
         self.momentum = errors.check_momentum(momentum)
         self.track_running_stats = bool(track_running_stats)
         if self.track_running_stats:
             factory: dict[str, Any] = {"device": device, "dtype": dtype}
-            self.register_buffer("running_mean", torch.zeros(self.num_features, **factory))
+            if mean:
+                self.register_buffer("running_mean", torch.zeros(self.num_features, **factory))
             self.register_buffer("running_var", torch.ones(self.num_features, **factory))
             self.register_buffer(
                 "num_batches_tracked",
                 torch.tensor(0, dtype=torch.long, device=device),
             )
         else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+            for name in ("running_mean", "running_var", "num_batches_tracked")[1 - mean:]:
+                self.register_buffer(name, None)
 
     def reset_running_stats(self) -> None:
         """Running mean 0, running variance 1, ``num_batches_tracked`` 0."""
-        if getattr(self, "running_mean", None) is not None:
-            self.running_mean.zero_()
+        if getattr(self, "running_var", None) is not None:
+            if getattr(self, "running_mean", None) is not None:
+                self.running_mean.zero_()
             self.running_var.fill_(1)
             self.num_batches_tracked.zero_()
 

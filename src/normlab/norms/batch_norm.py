@@ -158,6 +158,7 @@ class BatchNorm(Norm):
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats")
     axes = axes_lib.BATCH
     running_stats = "batch"
+    eval_is_batch_norm = True
 
     def __init__(
         self,

@@ -4,28 +4,21 @@ Training normalizes with the batch's statistics and then corrects toward the mov
 two per-channel constants r and d (no gradient flows through them), so that the training output
 is the inference function whenever the clips are inactive. With r = 1 and d = 0 it is BN.
 
-Fast path. Per channel, y = γ·r·(x − μ_B)/σ_B + γ·d + β is BN with weight γ·r and bias γ·d + β,
-so the backward pass is BN's native backward kernel with that weight (gradients flow through
-μ_B and σ_B exactly as in BN; r and d are constants). The forward pass needs μ_B and σ_B
-*before* it can fold r and d into the weight, so it computes the moments first, then writes the
-output in one per-channel affine pass x·A + B:
-
-* contiguous input: per-(sample, channel) moments from the native group-norm kernel with one
-  group per channel, merged exactly over the batch (Chan et al.);
-* any other layout (channels_last, channel_dim=-1): the statistics half of the native batch-norm
-  kernel (``batch_norm_update_stats``; a contiguous copy of channels_last input would cost more).
-
-Measured on the project's 2-core CPU (fp32, (32, 64, 32, 32), training, forward + backward,
-alternating runs): 0.8-1.0x the time of ``torch.nn.BatchNorm2d(64)`` (whose NCHW forward kernel
-costs more than these two passes) and 5-8x faster than the eager composition
-(benchmarks/eager/batch_renorm.py); about 1.0x BatchNorm2d on channels_last input. Only x and
-per-channel statistics are saved for backward (1.0x the input's bytes). Double backward runs
-through ATen's derivative of the batch-norm backward kernel.
+Fast path. Per channel, y = γ·r·(x − μ_B)/σ_B + γ·d + β is BN with weight γ·r and bias
+γ·d + β, so the backward is BN's native backward kernel with that weight (gradients flow through
+μ_B and σ_B exactly as in BN; r and d are constants). The forward needs μ_B and σ_B before it
+can fold r and d into the weight: on small input (≤ 2^14 elements, where the number of ATen
+calls sets the cost) BN's own training kernel then runs with the folded weight and bias; above,
+the moments come from the native group-norm kernel (one group per channel, merged exactly over
+the batch) or, for other layouts, from ``batch_norm_update_stats``, and the output is one
+per-channel affine pass x·A + B. Measured on the project's 2-core CPU (fp32, (32, 64, 32, 32),
+training, forward + backward): 0.8-1.0x ``torch.nn.BatchNorm2d(64)`` and 5-8x faster than the
+eager composition (benchmarks/eager/batch_renorm.py). Only x and per-channel statistics are
+saved for backward; double backward runs through ATen's derivative of BN's backward kernel.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -54,12 +47,7 @@ from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
 def check_rmax(rmax: object) -> float:
     """r_max of Batch Renorm: a finite number >= 1 (r is clipped to [1/r_max, r_max])."""
-    if (
-        isinstance(rmax, bool)
-        or not isinstance(rmax, (int, float))
-        or not math.isfinite(rmax)
-        or rmax < 1
-    ):
+    if not errors.is_finite_number(rmax) or rmax < 1:  # type: ignore[operator]
         raise ConfigError(
             f"rmax must be a finite float >= 1; got {rmax!r}. r = σ_B/σ is clipped to "
             "[1/rmax, rmax], so rmax < 1 would be an empty range; rmax=1 turns the correction "
@@ -70,12 +58,7 @@ def check_rmax(rmax: object) -> float:
 
 def check_dmax(dmax: object) -> float:
     """d_max of Batch Renorm: a finite number >= 0 (d is clipped to [-d_max, d_max])."""
-    if (
-        isinstance(dmax, bool)
-        or not isinstance(dmax, (int, float))
-        or not math.isfinite(dmax)
-        or dmax < 0
-    ):
+    if not errors.is_finite_number(dmax) or dmax < 0:  # type: ignore[operator]
         raise ConfigError(
             f"dmax must be a finite float >= 0; got {dmax!r}. d = (μ_B − μ)/σ is clipped to "
             "[-dmax, dmax]; dmax=0 turns the shift off (plain BN) and the paper ends its "
@@ -88,11 +71,8 @@ def check_renorm_schedule(
     warmup_steps: object, rmax_ramp_end: object, dmax_ramp_end: object
 ) -> tuple[int, int, int]:
     """Step counts of Batch Renorm's clip schedule: ints >= 0, each ramp ending after warm-up."""
-    given = {
-        "warmup_steps": warmup_steps,
-        "rmax_ramp_end": rmax_ramp_end,
-        "dmax_ramp_end": dmax_ramp_end,
-    }
+    given = {"warmup_steps": warmup_steps, "rmax_ramp_end": rmax_ramp_end,
+             "dmax_ramp_end": dmax_ramp_end}
     steps: dict[str, int] = {}
     for name, value in given.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -114,8 +94,9 @@ def check_renorm_schedule(
 
 
 Limit = float | Tensor  # a clip limit: a Python number, or a 0-dim tensor (scheduled)
-# Up to this many elements (e.g. a (16, 64, 8, 8) map), fewer ATen calls beat fewer passes
-_SMALL = 1 << 17
+# Up to this many elements (a (2, 64, 4, 4) map has 2048) fewer ATen calls beat fewer passes;
+# at (16, 64, 8, 8) = 65536 the two-pass path was already 1.2x faster (benchmarks/bench_per_call)
+_SMALL = 1 << 14
 
 # -- batch moments and the correction -------------------------------------------------------------
 
@@ -139,12 +120,7 @@ def batch_moments(x: Tensor, eps: float) -> Moments:
 
 @torch.no_grad()
 def renorm_correction(
-    batch: Moments,
-    running_mean: Tensor,
-    running_var: Tensor,
-    rmax: Limit,
-    dmax: Limit,
-    eps: float,
+    batch: Moments, running_mean: Tensor, running_var: Tensor, rmax: Limit, dmax: Limit, eps: float
 ) -> tuple[Tensor, Tensor]:
     """The paper's r and d (Alg. 1), computed without gradient.
 
@@ -165,6 +141,15 @@ def renorm_correction(
     return r, d
 
 
+def _folded_affine(
+    weight: Tensor | None, bias: Tensor | None, r: Tensor, d: Tensor
+) -> tuple[Tensor, Tensor]:
+    """BN's weight and bias that give Batch Renorm's output: γr and γd + β."""
+    scale = r if weight is None else weight * r
+    shift = d if weight is None else weight * d
+    return scale, shift if bias is None else shift + bias
+
+
 class _RenormAffine(torch.autograd.Function):
     """y = x·A + B with A = γr/σ_B, B = β + γd − μ_B·A; backward = BN's with weight γr."""
 
@@ -181,10 +166,7 @@ class _RenormAffine(torch.autograd.Function):
         eps: float,
     ) -> Tensor:
         # weight / bias arrive in the statistics' dtype (kernel_params); None when affine=False
-        scale = r if weight is None else weight * r
-        shift = d if weight is None else weight * d
-        if bias is not None:
-            shift = shift + bias
+        scale, shift = _folded_affine(weight, bias, r, d)
         a = scale * invstd
         b = shift - mean * a
         y = channel_scale_shift(x, a, b)
@@ -211,15 +193,8 @@ class _RenormAffine(torch.autograd.Function):
 
 
 def _renorm_train(
-    x: Tensor,
-    batch: Moments,
-    running_mean: Tensor,
-    running_var: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    rmax: Limit,
-    dmax: Limit,
-    eps: float,
+    x: Tensor, batch: Moments, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
+    bias: Tensor | None, rmax: Limit, dmax: Limit, eps: float,
 ) -> Tensor:
     """Training-mode Batch Renorm of a channels-first ``x`` with its batch moments."""
     r, d = renorm_correction(batch, running_mean, running_var, rmax, dmax, eps)
@@ -229,10 +204,7 @@ def _renorm_train(
         # kernel with weight γr and bias γd + β is the same function (it recomputes μ_B, σ_B
         # bitwise as batch_norm_update_stats did) and autograd gives the same gradients
         # (r, d constants) without a Python backward.
-        scale = r if weight is None else weight * r
-        shift = d if weight is None else weight * d
-        if bias is not None:
-            shift = shift + bias
+        scale, shift = _folded_affine(weight, bias, r, d)
         return torch.batch_norm(x, scale, shift, None, None, True, 0.0, eps, cudnn.enabled)
     invstd = batch.var.add(eps).rsqrt()
     y = _RenormAffine.apply(x, weight, bias, batch.mean, invstd, r, d, eps)
@@ -318,14 +290,6 @@ def clip_schedule(
 # -- functional -----------------------------------------------------------------------------------
 
 
-def _check_limits(rmax: Limit, dmax: Limit) -> tuple[Limit, Limit]:
-    if not isinstance(rmax, Tensor):
-        rmax = check_rmax(rmax)
-    if not isinstance(dmax, Tensor):
-        dmax = check_dmax(dmax)
-    return rmax, dmax
-
-
 def batch_renorm(
     x: Tensor,
     running_mean: Tensor,
@@ -341,10 +305,7 @@ def batch_renorm(
 ) -> Tensor:
     r"""Batch Renormalization; pure: returns y and never updates ``running_mean`` / ``running_var``.
 
-    $$ y = \gamma \left( \frac{x - \mu_B}{\sigma_B} r + d \right) + \beta, \quad
-       r = \mathrm{clip}_{[1/r_{max},\, r_{max}]}\!\left(\frac{\sigma_B}{\sigma}\right), \quad
-       d = \mathrm{clip}_{[-d_{max},\, d_{max}]}\!\left(\frac{\mu_B - \mu}{\sigma}\right) $$
-
+    y = γ((x − μ_B)/σ_B · r + d) + β, r and d clipped as in :class:`BatchRenorm` (its equation);
     μ_B, σ_B = sqrt(Var_b + ε) over (N, *S), one per channel; μ = ``running_mean``, σ =
     sqrt(``running_var`` + ε); r and d are constants for autograd. With ``training=False``:
     y = γ(x − μ)/σ + β. ``rmax`` / ``dmax`` are the limits for this step (Python numbers, or
@@ -362,7 +323,8 @@ def batch_renorm(
     """
     channel_dim = errors.check_channel_dim(channel_dim)
     eps = errors.check_eps(eps)
-    rmax, dmax = _check_limits(rmax, dmax)
+    rmax = rmax if isinstance(rmax, Tensor) else check_rmax(rmax)
+    dmax = dmax if isinstance(dmax, Tensor) else check_dmax(dmax)
     for name, t in (("running_mean", running_mean), ("running_var", running_var)):
         if not isinstance(t, Tensor) or t.dim() != 1:
             raise errors.InputError(
@@ -372,13 +334,23 @@ def batch_renorm(
             )
     errors.check_input("batch_renorm", x, running_mean.shape[0], channel_dim)
     xc = to_channels_first(x, channel_dim)
-    if not training or xc.numel() == 0:
-        y = _batch_norm(xc, running_mean, running_var, weight, bias, False, eps)
-        return from_channels_first(y, channel_dim)
-    check_set_size("batch_renorm", axes_lib.BATCH, xc, 1)
-    batch = batch_moments(xc, eps)
-    y = _renorm_train(xc, batch, running_mean, running_var, weight, bias, rmax, dmax, eps)
+    if training and xc.numel():
+        check_set_size("batch_renorm", axes_lib.BATCH, xc, 1)
+    y = _forward(xc, running_mean, running_var, weight, bias, training, rmax, dmax, eps)[0]
     return from_channels_first(y, channel_dim)
+
+
+def _forward(
+    xc: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
+    bias: Tensor | None, training: bool, rmax: Limit, dmax: Limit, eps: float,
+) -> tuple[Tensor, Moments | None]:
+    """Batch Renorm of a checked channels-first ``xc``, and the batch moments it trained with
+    (None in eval or on empty input: BN's inference with the moving statistics)."""
+    if not training or xc.numel() == 0:
+        return _batch_norm(xc, running_mean, running_var, weight, bias, False, eps), None
+    batch = batch_moments(xc, eps)
+    # r and d come from the buffers as they are before this step's update
+    return _renorm_train(xc, batch, running_mean, running_var, weight, bias, rmax, dmax, eps), batch
 
 
 # -- module ---------------------------------------------------------------------------------------
@@ -397,15 +369,12 @@ class BatchRenorm(Norm):
     (paper Alg. 1). Then μ ← μ + α(μ_B − μ), σ ← σ + α(σ_B − σ) with α = ``momentum``. Eval:
     y = γ(x − μ)/σ + β, which equals the training output whenever r and d are not clipped.
 
-    The moving std is stored as ``running_var`` = σ² − ε, i.e. σ = sqrt(running_var + ε): the
-    buffers keep BN's names and meaning, so eval is BN's eval, a ``torch.nn.BatchNorm2d``
-    state_dict loads unchanged (value-preserving: no ε is added or subtracted) and folding or
-    converting to BN needs no special case. The update law is the paper's on σ (see
-    :func:`update_renorm_stats_`); it differs from BN's law on the unbiased variance.
-    ``momentum=None`` averages σ_B (and μ_B) with equal weights. ``num_batches_tracked`` counts
-    the training steps and drives the clip schedule; it is saved in the state_dict, and a
-    loaded BN checkpoint brings its count along (a long-trained model starts at the final
-    limits; set it to 0 to replay the warm-up).
+    The moving std is stored as ``running_var`` = σ² − ε (σ = sqrt(running_var + ε)): BN's
+    buffers and meaning, so eval is BN's eval, BN state_dicts load unchanged and fold / convert
+    need no special case; the update law is the paper's on σ (:func:`update_renorm_stats_`), not
+    BN's on the unbiased variance. ``momentum=None`` averages σ_B and μ_B with equal weights.
+    ``num_batches_tracked`` counts training steps and drives the clip schedule (a loaded BN
+    checkpoint brings its count along; set it to 0 to replay the warm-up).
 
     Clip schedule (paper, ImageNet: 50 × 32 images per step): r_max = 1 and d_max = 0, i.e.
     plain BN, for the first ``warmup_steps`` = 5000 steps, then "gradually relaxed" to r_max = 3
@@ -431,7 +400,7 @@ class BatchRenorm(Norm):
         ...                   dmax_ramp_end=0, eps=1e-12)
         >>> brn(torch.tensor([[4.0], [8.0]]))  # σ_B = 2 → r = 2, μ_B = 6 → d = 0.5
         tensor([[-1.5000],
-                [ 2.5000]], grad_fn=<_RenormAffineBackward>)
+                [ 2.5000]], grad_fn=<NativeBatchNormBackward0>)
         >>> brn.running_mean, brn.running_var  # μ: 0.01·6, σ: 1 + 0.01·(2 − 1)
         (tensor([0.0600]), tensor([1.0201]))
 
@@ -446,6 +415,7 @@ class BatchRenorm(Norm):
     )
     axes = axes_lib.BATCH
     running_stats = "batch_biased"  # μ and σ² − ε with σ the moving std: its own law
+    eval_is_batch_norm = True
 
     # The paper's schedule (warm-up 5k, d_max at 25k, r_max at 40k of ~125k steps), scaled to a run
     training_hooks = TrainingHooks(
@@ -495,22 +465,19 @@ class BatchRenorm(Norm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
-        if not self.training or xc.numel() == 0:
-            y = _batch_norm(
-                xc, self.running_mean, self.running_var, self.weight, self.bias, False, self.eps
-            )
-            return from_channels_first(y, self.channel_dim)
-        self._check_set_size(x)
-        rmax, dmax = self.clip_limits()
-        batch = batch_moments(xc, self.eps)
-        y = _renorm_train(
-            xc, batch, self.running_mean, self.running_var, self.weight, self.bias, rmax, dmax,
+        training = self.training
+        if training and xc.numel():
+            self._check_set_size(x)
+        rmax, dmax = self.clip_limits() if training else (self.rmax, self.dmax)
+        y, batch = _forward(
+            xc, self.running_mean, self.running_var, self.weight, self.bias, training, rmax, dmax,
             self.eps,
-        )  # r and d are taken from the buffers before the update below
-        update_renorm_stats_(
-            self.running_mean, self.running_var, self.num_batches_tracked, batch,
-            self.momentum, self.eps,
         )
+        if batch is not None:
+            update_renorm_stats_(
+                self.running_mean, self.running_var, self.num_batches_tracked, batch,
+                self.momentum, self.eps,
+            )
         return from_channels_first(y, self.channel_dim)
 
 

@@ -8,29 +8,14 @@ function ``evonorm``), which is the specification where the paper is silent:
 * S0:  y = x · sigmoid(v·x) / sqrt(s²_group + ε) · γ + β
 * ``nonlinearity=False``: y = γ·x + β, with no ``v`` (and, for B0, no moving variance).
 
-Fast path: one ``torch.autograd.Function`` per method with an analytic backward. Statistics
-come from one call of ATen's group-norm kernel (one group per channel for B0's instance
-moments, which merge exactly into the batch moments; G groups for S0), whose output buffer
-becomes the layer's output; the elementwise work is a few in-place passes over it (``mul``,
-``add_``, ``clamp_``, ``div``, ``silu_``), with no broadcasting ternary op (those miss the
-vectorized path on CPU). The backward saves only x and per-(n, c) or per-(n, g) statistics,
-recomputes the elementwise intermediates and takes every reduction it needs from two fused
-per-(n, c) sum passes (ATen's group-norm backward kernel with mean 0 and 1/σ = 1). On CPU the
-passes run a few samples at a time over per-thread scratch buffers (`normlab.norms._chunked`),
-so that the intermediates stay in cache and cost no page faults. Statistics and scales are float32
-for fp16/bf16 input. Double backward recomputes the forward with differentiable eager ops
-(``create_graph=True`` only).
-
-Speed, measured on the project's 2-core VM for (32, 64, 32, 32) fp32, forward + backward in
-training mode: 3-4.5x ``torch.nn.GroupNorm(32, 64)`` (B0 and S0 alike; the high end on an idle
-machine), since the layers make 18-23 passes over the tensor where GroupNorm's two fused
-kernels make about five; 3.3-10x faster than the eager compositions in
-``benchmarks/eager/evo_norm.py``. Reaching GroupNorm's cost would take fused kernels.
+Each method is an `Epilogue` of `normlab.norms._norm_activation`, statistics from one
+group-norm kernel call (G = C for B0's instance moments, merged exactly into the batch moments).
+Speed (2-core VM, (32, 64, 32, 32) fp32, training forward + backward): 3-4.5x
+``torch.nn.GroupNorm(32, 64)``, 3.3-10x faster than ``benchmarks/eager/evo_norm.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,22 +24,23 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype, merge_equal_counts
-from normlab.norms._base import Norm, dense, from_channels_first, in_layout, to_channels_first
-from normlab.norms._chunked import Chunks, Sums, per_row
-from normlab.norms._double_backward import recomputed_grads
+from normlab.core.running import update_running_ema_
+from normlab.norms._base import Norm, from_channels_first, to_channels_first
+from normlab.norms._chunked import Sums, per_row
+from normlab.norms._norm_activation import (
+    Epilogue,
+    Rows,
+    add_rows_,
+    affine_only,
+    channel_affine_,
+    check_functional,
+    norm_activation,
+    safe_slope,
+    swish_,
+)
 from normlab.norms._per_instance import broadcast, group_statistics
 
 # -- errors raised by this method ------------------------------------------------------------
-
-
-def evo_norm_parameter_shape(
-    layer: str, name: str, shape: Sequence[int], channels: int
-) -> errors.InputError:
-    return errors.InputError(
-        f"{layer}: {name} must have shape ({channels},), one value per channel of the input; "
-        f"got {tuple(shape)}. Pass a per-channel tensor of length {channels}."
-    )
-
 
 def evo_norm_v_without_nonlinearity(layer: str) -> errors.InputError:
     return errors.InputError(
@@ -66,15 +52,11 @@ def evo_norm_v_without_nonlinearity(layer: str) -> errors.InputError:
 __all__ = ["EvoNormB0", "EvoNormS0", "evo_norm_b0", "evo_norm_s0", "resolve_groups"]
 
 
-# -- small helpers ----------------------------------------------------------------------------
-
-
 def resolve_groups(num_features: int, num_groups: int | None, group_size: int | None) -> int:
     """S0's number of groups: the reference's rule, or C / ``group_size``.
 
-    The reference starts from ``num_groups`` (32 by default) and decrements it until it divides
-    C (``_group_std`` in resnet_model.py), so C = 6 with the default gives G = 6 and C = 24
-    gives G = 24. ``group_size`` (normlab.GroupNorm's alternative) must divide C exactly.
+    The reference decrements ``num_groups`` (32 by default) until it divides C (``_group_std``
+    in resnet_model.py): C = 6 gives G = 6, C = 24 gives 24. ``group_size`` must divide C.
     """
     if group_size is not None:
         return errors.check_groups(num_features, num_groups, group_size)
@@ -84,68 +66,24 @@ def resolve_groups(num_features: int, num_groups: int | None, group_size: int | 
     return groups
 
 
-def _acc(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if t is None else t.to(dtype)
-
-
-def _channel_affine_(y: Tensor, scale: Tensor | None, shift: Tensor | None) -> Tensor:
-    """y ← y·scale + shift in place; scale (C,) or (N, C), shift (C,); either may be None.
-
-    Two passes on purpose: a broadcasting ``addcmul`` is 3-5x slower on CPU than ``mul_``
-    followed by ``add_`` (its per-channel operands miss TensorIterator's vectorized path).
-    """
-    if scale is not None:
-        y.mul_(broadcast(scale, y.dim()))
-    return y if shift is None else y.add_(broadcast(shift, y.dim()))
-
-
-def _grad_like(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
-    return None if grad is None or like is None else grad.to(like.dtype)
-
-
-def _check_params(layer: str, channels: int, **params: Tensor | None) -> None:
-    for name, t in params.items():
-        if t is not None and tuple(t.shape) != (channels,):
-            raise evo_norm_parameter_shape(layer, name, tuple(t.shape), channels)
-
-
-# S0's forward computes x·sigmoid(v x) as silu(v x)/v with |v| raised to at least τ: the error,
-# about |x|·τ relative, stays below half an ulp for |x| < 1e12 (float32) and τ·x cannot
-# underflow before |x| < 1e-18, where the absolute error is below 1e-15 (float64: 1e-150)
-_TINY_V = {torch.float32: 1e-20, torch.float64: 1e-150}
+def _prepare(
+    layer: str, x: Tensor, nonlinearity: bool, channel_dim: int, eps: float,
+    **params: Tensor | None,
+) -> tuple[Tensor, Tensor | None, int, int, float]:
+    """A functional's checks: (channels-first x, v (default ones), C, channel_dim, eps)."""
+    v = params["v"]
+    x, c, channel_dim, eps = check_functional(layer, x, channel_dim, eps, **params)
+    if not nonlinearity and v is not None:
+        raise evo_norm_v_without_nonlinearity(layer)
+    if nonlinearity and v is None:
+        v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
+    return x, v, c, channel_dim, eps
 
 
 # -- EvoNorm-B0 -------------------------------------------------------------------------------
 
 
-def _b0_eager(
-    x: Tensor,
-    v: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    left: Tensor | None,
-    eps: float,
-) -> Tensor:
-    """Differentiable B0 of a channels-first ``x`` (float32 or wider): double backward only.
-
-    ``left`` is the constant σ_batch of eval mode, or None to take it from the batch.
-    """
-    dims = tuple(range(2, x.dim()))
-    inst_var = x.var(dim=dims, correction=0, keepdim=True) if dims else torch.zeros_like(x)
-    if left is None:
-        left = (x.var(dim=(0, *dims), correction=0) + eps).sqrt()
-    left = broadcast(left.to(x.dtype), x.dim())
-    right = broadcast(v, x.dim()) * x + (inst_var + eps).sqrt()
-    # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
-    y = x / torch.where(right > left, right, left)
-    if weight is not None:
-        y = y * broadcast(weight, x.dim())
-    if bias is not None:
-        y = y + broadcast(bias, x.dim())
-    return y
-
-
-class _EvoNormB0Function(torch.autograd.Function):
+class _B0(Epilogue):
     """EvoNorm-B0 of a contiguous channels-first x with the analytic backward.
 
     With D = max(L, R), L = σ_batch (per c), R = v·x + σ_inst, m = [R > L] (ties: m = 0, the
@@ -154,155 +92,101 @@ class _EvoNormB0Function(torch.autograd.Function):
     $$ ∂x = γ(q − v t) + x P + Q,\\quad ∂γ = Σ q x,\\quad ∂β = Σ dy,\\quad ∂v = −γ Σ t x, $$
 
     where P, Q gather the gradients of σ_inst (−γ Σ_S t per (n, c)) and, in training, of
-    σ_batch (−γ/L · Σ (1 − m) q x, recovered from Σ q x, Σ t and Σ t x) through the biased
-    variances. The forward makes one statistics pass and six elementwise passes; the backward
-    ten elementwise passes and two fused per-(n, c) sum passes (Σ dy, Σ dy·x/D; Σ t, Σ t·x),
-    and in training a second sweep of three passes that adds x P + Q once σ_batch's gradient
-    is known; all of them chunk by chunk (`normlab.norms._chunked`). Saved: x and (N, C)
-    statistics.
+    σ_batch (−γ/L · Σ (1 − m) q x, from Σ q x, Σ t and Σ t x) through the biased variances.
+    Passes: forward 1 statistics + 6 elementwise; backward 10 elementwise + 2 fused sums
+    (Σ dy, Σ dy·x/D; Σ t, Σ t·x), in training + 3 to add x P + Q once σ_batch's gradient is
+    known. Saved: x and (N, C) statistics; the mask m is recomputed.
     """
 
-    @staticmethod
-    def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
-        ctx: Any,
-        x: Tensor,
-        v: Tensor,
-        weight: Tensor | None,
-        bias: Tensor | None,
-        running_var: Tensor | None,
-        eps: float,
-    ) -> tuple[Tensor, Tensor]:
-        acc = accumulation_dtype(x.dtype)
-        n, c = x.shape[:2]
-        x3 = x.view(n, c, -1)
+    __slots__ = ("eps", "running_var", "training")
+
+    def __init__(self, eps: float, running_var: Tensor | None) -> None:
+        self.eps, self.running_var, self.training = eps, running_var, running_var is None
+
+    def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple, tuple]:
+        v, weight, bias = params
+        rows, eps = Rows(x), self.eps
+        acc = rows.acc
         # instance moments; ε = 0 gives σ² exactly as (1/σ)⁻² (a constant row: 1/σ = inf, σ² = 0)
-        y, mean, rstd = group_statistics(x, c, 0.0)
-        y3 = y.view(n, c, -1)
+        y, mean, rstd = group_statistics(x, rows.c, 0.0)
         var = rstd.pow(-2)
-        chunks = Chunks(x3, acc)
-        low = x.dtype != acc  # fp16/bf16: chunks go through float32 staging buffers
-        staging, out_staging = chunks.buffers(2) if low else (None, None)
         sigma_inst = (var + eps).sqrt()
-        if running_var is None:  # batch moments: the exact merge of the instance moments
+        if self.running_var is None:  # batch moments: the exact merge of the instance moments
             batch_mean, batch_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
             left = (batch_var + eps).sqrt()
         else:
             batch_mean, batch_var = None, mean.new_empty(0)
-            left = (running_var.to(acc) + eps).sqrt()
-        vw, ww, bw = v.to(acc), _acc(weight, acc), _acc(bias, acc)
-        lv, vv = per_row(left), per_row(vw)
-        for a, b in chunks.ranges:
-            xc = chunks.load(x3, a, b, staging)
-            yc = y3[a:b] if out_staging is None else out_staging[: b - a]
+            left = (self.running_var.to(acc) + eps).sqrt()
+        self.running_var = None  # not kept alive by the graph
+        ww, bw = rows.cast(weight), rows.cast(bias)
+        lv, vv = per_row(left), per_row(v.to(acc))  # type: ignore[union-attr]
+        for a, b, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
             torch.mul(xc, vv, out=yc).add_(per_row(sigma_inst[a:b])).clamp_(min=lv)  # D
             torch.div(xc, yc, out=yc)
-            _channel_affine_(yc, ww, bw)
-            if out_staging is not None:
-                y3[a:b].copy_(yc)
-        ctx.save_for_backward(x, v, weight, bias, mean, sigma_inst, left, batch_mean)
-        ctx.eps, ctx.training = eps, running_var is None
-        ctx.mark_non_differentiable(batch_var)
-        return y, batch_var
+            channel_affine_(yc, ww, bw)
+        return y, (batch_var,), (mean, sigma_inst, left, batch_mean)
 
-    @staticmethod
-    def backward(  # type: ignore[override]  # see forward
-        ctx: Any, grad: Tensor, _grad_var: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
-        x, v, weight, bias, mean, sigma_inst, left, batch_mean = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
-            constant = None if ctx.training else left
-            return (*_double_backward(
-                ctx, grad, lambda *a: _b0_eager(*a, constant, ctx.eps), x, v, weight, bias
-            ), None, None)
-        acc = accumulation_dtype(x.dtype)
-        n, c = x.shape[:2]
-        x3, g3 = x.view(n, c, -1), grad.contiguous().view(n, c, -1)
-        length = x3.shape[2]
-        chunks = Chunks(x3, acc)
-        low = x.dtype != acc
+    def backward(
+        self, rows: Rows, params: list[Any], saved: list[Any], grad: Tensor, wanted: list[bool]
+    ) -> list[Tensor | None]:
+        v, weight, _ = params
+        mean, sigma_inst, left, batch_mean = saved
+        n, c, length, acc = rows.n, rows.c, rows.length, rows.acc
         vw = v.to(acc)
         gamma = torch.ones_like(vw) if weight is None else weight.to(acc)
-        dx: Tensor | None = None
-        if ctx.needs_input_grad[0]:
-            # two sweeps over ∂x in training: low-precision input gets a float32 ∂x until the end
-            wide = ctx.training and low
-            dx = torch.empty(x.shape, dtype=acc, device=x.device) if wide else torch.empty_like(x)
-        dx3 = None if dx is None else dx.view(n, c, -1)
-        staged = low and dx is not None and dx.dtype != acc
-        d_buf, q_buf, u_buf, *rest = chunks.buffers(3 + 2 * low + staged) + [None] * 3
-        sums = Sums.for_chunks(chunks)
-        x_staging, g_staging = (rest[0], rest[1]) if low else (None, None)
-        out_staging = rest[2] if staged else None
-        sum_g, sum_qx, sum_t, sum_tx = (
-            torch.empty(n, c, dtype=acc, device=x.device) for _ in range(4)
-        )
+        # two sweeps over ∂x in training: low-precision input gets a float32 ∂x until the end
+        wide = self.training and rows.low
+        dx = (rows.new(n, c, length) if wide else torch.empty_like(rows.x3)) if wanted[0] else None
+        sums = Sums.for_chunks(rows.chunks)
+        sum_g, sum_qx, sum_t, sum_tx = (rows.new(n, c) for _ in range(4))
         lv, vv, gv, neg_v = per_row(left), per_row(vw), per_row(gamma), per_row(-vw)
         inst_scale = -gamma / (sigma_inst * length)  # times Σ t: σ_inst's share of P
-        for a, b in chunks.ranges:
-            k = b - a
-            xc = chunks.load(x3, a, b, x_staging)
-            gc = chunks.load(g3, a, b, g_staging)
-            d = torch.mul(xc, vv, out=d_buf[:k]).add_(per_row(sigma_inst[a:b])).clamp_(min=lv)
-            u = torch.div(xc, d, out=u_buf[:k])  # x/D
-            q = torch.div(gc, d, out=q_buf[:k])  # dy/D
+        sources = (rows.x3, grad.view_as(rows.x3))
+        for a, b, dxc, (xc, gc), (d_buf, q_buf, u_buf) in rows.sweep(dx, sources, 3):
+            d = torch.mul(xc, vv, out=d_buf).add_(per_row(sigma_inst[a:b])).clamp_(min=lv)
+            u = torch.div(xc, d, out=u_buf)  # x/D
+            q = torch.div(gc, d, out=q_buf)  # dy/D
             sum_g[a:b], sum_qx[a:b] = sums(gc, u)  # Σ dy and Σ dy·x/D
             t = d.gt_(lv).mul_(u).mul_(q)  # m = [D > L] = [R > L]; t = m·q·u
             sum_t[a:b], sum_tx[a:b] = sums(t, xc)
-            if dx3 is None:
+            if dxc is None:
                 continue
-            # ∂x = γ (q − v t) + x P + Q, binary passes only (see _channel_affine_); in
-            # training P and Q need the whole batch, and a second sweep adds x P + Q
-            dxc = dx3[a:b] if out_staging is None else out_staging[:k]
+            # ∂x = γ (q − v t) + x P + Q; in training P and Q need the whole batch, and a
+            # second sweep adds x P + Q
             torch.mul(t.mul_(neg_v).add_(q), gv, out=dxc)
-            if not ctx.training:
+            if not self.training:
                 p = inst_scale[a:b] * sum_t[a:b]
-                dxc.add_(torch.mul(xc, per_row(p), out=u).add_(per_row(-mean[a:b] * p)))
-            if out_staging is not None:
-                dx3[a:b].copy_(dxc)
-        if dx3 is not None and ctx.training:  # σ_batch depends on the whole batch
+                add_rows_(dxc, xc, p, -mean[a:b] * p, u)
+        if dx is not None and self.training:  # σ_batch depends on the whole batch
             branch = sum_qx - vw * sum_tx - sigma_inst * sum_t  # Σ (1 − m)·q·x per (n, c)
             d_left = -(gamma / left) * branch.sum(0)  # (C,)
             p_batch = d_left / (left * n * length)
             p = inst_scale * sum_t + p_batch
             shift = -mean * (p - p_batch) - batch_mean * p_batch
-            for a, b in chunks.ranges:
-                xc = chunks.load(x3, a, b, x_staging)
-                u = torch.mul(xc, per_row(p[a:b]), out=u_buf[: b - a])
-                dx3[a:b].add_(u.add_(per_row(shift[a:b])))
-        grad_v = -(gamma * sum_tx.sum(0)) if ctx.needs_input_grad[1] else None
-        grad_w = sum_qx.sum(0) if weight is not None and ctx.needs_input_grad[2] else None
-        grad_b = sum_g.sum(0) if bias is not None and ctx.needs_input_grad[3] else None
-        if dx is not None:
-            dx = dx.to(x.dtype)
-        return dx, _grad_like(grad_v, v), _grad_like(grad_w, weight), \
-            _grad_like(grad_b, bias), None, None
+            for a, b, dxc, (xc,), (u,) in rows.sweep(dx, (rows.x3,), 1):
+                add_rows_(dxc, xc, p[a:b], shift[a:b], u)
+        grad_v = -(gamma * sum_tx.sum(0)) if wanted[1] else None
+        return [dx, grad_v, sum_qx.sum(0) if wanted[2] else None,
+                sum_g.sum(0) if wanted[3] else None]
+
+    def eager(self, saved: list[Any], x: Tensor, *params: Tensor | None) -> Tensor:
+        """Differentiable B0 of a channels-first x (float32 or wider): double backward only;
+        σ_batch is the constant saved one in eval."""
+        v, weight, bias = params
+        dims = tuple(range(2, x.dim()))
+        inst_var = x.var(dim=dims, correction=0, keepdim=True) if dims else torch.zeros_like(x)
+        left = saved[2] if not self.training else (
+            x.var(dim=(0, *dims), correction=0) + self.eps).sqrt()
+        left = broadcast(left.to(x.dtype), x.dim())
+        right = broadcast(v, x.dim()) * x + (inst_var + self.eps).sqrt()  # type: ignore[arg-type]
+        # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
+        return affine_only(x / torch.where(right > left, right, left), weight, bias)
 
 
 # -- EvoNorm-S0 -------------------------------------------------------------------------------
 
 
-def _s0_eager(
-    x: Tensor,
-    v: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    groups: int,
-    eps: float,
-) -> Tensor:
-    """Differentiable S0 of a channels-first ``x`` (float32 or wider): double backward only."""
-    n = x.shape[0]
-    grouped = x.reshape(n, groups, -1)
-    sigma = (grouped.var(dim=-1, correction=0, keepdim=True) + eps).sqrt()
-    y = (x * torch.sigmoid(broadcast(v, x.dim()) * x)).reshape(n, groups, -1) / sigma
-    y = y.reshape(x.shape)
-    if weight is not None:
-        y = y * broadcast(weight, x.dim())
-    if bias is not None:
-        y = y + broadcast(bias, x.dim())
-    return y
-
-
-class _EvoNormS0Function(torch.autograd.Function):
+class _S0(Epilogue):
     """EvoNorm-S0 of a contiguous channels-first x with the analytic backward.
 
     With p = sigmoid(v x), f = x p, r = 1/σ_group per (n, g), a = r γ per (n, c),
@@ -312,212 +196,101 @@ class _EvoNormS0Function(torch.autograd.Function):
 
     since ∂f/∂x = p + v x p (1 − p) and ∂f/∂v = x² p (1 − p); P = −r³K/M and Q = −P μ_group,
     K = Σ_{c∈g} γ_c Σ_S h x, M = (C/G)·|S|, carry the gradient of σ_group. No division by v
-    anywhere, so v = 0 (where S0 is (x/2)/σ_group·γ + β) is exact in both directions. The
-    forward makes one statistics pass and five elementwise passes, the backward eleven
-    elementwise passes (one of them Σ dy per channel) and two fused per-(n, c) sum passes
-    (Σ h·x, Σ t·x), chunk by chunk (see `normlab.norms._chunked`); saved: x and (N, G) statistics.
+    anywhere, so v = 0 (where S0 is (x/2)/σ_group·γ + β) is exact in both directions. Passes:
+    forward 1 statistics + 5 elementwise (`swish_`); backward 11 elementwise + 2 fused sums
+    (Σ h·x, Σ t·x). Saved: x and (N, G) statistics.
     """
 
-    @staticmethod
-    def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
-        ctx: Any,
-        x: Tensor,
-        v: Tensor,
-        weight: Tensor | None,
-        bias: Tensor | None,
-        groups: int,
-        eps: float,
-    ) -> Tensor:
-        acc = accumulation_dtype(x.dtype)
-        n, c = x.shape[:2]
-        size = c // groups
-        x3 = x.view(n, c, -1)
-        chunks = Chunks(x3, acc)
-        low = x.dtype != acc  # fp16/bf16: chunks go through float32 staging buffers
-        staging, out_staging = chunks.buffers(2) if low else (None, None)
-        y, mean, rstd = group_statistics(x, groups, eps)
-        y3 = y.view(n, c, -1)
-        # x·sigmoid(v x) = silu(v' x)/v' with v' = v pushed away from 0 by at most τ: one pass
-        # less than sigmoid then multiply, and x·sigmoid(v x) within an ulp for |x| < 1e12
-        vw = v.to(acc)
-        v_safe = vw.abs().clamp(min=_TINY_V[acc]).copysign(vw)
-        scale = rstd.repeat_interleave(size, dim=1) / v_safe  # (N, C)
+    __slots__ = ("eps", "groups")
+
+    def __init__(self, groups: int, eps: float) -> None:
+        self.groups, self.eps = groups, eps
+
+    def forward(self, x: Tensor, *params: Tensor | None) -> tuple[Tensor, tuple, tuple]:
+        v, weight, bias = params
+        rows = Rows(x)
+        acc = rows.acc
+        y, mean, rstd = group_statistics(x, self.groups, self.eps)
+        v_safe = safe_slope(v.to(acc))  # type: ignore[union-attr]
+        scale = rstd.repeat_interleave(rows.c // self.groups, dim=1) / v_safe  # (N, C)
         if weight is not None:
             scale = scale * weight.to(acc)
-        vv, beta = per_row(v_safe), _acc(bias, acc)
-        for a, b in chunks.ranges:
-            xc = chunks.load(x3, a, b, staging)
-            yc = y3[a:b] if out_staging is None else out_staging[: b - a]
-            torch.nn.functional.silu(torch.mul(xc, vv, out=yc), inplace=True)
-            _channel_affine_(yc, scale[a:b], beta)
-            if out_staging is not None:
-                y3[a:b].copy_(yc)
-        ctx.save_for_backward(x, v, weight, bias, mean, rstd)
-        ctx.groups, ctx.eps = groups, eps
-        return y
+        beta, slope = rows.cast(bias), per_row(v_safe)
+        for a, b, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
+            channel_affine_(swish_(xc, slope, yc), scale[a:b], beta)
+        return y, (), (mean, rstd)
 
-    @staticmethod
-    def backward(  # type: ignore[override]  # see forward
-        ctx: Any, grad: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        x, v, weight, bias, mean, rstd = ctx.saved_tensors
-        groups = ctx.groups
-        if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
-            return (*_double_backward(
-                ctx, grad, lambda *a: _s0_eager(*a, groups, ctx.eps), x, v, weight, bias
-            ), None, None)
-        acc = accumulation_dtype(x.dtype)
-        n, c = x.shape[:2]
+    def backward(
+        self, rows: Rows, params: list[Any], saved: list[Any], grad: Tensor, wanted: list[bool]
+    ) -> list[Tensor | None]:
+        v, weight, _ = params
+        mean, rstd = saved
+        groups, n, c, acc = self.groups, rows.n, rows.c, rows.acc
         size = c // groups
-        x3, g3 = x.view(n, c, -1), grad.contiguous().view(n, c, -1)
-        chunks = Chunks(x3, acc)
-        low = x.dtype != acc
-        staged = low and ctx.needs_input_grad[0]
-        t_buf, h_buf, *rest = chunks.buffers(2 + 2 * low + staged) + [None] * 3
-        sums = Sums.for_chunks(chunks)
-        x_staging, g_staging = (rest[0], rest[1]) if low else (None, None)
-        out_staging = rest[2] if staged else None
+        sums = Sums.for_chunks(rows.chunks)
         vw = v.to(acc)
         gamma = torch.ones_like(vw) if weight is None else weight.to(acc)
         r = rstd.repeat_interleave(size, dim=1)  # (N, C)
         a_all = r * gamma
-        factor = -rstd.pow(3) / (size * x3.shape[2])  # P = factor · K per (n, g)
-        want_x = ctx.needs_input_grad[0]
-        dx = torch.empty_like(x) if want_x else None
-        dx3 = None if dx is None else dx.view(n, c, -1)
-        sum_hx = torch.empty(n, c, dtype=acc, device=x.device)
-        sum_tx = torch.empty(n, c, dtype=acc, device=x.device)
-        sum_g = torch.zeros(c, dtype=acc, device=x.device)
+        factor = -rstd.pow(3) / (size * rows.length)  # P = factor · K per (n, g)
+        dx = torch.empty_like(rows.x3) if wanted[0] else None
+        sum_hx, sum_tx, sum_g = rows.new(n, c), rows.new(n, c), rows.new(c, zero=True)
         vv = per_row(vw)
-        for a, b in chunks.ranges:
+        sources = (rows.x3, grad.view_as(rows.x3))
+        for a, b, dxc, (xc, gc), (t_buf, h_buf) in rows.sweep(dx, sources, 2):
             k = b - a
-            xc = chunks.load(x3, a, b, x_staging)
-            gc = chunks.load(g3, a, b, g_staging)
-            t = torch.mul(xc, vv, out=t_buf[:k]).sigmoid_()  # p
-            h = torch.mul(gc, t, out=h_buf[:k])  # h = dy·p
+            t = torch.mul(xc, vv, out=t_buf).sigmoid_()  # p
+            h = torch.mul(gc, t, out=h_buf)  # h = dy·p
             _, sum_hx[a:b] = sums(h, xc)
             torch.addcmul(h, h, t, value=-1, out=t).mul_(xc)  # t = h·(1 − p)·x
             _, sum_tx[a:b] = sums(t, xc)
             sum_g += gc.sum((0, 2))
-            if dx3 is None:
+            if dxc is None:
                 continue
             p = factor[a:b] * (gamma * sum_hx[a:b]).view(k, groups, size).sum(-1)  # (k, G)
-            # ∂x = x P + Q + a (h + v t): binary passes only (see _channel_affine_); P and Q
-            # per (n, g) broadcast over the (k, G, C/G·L) view
-            dxc = dx3[a:b] if out_staging is None else out_staging[:k]
+            # ∂x = x P + Q + a (h + v t) in binary passes; P and Q per (n, g) broadcast over
+            # the (k, G, C/G·L) view
             grouped = dxc.view(k, groups, -1)
             torch.mul(xc.view(k, groups, -1), p.unsqueeze(-1), out=grouped)
             grouped.add_((-p * mean[a:b]).unsqueeze(-1))
             dxc.add_(t.mul_(vv).add_(h).mul_(per_row(a_all[a:b])))
-            if out_staging is not None:
-                dx3[a:b].copy_(dxc)
-        grad_v = (a_all * sum_tx).sum(0) if ctx.needs_input_grad[1] else None
-        grad_w = (r * sum_hx).sum(0) if weight is not None and ctx.needs_input_grad[2] \
-            else None
-        grad_b = sum_g if bias is not None and ctx.needs_input_grad[3] else None
-        return dx, _grad_like(grad_v, v), _grad_like(grad_w, weight), \
-            _grad_like(grad_b, bias), None, None
+        return [dx, (a_all * sum_tx).sum(0) if wanted[1] else None,
+                (r * sum_hx).sum(0) if wanted[2] else None, sum_g if wanted[3] else None]
+
+    def eager(self, saved: list[Any], x: Tensor, *params: Tensor | None) -> Tensor:
+        """Differentiable S0 of a channels-first x (float32 or wider): double backward only."""
+        v, weight, bias = params
+        grouped = x.reshape(x.shape[0], self.groups, -1)
+        sigma = (grouped.var(dim=-1, correction=0, keepdim=True) + self.eps).sqrt()
+        swish = x * torch.sigmoid(broadcast(v, x.dim()) * x)  # type: ignore[arg-type]
+        return affine_only((swish.reshape(grouped.shape) / sigma).reshape(x.shape), weight, bias)
 
 
-def _double_backward(
-    ctx: Any, grad: Tensor, eager: Any, x: Tensor, *params: Tensor | None
-) -> tuple[Tensor | None, ...]:
-    """First-order gradients as a differentiable graph (for ``create_graph=True``)."""
-    acc = accumulation_dtype(x.dtype)
-    inputs = (x, *params)
-
-    def forward(*inputs: Tensor | None) -> Tensor:
-        return eager(*(None if t is None else t.to(acc) for t in inputs))
-
-    wanted = [ctx.needs_input_grad[i] for i in range(len(inputs))]
-    return tuple(recomputed_grads(forward, inputs, wanted, grad))
-
-
-# -- shared forward -------------------------------------------------------------------------------
-
-
-def _affine_only(x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-    """``nonlinearity=False``: y = γ·x + β (the reference's affine-only layer)."""
-    y = x.clone() if weight is None else x * broadcast(weight, x.dim()).to(x.dtype)
-    return y if bias is None else y + broadcast(bias, x.dim()).to(x.dtype)
-
-
-def _b0(
-    x: Tensor,
-    v: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    running_var: Tensor | None,
-    eps: float,
-) -> tuple[Tensor, Tensor | None]:
-    """B0 of a channels-first ``x`` in any layout; also the batch variance (None when unused)."""
+def _apply(
+    x: Tensor, epilogue: Epilogue, v: Tensor | None, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(y, extra outputs) of a channels-first x in any layout; y = γx + β without v."""
     if v is None:
-        return _affine_only(x, weight, bias), None
-    if x.numel() == 0:
-        return x.clone(), None
-    xd, layout = dense(x)
-    y, batch_var = _EvoNormB0Function.apply(xd, v, weight, bias, running_var, eps)
-    return in_layout(y, layout), (None if running_var is not None else batch_var)
-
-
-def _s0(
-    x: Tensor,
-    v: Tensor | None,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    groups: int,
-    eps: float,
-) -> Tensor:
-    if v is None:
-        return _affine_only(x, weight, bias)
-    if x.numel() == 0:
-        return x.clone()
-    xd, layout = dense(x)
-    return in_layout(_EvoNormS0Function.apply(xd, v, weight, bias, groups, eps), layout)
-
-
-@torch.no_grad()
-def _update_running_var_(
-    running_var: Tensor,
-    num_batches_tracked: Tensor | None,
-    batch_var: Tensor,
-    momentum: float | None,
-) -> None:
-    """B0's moving variance: r ← (1 − m)·r + m·s²_batch (biased), skipped if not finite.
-
-    The reference's ``moving ← moving − (moving − s²)·(1 − decay)`` with m = 1 − decay
-    (PyTorch's convention, m = 0.1 for the reference's decay 0.9); ``momentum=None`` is the
-    cumulative average, m = 1/t. Same guard as :func:`normlab.core.running.update_running_stats_`.
-    """
-    from normlab.core.running import update_running_ema_
-
-    update_running_ema_((running_var,), (batch_var,), num_batches_tracked, momentum)
+        return affine_only(x, weight, bias), ()
+    return norm_activation(x, epilogue, v, weight, bias)
 
 
 # -- functionals ----------------------------------------------------------------------------------
 
 
 def evo_norm_b0(
-    x: Tensor,
-    running_var: Tensor | None = None,
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    v: Tensor | None = None,
-    *,
-    training: bool = False,
-    nonlinearity: bool = True,
-    eps: float = 1e-5,
-    channel_dim: int = 1,
+    x: Tensor, running_var: Tensor | None = None, weight: Tensor | None = None,
+    bias: Tensor | None = None, v: Tensor | None = None, *, training: bool = False,
+    nonlinearity: bool = True, eps: float = 1e-5, channel_dim: int = 1,
 ) -> Tensor:
     r"""EvoNorm-B0; pure (never writes ``running_var``).
 
     $$ y = \frac{x}{\max\left(\sqrt{s^2_b + \epsilon},\ v x + \sqrt{s^2_i + \epsilon}\right)}
        \gamma + \beta $$
 
-    s²_i: biased variance over *S per (sample, channel). s²_b: the batch's biased variance over
-    (N, *S) per channel when ``training`` or when ``running_var`` is None, else
-    ``running_var``. ``v=None`` means v = 1 (its initial value); ``nonlinearity=False`` gives
-    y = γx + β (``v`` must then be None).
+    s²_i: biased variance over *S per (sample, channel). s²_b: ``running_var``, or the batch's
+    biased variance over (N, *S) per channel when ``training`` or ``running_var`` is None.
+    ``v=None`` means v = 1; ``nonlinearity=False`` gives y = γx + β (``v`` must be None).
 
     Example:
         >>> x = torch.tensor([[[1.0, 3.0]], [[5.0, 7.0]]])
@@ -526,61 +299,35 @@ def evo_norm_b0(
         <BLANKLINE>
                 [[0.8333, 0.8750]]])
     """
-    channel_dim = errors.check_channel_dim(channel_dim)
-    eps = errors.check_eps(eps)
-    known = next((t for t in (weight, bias, v, running_var) if t is not None), None)
-    c = x.shape[channel_dim] if known is None or not isinstance(x, Tensor) else known.shape[0]
-    errors.check_input("evo_norm_b0", x, c, channel_dim)
-    _check_params("evo_norm_b0", c, weight=weight, bias=bias, v=v, running_var=running_var)
-    xc = to_channels_first(x, channel_dim)
-    if not nonlinearity:
-        if v is not None:
-            raise evo_norm_v_without_nonlinearity("evo_norm_b0")
-        return from_channels_first(_affine_only(xc, weight, bias), channel_dim)
-    if v is None:
-        v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
-    y, _ = _b0(xc, v, weight, bias, None if training else running_var, eps)
-    return from_channels_first(y, channel_dim)
+    xc, v, _, channel_dim, eps = _prepare(
+        "evo_norm_b0", x, nonlinearity, channel_dim, eps,
+        weight=weight, bias=bias, v=v, running_var=running_var,
+    )
+    b0 = _B0(eps, None if training else running_var)
+    return from_channels_first(_apply(xc, b0, v, weight, bias)[0], channel_dim)
 
 
 def evo_norm_s0(
-    x: Tensor,
-    num_groups: int = 32,
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    v: Tensor | None = None,
-    *,
-    nonlinearity: bool = True,
-    eps: float = 1e-5,
+    x: Tensor, num_groups: int = 32, weight: Tensor | None = None, bias: Tensor | None = None,
+    v: Tensor | None = None, *, nonlinearity: bool = True, eps: float = 1e-5,
     channel_dim: int = 1,
 ) -> Tensor:
     r"""EvoNorm-S0; pure.
 
     $$ y = \frac{x \cdot \mathrm{sigmoid}(v x)}{\sqrt{s^2_g + \epsilon}} \gamma + \beta $$
 
-    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels). If G
-    does not divide C it is decremented until it does (the reference's rule). ``v=None`` means
-    v = 1; ``nonlinearity=False`` gives y = γx + β.
+    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels); G is
+    decremented until it divides C. ``v=None`` means v = 1; ``nonlinearity=False``: y = γx + β.
 
     Example:
         >>> evo_norm_s0(torch.tensor([[0.0, 2.0]]), num_groups=1, eps=1e-12).round(decimals=4)
         tensor([[0.0000, 1.7616]])
     """
-    channel_dim = errors.check_channel_dim(channel_dim)
-    eps = errors.check_eps(eps)
-    known = next((t for t in (weight, bias, v) if t is not None), None)
-    c = x.shape[channel_dim] if known is None or not isinstance(x, Tensor) else known.shape[0]
-    errors.check_input("evo_norm_s0", x, c, channel_dim)
-    _check_params("evo_norm_s0", c, weight=weight, bias=bias, v=v)
+    xc, v, c, channel_dim, eps = _prepare(
+        "evo_norm_s0", x, nonlinearity, channel_dim, eps, weight=weight, bias=bias, v=v
+    )
     groups = resolve_groups(c, num_groups, None)
-    xc = to_channels_first(x, channel_dim)
-    if not nonlinearity:
-        if v is not None:
-            raise evo_norm_v_without_nonlinearity("evo_norm_s0")
-        return from_channels_first(_affine_only(xc, weight, bias), channel_dim)
-    if v is None:
-        v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
-    return from_channels_first(_s0(xc, v, weight, bias, groups, eps), channel_dim)
+    return from_channels_first(_apply(xc, _S0(groups, eps), v, weight, bias)[0], channel_dim)
 
 
 # -- modules --------------------------------------------------------------------------------------
@@ -591,13 +338,10 @@ class _EvoNorm(Norm):
 
     v: torch.nn.Parameter | None
 
-    def _init_v(
-        self, nonlinearity: bool, device: torch.device | str | None, dtype: torch.dtype | None
-    ) -> None:
+    def _init_v(self, nonlinearity: bool, device: Any, dtype: torch.dtype | None) -> None:
         self.nonlinearity = bool(nonlinearity)
-        v = torch.nn.Parameter(torch.empty(self.num_features, device=device, dtype=dtype)) \
-            if self.nonlinearity else None
-        self.register_parameter("v", v)
+        v = torch.empty(self.num_features, device=device, dtype=dtype) if nonlinearity else None
+        self.register_parameter("v", None if v is None else torch.nn.Parameter(v))
 
     def reset_parameters(self) -> None:
         """γ = 1, β = 0, v = 1 (the reference's initializers), fresh running statistics."""
@@ -612,20 +356,17 @@ class EvoNormB0(_EvoNorm):
     $$ y = \frac{x}{\max\left(\sqrt{s^2_b + \epsilon},\ v x + \sqrt{s^2_i + \epsilon}\right)}
        \gamma + \beta $$
 
-    s²_i: biased variance over (*S), one per (sample, channel), in training and eval. s²_b:
-    biased variance over (N, *S), one per channel, from the batch in training and from
-    ``running_var`` in eval. v, γ, β are per channel (initialized to 1, 1, 0).
-
-    Running variance (the reference's ``moving_variance``): starts at 1 and follows
-    r ← (1 − momentum)·r + momentum·s²_b, the reference's decay d = 0.9 being
-    ``momentum = 1 − d = 0.1`` (PyTorch's convention, like every normlab layer). It stores the
-    **biased** batch variance, as the reference does (normlab's BatchNorm stores the unbiased
-    one). ``momentum=None`` is a cumulative average over ``num_batches_tracked`` updates; a
-    batch with a non-finite variance leaves both buffers unchanged. There is no running mean.
-    ``track_running_stats=False`` uses the batch's variance in eval too.
-
-    Where the two sides of the max tie, the gradient goes to the batch side (as
+    s²_i: biased variance over (*S) per (sample, channel). s²_b: biased variance over (N, *S)
+    per channel, from the batch in training and ``running_var`` in eval. v, γ, β are per
+    channel (initialized to 1, 1, 0). Ties of the max send the gradient to the batch side (as
     ``tf.maximum``'s gradient does in the reference).
+
+    Running variance (the reference's ``moving_variance``, no running mean): starts at 1,
+    r ← (1 − momentum)·r + momentum·s²_b (decay d = 0.9 is ``momentum = 1 − d = 0.1``). It
+    stores the **biased** s²_b, as the reference does (normlab's BatchNorm stores the unbiased
+    one). ``momentum=None``: cumulative average over ``num_batches_tracked`` updates; a
+    non-finite s²_b leaves both buffers unchanged. ``track_running_stats=False`` uses the
+    batch's variance in eval too.
 
     Args:
         num_features: C, the number of channels.
@@ -656,55 +397,32 @@ class EvoNormB0(_EvoNorm):
     running_stats = "batch_biased"  # running_var only: an EMA of the biased s²_b
 
     def __init__(
-        self,
-        num_features: int,
-        *,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        nonlinearity: bool = True,
-        track_running_stats: bool = True,
-        channel_dim: int = 1,
-        device: torch.device | str | None = None,
+        self, num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
+        affine: bool = True, nonlinearity: bool = True, track_running_stats: bool = True,
+        channel_dim: int = 1, device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
-            device=device, dtype=dtype,
+            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
+            dtype=dtype,
         )
         errors.check_eps(eps)
         self._init_v(nonlinearity, device, dtype)
-        self.momentum = errors.check_momentum(momentum)
         # the reference has no moving variance without the nonlinearity
-        self.track_running_stats = bool(track_running_stats) and self.nonlinearity
-        if self.track_running_stats:
-            self.register_buffer(
-                "running_var", torch.ones(num_features, device=device, dtype=dtype)
-            )
-            self.register_buffer(
-                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
-            )
-        else:
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
+        tracking = bool(track_running_stats) and self.nonlinearity
+        self._init_running_stats(tracking, momentum, device, dtype, mean=False)
         self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        """Running variance 1, ``num_batches_tracked`` 0."""
-        if self.running_var is not None:
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
         use_batch = self.training or self.running_var is None
-        y, batch_var = _b0(
-            xc, self.v, self.weight, self.bias, None if use_batch else self.running_var, self.eps
-        )
-        if self.training and self.running_var is not None and batch_var is not None:
-            _update_running_var_(
-                self.running_var, self.num_batches_tracked, batch_var.detach(), self.momentum
+        b0 = _B0(self.eps, None if use_batch else self.running_var)
+        y, batch_var = _apply(xc, b0, self.v, self.weight, self.bias)
+        if self.training and self.running_var is not None and batch_var:
+            # r ← (1 − m)·r + m·s²_b, skipped if not finite (see normlab.core.running)
+            update_running_ema_(
+                (self.running_var,), batch_var, self.num_batches_tracked, self.momentum
             )
         return from_channels_first(y, self.channel_dim)
 
@@ -714,9 +432,9 @@ class EvoNormS0(_EvoNorm):
 
     $$ y = \frac{x \cdot \mathrm{sigmoid}(v x)}{\sqrt{s^2_g + \epsilon}} \gamma + \beta $$
 
-    s²_g: biased variance over (C/G, *S), one per (sample, group of C/G contiguous channels);
-    the mean is not subtracted from x. v, γ, β are per channel (initialized to 1, 1, 0). No
-    running statistics: training and eval agree, and each sample is normalized on its own.
+    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels); the
+    mean is not subtracted from x. v, γ, β are per channel (initialized to 1, 1, 0). No running
+    statistics: training and eval agree.
 
     Args:
         num_features: C, the number of channels.
@@ -743,21 +461,14 @@ class EvoNormS0(_EvoNorm):
     _repr_keys = ("num_groups", "eps", "affine", "nonlinearity")
 
     def __init__(
-        self,
-        num_features: int,
-        *,
-        num_groups: int | None = None,
-        group_size: int | None = None,
-        eps: float = 1e-5,
-        affine: bool = True,
-        nonlinearity: bool = True,
-        channel_dim: int = 1,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, num_features: int, *, num_groups: int | None = None,
+        group_size: int | None = None, eps: float = 1e-5, affine: bool = True,
+        nonlinearity: bool = True, channel_dim: int = 1,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
-            device=device, dtype=dtype,
+            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
+            dtype=dtype,
         )
         errors.check_eps(eps)
         self.num_groups = resolve_groups(self.num_features, num_groups, group_size)
@@ -768,7 +479,7 @@ class EvoNormS0(_EvoNorm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
-        y = _s0(xc, self.v, self.weight, self.bias, self.num_groups, self.eps)
+        y, _ = _apply(xc, _S0(self.num_groups, self.eps), self.v, self.weight, self.bias)
         return from_channels_first(y, self.channel_dim)
 
 
@@ -777,19 +488,12 @@ from normlab.norms._entry import Entry  # noqa: E402  (this block closes the fil
 
 ENTRIES = (
     Entry(
-        "evo_norm_b0",
-        EvoNormB0,
-        "Liu et al. 2020, arXiv:2004.02967",
-        aliases=("evonorm_b0", "b0"),
-        functional=(evo_norm_b0,),
+        "evo_norm_b0", EvoNormB0, "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_b0", "b0"), functional=(evo_norm_b0,),
     ),
     Entry(
-        "evo_norm_s0",
-        EvoNormS0,
-        "Liu et al. 2020, arXiv:2004.02967",
-        aliases=("evonorm_s0", "s0"),
-        functional=(evo_norm_s0,),
-        spec_arg="num_groups",
+        "evo_norm_s0", EvoNormS0, "Liu et al. 2020, arXiv:2004.02967",
+        aliases=("evonorm_s0", "s0"), functional=(evo_norm_s0,), spec_arg="num_groups",
         fitting="s0:4",
     ),
 )

@@ -62,8 +62,9 @@ def frozen_eps_not_positive(source: str, eps: object) -> ConfigError:
 
 
 # Below this many elements a call's cost is its number of ATen calls, not its passes over
-# memory (benchmarks/bench_per_call.py: (16, 64, 8, 8) is 65536).
-_SMALL = 1 << 17
+# memory: one broadcast multiply wins on (2, 64, 4, 4), the kernel pass on (16, 64, 8, 8)
+# (1.7x; benchmarks/bench_per_call.py).
+_SMALL = 1 << 14
 
 
 class _FrozenInference(torch.autograd.Function):
@@ -158,12 +159,9 @@ def frozen_batch_norm(
 
 def _is_batch_norm(module: nn.Module) -> bool:
     """torch.nn BatchNorm*d / SyncBatchNorm, or a normlab layer whose eval is BN eval."""
-    from normlab.norms.batch_norm import BatchNorm
-    from normlab.norms.batch_renorm import BatchRenorm
-    from normlab.norms.ghost_batch_norm import GhostBatchNorm
-
-    normlab_bn = (BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm)
-    return isinstance(module, (nn.modules.batchnorm._BatchNorm, *normlab_bn))
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) or (
+        isinstance(module, Norm) and module.eval_is_batch_norm
+    )
 
 
 class FrozenBatchNorm(Norm):
@@ -216,6 +214,7 @@ class FrozenBatchNorm(Norm):
     axes = axes_lib.BATCH
     running_stats = "batch"
     frozen_stats = True
+    eval_is_batch_norm = True
     running_mean: Tensor
     running_var: Tensor
     num_batches_tracked: Tensor
@@ -306,23 +305,12 @@ class FrozenBatchNorm(Norm):
                 setattr(frozen, name, nn.Parameter(copied) if trainable_affine else copied)
         return frozen.train(bn.training)
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *rest: Any) -> None:
         key = prefix + "num_batches_tracked"
         if key not in state_dict:
             # torchvision / detectron2 FrozenBatchNorm2d checkpoints have no counter: keep ours
             state_dict[key] = self.num_batches_tracked.detach().clone()
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        super()._load_from_state_dict(state_dict, prefix, *rest)
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --

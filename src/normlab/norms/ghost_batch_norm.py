@@ -426,6 +426,7 @@ class GhostBatchNorm(Norm):
         "ghost_batch_size", "split", "eps", "momentum", "affine", "track_running_stats"
     )
     running_stats = "batch"
+    eval_is_batch_norm = True
 
     def __init__(
         self,
