@@ -237,6 +237,10 @@ class Norm(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self._loaded()
+
+    def _loaded(self) -> None:
+        """Run after a state is loaded: subclasses refresh what they derive from buffers."""
 
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         """Raise a ConfigError before anything is copied if a value to load is invalid.
@@ -248,11 +252,22 @@ class Norm(nn.Module):
             self._validate_loaded_stats(state_dict, prefix)
 
     def _validate_loaded_stats(self, state_dict: dict[str, Any], prefix: str) -> None:
-        name = self._name()
         self._validate_moments(state_dict, prefix, "running", errors.invalid_state)
-        count = state_dict.get(prefix + "num_batches_tracked")
-        if isinstance(count, Tensor) and count.numel() == 1 and count.item() < 0:
-            raise errors.invalid_state(name, "num_batches_tracked", f"negative ({count.item()})")
+        self._validate_count(state_dict, prefix, "num_batches_tracked", errors.invalid_state)
+
+    def _validate_count(
+        self, state_dict: dict[str, Any], prefix: str, key: str,
+        invalid: Callable[[str, str, str], errors.ConfigError], integer: bool = False,
+    ) -> None:
+        """``key`` to load, when a tensor: not negative; with ``integer``, an integer scalar."""
+        count = state_dict.get(prefix + key)
+        if not isinstance(count, Tensor):
+            return
+        if integer and (count.numel() != 1 or count.is_floating_point() or count.is_complex()):
+            raise invalid(self._name(), key, f"expected an integer scalar, got {count.dtype} "
+                          f"of shape {tuple(count.shape)}")
+        if count.numel() == 1 and count.item() < 0:
+            raise invalid(self._name(), key, f"negative ({count.item()})")
 
     def _validate_moments(
         self,
@@ -283,6 +298,11 @@ class Norm(nn.Module):
         if self.channel_dim != 1:
             parts.append(f"channel_dim={self.channel_dim}")
         return ", ".join(parts)
+
+
+def affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:
+    """γ and β where present, in that order: the affine arguments of a coefficient function."""
+    return tuple(t for t in (weight, bias) if t is not None)
 
 
 def finfo_eps(eps: float | None, x: Tensor) -> float:

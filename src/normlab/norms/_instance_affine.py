@@ -111,14 +111,23 @@ def _analytic_grads(
     scale = _full(scale.detach(), mean)
     g_mean = torch.zeros_like(mean) if found[0] is None else found[0]
     g_var = torch.zeros_like(var) if found[1] is None else found[1]
-    positions = x.numel() // max(mean.numel(), 1)
-    p = g_var * (2.0 / positions)
-    q = g_mean / positions - p * mean
     n, c = mean.shape
-    dx = channel_affine(x, p, q)
+    dx = moments_grad(x, mean, g_mean, g_var, x.numel() // max(mean.numel(), 1))
     # in place: a second full-size temporary costs more in page faults than the slower kernel
     dx.view(n, c, -1).addcmul_(dy.reshape(n, c, -1), scale.reshape(n, c, 1))
     return [dx, *found[2:]]
+
+
+def moments_grad(x: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor, count: int) -> Tensor:
+    """dx = x·P + Q for cotangents (g_μ, g_σ²) of the mean μ and biased variance σ² of
+    ``count`` values each, one per (n, c) slice or (shape (C,)) per channel: ∂μ/∂x = 1/count,
+    ∂σ²/∂x = 2(x − μ)/count, so P = 2·g_σ²/count and Q = g_μ/count − P·μ."""
+    p = g_var * (2.0 / count)
+    q = g_mean / count - p * mean
+    if p.dim() == 1:  # per channel
+        n, c = x.shape[:2]
+        p, q = p.expand(n, c).contiguous(), q.expand(n, c).contiguous()
+    return channel_affine(x, p, q)
 
 
 def _autograd_vjp(
@@ -215,6 +224,7 @@ __all__ = [
     "contiguous_channels_first",
     "instance_affine",
     "instance_moments",
+    "moments_grad",
     "normalize_and_apply",
     "normalize_instances",
     "recomputed_affine_grads",

@@ -3,40 +3,33 @@ arXiv:1705.08741; reference code: ``eladhoffer/bigBatch``, ``main_gbn.py``).
 
 A training batch is split into consecutive chunks ("ghost batches"); each chunk is
 batch-normalized with its own statistics, γ and β are shared. At inference GBN is plain BN.
-Two splitting rules (``split``, see `ghost_plan`):
-
-* ``"size"`` (default): chunks of ``ghost_batch_size`` samples, ``x[0:g], x[g:2g], ...``, the
-  remainder a smaller last chunk (batch 10, g = 4: 4, 4, 2);
-* ``"count"``: the reference code's ``x.chunk(N // g)``, i.e. N // g chunks of ceil(N / (N // g))
-  samples, the last one possibly smaller (batch 10, g = 4: 5, 5; batch 13: 5, 5, 3).
+The two splitting rules (``split``: chunks of ``ghost_batch_size`` samples, or the reference
+code's ``x.chunk(N // g)``) are described in `ghost_plan`.
 
 Fast paths, with no Python loop over chunks (the number of kernel calls does not depend on the
 number of ghost batches), chosen by the number |S| of positions per (sample, channel) slice:
 
-* |S| >= ``MIN_POSITIONS_PER_SLICE`` (images, long sequences), no copy of the input: the native
-  group-norm kernel gives the mean and biased variance of every (sample, channel) slice; a
-  chunk's statistics are their exact merge over its samples (equal counts:
-  μ = mean_i μ_i, σ² = mean_i σ²_i + mean_i (μ_i − μ)²), computed on the tiny (N, C) tensors
-  by a reshape to (chunks, g, C); the output is one per-(sample, channel) affine pass
-  y = x·A + B. The backward pass (`_GhostNorm`) reads x and dy once for two per-slice sums and
-  writes dx in one affine pass plus one fused multiply-add. Only x and per-chunk vectors are
-  saved.
+* |S| >= ``MIN_POSITIONS_PER_SLICE`` (images, long sequences), no copy of the input: the
+  per-(sample, channel) moments of the group-norm kernel, merged exactly per chunk (equal
+  counts: μ = mean_i μ_i, σ² = mean_i σ²_i + mean_i (μ_i − μ)²) on the tiny (N, C) tensors,
+  and one affine pass y = x·A + B (`normlab.norms._instance_affine`, coefficients
+  `_forward_parts`, their VJP `_backward_parts`). The backward pass reads x and dy once for two
+  per-slice sums and writes dx in one affine pass plus one fused multiply-add. Only x and
+  (N, C) / per-chunk vectors are saved.
 * fewer positions ((N, C) input, short sequences): the chunks become extra channels of a
   permuted copy, (k·g, C, *S) -> (g, k·C, *S), with γ and β repeated k times, and ONE native
   batch-norm call normalizes every chunk (a remainder chunk is one more call).
 
 Measured on the project's 2-core CPU (fp32 (32, 64, 32, 32), 2 threads, fwd + bwd, ghost size
-8, other processes on the machine): the first path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time
-(0.9x with one thread), the permuted path 1.8x (copies of x, y, dy and dx), an eager per-chunk
-composition 4-5x. The first path's fp32 rounding error grows like u·|μ|/σ in forward and
-backward (y = x·A + B is a fold, as in every native BN kernel's forward; its gradient is
-assembled from Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about 6x less accurate
-than the permuted path's, about 1e-5 of its largest entry.
+8): the first path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time, the permuted path 1.8x (copies
+of x, y, dy and dx), an eager per-chunk composition 4-5x. The first path's fp32 rounding error
+grows like u·|μ|/σ (y = x·A + B is a fold, as in every native BN kernel's forward; its gradient
+is assembled from Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about 6x less
+accurate than the permuted path's, about 1e-5 of its largest entry.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -45,21 +38,21 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
-from normlab.core.moments import accumulation_dtype, merge_equal_counts
+from normlab.core.moments import merge_equal_counts
+from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import (
     Norm,
+    affine_params,
     check_set_size,
     from_channels_first,
     layout_of,
     to_channels_first,
 )
 from normlab.norms._instance_affine import (
-    Coefficients,
     contiguous_channels_first,
-    recomputed_affine_grads,
+    normalize_and_apply,
     restore_layout,
 )
-from normlab.norms._per_instance import channel_affine, instance_sums, normalize_instances
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
 # -- errors raised by this method ------------------------------------------------------------
@@ -140,59 +133,39 @@ def chunk_sizes(plan: Plan) -> list[int]:
     return [size] * full + ([tail] if tail else [])
 
 
+def _chunks(t: Tensor, plan: Plan) -> list[Tensor]:
+    """(N, C) per-sample values as (chunks, samples, C) blocks: the full chunks, the tail."""
+    full, size, tail = plan
+    main = t[: full * size].reshape(full, size, t.shape[1])  # -1 is ambiguous when full = 0
+    return [main, t[full * size :][None]] if tail else [main] if full else [t[None]]
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def chunk_moments(mean: Tensor, var: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
     """Per-(chunk, channel) mean and biased variance from the (N, C) per-slice moments.
 
     Every slice has the same number of values, so a chunk's moments are the equal-count merge
     (`merge_equal_counts`) of its slices'. Differentiable; shapes (number of chunks, C).
     """
-    full, size, tail = plan
-    c = mean.shape[1]
-    means, variances = [], []
-    if full:
-        mu, sigma2, _ = merge_equal_counts(
-            mean[: full * size].reshape(full, size, c), var[: full * size].reshape(full, size, c),
-            1, keepdim=False,
-        )
-        means.append(mu)
-        variances.append(sigma2)
-    if tail:
-        mu, sigma2, _ = merge_equal_counts(mean[full * size :], var[full * size :], 0)
-        means.append(mu)
-        variances.append(sigma2)
-    if len(means) == 1:
-        return means[0], variances[0]
-    return torch.cat(means), torch.cat(variances)
+    merged = [merge_equal_counts(m, v, 1, keepdim=False)[:2]
+              for m, v in zip(_chunks(mean, plan), _chunks(var, plan), strict=True)]
+    return _cat([mu for mu, _ in merged]), _cat([sigma2 for _, sigma2 in merged])
+
+
+def _chunk_sum(t: Tensor, plan: Plan) -> Tensor:
+    """Sum (N, C) per-sample values over each chunk's samples: (chunks, C)."""
+    return _cat([block.sum(1) for block in _chunks(t, plan)])
 
 
 def _per_sample(t: Tensor, plan: Plan) -> Tensor:
     """Expand (chunks, C) per-chunk values to (N, C), one row per sample."""
     full, size, tail = plan
     c = t.shape[1]
-    parts = []
-    if full:
-        parts.append(t[:full].unsqueeze(1).expand(full, size, c).reshape(full * size, c))
-    if tail:
-        parts.append(t[full:].expand(tail, c))
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-@functools.lru_cache(maxsize=256)
-def _ghost_coefficients(plan: Plan, eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
-    """(μ_i, σ²_i, [γ], [β]) -> (A, B) of y = x·A + B, each sample with its chunk's statistics."""
-
-    def coefficients(mean: Tensor, var: Tensor, *affine: Tensor) -> tuple[Tensor, Tensor]:
-        dt = mean.dtype
-        mu, sigma2 = chunk_moments(mean, var, plan)
-        scale = torch.rsqrt(sigma2 + eps)
-        if has_weight:
-            scale = scale * affine[0].to(dt)
-        shift = -mu * scale
-        if has_bias:
-            shift = shift + affine[-1].to(dt)
-        return _per_sample(scale, plan), _per_sample(shift, plan)
-
-    return coefficients
+    main = t[:full, None].expand(full, size, c).reshape(full * size, c)
+    return _cat([main, t[full:].expand(tail, c)]) if tail else main
 
 
 # Below this many positions per (sample, channel) slice the per-slice kernels of the instance
@@ -204,85 +177,48 @@ def _ghost_coefficients(plan: Plan, eps: float, has_weight: bool, has_bias: bool
 MIN_POSITIONS_PER_SLICE = 32
 
 
-def _chunk_sum(t: Tensor, plan: Plan) -> Tensor:
-    """Sum (N, C) per-sample values over each chunk's samples: (chunks, C)."""
-    full, size, tail = plan
-    c = t.shape[1]
-    parts = []
-    if full:
-        parts.append(t[: full * size].reshape(full, size, c).sum(1))
-    if tail:
-        parts.append(t[full * size :].sum(0, keepdim=True))
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+def _forward_parts(
+    cfg: tuple[Plan, float, bool, bool], mean: Tensor, var: Tensor, params: tuple[Tensor, ...]
+) -> dict[str, Any]:
+    """(μ_i, σ²_i, [γ], [β]) -> A, B of y = x·A + B, each sample with its chunk's moments (key
+    "batch": the (chunks, C) μ_k, σ²_k, kept for the running statistics)."""
+    plan, eps, has_weight, has_bias = cfg
+    mu, sigma2 = chunk_moments(mean, var, plan)
+    r = torch.rsqrt(sigma2 + eps)
+    a = r * params[0].to(mean.dtype) if has_weight else r
+    shift = params[-1].to(mean.dtype) - mu * a if has_bias else -mu * a
+    scale, shift = _per_sample(a, plan), _per_sample(shift, plan)
+    return {"batch": (mu, sigma2), "mean": mean, "r": r, "a": a, "scale": scale, "shift": shift}
 
 
-class _GhostNorm(torch.autograd.Function):
-    """Training-mode GBN of a contiguous channels-first ``x``, with an analytic backward.
+def _backward_parts(
+    cfg: tuple[Plan, float, bool, bool], parts: dict[str, Any], params: tuple[Tensor, ...],
+    g_scale: Tensor, g_shift: Tensor,
+) -> list[Tensor | None]:
+    """The VJP of (A, B) for (μ_i, σ²_i, [γ], [β]) at the cotangents (Σ dy·x, Σ dy) per slice.
 
-    Forward: the group-norm kernel with one group per channel gives every slice's x̂, mean and
-    1/σ; the moments are merged per chunk, and y = x·A + B is written over x̂ as
-    x̂·(A/r_i) + (B + A·μ_i) (two in-place passes, 20 % faster here than one pass into a fresh
-    buffer, whose page faults dominate; the kernels' ``out=`` variants are wrappers that copy).
-    Backward: per-slice Σ dy and Σ dy·x in one fused read, summed per chunk;
-    with x̂ the chunk-normalized input, BN's gradient per chunk is
-
-        dx = γr·(dy − mean(dy) − x̂·mean(dy·x̂)) = A·dy + P·x + Q,
-        dγ = Σ dy·x̂,   dβ = Σ dy,
-
-    written as one affine pass over x and one fused multiply-add of dy. Saved: x and per-chunk
-    vectors. Double backward differentiates a recomputation (`recomputed_affine_grads`).
+    Per chunk k of g_k samples, with x̂ the chunk-normalized input and a = γr: Σ dy·x̂ =
+    r·(Σ dy·x − μ_k Σ dy), ∂L/∂σ²_k = −½ a r Σ dy·x̂, ∂L/∂μ_k = −a Σ dy (through B), ∂L/∂γ =
+    Σ dy·x̂, ∂L/∂β = Σ dy; then the merge (∂μ_k/∂μ_i = ∂σ²_k/∂σ²_i = 1/g_k, ∂σ²_k/∂μ_i =
+    2(μ_i − μ_k)/g_k). `instance_affine` turns these into BN's per-chunk input gradient
+    dx = a·(dy − mean(dy) − x̂·mean(dy·x̂)) = A·dy + P·x + Q.
     """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, plan: Plan, eps: float
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        n, c = x.shape[:2]
-        acc = accumulation_dtype(x.dtype)
-        x_hat, mean, var, rstd = normalize_instances(x, eps)
-        mu, sigma2 = chunk_moments(mean, var, plan)
-        r = torch.rsqrt(sigma2 + eps)
-        scale = r if weight is None else r * weight.to(acc)
-        shift = -mu * scale if bias is None else bias.to(acc) - mu * scale
-        a = _per_sample(scale, plan)
-        view = (n, c) + (1,) * (x.dim() - 2)
-        # y = x·A + B = x̂·(A/r_i) + (B + A·μ_i), written over x̂: no fresh full-size buffer
-        y = x_hat.mul_((a / rstd).view(view))
-        y.add_(torch.addcmul(_per_sample(shift, plan), a, mean).view(view))
-        ctx.save_for_backward(x, weight, bias, mu, r)
-        ctx.plan, ctx.eps = plan, eps
-        ctx.mark_non_differentiable(mu, sigma2)
-        return y, mu, sigma2
-
-    @staticmethod
-    def backward(ctx: Any, dy: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight, bias, mu, r = ctx.saved_tensors
-        plan: Plan = ctx.plan
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if torch.is_grad_enabled():  # double backward: the shared differentiable recomputation
-            affine = [t for t in (weight, bias) if t is not None]
-            wanted = [need for t, need in ((weight, need_w), (bias, need_b)) if t is not None]
-            coefficients = _ghost_coefficients(plan, ctx.eps, weight is not None, bias is not None)
-            dx, *found = recomputed_affine_grads(coefficients, x, affine, wanted, dy)
-            grads = iter(found)
-            return (dx if need_x else None, *(None if t is None else next(grads)
-                                               for t in (weight, bias)), None, None)
-        n, c = x.shape[:2]
-        sum_dy, sum_dy_x = instance_sums(dy, x)
-        s_dy, s_dy_x = _chunk_sum(sum_dy, plan), _chunk_sum(sum_dy_x, plan)
-        s_dy_xhat = r * (s_dy_x - mu * s_dy)  # Σ dy·x̂ per (chunk, channel)
-        grad_w = s_dy_xhat.sum(0).to(weight.dtype) if need_w else None
-        grad_b = s_dy.sum(0).to(bias.dtype) if need_b else None
-        grad_x = None
-        if need_x:
-            count = r.new_tensor([size * (x.numel() // (n * c)) for size in chunk_sizes(plan)])
-            a = r if weight is None else r * weight.to(r.dtype)
-            p = -a * r * s_dy_xhat / count.unsqueeze(1)
-            q = -a * s_dy / count.unsqueeze(1) - p * mu
-            grad_x = channel_affine(x, _per_sample(p, plan), _per_sample(q, plan))
-            a_view = _per_sample(a, plan).view(n, c, *([1] * (x.dim() - 2)))
-            grad_x.addcmul_(dy, a_view)
-        return grad_x, grad_w, grad_b, None, None
+    plan, _, has_weight, has_bias = cfg
+    (mu, _), r, a = parts["batch"], parts["r"], parts["a"]
+    s_dy, s_dy_x = _chunk_sum(g_shift, plan), _chunk_sum(g_scale, plan)
+    s_dy_xhat = r * (s_dy_x - mu * s_dy)
+    inv = 1.0 / r.new_tensor(chunk_sizes(plan)).unsqueeze(1) if plan[2] else 1.0 / plan[1]
+    g_var = a * r * s_dy_xhat * (-0.5 * inv)
+    g_mean = torch.addcmul(a * s_dy * -inv, mu, g_var, value=-2)
+    g_var = _per_sample(g_var, plan)
+    grads: list[Tensor | None] = [
+        torch.addcmul(_per_sample(g_mean, plan), parts["mean"], g_var, value=2), g_var
+    ]
+    if has_weight:
+        grads.append(s_dy_xhat.sum(0))
+    if has_bias:
+        grads.append(s_dy.sum(0))
+    return grads
 
 
 def _permuted_path(
@@ -310,19 +246,12 @@ def _permuted_path(
         ys.append(y)
         means.append(moments.mean.view(1, c))
         variances.append(moments.var.view(1, c))
-    if len(ys) == 1:
-        return ys[0], means[0], variances[0]
-    return torch.cat(ys), torch.cat(means), torch.cat(variances)
+    return _cat(ys), _cat(means), _cat(variances)
 
 
 def _ghost_train(
-    x: Tensor,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    ghost_batch_size: int,
-    eps: float,
-    channel_dim: int,
-    split: str = "size",
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, ghost_batch_size: int, eps: float,
+    channel_dim: int, split: str = "size",
 ) -> tuple[Tensor, tuple[Tensor, Tensor, Plan, int]]:
     """Training-mode GBN of ``x`` (any layout); also the detached per-chunk moments."""
     xc = to_channels_first(x, channel_dim)
@@ -335,19 +264,17 @@ def _ghost_train(
         return restore_layout(y, layout, channel_dim), (mu.detach(), sigma2.detach(), plan,
                                                         positions)
     xc, layout = contiguous_channels_first(x, channel_dim)
-    y, mu, sigma2 = _GhostNorm.apply(xc, weight, bias, plan, eps)
+    cfg = (plan, eps, weight is not None, bias is not None)
+    coefficients = AnalyticCoefficients(_forward_parts, _backward_parts, cfg)
+    y = normalize_and_apply(xc, coefficients, *affine_params(weight, bias), eps=eps)
+    mu, sigma2 = coefficients.batch  # type: ignore[misc]  # set by the forward pass
     return restore_layout(y, layout, channel_dim), (mu, sigma2, plan, positions)
 
 
 @torch.no_grad()
 def update_ghost_running_stats_(
-    running_mean: Tensor,
-    running_var: Tensor,
-    num_batches_tracked: Tensor,
-    chunk_mean: Tensor,
-    chunk_var: Tensor,
-    counts: list[int],
-    momentum: float | None,
+    running_mean: Tensor, running_var: Tensor, num_batches_tracked: Tensor, chunk_mean: Tensor,
+    chunk_var: Tensor, counts: list[int], momentum: float | None,
 ) -> None:
     """One training step's update of the running buffers from its K ghost batches, in place.
 
@@ -457,15 +384,12 @@ class GhostBatchNorm(Norm):
     $$ y = \gamma \frac{x - \mu_k}{\sqrt{\sigma^2_k + \epsilon}} + \beta $$
 
     Training: μ_k, σ²_k (biased) over (ghost batch k, *S), one per (ghost batch, channel). The
-    batch is cut into consecutive chunks: with ``split="size"`` (default) of ``ghost_batch_size``
-    samples, x[0:g], x[g:2g], ..., a remainder being a smaller last chunk (batch 10, g = 4:
-    chunks 4, 4, 2); with ``split="count"`` as the reference code (eladhoffer/bigBatch) does,
-    ``x.chunk(N // g)`` (batch 10, g = 4: 5, 5). Under both rules a remainder with one value per
-    statistic (one sample of (N, C) input) is merged into the previous chunk (batch 9, g = 4,
-    size rule: 4, 5). A batch of at most
-    ``ghost_batch_size`` samples is one chunk: plain BN. Eval: the running statistics at any
-    batch size (plain BN eval); with ``track_running_stats=False``, the whole batch's
-    statistics (ghost batches exist in training only).
+    batch is cut into consecutive chunks of ``ghost_batch_size`` samples (``split="size"``,
+    batch 10, g = 4: 4, 4, 2) or as the reference code's ``x.chunk(N // g)`` (``split="count"``:
+    5, 5); a remainder with one value per statistic is merged into the previous chunk; see
+    `ghost_plan`. A batch of at most ``ghost_batch_size`` samples is one chunk: plain BN. Eval:
+    the running statistics (plain BN eval); with ``track_running_stats=False``, the whole
+    batch's statistics (ghost batches exist in training only).
 
     Running statistics, one buffer write per training step: the closed form of one PyTorch
     momentum EMA step per ghost batch, in batch order, as the reference code's per-chunk BN

@@ -11,10 +11,9 @@ variance m2(x) − μ(x)² is computed in the algebraically identical merged for
 w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², free of the E[x²] − E[x]² cancellation.
 
 Fast path: the per-(sample, channel) moments from ATen's group-norm kernel, the merge above on
-the (N, C) statistics, one per-(sample, channel) affine pass
-(`normlab.norms._instance_affine`). The reference statistics enter that pass as differentiable
-parameters, so during a reference pass (`reference_pass`) gradients flow through them into the
-network that produced R, as in the reference TF graph.
+the (N, C) statistics, one affine pass (`normlab.norms._instance_affine`). The reference
+statistics enter it as differentiable parameters: after a reference pass (`reference_pass`)
+gradients flow through them into the network that produced R, as in the reference TF graph.
 """
 
 from __future__ import annotations
@@ -31,16 +30,17 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import merge_equal_counts
-from normlab.norms._base import Norm
+from normlab.norms._base import Norm, affine_params
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._instance_affine import (
     Coefficients,
     contiguous_channels_first,
     instance_affine,
+    moments_grad,
     normalize_and_apply,
     restore_layout,
 )
-from normlab.norms._per_instance import channel_affine, normalize_instances
+from normlab.norms._per_instance import normalize_instances
 from normlab.norms._training import TrainingHooks
 
 # -- errors raised by this method ------------------------------------------------------------
@@ -71,49 +71,34 @@ def invalid_reference_state(layer: str, key: str, problem: str) -> errors.Config
 # -- coefficient functions on the (N, C) statistics ------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def _mixed_coefficients(eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
-    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}.
+@functools.lru_cache(maxsize=128)
+def _mixed_coefficients(
+    eps: float, has_weight: bool, has_bias: bool, mixed: bool = True
+) -> Coefficients:
+    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}, or with
+    ``mixed=False`` for the reference batch itself (its own statistics μ_R, σ²_R only).
 
     Few, fused operations: this runs (and is differentiated) on tiny tensors every step, where
     the per-operation overhead is the cost.
     """
 
     def coefficients(
-        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor, w: float
+        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor,
+        w: float = 0.0,
     ) -> tuple[Tensor, Tensor]:
-        ref_mean, ref_var = _as(ref_mean, mean), _as(ref_var, mean)
-        d = mean - ref_mean
-        # w·m2_x + (1−w)·m2_R − μ(x)² = w·σ²_x + (1−w)·σ²_R + w(1−w)·d², no cancellation
-        mixed_var = torch.addcmul(torch.add(ref_var * (1 - w), var, alpha=w), d, d,
-                                  value=w * (1 - w))
-        scale = torch.rsqrt(mixed_var + eps)
+        mu, sigma2 = _as(ref_mean, mean), _as(ref_var, mean)
+        if mixed:
+            d = mean - mu
+            # w·m2_x + (1−w)·m2_R − μ(x)² = w·σ²_x + (1−w)·σ²_R + w(1−w)·d², no cancellation
+            sigma2 = torch.addcmul(torch.add(sigma2 * (1 - w), var, alpha=w), d, d,
+                                   value=w * (1 - w))
+            mu = torch.add(mu, d, alpha=w)
+        scale = torch.rsqrt(sigma2 + eps)
         if has_weight:
             scale = scale * _as(affine[0], mean)
-        mixed_mean = torch.add(ref_mean, d, alpha=w)
-        if has_bias:
-            return scale, torch.addcmul(_as(affine[-1], mean), mixed_mean, scale, value=-1.0)
-        return scale, -(mixed_mean * scale)
-
-    return coefficients
-
-
-@functools.lru_cache(maxsize=64)
-def _reference_coefficients(eps: float, has_weight: bool, has_bias: bool) -> Coefficients:
-    """(A, B) for the reference batch itself: its own statistics μ_R, σ²_R only."""
-
-    def coefficients(
-        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        ref_mean = _as(ref_mean, mean)
-        scale = torch.rsqrt(_as(ref_var, mean) + eps)
-        if has_weight:
-            scale = scale * _as(affine[0], mean)
-        if has_bias:
-            shift = torch.addcmul(_as(affine[-1], mean), ref_mean, scale, value=-1.0)
-        else:
-            shift = -(ref_mean * scale)
-        return scale.expand_as(mean), shift.expand_as(mean)
+        shift = (torch.addcmul(_as(affine[-1], mean), mu, scale, value=-1.0) if has_bias
+                 else -(mu * scale))
+        return (scale, shift) if mixed else (scale.expand_as(mean), shift.expand_as(mean))
 
     return coefficients
 
@@ -123,18 +108,7 @@ def _as(t: Tensor, like: Tensor) -> Tensor:
     return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
-def _affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:
-    return tuple(t for t in (weight, bias) if t is not None)
-
-
 # -- reference statistics --------------------------------------------------------------------------
-
-
-def _merge_over_batch(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and biased variance over (N, *S): the equal-count merge of the (N, C)
-    instance moments."""
-    ref_mean, ref_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
-    return ref_mean, ref_var
 
 
 class _ReferenceMoments(torch.autograd.Function):
@@ -144,14 +118,14 @@ class _ReferenceMoments(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, mean: Tensor, var: Tensor
     ) -> tuple[Tensor, Tensor]:
-        ref_mean, ref_var = _merge_over_batch(mean, var)
+        ref_mean, ref_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
         ctx.save_for_backward(x, ref_mean)
         return ref_mean, ref_var
 
     @staticmethod
     def backward(ctx: Any, g_mean: Tensor, g_var: Tensor) -> tuple[Tensor | None, None, None]:
         x, ref_mean = ctx.saved_tensors
-        n, c = x.shape[:2]
+        c = x.shape[1]
         if torch.is_grad_enabled():  # double backward: differentiate a recomputation
 
             def moments(x: Tensor) -> tuple[Tensor, ...]:
@@ -160,12 +134,7 @@ class _ReferenceMoments(torch.autograd.Function):
 
             (dx,) = recomputed_grads(moments, [x], [True], (g_mean, g_var))
             return dx, None, None
-        # ∂μ_R/∂x = 1/M, ∂σ²_R/∂x = 2(x − μ_R)/M with M = N·|S|
-        count = x.numel() // c
-        p = g_var * (2.0 / count)
-        q = g_mean / count - p * ref_mean
-        dx = channel_affine(x, p.expand(n, c).contiguous(), q.expand(n, c).contiguous())
-        return dx, None, None
+        return moments_grad(x, ref_mean, g_mean, g_var, x.numel() // c), None, None
 
 
 def _reference_forward(
@@ -175,8 +144,7 @@ def _reference_forward(
 
     μ_R and σ²_R carry autograd history when ``xc`` does (and grad mode is on).
     """
-    n = xc.shape[0]
-    if n == 0:
+    if xc.shape[0] == 0:
         raise bad_reference(
             name, f"it is empty (shape {tuple(xc.shape)})",
             "Pass the fixed batch of reference examples R (at least one example).",
@@ -190,16 +158,16 @@ def _reference_forward(
     if torch.is_grad_enabled() and xc.requires_grad:
         ref_mean, ref_var = _ReferenceMoments.apply(xc, *moments)
     else:
-        ref_mean, ref_var = _merge_over_batch(*moments)
+        ref_mean, ref_var, _ = merge_equal_counts(*moments, 0, keepdim=False)
     if not bool(torch.isfinite(ref_mean).all() & torch.isfinite(ref_var).all()):
         raise bad_reference(
             name, "its mean or variance is not finite (NaN or Inf in x_ref, or overflow)",
             "Check the reference inputs and the layers before this one; the stored "
             "reference statistics were left unchanged.",
         )
-    coefficients = _reference_coefficients(eps, weight is not None, bias is not None)
+    coefficients = _mixed_coefficients(eps, weight is not None, bias is not None, False)
     y = instance_affine(
-        xc, coefficients, ref_mean, ref_var, *_affine_params(weight, bias),
+        xc, coefficients, ref_mean, ref_var, *affine_params(weight, bias),
         moments=(moments[0], moments[1]), normalized=(x_hat, rstd),
     )
     return y, ref_mean, ref_var
@@ -209,13 +177,8 @@ def _reference_forward(
 
 
 def _virtual_batch_norm(
-    xc: Tensor,
-    reference_mean: Tensor,
-    reference_var: Tensor,
-    reference_size: int,
-    weight: Tensor | None,
-    bias: Tensor | None,
-    eps: float,
+    xc: Tensor, reference_mean: Tensor, reference_var: Tensor, reference_size: int,
+    weight: Tensor | None, bias: Tensor | None, eps: float,
 ) -> Tensor:
     """VBN of a contiguous channels-first ``xc`` (no checks)."""
     if xc.numel() == 0:
@@ -225,19 +188,13 @@ def _virtual_batch_norm(
         w=1.0 / (reference_size + 1),
     )
     return normalize_and_apply(
-        xc, coefficients, reference_mean, reference_var, *_affine_params(weight, bias), eps=eps
+        xc, coefficients, reference_mean, reference_var, *affine_params(weight, bias), eps=eps
     )
 
 
 def virtual_batch_norm(
-    x: Tensor,
-    reference_mean: Tensor,
-    reference_var: Tensor,
-    reference_size: int | Tensor,
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    *,
-    eps: float = 1e-5,
+    x: Tensor, reference_mean: Tensor, reference_var: Tensor, reference_size: int | Tensor,
+    weight: Tensor | None = None, bias: Tensor | None = None, *, eps: float = 1e-5,
     channel_dim: int = 1,
 ) -> Tensor:
     r"""Virtual batch normalization with given reference statistics; pure.
@@ -246,11 +203,10 @@ def virtual_batch_norm(
        \mu(x) = w\mu_x + (1 - w)\mu_R,\quad
        \sigma^2(x) = w\sigma^2_x + (1 - w)\sigma^2_R + w(1 - w)(\mu_x - \mu_R)^2 $$
 
-    with w = 1/(N_R + 1); μ_x, σ²_x over (*S), one per (sample, channel); μ_R, σ²_R
-    (``reference_mean``, biased ``reference_var``: over (N_R, *S) of the reference batch, one
-    per channel) and N_R = ``reference_size`` given. Each output depends on its own example only.
-    Gradients flow into ``reference_mean`` / ``reference_var`` when they require grad (the
-    paper's graph, where they are computed from the current network).
+    with w = 1/(N_R + 1); μ_x, σ²_x over (*S), one per (sample, channel); μ_R, σ²_R, N_R given
+    (over (N_R, *S) of the reference batch, one per channel). Each output depends on its own
+    example only. Gradients flow into ``reference_mean`` / ``reference_var`` when they require
+    grad (the paper's graph, where they are computed from the current network).
 
     Args:
         reference_mean: μ_R, shape (C,).
@@ -284,11 +240,8 @@ def virtual_batch_norm(
             )
     errors.check_input("virtual_batch_norm", x, c, channel_dim)
     size = reference_size
-    if (
-        isinstance(size, Tensor)
-        and size.numel() == 1
-        and not (size.is_floating_point() or size.is_complex())
-    ):
+    if isinstance(size, Tensor) and size.numel() == 1 and not (
+            size.is_floating_point() or size.is_complex()):
         size = int(size.item())
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise errors.InputError(
@@ -308,14 +261,9 @@ def reference_pass(model: nn.Module) -> Iterator[None]:
     Run the reference batch through the model inside it: each layer then calls
     `VirtualBatchNorm.set_reference` on its own input (R's activations at that layer, computed
     by the current parameters) and returns R normalized with its own statistics. The paper
-    repeats this every training step before the forward pass of the minibatch::
-
-        with reference_pass(model):
-            model(x_ref)
-        loss = criterion(model(x))
-        loss.backward()
-
-    Statistics with autograd history from an earlier pass are released on entry. A layer used
+    repeats this every training step before the minibatch's forward pass (see the class
+    docstring's example). Statistics with autograd history from an earlier pass are released
+    on entry. A layer used
     several times inside the block keeps the reference of its last call. Raises
     `normlab.errors.ConfigError` when ``model`` holds no VirtualBatchNorm.
     """
@@ -348,37 +296,32 @@ class VirtualBatchNorm(Norm):
        \sigma^2(x) = \frac{m2_x + N_R\,m2_R}{N_R + 1} - \mu(x)^2 $$
 
     μ_R and m2_R (mean and mean of squares) over (N_R, *S) of the reference batch R, one per
-    channel; μ_x and m2_x over (*S) of the example itself, one per (sample, channel): the
-    weights count examples, not elements. The variance is computed in the equivalent merged
-    form w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², w = 1/(N_R + 1). R itself is
-    normalized with μ_R and σ²_R only. An example's output never depends on its batch mates,
-    and training and eval compute the same function (there are no running statistics).
+    channel; μ_x and m2_x over (*S) of the example, one per (sample, channel): the weights count
+    examples, not elements. The variance is computed in the equivalent merged form
+    w·σ²_x + (1 − w)·σ²_R + w(1 − w)(μ_x − μ_R)², w = 1/(N_R + 1). R itself is normalized with
+    μ_R and σ²_R only. An example's output never depends on its batch mates; training and eval
+    compute the same function (no running statistics).
 
-    **Setting R.** A layer has no reference at first, and calling it raises an error that says
-    how to set one (the first batch is *not* silently taken as R):
+    **Setting R.** A layer has no reference at first; calling it raises an error that says how
+    to set one (the first batch is *not* silently taken as R). R changes only through:
 
-    * ``layer.set_reference(x_ref)`` computes μ_R, σ²_R and N_R from ``x_ref`` (this layer's
-      input for R), stores them in the buffers ``reference_mean``, ``reference_var`` (biased)
-      and ``reference_size`` (saved in the ``state_dict``, so a trained model reproduces after
-      loading) and returns R normalized with its own statistics.
-    * ``with reference_pass(model): model(x_ref)`` does that for every VirtualBatchNorm in a
-      model at once: inside the block each such layer treats its input as R. The paper runs
-      this pass **every training step**, through the current parameters, and back-propagates
-      through R's statistics. Here: in training mode with grad enabled, each layer keeps the
-      statistics *with their autograd graph* and the following forward calls use them, so the
-      gradients of the step flow through μ_R, σ²_R into the layers below (as in the reference
-      TF graph). Those graph-carrying statistics are released when the backward pass reaches
-      them, at the next reference pass, on ``.eval()`` and on copies; afterwards (and in eval or
-      under ``torch.no_grad()``) the buffered, detached values are used — the same numbers
-      (rounded to the buffers' dtype for fp16 / bf16 layers; statistics are float32).
-      With gradient accumulation, run the pass before each micro-batch (its backward releases
-      them). Run the pass once and never again, and R's statistics stay frozen at that
-      network: a different method (what some third-party ports do).
+    * ``layer.set_reference(x_ref)``: μ_R, σ²_R and N_R of ``x_ref`` (this layer's input for R)
+      into the buffers ``reference_mean``, ``reference_var`` (biased) and ``reference_size``
+      (in the ``state_dict``); returns R normalized with its own statistics.
+    * ``with reference_pass(model): model(x_ref)``: the same for every VirtualBatchNorm in a
+      model. The paper runs this pass **every training step**, through the current parameters,
+      and back-propagates through R's statistics: in training mode with grad enabled, each layer
+      keeps them *with their autograd graph* for the following forward calls, so the step's
+      gradients flow through μ_R, σ²_R into the layers below (as in the reference TF graph).
+      They are released when the backward pass reaches them, at the next reference pass, on
+      ``.eval()`` and on copies; afterwards (and in eval or under ``torch.no_grad()``) the
+      buffered, detached values are used (the same numbers, rounded to the buffers' dtype).
+      With gradient accumulation, run the pass before each micro-batch. A pass run once and
+      never again freezes R's statistics at that network: a different method (what some
+      third-party ports do).
 
-    R changes only through these two calls (or a loaded state); later batches never alter it.
-
-    Affine parameters start at γ = 1, β = 0 (normlab's convention). The reference code draws
-    γ ~ N(1, 0.02); for that, call ``nn.init.normal_(layer.weight, 1.0, 0.02)``.
+    γ, β start at 1, 0 (normlab's convention); the reference code draws γ ~ N(1, 0.02)
+    (``nn.init.normal_(layer.weight, 1.0, 0.02)``).
 
     Args:
         num_features: C, the number of channels.
@@ -423,14 +366,8 @@ class VirtualBatchNorm(Norm):
     training_hooks = TrainingHooks(reference_pass=True)  # the paper's per-step reference pass
 
     def __init__(
-        self,
-        num_features: int,
-        *,
-        eps: float = 1e-5,
-        affine: bool = True,
-        channel_dim: int = 1,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, num_features: int, *, eps: float = 1e-5, affine: bool = True, channel_dim: int = 1,
+        device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
@@ -440,8 +377,7 @@ class VirtualBatchNorm(Norm):
         self.register_buffer("reference_mean", torch.zeros(num_features, **factory))
         self.register_buffer("reference_var", torch.ones(num_features, **factory))
         self.register_buffer("reference_size", torch.tensor(0, dtype=torch.long, device=device))
-        # N_R on the host (0: no reference), kept equal to the reference_size buffer by every
-        # writer (set_reference, reset_reference, load_state_dict): no device sync per forward
+        # N_R on the host (0: none), kept equal to reference_size: no device sync per forward
         self._reference_count = 0
         self._in_reference_pass = False
         # (μ_R, σ²_R, token) with autograd history, from the last reference pass
@@ -466,11 +402,10 @@ class VirtualBatchNorm(Norm):
         """Make ``x_ref`` (this layer's input for the reference batch R) the reference.
 
         Stores μ_R, σ²_R (over (N_R, *S), one per channel) and N_R in the buffers and returns
-        ``x_ref`` normalized with those statistics (and γ, β). In training mode with grad
-        enabled, statistics that carry autograd history are also kept for the next forward
-        calls (see the class docstring). Raises `normlab.errors.InputError` for a reference
-        with the wrong channel count, no examples, one value per channel or non-finite
-        statistics, leaving the stored reference unchanged.
+        ``x_ref`` normalized with them (and γ, β); in training mode with grad enabled, keeps the
+        graph-carrying statistics for the next forward calls (see the class docstring). Raises
+        `normlab.errors.InputError` (stored reference unchanged) for a reference with the wrong
+        channel count, no examples, one value per channel or non-finite statistics.
         """
         name = f"{self._name()}.set_reference"
         errors.check_input(name, x_ref, self.num_features, self.channel_dim)
@@ -531,23 +466,10 @@ class VirtualBatchNorm(Norm):
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        return {**state, "_live": None}
+        return {**super().__getstate__(), "_live": None}
 
     # state ------------------------------------------------------------------------------------
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+    def _loaded(self) -> None:
         self._live = None
         if self.reference_size.device.type != "meta":
             self._reference_count = int(self.reference_size.item())
@@ -555,18 +477,9 @@ class VirtualBatchNorm(Norm):
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         super()._validate_state(state_dict, prefix)
         self._validate_moments(state_dict, prefix, "reference", invalid_reference_state)
-        name = self._name()
-        size = state_dict.get(prefix + "reference_size")
-        if isinstance(size, Tensor):
-            if size.numel() != 1 or size.is_floating_point() or size.is_complex():
-                raise invalid_reference_state(
-                    name, "reference_size",
-                    f"expected an integer scalar, got {size.dtype} of shape {tuple(size.shape)}",
-                )
-            if size.item() < 0:
-                raise invalid_reference_state(
-                    name, "reference_size", f"negative ({size.item()})"
-                )
+        self._validate_count(
+            state_dict, prefix, "reference_size", invalid_reference_state, integer=True
+        )
 
 
 __all__ = ["VirtualBatchNorm", "reference_pass", "virtual_batch_norm"]
