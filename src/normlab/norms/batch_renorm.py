@@ -215,12 +215,8 @@ def _renorm_train(
 
 
 def update_renorm_stats_(
-    running_mean: Tensor,
-    running_var: Tensor,
-    num_batches_tracked: Tensor,
-    batch: Moments,
-    momentum: float | None,
-    eps: float,
+    running_mean: Tensor, running_var: Tensor, num_batches_tracked: Tensor, batch: Moments,
+    momentum: float | None, eps: float,
 ) -> None:
     """The paper's moving-average update, in place: μ ← μ + α(μ_B − μ), σ ← σ + α(σ_B − σ).
 
@@ -272,10 +268,17 @@ def clip_schedule(
     r_max = 1 and d_max = 0 for the first ``warmup_steps`` steps, then each rises linearly to
     its final value, reached at ``rmax_ramp_end`` / ``dmax_ramp_end`` and kept after that. A
     ramp that ends when the warm-up does is a step. Returns Python floats when the schedule is
-    already complete at step 0, else 0-dim tensors (no device sync, no graph break).
+    already complete at step 0 or ``step`` is an int (the same float64 operations), else 0-dim
+    tensors (no device sync, no graph break).
     """
     if rmax_ramp_end == 0 and dmax_ramp_end == 0:
         return rmax, dmax
+    if isinstance(step, int):
+        def now(end: int) -> float:
+            w = warmup_steps
+            return min(max((step - w) / (end - w), 0.0), 1.0) if end > w else float(step >= w)
+
+        return now(rmax_ramp_end) * (rmax - 1) + 1, now(dmax_ramp_end) * dmax
     t = torch.as_tensor(step)
     t = t.to(torch.float32 if t.device.type == "mps" else torch.float64)  # exact step counts
 
@@ -457,9 +460,11 @@ class BatchRenorm(Norm):
 
     def clip_limits(self) -> tuple[Limit, Limit]:
         """(r_max, d_max) that the next training step clips with (see :func:`clip_schedule`)."""
+        step: Tensor | int = self.num_batches_tracked  # on the CPU in eager mode, reading it
+        if step.is_cpu and not torch.compiler.is_compiling():  # costs less than 0-dim tensor ops
+            step = int(step)
         return clip_schedule(
-            self.num_batches_tracked, self.rmax, self.dmax, self.warmup_steps,
-            self.rmax_ramp_end, self.dmax_ramp_end,
+            step, self.rmax, self.dmax, self.warmup_steps, self.rmax_ramp_end, self.dmax_ramp_end
         )
 
     def forward(self, x: Tensor) -> Tensor:
