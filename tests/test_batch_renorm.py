@@ -524,3 +524,17 @@ def test_registry_and_repr() -> None:
     for part in ("rmax=2.0", "dmax=5.0", "warmup_steps=0", "rmax_ramp_end=0", "dmax_ramp_end=0",
                  "momentum=0.01"):
         assert part in text, text
+
+
+@pytest.mark.parametrize("schedule", [(5000, 40000, 25000), (3, 3, 3), (2, 6, 4), (0, 5, 0)])
+def test_schedule_from_an_int_step_equals_the_tensor_one(schedule: tuple[int, int, int]) -> None:
+    """clip_limits reads the step count on the CPU (Python floats); accelerators and
+    torch.compile keep the 0-dim tensor path: both give the same float64 limits, bit for bit."""
+    from normlab.norms.batch_renorm import clip_schedule
+
+    for step in (*STEPS, 2, 3, 4, 6):
+        from_int = clip_schedule(step, 3.0, 5.0, *schedule)
+        from_tensor = clip_schedule(torch.tensor(step), 3.0, 5.0, *schedule)
+        assert all(isinstance(v, float) for v in from_int)
+        assert from_int == tuple(float(v) for v in from_tensor), (step, schedule)
+        assert from_int == pytest.approx(ref.schedule_ref(step, 3.0, 5.0, *schedule), abs=1e-12)
