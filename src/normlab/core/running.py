@@ -67,6 +67,13 @@ def _finite_now(tensors: Sequence[Tensor]) -> bool:
     return True
 
 
+def _counter(num_batches_tracked: Tensor | None) -> Tensor:
+    """The counter that ``momentum=None`` (weight 1/t) needs."""
+    if num_batches_tracked is None:
+        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked.")
+    return num_batches_tracked
+
+
 def _step(num_batches_tracked: Tensor | None, momentum: float | None, finite: Tensor,
           dtype: torch.dtype) -> Factor:
     """Count the batch (when finite) and return the weight of the new batch."""
@@ -74,20 +81,22 @@ def _step(num_batches_tracked: Tensor | None, momentum: float | None, finite: Te
         num_batches_tracked.add_(finite)
     if momentum is not None:
         return momentum
-    if num_batches_tracked is None:
-        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked.")
-    return num_batches_tracked.clamp(min=1).to(dtype).reciprocal_()
+    return _counter(num_batches_tracked).clamp(min=1).to(dtype).reciprocal_()
+
+
+def _factor_now(num_batches_tracked: Tensor | None, momentum: float | None, t: int = 0) -> float:
+    """On the CPU: the weight of the new batch as a Python float, momentum or 1/t with t the
+    counter plus ``t`` (1 before the batch is counted, 0 after)."""
+    if momentum is not None:
+        return momentum
+    return 1.0 / max(int(_counter(num_batches_tracked)) + t, 1)
 
 
 def _step_now(num_batches_tracked: Tensor | None, momentum: float | None) -> float:
     """`_step` for a batch known to be finite, on the CPU: the factor as a Python float."""
     if num_batches_tracked is not None:
         num_batches_tracked.add_(1)
-    if momentum is not None:
-        return momentum
-    if num_batches_tracked is None:
-        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked.")
-    return 1.0 / max(int(num_batches_tracked), 1)
+    return _factor_now(num_batches_tracked, momentum)
 
 
 def update_running_ema_(
@@ -143,13 +152,7 @@ def update_by_kernel_(
     BatchNorm training call costs three small ATen calls beyond torch.nn's own.
     """
     backup = torch.stack(tuple(buffers))
-    if momentum is not None:
-        factor = momentum
-    elif num_batches_tracked is None:
-        raise ValueError("momentum=None (cumulative average) needs num_batches_tracked.")
-    else:
-        factor = 1.0 / (int(num_batches_tracked) + 1)
-    out = kernel(factor)
+    out = kernel(_factor_now(num_batches_tracked, momentum, t=1))
     if _finite_now((buffers[watch],)):
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)

@@ -54,11 +54,9 @@ def batch_norm_and_stats(
     the *unbiased* batch variance (what the running buffers move toward), and its two rows.
 
     The lean form of `batch_norm_with_moments` for BatchNorm's per-call path: one allocation
-    and no arithmetic besides the kernel."""
-    c = x.shape[1]
-    weight, bias = kernel_params(x, weight, bias, c)
+    and no arithmetic besides the kernel. ``weight`` and ``bias`` come from `kernel_params`."""
     stats = torch.zeros(
-        2, c, dtype=x.dtype if weight is None else weight.dtype, device=x.device
+        2, x.shape[1], dtype=x.dtype if weight is None else weight.dtype, device=x.device
     )  # x.dtype is the accumulation dtype whenever weight is None (see kernel_params)
     mean, unbiased = stats.unbind(0)
     y = torch.batch_norm(x, weight, bias, mean, unbiased, True, 1.0, eps, cudnn.enabled)
@@ -182,7 +180,7 @@ class BatchNorm(Norm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         cd = self.channel_dim
-        xc = x if cd == 1 else x.movedim(-1, 1)
+        xc = to_channels_first(x, cd)
         params, buffers = self._parameters, self._buffers  # one dict read each, not __getattr__
         running_mean = buffers["running_mean"]
         if self.training or running_mean is None:
@@ -202,20 +200,18 @@ class BatchNorm(Norm):
                             xc, weight, bias, running_mean, running_var, True, f, eps, False
                         ),
                     )
-                    return y if cd == 1 else y.movedim(1, -1)
-                y, stats, rows = batch_norm_and_stats(
-                    xc, params["weight"], params["bias"], self.eps
-                )
+                    return from_channels_first(y, cd)
+                y, stats, rows = batch_norm_and_stats(xc, weight, bias, self.eps)
                 update_running_ema_(
-                    (running_mean, buffers["running_var"]), rows,
-                    buffers["num_batches_tracked"], self.momentum, watch=stats,
+                    (running_mean, running_var), rows, buffers["num_batches_tracked"],
+                    self.momentum, watch=stats,
                 )
-                return y if cd == 1 else y.movedim(1, -1)
+                return from_channels_first(y, cd)
         y = _batch_norm(
             xc, running_mean, buffers["running_var"], params["weight"], params["bias"],
             self.training or running_mean is None, self.eps,
         )
-        return y if cd == 1 else y.movedim(1, -1)
+        return from_channels_first(y, cd)
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
