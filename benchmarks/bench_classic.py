@@ -133,6 +133,31 @@ def rounds(
     return ta, tb
 
 
+def rotated_rounds(
+    steps: dict[str, Callable[[], float]], rounds: int, warmup: int
+) -> dict[str, list[float]]:
+    """Times of every step, one entry per round; each round runs them all in an order rotated
+    by one (and reversed every other round), gc off, so drift hits every candidate alike."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            k = r % len(names)
+            order = names[k:] + names[:k]
+            if r % 2:
+                order.reverse()
+            for name in order:
+                times[name].append(steps[name]())
+    finally:
+        gc.enable()
+    return times
+
+
 def measure(case: Case, repeats: int, warmup: int) -> tuple[float, float, float]:
     """(normlab median s, torch median s, median of the per-round ratios)."""
     ta, tb = rounds(stepper(case.normlab, 0), stepper(case.torch, 0), repeats, warmup)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 import normlab
-from bench_classic import start_run, write_results
+from bench_classic import rotated_rounds, start_run, write_results
 
 SHAPES = ((2, 64, 4, 4), (16, 64, 8, 8))
 C = 64
@@ -108,24 +107,7 @@ def measure(
 ) -> dict[str, list[float]]:
     """Seconds per step of every candidate, one list entry per round."""
     steps = {c.name: stepper(c.make(shape), shape, calls) for c in candidates}
-    names = list(steps)
-    for _ in range(warmup):
-        for name in names:
-            steps[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            k = r % len(names)
-            order = names[k:] + names[:k]
-            if r % 2:
-                order.reverse()
-            for name in order:
-                times[name].append(steps[name]())
-    finally:
-        gc.enable()
-    return times
+    return rotated_rounds(steps, rounds, warmup)
 
 
 def ratio_table(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import normlab
-from bench_classic import start_run
+from bench_classic import rotated_rounds, start_run
 
 
 class BasicBlock(nn.Module):
@@ -107,22 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     steps = {name: stepper(m, args.steps) for name, m in variants.items()}
     names = list(steps)
-    for _ in range(args.warmup):
-        for name in names:
-            steps[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(args.rounds):
-            k = r % len(names)
-            order = names[k:] + names[:k]
-            if r % 2:
-                order.reverse()
-            for name in order:
-                times[name].append(steps[name]())
-    finally:
-        gc.enable()
+    times = rotated_rounds(steps, args.rounds, args.warmup)
     ref = times["nn.BatchNorm2d"]
     print("| model | step ms | ratio vs nn.BatchNorm2d | target |")
     print("|---|---:|---:|---:|")
