@@ -91,14 +91,15 @@ def group_norm_kernel(
     return in_layout(y, layout), mean, rstd
 
 
+def _sets_span_positions(axes: Axes, x: Tensor, channel_dim: int) -> bool:
+    """The common case of `check_set_size`, decided without walking the axes: every set spans
+    all spatial positions, and there are more than one (numel > N·C)."""
+    return "spatial" in axes.reduce and x.numel() > x.shape[0] * x.shape[channel_dim]
+
+
 def check_set_size(layer: str, axes: Axes, x: Tensor, channel_dim: int) -> None:
     """Refuse statistics computed over one value (the output would be a constant)."""
-    numel = x.numel()
-    if not numel or (
-        # common case, decided without walking the axes: every set spans all spatial
-        # positions, and there are more than one (numel > N·C)
-        "spatial" in axes.reduce and numel > x.shape[0] * x.shape[channel_dim]
-    ):
+    if not x.numel() or _sets_span_positions(axes, x, channel_dim):
         return
     if axes.set_size(x.shape, channel_dim) == 1:
         over = axes.describe().split(":")[0]
@@ -179,7 +180,8 @@ class Norm(nn.Module):
                 torch.tensor(0, dtype=torch.long, device=device),
             )
         else:
-            for name in ("running_mean", "running_var", "num_batches_tracked")[1 - mean:]:
+            names = ("running_var", "num_batches_tracked")
+            for name in ("running_mean", *names) if mean else names:
                 self.register_buffer(name, None)
 
     def reset_running_stats(self) -> None:
@@ -212,10 +214,8 @@ class Norm(nn.Module):
 
     def _check_set_size(self, x: Tensor, axes: Axes | None = None) -> None:
         axes = axes or self.axes
-        numel = x.numel()
-        if "spatial" in axes.reduce and numel > x.shape[0] * x.shape[self.channel_dim]:
-            return  # the common case of `check_set_size`, before the layer's name is built
-        check_set_size(self._name(), axes, x, self.channel_dim)
+        if not _sets_span_positions(axes, x, self.channel_dim):  # else: no name to build
+            check_set_size(self._name(), axes, x, self.channel_dim)
 
     # state ------------------------------------------------------------------------------------
     def _load_from_state_dict(
