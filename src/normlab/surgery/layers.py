@@ -64,8 +64,9 @@ def has_custom_forward(module: nn.Module) -> bool:
     if module._modules:
         return True
     owner = next(k for k in type(module).__mro__ if "forward" in vars(k))
-    registered = any(owner is entry.cls for entry in registry.entries())  # e.g. a plugin's
-    return not (owner.__module__.startswith(_LIBRARY_MODULES) or registered)
+    if owner.__module__.startswith(_LIBRARY_MODULES):
+        return False
+    return not any(owner is entry.cls for entry in registry.entries())  # e.g. a plugin's
 
 
 def channels(module: nn.Module) -> int | None:
