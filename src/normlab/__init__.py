@@ -14,11 +14,14 @@ from normlab.norms import entries as _entries
 from normlab.registry import available as available
 from normlab.registry import create as create
 from normlab.registry import factory as factory
+from normlab.reparam import entries as _weight_entries
 from normlab.surgery import convert as convert
 from normlab.surgery import fold as fold
 from normlab.surgery import freeze as freeze
+from normlab.surgery import parametrize as parametrize
 from normlab.surgery import recalibrate as recalibrate
 from normlab.surgery import unfreeze as unfreeze
+from normlab.surgery import unparametrize as unparametrize
 
 if TYPE_CHECKING:  # the names discovery gives, spelled out for static type checkers
     from normlab.norms import BatchInstanceNorm as BatchInstanceNorm
@@ -45,6 +48,8 @@ __version__ = "0.1.0"
 _DERIVED: dict[str, object] = {
     **{entry.cls.__name__: entry.cls for entry in _entries()},
     **{fn.__name__: fn for entry in _entries() for fn in entry.exports},
+    **{e.apply.__name__: e.apply for e in _weight_entries() if e.apply is not None},
+    **{x.__name__: x for entry in _weight_entries() for x in entry.exports},
 }
 globals().update(_DERIVED)
 
@@ -59,6 +64,8 @@ __all__ = sorted({
     "fold",
     "freeze",
     "functional",
+    "parametrize",
     "recalibrate",
     "unfreeze",
+    "unparametrize",
 })

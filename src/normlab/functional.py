@@ -1,7 +1,7 @@
 """Pure functional forms of every layer: they never mutate their arguments.
 
 The names are those of the ``functional=`` forms in the method files' `normlab.norms.Entry`
-blocks (``normlab.functional.group_norm``, ...).
+and `normlab.reparam.WeightEntry` blocks (``normlab.functional.group_norm``, ...).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from normlab.norms import entries as _entries
+from normlab.reparam import entries as _weight_entries
 
 if TYPE_CHECKING:  # the names discovery gives, spelled out for static type checkers
     from normlab.norms.batch_instance_norm import batch_instance_norm as batch_instance_norm
@@ -25,7 +26,9 @@ if TYPE_CHECKING:  # the names discovery gives, spelled out for static type chec
     from normlab.norms.switchable_norm import switchable_norm as switchable_norm
     from normlab.norms.virtual_batch_norm import virtual_batch_norm as virtual_batch_norm
 
-_FORMS = {fn.__name__: fn for entry in _entries() for fn in entry.functional}
+_FORMS = {
+    fn.__name__: fn for entry in (*_entries(), *_weight_entries()) for fn in entry.functional
+}
 globals().update(_FORMS)
 
 __all__ = sorted(_FORMS)

@@ -15,11 +15,14 @@ from typing import Any
 
 from torch import nn
 
-from normlab import errors, norms
+from normlab import errors, norms, reparam
 from normlab.norms import Entry as Entry
+from normlab.reparam import WeightEntry as WeightEntry
 
 _ENTRIES: dict[str, Entry] = {}
 _ALIASES: dict[str, str] = {}
+_WEIGHT_ENTRIES: dict[str, WeightEntry] = {}
+_WEIGHT_ALIASES: dict[str, str] = {}
 
 
 def register(entry: Entry) -> Entry:
@@ -33,9 +36,27 @@ def register(entry: Entry) -> Entry:
     return entry
 
 
-def available() -> list[str]:
-    """Canonical names of every registered method, sorted."""
-    return sorted(_ENTRIES)
+def register_weight(entry: WeightEntry) -> WeightEntry:
+    """Add a weight-side method (its name and aliases must be new); returns ``entry``."""
+    for key in (entry.name, *entry.aliases):
+        if key in _WEIGHT_ALIASES or key in _ALIASES:
+            raise ValueError(f"name {key!r} is already registered")
+    _WEIGHT_ENTRIES[entry.name] = entry
+    for key in (entry.name, *entry.aliases):
+        _WEIGHT_ALIASES[key] = entry.name
+    return entry
+
+
+def available(kind: str = "layer") -> list[str]:
+    """Canonical names, sorted: of the norm layers (``kind="layer"``, the default), of the
+    weight-side methods (``"weight"``), or of both (``"all"``)."""
+    if kind == "layer":
+        return sorted(_ENTRIES)
+    if kind == "weight":
+        return sorted(_WEIGHT_ENTRIES)
+    if kind == "all":
+        return sorted({*_ENTRIES, *_WEIGHT_ENTRIES})
+    raise errors.unknown_choice("kind", kind, ["layer", "weight", "all"])
 
 
 def entries() -> list[Entry]:
@@ -49,6 +70,19 @@ def lookup(name: str) -> Entry:
     if key not in _ALIASES:
         raise errors.unknown_name(name, _ALIASES)
     return _ENTRIES[_ALIASES[key]]
+
+
+def weight_entries() -> list[WeightEntry]:
+    """Every registered weight-side method, sorted by name."""
+    return [_WEIGHT_ENTRIES[name] for name in sorted(_WEIGHT_ENTRIES)]
+
+
+def lookup_weight(name: str) -> WeightEntry:
+    """The weight-side entry for a canonical name or alias (``"wn"``, ``"spectral-norm"``)."""
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    if key not in _WEIGHT_ALIASES:
+        raise errors.unknown_choice("weight-side method", str(name), sorted(_WEIGHT_ALIASES))
+    return _WEIGHT_ENTRIES[_WEIGHT_ALIASES[key]]
 
 
 def _parse(spec: str) -> tuple[Entry, dict[str, Any]]:
@@ -101,3 +135,5 @@ def factory(spec: Spec, **kwargs: Any) -> Callable[..., nn.Module]:
 
 for _entry in norms.entries():  # every method file's ENTRIES block
     register(_entry)
+for _weight_entry in reparam.entries():
+    register_weight(_weight_entry)

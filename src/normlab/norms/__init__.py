@@ -9,10 +9,10 @@ on `entries` (this package never imports the registry).
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from normlab.core import discovery
 from normlab.norms._base import Norm as Norm
 from normlab.norms._entry import Entry as Entry
 
@@ -33,24 +33,8 @@ if TYPE_CHECKING:  # the same names as discovery gives, spelled out for static t
 
 
 def discover(package: ModuleType) -> tuple[Entry, ...]:
-    """The entries of every public module of ``package``, in module-name order.
-
-    A module is public when its name has no leading underscore; one without ``ENTRIES`` (a
-    shared helper) contributes none. ``ENTRIES`` must be a tuple of `Entry`.
-    """
-    found: list[Entry] = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        declared = getattr(module, "ENTRIES", ())
-        if not isinstance(declared, tuple) or not all(isinstance(e, Entry) for e in declared):
-            raise TypeError(
-                f"{module.__name__}.ENTRIES must be a tuple of normlab.norms.Entry; "
-                f"got {declared!r}"
-            )
-        found.extend(declared)
-    return tuple(found)
+    """The `Entry` blocks of every public module of ``package`` (see `normlab.core.discovery`)."""
+    return discovery.discover(package, Entry)
 
 
 _ENTRIES = discover(importlib.import_module(__name__))

@@ -5,6 +5,7 @@
 * `freeze` / `unfreeze`: statistics (and optionally parameters) that survive ``.train()``.
 * `recalibrate`: exact population statistics over batches (precise BN, AdaBN).
 * `fold`: BN-family layers folded into the preceding conv / linear for inference.
+* `parametrize` / `unparametrize`: a weight-side method on every conv / linear layer, and off.
 """
 
 from normlab.surgery.convert import convert as convert
@@ -16,6 +17,10 @@ from normlab.surgery.freeze import FrozenLayer as FrozenLayer
 from normlab.surgery.freeze import freeze as freeze
 from normlab.surgery.freeze import is_frozen as is_frozen
 from normlab.surgery.freeze import unfreeze as unfreeze
+from normlab.surgery.parametrize import Parametrized as Parametrized
+from normlab.surgery.parametrize import parametrize as parametrize
+from normlab.surgery.parametrize import parametrize_with_report as parametrize_with_report
+from normlab.surgery.parametrize import unparametrize as unparametrize
 from normlab.surgery.recalibrate import Recalibrated as Recalibrated
 from normlab.surgery.recalibrate import recalibrate as recalibrate
 from normlab.surgery.walker import Replacement as Replacement
@@ -24,6 +29,7 @@ from normlab.surgery.walker import replace_modules as replace_modules
 
 __all__ = [
     "FrozenLayer",
+    "Parametrized",
     "Recalibrated",
     "Replacement",
     "convert",
@@ -34,7 +40,10 @@ __all__ = [
     "freeze",
     "is_frozen",
     "matches",
+    "parametrize",
+    "parametrize_with_report",
     "recalibrate",
     "replace_modules",
     "unfreeze",
+    "unparametrize",
 ]

@@ -1,0 +1,171 @@
+"""What every weight-side parametrization shares: the base class, the one registration path
+(with its checks), and the output-unit view of a weight.
+
+A weight-side method is a `torch.nn.utils.parametrize` parametrization: ``module.weight`` is
+recomputed from ``module.parametrizations.weight.original`` on every access, so ``state_dict``,
+``deepcopy``, pickling, ``torch.compile`` and ``remove_parametrizations`` work as for torch's
+own. `register_once` is the only place that registers one; it refuses a module without the
+named tensor and a second copy of the same method on the same tensor (torch lets the second
+one in, and backward then breaks: pytorch/pytorch#66363).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from normlab.errors import ConfigError
+
+# -- errors raised here ----------------------------------------------------------------------------
+
+
+def not_a_module(function: str, module: object) -> ConfigError:
+    return ConfigError(
+        f"{function}: module must be a torch.nn.Module (e.g. nn.Linear or nn.Conv2d); got "
+        f"{type(module).__name__}. For a whole model use normlab.parametrize(model, ...)."
+    )
+
+
+def no_such_tensor(function: str, module: nn.Module, name: object) -> ConfigError:
+    tensors = [n for n, _ in module.named_parameters(recurse=False)]
+    return ConfigError(
+        f"{function}: {type(module).__name__} has no parameter named {name!r} (name={name!r}); "
+        f"its parameters are {tensors or 'none'}. Pass name= one of those, e.g. name='weight'."
+    )
+
+
+def applied_twice(function: str, module: nn.Module, name: str) -> ConfigError:
+    return ConfigError(
+        f"{function}: {type(module).__name__}.{name} already has {function}; applying it twice "
+        "normalizes twice and breaks backward (pytorch/pytorch#66363). Remove the first with "
+        f"normlab.unparametrize(module) or torch.nn.utils.parametrize.remove_parametrizations"
+        f"(module, {name!r}) before applying it again."
+    )
+
+
+def bad_dim(function: str, dim: object, ndim: int) -> ConfigError:
+    return ConfigError(
+        f"{function}: dim={dim!r} is out of range for a weight with {ndim} dimensions; pass an "
+        f"int in [{-ndim}, {ndim - 1}] (the output units' dimension: 0 for Linear and Conv, 1 for "
+        "ConvTranspose) or None for one norm over the whole weight."
+    )
+
+
+# -- the base class --------------------------------------------------------------------------------
+
+
+class WeightParametrization(nn.Module):
+    """Base of normlab's weight-side parametrizations: ``forward(weight) -> effective weight``.
+
+    ``method`` is the registry name. ``has_state`` is True for a parametrization that updates
+    buffers in training forwards (spectral norm's power iteration); `normlab.freeze` stops
+    those updates, as it stops a norm layer's running statistics.
+    """
+
+    method: ClassVar[str] = ""
+    has_state: ClassVar[bool] = False
+
+
+def find(module: nn.Module, name: str, kind: type[nn.Module]) -> nn.Module | None:
+    """The parametrization of type ``kind`` on ``module.<name>``, or None."""
+    if not parametrize.is_parametrized(module, name):
+        return None
+    for registered in module.parametrizations[name]:
+        if isinstance(registered, kind):
+            return registered
+    return None
+
+
+def register_once(
+    function: str,
+    module: nn.Module,
+    name: str,
+    parametrization: WeightParametrization,
+    *,
+    unsafe: bool = False,
+) -> nn.Module:
+    """Register ``parametrization`` on ``module.<name>`` after the checks every method shares.
+
+    Raises ConfigError when ``module`` is not a module, has no parameter ``name``, or already
+    has a parametrization of the same class on it. Returns ``module`` (changed in place).
+    """
+    if not isinstance(module, nn.Module):
+        raise not_a_module(function, module)
+    if not isinstance(name, str) or not isinstance(_tensor(module, name), Tensor):
+        raise no_such_tensor(function, module, name)
+    if find(module, name, type(parametrization)) is not None:
+        raise applied_twice(function, module, name)
+    parametrize.register_parametrization(module, name, parametrization, unsafe=unsafe)
+    return module
+
+
+def _tensor(module: nn.Module, name: str) -> object:
+    if parametrize.is_parametrized(module, name):
+        return module.parametrizations[name].original
+    return module._parameters.get(name)
+
+
+def weight_of(module: nn.Module, name: str = "weight") -> Tensor:
+    """The tensor a parametrization of ``module.<name>`` starts from (its ``original``)."""
+    tensor = _tensor(module, name)
+    if not isinstance(tensor, Tensor):
+        raise no_such_tensor("weight_of", module, name)
+    return tensor
+
+
+def output_dim(module: nn.Module) -> int:
+    """The weight dimension of the output units: 1 for ConvTranspose, 0 otherwise.
+
+    torch's ``weight_norm(dim=0)`` on a ConvTranspose normalizes per *input* channel (a known
+    pitfall, ../METHODS.md §2); normlab's default follows the output units instead.
+    """
+    return 1 if isinstance(module, nn.modules.conv._ConvTransposeNd) else 0
+
+
+def check_dim(function: str, dim: object, ndim: int) -> int | None:
+    """``dim`` as a non-negative int (or None); ConfigError when out of range or not an int."""
+    if dim is None:
+        return None
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -ndim <= dim < ndim:
+        raise bad_dim(function, dim, ndim)
+    return dim % ndim
+
+
+def as_matrix(weight: Tensor, dim: int = 0) -> Tensor:
+    """``weight`` as a (units, fan-in) matrix: dimension ``dim`` first, the rest flattened.
+
+    A conv filter bank (C_out, C_in, kh, kw) becomes (C_out, C_in·kh·kw), the matrix the
+    papers normalize (Miyato et al. 2018 §2.1, Salimans & Kingma 2016 §2).
+    """
+    if dim != 0:
+        weight = weight.movedim(dim, 0)
+    return weight.reshape(weight.shape[0], -1)
+
+
+def from_matrix(matrix: Tensor, like: Tensor, dim: int = 0) -> Tensor:
+    """The inverse of `as_matrix`: a (units, fan-in) matrix back in ``like``'s layout."""
+    if dim == 0:
+        return matrix.reshape(like.shape)
+    moved = like.movedim(dim, 0)
+    return matrix.reshape(moved.shape).movedim(0, dim)
+
+
+@torch.no_grad()
+def bake_weight(module: nn.Module, name: str = "weight") -> nn.Module:
+    """Replace ``module.<name>``'s parametrizations by the plain effective weight (in place).
+
+    The effective weight is computed in eval mode, so baking runs no power iteration and does
+    not change any buffer.
+    """
+    modes = [(m, m.training) for m in module.parametrizations[name].modules()]
+    for m, _ in modes:
+        m.training = False
+    try:
+        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return module
