@@ -36,9 +36,14 @@ without running it. Refused, with a ConfigError naming the paths and the fix: a 
 mode or without running statistics, a conv output that has another consumer (a residual, a
 second head: folding would change what that consumer sees), channel counts that differ, a BN
 with ``channel_dim=-1`` after a conv, a module registered at two paths or called twice, tied
-conv parameters, a parametrized conv weight or one with forward pre-hooks (weight norm would
-recompute the weight), and subclasses that override ``forward`` (their function may not be
-conv / BN). Every folded pair is logged on ``logging.getLogger("normlab.surgery")``.
+conv parameters, a conv weight with forward pre-hooks or with parametrizations that are not
+normlab's (torch's weight norm would recompute the weight), and subclasses that override
+``forward`` (their function may not be conv / BN). Every folded pair is logged on
+``logging.getLogger("normlab.surgery")``.
+
+Weight-side methods: normlab's parametrizations (weight norm, spectral norm, weight
+standardization) are baked into plain weights everywhere in the model, in eval mode (no power
+iteration), before folding: the folded model is a deployment model (`normlab.unparametrize`).
 
 Linear + BN: the BN's channels must be the Linear's features, i.e. (N, F) input to a torch
 BatchNorm1d / normlab BatchNorm, or any (N, *, F) with a normlab BN of ``channel_dim=-1``
@@ -64,6 +69,7 @@ from normlab.errors import ConfigError, did_you_mean
 from normlab.norms._base import Norm
 from normlab.norms.frozen_batch_norm import FrozenBatchNorm, _is_batch_norm
 from normlab.surgery.layers import has_custom_forward
+from normlab.surgery.parametrize import only_normlab_parametrizations, unparametrize
 from normlab.surgery.walker import Replacement, not_a_model, replace_modules
 
 __all__ = [
@@ -252,7 +258,9 @@ def _target_problem(name: str, conv: nn.Module) -> errors.ConfigError | None:
         return fold_refused(
             f"{name} is a lazy layer that has not seen input yet", "Run one forward pass first"
         )
-    if parametrize.is_parametrized(conv) or conv._forward_pre_hooks:
+    if (parametrize.is_parametrized(conv) and not only_normlab_parametrizations(conv)) or (
+        conv._forward_pre_hooks
+    ):
         return fold_refused(
             f"{name} has a parametrized weight or forward pre-hooks (weight norm / spectral "
             "norm recompute the weight at every call and would overwrite the folded one)",
@@ -591,6 +599,7 @@ def fold_with_report(
     chosen = _find(model) if pairs is None else _given_pairs(model, pairs)
     _check_unshared(model, chosen)  # everything is checked before anything is changed
     root = model if inplace else copy.deepcopy(model)
+    unparametrize(root, inplace=True)  # deployment: every weight-side method baked in
     folded = []
     for conv_path, bn_path in chosen:
         conv, bn = root.get_submodule(conv_path), root.get_submodule(bn_path)

@@ -16,6 +16,10 @@ How a layer is frozen (the module object, its type, its flags and its state are 
   even when the forward raises). The layer therefore normalizes with its running statistics
   and never writes them, whatever ``.train()`` / ``.eval()`` set; its ``training`` flag keeps
   following ``model.train()`` as usual, and the output equals the eval output bitwise.
+* **weight-side state**: a weight parametrization that updates buffers in training forwards
+  (spectral norm's power-iteration vectors u, v) is frozen the same way: its forward runs in
+  eval mode, so the effective weight keeps using the stored u, v and nothing is written. It
+  appears in the report at its own path (``"conv.parametrizations.weight.0"``).
 * **affine** (``affine=True``): every parameter of the layer itself stops requiring grad —
   γ and β, and also the learned gate of BatchInstanceNorm, the importance logits of
   SwitchableNorm and EvoNorm's v. Layers without running statistics (GroupNorm, LayerNorm,
@@ -40,7 +44,7 @@ from typing import Any
 
 from torch import nn
 
-from normlab.surgery.layers import has_running_stats, is_norm
+from normlab.surgery.layers import has_running_stats, has_weight_state, is_norm
 from normlab.surgery.walker import Selector, check_selector, not_a_model, selected
 
 _STATE = "_normlab_frozen"
@@ -95,10 +99,14 @@ def _layers(model: nn.Module, function: str, skip: Selector, only: Selector):  #
         raise not_a_model(function, model)
     skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
     for path, module in model.named_modules():
-        if (is_norm(module) or has_running_stats(module)) and selected(
+        if (is_norm(module) or _has_state(module)) and selected(
             path, module, skip_items, only_items
         ):
             yield path, module
+
+
+def _has_state(module: nn.Module) -> bool:
+    return has_running_stats(module) or has_weight_state(module)
 
 
 def freeze(
@@ -128,7 +136,7 @@ def freeze(
     report = []
     for path, module in list(_layers(model, "freeze", skip, only)):
         state = freeze_state_of(module) or _FreezeState()
-        stats = has_running_stats(module)
+        stats = _has_state(module)
         if stats and state.pre_hook is None:
             state.pre_hook = module.register_forward_pre_hook(_run_in_eval).id
             state.post_hook = module.register_forward_hook(_restore_mode, always_call=True).id

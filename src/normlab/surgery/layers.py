@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from normlab import registry
 from normlab.norms._base import Norm
+from normlab.reparam._base import WeightParametrization
 
 StatsKind = Literal["batch", "instance"]
 
@@ -102,6 +103,12 @@ def _own_buffer(module: nn.Module, name: str) -> Tensor | None:
 def has_running_stats(module: nn.Module) -> bool:
     """The module itself holds a ``running_mean`` or ``running_var`` buffer (not None)."""
     return any(_own_buffer(module, k) is not None for k in ("running_mean", "running_var"))
+
+
+def has_weight_state(module: nn.Module) -> bool:
+    """A weight-side parametrization whose training forwards update buffers (spectral norm's
+    power-iteration vectors): `freeze` stops those updates as it stops running statistics."""
+    return isinstance(module, WeightParametrization) and module.has_state
 
 
 def class_running_stats(target: object) -> str | None:

@@ -75,6 +75,15 @@ class Parametrized:
         return f"{self.path or '<root>'}.{self.name}: {self.method} ({self.module_type.__name__})"
 
 
+def only_normlab_parametrizations(module: nn.Module) -> bool:
+    """Every parametrization on ``module`` (on any tensor) is a normlab weight-side method."""
+    return all(
+        isinstance(p, WeightParametrization)
+        for chain in module.parametrizations.values()
+        for p in chain
+    )
+
+
 def _has_tensor(module: nn.Module, name: str) -> bool:
     return name in module._parameters or torch_parametrize.is_parametrized(module, name)
 
