@@ -24,10 +24,15 @@ def test_list_shows_every_available_name() -> None:
     proc = run_cli("list")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
-    names = [line.split()[0] for line in proc.stdout.splitlines()[2:]]
+    layers, _, weights = proc.stdout.partition("\n\n")
+    # a row starts in the first column; a wrapped cell continues on indented lines
+    names = [line.split()[0] for line in layers.splitlines()[2:] if not line.startswith(" ")]
     # a fresh interpreter knows normlab's own methods (this one also has the tests' toys)
     assert names == sorted(e.name for e in normlab.norms.entries())
     assert set(names) <= set(normlab.available())
+    weight_names = [line.split()[0] for line in weights.splitlines()[2:] if line[:1].strip()]
+    assert weight_names == normlab.available("weight")
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 160
 
 
 def test_console_script() -> None:

@@ -16,7 +16,8 @@ import argparse
 import inspect
 import re
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from torch import nn
@@ -58,7 +59,7 @@ def equation(cls: type[nn.Module]) -> str:
     return "\n\n".join(kept)
 
 
-def defaults(cls: type[nn.Module]) -> list[str]:
+def defaults(cls: Callable[..., object]) -> list[str]:
     """``name=value`` for every constructor parameter, ``name`` alone when it is required."""
     out = []
     for p in inspect.signature(cls).parameters.values():
@@ -68,14 +69,32 @@ def defaults(cls: type[nn.Module]) -> list[str]:
     return out
 
 
+_COLUMN_WIDTHS = (24, 24, 64, 44)  # name, aliases, normalizes over / use, paper
+
+
 def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+    """A plain-text table; a cell wider than its column's cap wraps onto continuation lines."""
+    wrapped = [
+        [textwrap.wrap(cell, cap) or [""] for cell, cap in zip(row, _COLUMN_WIDTHS, strict=True)]
         for row in rows
     ]
+    widths = [max(len(line) for row in wrapped for line in row[i]) for i in range(len(rows[0]))]
+    lines = []
+    for row in wrapped:
+        for k in range(max(len(cell) for cell in row)):
+            cells = [cell[k] if k < len(cell) else "" for cell in row]
+            lines.append(
+                "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+            )
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def weight_kind(entry: registry.WeightEntry) -> str:
+    """How a weight-side method is used: a parametrization, layers, or helpers to call."""
+    if entry.apply is not None:
+        return f"normlab.{entry.apply.__name__}(module)"
+    return ", ".join(f"normlab.{getattr(x, '__name__', x)}" for x in entry.exports)
 
 
 def cmd_list(_: argparse.Namespace) -> int:
@@ -83,10 +102,42 @@ def cmd_list(_: argparse.Namespace) -> int:
     for entry in registry.entries():
         rows.append([entry.name, ", ".join(entry.aliases), normalizes_over(entry), entry.paper])
     print(_table(rows))
+    weight_rows = [["weight-side method", "aliases", "use", "paper"]]
+    for w in registry.weight_entries():
+        weight_rows.append([w.name, ", ".join(w.aliases), weight_kind(w), w.paper])
+    if len(weight_rows) > 1:
+        print()
+        print(_table(weight_rows))
+    return 0
+
+
+def describe_weight(entry: registry.WeightEntry) -> int:
+    aliases = ", ".join(entry.aliases) or "none"
+    print(f"{entry.name}  (aliases: {aliases})  weight-side")
+    print(f"  {entry.summary}")
+    print()
+    print(f"use:        {weight_kind(entry)}")
+    if entry.apply is not None:
+        print(f"model-wide: normlab.parametrize(model, {entry.name!r})")
+    print(f"paper:      {entry.paper}")
+    documented = entry.parametrization or (entry.exports[0] if entry.exports else None)
+    eq = equation(documented) if isinstance(documented, type) else ""
+    if eq:
+        print("\nequation:")
+        print("\n".join(f"  {line}".rstrip() for line in eq.splitlines()))
+    if entry.apply is not None:
+        print("\narguments (defaults):")
+        for item in defaults(entry.apply):
+            print(f"  {item}")
     return 0
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    if args.name.strip().lower().replace("-", "_") not in registry.known_names():
+        try:
+            return describe_weight(registry.lookup_weight(args.name))
+        except NormlabError:
+            pass  # unknown everywhere: the layer registry's error lists the layer names
     entry = registry.lookup(args.name)
     cls = entry.cls
     aliases = ", ".join(entry.aliases) or "none"

@@ -72,6 +72,11 @@ def lookup(name: str) -> Entry:
     return _ENTRIES[_ALIASES[key]]
 
 
+def known_names() -> frozenset[str]:
+    """Every name and alias of the norm layers (normalized: lower case, '_' for '-')."""
+    return frozenset(_ALIASES)
+
+
 def weight_entries() -> list[WeightEntry]:
     """Every registered weight-side method, sorted by name."""
     return [_WEIGHT_ENTRIES[name] for name in sorted(_WEIGHT_ENTRIES)]
