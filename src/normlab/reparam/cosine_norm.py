@@ -56,17 +56,17 @@ def _bad_input(layer: str, x: object, expected: str) -> InputError:
     )
 
 
-def _bad_padding_mode(padding_mode: object) -> ConfigError:
+def _bad_padding_mode(layer: str, padding_mode: object) -> ConfigError:
     return ConfigError(
-        f"CosineConv2d: padding_mode={padding_mode!r} is not supported; only 'zeros' is (the "
+        f"{layer}: padding_mode={padding_mode!r} is not supported; only 'zeros' is (the "
         "patch norm counts padded positions as zeros). Pad the input yourself with F.pad and "
         "pass padding=0 for another mode."
     )
 
 
-def _not_divisible(in_channels: int, out_channels: int, groups: object) -> ConfigError:
+def _not_divisible(layer: str, in_channels: int, out_channels: int, groups: object) -> ConfigError:
     return ConfigError(
-        f"CosineConv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
+        f"{layer}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
         f"divisible by groups ({groups!r}); pass a positive int groups that divides both."
     )
 
@@ -80,6 +80,35 @@ def _check_input(layer: str, x: object, ndim: int | None, channels: int, expecte
         or x.shape[1 if ndim else -1] != channels
     ):
         raise _bad_input(layer, x, expected)
+
+
+def conv_geometry(
+    layer: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: _size_2_t,
+    stride: _size_2_t,
+    padding: _size_2_t | str,
+    dilation: _size_2_t,
+    groups: int,
+    padding_mode: str = "zeros",
+) -> nn.Conv2d:
+    """A weightless nn.Conv2d (on the meta device) holding the checked, normalized geometry
+    (kernel_size, stride, padding, dilation as tuples) of ``layer``."""
+    errors.check_num_features(in_channels, "in_channels")
+    errors.check_num_features(out_channels, "out_channels")
+    if padding_mode != "zeros":
+        raise _bad_padding_mode(layer, padding_mode)
+    if (
+        isinstance(groups, bool)
+        or not isinstance(groups, int)
+        or groups <= 0
+        or in_channels % groups
+        or out_channels % groups
+    ):
+        raise _not_divisible(layer, in_channels, out_channels, groups)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                     bias=False, device="meta")  # fmt: skip
 
 
 # -- the math --------------------------------------------------------------------------------------
@@ -315,21 +344,8 @@ class CosineConv2d(nn.Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        errors.check_num_features(in_channels, "in_channels")
-        errors.check_num_features(out_channels, "out_channels")
-        if padding_mode != "zeros":
-            raise _bad_padding_mode(padding_mode)
-        if (
-            isinstance(groups, bool)
-            or not isinstance(groups, int)
-            or groups <= 0
-            or in_channels % groups
-            or out_channels % groups
-        ):
-            raise _not_divisible(in_channels, out_channels, groups)
-        # nn.Conv2d validates and normalizes the geometry; keep only what it computed.
-        geometry = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                             groups, bias=False, device="meta")  # fmt: skip
+        geometry = conv_geometry("CosineConv2d", in_channels, out_channels, kernel_size, stride,
+                                 padding, dilation, groups, padding_mode)  # fmt: skip
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = geometry.kernel_size, geometry.stride
         self.padding, self.dilation = geometry.padding, geometry.dilation

@@ -83,9 +83,7 @@ def _check(
     return dim, errors.check_eps(eps)
 
 
-def _standardize(
-    weight: Tensor, dim: int, eps: float, unbiased: bool, eps_in_sqrt: bool
-) -> Tensor:
+def _standardize(weight: Tensor, dim: int, eps: float, unbiased: bool, eps_in_sqrt: bool) -> Tensor:
     others = [d for d in range(weight.dim()) if d != dim]
     var, mean = torch.var_mean(weight, dim=others, correction=int(unbiased), keepdim=True)
     if eps_in_sqrt:
@@ -184,7 +182,9 @@ def weight_standardization(
         and Weight Standardization", 2019, arXiv:1903.10520.
     """
     function = "weight_standardization"
-    weight = _tensor(module, name) if isinstance(module, nn.Module) and isinstance(name, str) else None
+    weight = (
+        _tensor(module, name) if isinstance(module, nn.Module) and isinstance(name, str) else None
+    )
     if isinstance(weight, Tensor):  # else register_once names what is wrong
         dim, eps = _check(
             function, weight, output_dim(module) if dim is None else dim, eps, unbiased,
