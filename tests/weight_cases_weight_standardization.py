@@ -19,7 +19,7 @@ from weight_catalogue import WeightCase
 
 
 def standardized_oracle(
-    weight: Tensor, dim: int = 0, eps: float = 1e-5, unbiased: bool = True, in_sqrt: bool = False
+    weight: Tensor, dim: int = 0, eps: float = 1e-5, unbiased: bool = False, in_sqrt: bool = True
 ) -> Tensor:
     """Ŵ per output unit along ``dim``, from the paper's sums, in float64."""
     units = weight.detach().to(torch.float64).movedim(dim, 0)
@@ -72,10 +72,24 @@ CASES = (
     ),
     WeightCase(
         "weight_standardization",
-        _build(lambda: nn.Conv1d(3, 5, 4, groups=1), unbiased=False, eps_in_sqrt=True, eps=1e-6),
+        _build(lambda: nn.Conv1d(3, 5, 4), unbiased=True, eps_in_sqrt=False, eps=1e-5),
         (2, 3, 9),
-        _oracle(unbiased=False, in_sqrt=True, eps=1e-6),
-        variant="paper_eps_in_sqrt",
+        _oracle(unbiased=True, in_sqrt=False, eps=1e-5),
+        variant="authors_code",
+    ),
+    WeightCase(
+        "weight_standardization",
+        _build(lambda: nn.Conv2d(4, 6, 2, groups=2), unbiased=True, eps=1e-3),
+        (2, 4, 5, 5),
+        _oracle(unbiased=True, eps=1e-3),
+        variant="unbiased_eps_in_sqrt",
+    ),
+    WeightCase(
+        "weight_standardization",
+        _build(lambda: nn.ConvTranspose2d(4, 6, 3), eps_in_sqrt=False, eps=1e-2),
+        (2, 4, 5, 5),
+        _oracle(dim=1, in_sqrt=False, eps=1e-2),
+        variant="conv_transpose_tf_form",
     ),
     WeightCase("weight_standardization", _ws_conv, (2, 4, 6, 6), _oracle(), variant="WSConv2d"),
 )
