@@ -13,24 +13,8 @@ import torch
 from torch import Tensor, nn
 
 import normlab
+from oracles_weight_norm import weight_norm_oracle
 from weight_catalogue import WeightCase
-
-
-def weight_norm_oracle(g: Tensor, v: Tensor, dim: int | None, eps: float | None = None) -> Tensor:
-    """w = g·v/‖v‖ per slice of v along ``dim`` (one global norm for None), in float64."""
-    v, g = v.detach().to(torch.float64), g.detach().to(torch.float64)
-    if dim is None:
-        norm = torch.sqrt((v * v).sum())
-        return g * v / (norm if eps is None else max(norm, torch.tensor(eps)))
-    w = torch.empty_like(v)
-    gs = g.reshape(-1)
-    for o in range(v.shape[dim]):
-        unit = v.select(dim, o)
-        norm = torch.sqrt((unit * unit).sum())
-        if eps is not None:
-            norm = torch.clamp(norm, min=eps)
-        w.select(dim, o).copy_(gs[o] * unit / norm)
-    return w
 
 
 def _oracle(dim: int | None, eps: float | None = None) -> Callable[[nn.Module], Tensor]:
