@@ -217,3 +217,131 @@ def test_bad_arguments_name_the_value_and_the_fix() -> None:
         NF.weight_normalize(torch.ones(2, 2), torch.ones(2, 1), dim=3)
     with pytest.raises(InputError, match="must be tensors"):
         NF.weight_normalize([1.0], torch.ones(1))  # type: ignore[arg-type]
+
+
+# -- data-dependent initialization (§3) ------------------------------------------------------------
+
+
+def _conv_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3), nn.ReLU(),
+        nn.ConvTranspose2d(8, 6, 2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(24, 5),
+    )
+
+
+def _deep_mlp() -> nn.Module:
+    return nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(16, 16), nn.Tanh())],
+                         nn.Linear(16, 3))
+
+
+NETS = {"conv": (_conv_net, (64, 3, 8, 8)), "mlp": (_deep_mlp, (128, 16))}
+
+
+def _wn_outputs(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Each weight-normalized layer's output on x, by path (units at dim 1 or last)."""
+    outputs: dict[str, Tensor] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, a, y, p=path: outputs.setdefault(p, y.detach()))
+        for path, m in model.named_modules() if hasattr(m, "parametrizations")
+    ]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return outputs
+
+
+def _unit_stats(y: Tensor, unit_dim: int) -> tuple[Tensor, Tensor]:
+    """Per-unit mean and biased variance, two passes with explicit loops, float64."""
+    y = y.to(F64).movedim(unit_dim, 0)
+    means, variances = [], []
+    for unit in y:
+        values = unit.reshape(-1)
+        mu = values.sum() / values.numel()
+        means.append(mu)
+        variances.append(((values - mu) ** 2).sum() / values.numel())
+    return torch.stack(means), torch.stack(variances)
+
+
+@pytest.mark.parametrize("net", NETS)
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_init_gives_zero_mean_and_target_variance_for_every_layer(net: str, scale: float) -> None:
+    torch.manual_seed(4)
+    build, shape = NETS[net]
+    model = normlab.parametrize(build().double(), "weight_norm")
+    x = torch.randn(shape, dtype=F64) * 3 + 1
+    normlab.init_weight_norm_(model, x, init_scale=scale)
+    outputs = _wn_outputs(model, x)
+    assert len(outputs) == sum(1 for m in model.modules() if hasattr(m, "parametrizations"))
+    for path, y in outputs.items():
+        mean, var = _unit_stats(y, -1 if isinstance(model.get_submodule(path), nn.Linear) else 1)
+        torch.testing.assert_close(mean, torch.zeros_like(mean), rtol=0, atol=1e-6, msg=path)
+        torch.testing.assert_close(var, torch.full_like(var, scale**2), rtol=1e-6, atol=0,
+                                   msg=path)
+
+
+def test_each_layer_is_initialized_on_the_initialized_layers_below() -> None:
+    torch.manual_seed(5)
+    model = normlab.parametrize(_deep_mlp().double(), "weight_norm")
+    x = torch.randn(64, 16, dtype=F64)
+    seen: dict[str, Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, p=p: seen.setdefault(p, a[0].clone()))
+             for p, m in model.named_modules() if isinstance(m, nn.Linear)]
+    normlab.init_weight_norm_(model, x)
+    for h in hooks:
+        h.remove()
+    after = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, a, p=p: after.setdefault(p, a[0].clone()))
+             for p, m in model.named_modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model(x)
+    assert seen.keys() == after.keys() and len(seen) == 7
+    for path in seen:  # what layer k saw during init is the output of the final layers < k
+        torch.testing.assert_close(seen[path], after[path], rtol=1e-12, atol=1e-12, msg=path)
+
+
+def test_init_leaves_modes_and_other_layers_state_alone() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.0), nn.Conv2d(4, 4, 1))
+    torch.nn.utils.parametrizations.weight_norm(model[0])  # torch's parametrization
+    normlab.weight_norm(model[3])
+    model[1].train(False)
+    model[3].train(False)
+    modes = [m.training for m in model.modules()]
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num" in k}
+    g0 = _g(model[0]).clone()
+    normlab.init_weight_norm_(model, torch.randn(8, 3, 6, 6))
+    assert [m.training for m in model.modules()] == modes
+    for key, value in buffers.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert not torch.equal(_g(model[0]), g0)  # torch's layer was initialized too
+
+
+def test_layer_without_bias_gets_only_g() -> None:
+    model = normlab.parametrize(nn.Sequential(nn.Linear(6, 4, bias=False)).double(), "wn")
+    x = torch.randn(200, 6, dtype=F64) + 2.0
+    normlab.init_weight_norm_(model, x)
+    mean, var = _unit_stats(model(x).detach(), -1)
+    torch.testing.assert_close(var, torch.ones_like(var), rtol=1e-6, atol=0)
+    assert mean.abs().max() > 0.1  # no bias to remove it
+
+
+def test_init_errors_and_restores_parameters_on_failure() -> None:
+    wn_model = normlab.parametrize(nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2)), "weight_norm")
+    with pytest.raises(InputError, match=r"batch is empty \(shape \(0, 3\)\)"):
+        normlab.init_weight_norm_(wn_model, torch.zeros(0, 3))
+    with pytest.raises(InputError, match="batch is a str"):
+        normlab.init_weight_norm_(wn_model, "x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no weight-normalized layer"):
+        normlab.init_weight_norm_(nn.Sequential(nn.Linear(3, 3)), torch.ones(2, 3))
+    with pytest.raises(ConfigError, match=r"init_scale must be a positive finite float \(e\.g\. 1\.0\); got 0"):
+        normlab.init_weight_norm_(wn_model, torch.ones(2, 3), init_scale=0)
+    glob = normlab.weight_norm(nn.Linear(3, 3), dim=None)
+    with pytest.raises(ConfigError, match=r"along dim=None, not per output unit \(dim=0\)"):
+        normlab.init_weight_norm_(glob, torch.ones(2, 3))
+    broken = normlab.parametrize(nn.Sequential(nn.Linear(3, 3), nn.Linear(4, 2)), "wn")
+    state = copy.deepcopy(broken.state_dict())
+    with pytest.raises(RuntimeError):  # the first layer is initialized, the second fails
+        normlab.init_weight_norm_(broken, torch.randn(5, 3))
+    for key, value in broken.state_dict().items():
+        assert torch.equal(value, state[key]), key
