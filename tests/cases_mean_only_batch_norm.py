@@ -24,7 +24,11 @@ def _reference(m: Any, x: Tensor) -> Tensor:
 
 def _functional(m: Any, x: Tensor) -> Tensor:
     return NF.mean_only_batch_norm(
-        x, m.running_mean, m.bias, weight=m.weight, training=m.training,
+        x,
+        m.running_mean,
+        m.bias,
+        weight=m.weight,
+        training=m.training,
         channel_dim=m.channel_dim,
     )
 

@@ -35,7 +35,8 @@ def _v(m: nn.Module) -> Tensor:
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: nn.Linear(5, 4), lambda: nn.Conv2d(3, 4, 3), lambda: nn.ConvTranspose2d(3, 4, 2)],
+    "make",
+    [lambda: nn.Linear(5, 4), lambda: nn.Conv2d(3, 4, 3), lambda: nn.ConvTranspose2d(3, 4, 2)],
     ids=["linear", "conv2d", "conv_transpose2d"],
 )
 def test_registration_keeps_the_function_and_g_is_the_unit_norm(make) -> None:
@@ -224,15 +225,22 @@ def test_bad_arguments_name_the_value_and_the_fix() -> None:
 
 def _conv_net() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(8, 8, 3), nn.ReLU(),
-        nn.ConvTranspose2d(8, 6, 2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(8, 8, 3),
+        nn.ReLU(),
+        nn.ConvTranspose2d(8, 6, 2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
         nn.Linear(24, 5),
     )
 
 
 def _deep_mlp() -> nn.Module:
-    return nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(16, 16), nn.Tanh())],
-                         nn.Linear(16, 3))
+    return nn.Sequential(
+        *[m for _ in range(6) for m in (nn.Linear(16, 16), nn.Tanh())], nn.Linear(16, 3)
+    )
 
 
 NETS = {"conv": (_conv_net, (64, 3, 8, 8)), "mlp": (_deep_mlp, (128, 16))}
@@ -243,7 +251,8 @@ def _wn_outputs(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
     outputs: dict[str, Tensor] = {}
     handles = [
         m.register_forward_hook(lambda mod, a, y, p=path: outputs.setdefault(p, y.detach()))
-        for path, m in model.named_modules() if hasattr(m, "parametrizations")
+        for path, m in model.named_modules()
+        if hasattr(m, "parametrizations")
     ]
     with torch.no_grad():
         model(x)
@@ -277,8 +286,7 @@ def test_init_gives_zero_mean_and_target_variance_for_every_layer(net: str, scal
     for path, y in outputs.items():
         mean, var = _unit_stats(y, -1 if isinstance(model.get_submodule(path), nn.Linear) else 1)
         torch.testing.assert_close(mean, torch.zeros_like(mean), rtol=0, atol=1e-6, msg=path)
-        torch.testing.assert_close(var, torch.full_like(var, scale**2), rtol=1e-6, atol=0,
-                                   msg=path)
+        torch.testing.assert_close(var, torch.full_like(var, scale**2), rtol=1e-6, atol=0, msg=path)
 
 
 def test_each_layer_is_initialized_on_the_initialized_layers_below() -> None:
@@ -286,14 +294,20 @@ def test_each_layer_is_initialized_on_the_initialized_layers_below() -> None:
     model = normlab.parametrize(_deep_mlp().double(), "weight_norm")
     x = torch.randn(64, 16, dtype=F64)
     seen: dict[str, Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, a, p=p: seen.setdefault(p, a[0].clone()))
-             for p, m in model.named_modules() if isinstance(m, nn.Linear)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, a, p=p: seen.setdefault(p, a[0].clone()))
+        for p, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
     normlab.init_weight_norm_(model, x)
     for h in hooks:
         h.remove()
     after = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, a, p=p: after.setdefault(p, a[0].clone()))
-             for p, m in model.named_modules() if isinstance(m, nn.Linear)]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, a, p=p: after.setdefault(p, a[0].clone()))
+        for p, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    ]
     with torch.no_grad():
         model(x)
     assert seen.keys() == after.keys() and len(seen) == 7
@@ -302,7 +316,9 @@ def test_each_layer_is_initialized_on_the_initialized_layers_below() -> None:
 
 
 def test_init_leaves_modes_and_other_layers_state_alone() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.0), nn.Conv2d(4, 4, 1))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.0), nn.Conv2d(4, 4, 1)
+    )
     torch.nn.utils.parametrizations.weight_norm(model[0])  # torch's parametrization
     normlab.weight_norm(model[3])
     model[1].train(False)
@@ -334,7 +350,9 @@ def test_init_errors_and_restores_parameters_on_failure() -> None:
         normlab.init_weight_norm_(wn_model, "x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no weight-normalized layer"):
         normlab.init_weight_norm_(nn.Sequential(nn.Linear(3, 3)), torch.ones(2, 3))
-    with pytest.raises(ConfigError, match=r"init_scale must be a positive finite float \(e\.g\. 1\.0\); got 0"):
+    with pytest.raises(
+        ConfigError, match=r"init_scale must be a positive finite float \(e\.g\. 1\.0\); got 0"
+    ):
         normlab.init_weight_norm_(wn_model, torch.ones(2, 3), init_scale=0)
     glob = normlab.weight_norm(nn.Linear(3, 3), dim=None)
     with pytest.raises(ConfigError, match=r"along dim=None, not per output unit \(dim=0\)"):

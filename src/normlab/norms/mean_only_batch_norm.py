@@ -27,9 +27,7 @@ def _view(t: Tensor, ndim: int) -> Tensor:
     return t.view((1, -1) + (1,) * (ndim - 2))
 
 
-def _center(
-    xc: Tensor, mean: Tensor, weight: Tensor | None, bias: Tensor | None
-) -> Tensor:
+def _center(xc: Tensor, mean: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
     """γ(x − μ) + b for a channels-first ``x``, in one pass over x (the shift is per channel)."""
     shift = -mean if weight is None else -mean * weight
     if bias is not None:
@@ -49,7 +47,10 @@ def _batch_moments(xc: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _mean_only(
-    xc: Tensor, running_mean: Tensor | None, weight: Tensor | None, bias: Tensor | None,
+    xc: Tensor,
+    running_mean: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
     use_batch: bool,
 ) -> Tensor:
     if xc.numel() == 0:
@@ -90,14 +91,17 @@ def mean_only_batch_norm(
     """
     channel_dim = errors.check_channel_dim(channel_dim)
     known = next((t for t in (running_mean, bias, weight) if t is not None), None)
-    errors.check_input("mean_only_batch_norm", x,
-                       x.shape[channel_dim] if known is None else known.shape[0], channel_dim)
+    errors.check_input(
+        "mean_only_batch_norm",
+        x,
+        x.shape[channel_dim] if known is None else known.shape[0],
+        channel_dim,
+    )
     use_batch = training or running_mean is None
     xc = to_channels_first(x, channel_dim)
     if use_batch:
         check_set_size("mean_only_batch_norm", axes_lib.BATCH, xc, 1)
-    return from_channels_first(_mean_only(xc, running_mean, weight, bias, use_batch),
-                               channel_dim)
+    return from_channels_first(_mean_only(xc, running_mean, weight, bias, use_batch), channel_dim)
 
 
 class MeanOnlyBatchNorm(Norm):
@@ -161,8 +165,13 @@ class MeanOnlyBatchNorm(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim, bias=bias,
-            device=device, dtype=dtype,
+            num_features,
+            eps=eps,
+            affine=affine,
+            channel_dim=channel_dim,
+            bias=bias,
+            device=device,
+            dtype=dtype,
         )
         if bias and not self.affine:  # the paper's layer: a bias without a scale
             self.bias = nn.Parameter(torch.empty(num_features, device=device, dtype=dtype))
@@ -180,8 +189,10 @@ class MeanOnlyBatchNorm(Norm):
         if self.training and running_mean is not None and xc.numel():
             mean, var = _batch_moments(xc)
             update_running_ema_(
-                (running_mean, self._buffers["running_var"]), (mean, var),
-                self._buffers["num_batches_tracked"], self.momentum,
+                (running_mean, self._buffers["running_var"]),
+                (mean, var),
+                self._buffers["num_batches_tracked"],
+                self.momentum,
             )
             return from_channels_first(_center(xc, mean, self.weight, self.bias), cd)
         y = _mean_only(xc, running_mean, self.weight, self.bias, use_batch)

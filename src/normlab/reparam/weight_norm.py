@@ -97,8 +97,9 @@ def _safe_directions(g: Tensor, v: Tensor, dim: int | None) -> tuple[Tensor, Ten
     return g, v
 
 
-def weight_normalize(v: Tensor, g: Tensor, dim: int | None = 0, *, eps: float | None = None
-                     ) -> Tensor:
+def weight_normalize(
+    v: Tensor, g: Tensor, dim: int | None = 0, *, eps: float | None = None
+) -> Tensor:
     r"""The effective weight of weight normalization; pure.
 
     $$ w = g \frac{v}{\lVert v \rVert_2} \quad\text{or, with eps,}\quad
@@ -199,7 +200,7 @@ def _has_compat_hook(module: nn.Module, name: str) -> bool:
 def weight_norm(
     module: nn.Module,
     name: str = "weight",
-    dim: int | None | Literal["output"] = "output",
+    dim: int | Literal["output"] | None = "output",
     *,
     eps: float | None = None,
 ) -> nn.Module:
@@ -287,17 +288,24 @@ def _init_targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
             continue
         if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
             raise _cannot_init(
-                path, module, "is weight-normalized but is not a Linear or Conv layer, so "
-                "its output units are not known", "Initialize it by hand.",
+                path,
+                module,
+                "is weight-normalized but is not a Linear or Conv layer, so "
+                "its output units are not known",
+                "Initialize it by hand.",
             )
         if len(module.parametrizations["weight"]) != 1:
             raise _cannot_init(
-                path, module, "has other parametrizations on its weight besides weight norm",
+                path,
+                module,
+                "has other parametrizations on its weight besides weight norm",
                 "Initialize before adding them.",
             )
         if wn.dim != output_dim(module):
             raise _cannot_init(
-                path, module, f"normalizes its weight along dim={wn.dim}, not per output unit "
+                path,
+                module,
+                f"normalizes its weight along dim={wn.dim}, not per output unit "
                 f"(dim={output_dim(module)}), so there is no g per unit to set",
                 "Apply normlab.weight_norm with its default dim.",
             )
@@ -371,8 +379,12 @@ def init_weight_norm_(
     targets = _init_targets(model)
     if not targets:
         raise _no_weight_norm(model)
-    params = [t for _, m in targets for t in (m.parametrizations.weight.original0, m.bias)
-              if t is not None]
+    params = [
+        t
+        for _, m in targets
+        for t in (m.parametrizations.weight.original0, m.bias)
+        if t is not None
+    ]
     saved_params = [t.clone() for t in params]
     buffers = [b for b in model.buffers() if b is not None]
     saved_buffers = [b.clone() for b in buffers]
@@ -399,7 +411,7 @@ def init_weight_norm_(
         shape = [1] * t.dim()
         shape[unit_dim] = -1
         if module.bias is None:
-            return (t * g.to(t.dtype).view(shape))
+            return t * g.to(t.dtype).view(shape)
         module.bias.copy_(b)
         return torch.addcmul(b.to(t.dtype).view(shape), t, g.to(t.dtype).view(shape))
 
@@ -423,7 +435,7 @@ def init_weight_norm_(
     return model
 
 
-# -- registry entries (discovered by normlab.reparam; the registry and normlab.* derive from them) --
+# -- registry entries (discovered by normlab.reparam; registry and normlab.* derive from them) --
 from normlab.reparam._entry import WeightEntry  # noqa: E402  (this block closes the file)
 
 ENTRIES = (
