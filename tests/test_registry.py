@@ -251,7 +251,8 @@ def test_package_names_derive_from_the_discovered_entries():
 def test_every_exported_class_and_functional_has_an_entry():
     """Nothing in __all__ is a layer or functional form without an entry (no hand-kept list)."""
     classes = {e.cls for e in normlab.norms.entries()}
-    forms = {fn for e in normlab.norms.entries() for fn in e.functional}
+    forms = {fn for e in (*normlab.norms.entries(), *normlab.reparam.entries())
+             for fn in e.functional}
     for name in normlab.__all__:
         obj = getattr(normlab, name)
         if isinstance(obj, type) and issubclass(obj, normlab.Norm) and obj is not normlab.Norm:

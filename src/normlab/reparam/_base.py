@@ -11,6 +11,7 @@ one in, and backward then breaks: pytorch/pytorch#66363).
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 import torch
@@ -99,13 +100,48 @@ def register_once(
     if find(module, name, type(parametrization)) is not None:
         raise applied_twice(function, module, name)
     parametrize.register_parametrization(module, name, parametrization, unsafe=unsafe)
+    _support_copies(type(module))
     return module
 
 
 def _tensor(module: nn.Module, name: str) -> object:
     if parametrize.is_parametrized(module, name):
-        return module.parametrizations[name].original
+        chain = module.parametrizations[name]  # one original, or original0, 1, ... (g, v)
+        return chain.original if hasattr(chain, "original") else chain.original0
     return module._parameters.get(name)
+
+
+# torch gives each parametrized module a class of its own (Parametrized<Class>) and refuses to
+# pickle it; its __deepcopy__ shares that class with the copy, so removing a parametrization
+# from the copy deletes the original's property too. Copies here get a class of their own, and
+# pickling rebuilds one from the base class and the parametrized names.
+
+
+def _rebuild_parametrized(base: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
+    module = base.__new__(base)
+    parametrize._inject_new_class(module)
+    for name in names:
+        parametrize._inject_property(module, name)
+    _support_copies(type(module))
+    return module
+
+
+def _reduce_parametrized(self: nn.Module, protocol: object) -> tuple[object, ...]:
+    names = tuple(self.__dict__["_modules"]["parametrizations"].keys())
+    return (_rebuild_parametrized, (type(self).__bases__[0], names), self.__dict__.copy())
+
+
+def _deepcopy_parametrized(self: nn.Module, memo: dict[int, object]) -> nn.Module:
+    names = tuple(self.__dict__["_modules"]["parametrizations"].keys())
+    replica = _rebuild_parametrized(type(self).__bases__[0], names)
+    memo[id(self)] = replica
+    replica.__setstate__(copy.deepcopy(self.__dict__, memo))
+    return replica
+
+
+def _support_copies(cls: type) -> None:
+    cls.__reduce_ex__ = _reduce_parametrized  # type: ignore[assignment]  # see above
+    cls.__deepcopy__ = _deepcopy_parametrized  # type: ignore[attr-defined]  # see above
 
 
 def weight_of(module: nn.Module, name: str = "weight") -> Tensor:
@@ -153,7 +189,6 @@ def from_matrix(matrix: Tensor, like: Tensor, dim: int = 0) -> Tensor:
     return matrix.reshape(moved.shape).movedim(0, dim)
 
 
-@torch.no_grad()
 def bake_weight(module: nn.Module, name: str = "weight") -> nn.Module:
     """Replace ``module.<name>``'s parametrizations by the plain effective weight (in place).
 
@@ -164,7 +199,10 @@ def bake_weight(module: nn.Module, name: str = "weight") -> nn.Module:
     for m, _ in modes:
         m.training = False
     try:
-        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        # grad mode on: with several originals (weight norm's g, v) torch keeps the baked
+        # weight a Parameter only when the computed weight requires grad
+        with torch.enable_grad():
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     finally:
         for m, mode in modes:
             m.training = mode
