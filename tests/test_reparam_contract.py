@@ -90,6 +90,9 @@ def test_copies_compute_the_same_function(case: WeightCase, how: str) -> None:
 
 
 def test_compile_fullgraph_matches_eager(case: WeightCase) -> None:
+    # every case compiles the same code objects (ParametrizationList.forward, Conv forward):
+    # start from an empty cache so the cases do not add up to dynamo's recompile limit
+    torch._dynamo.reset()
     eager = case.build()
     compiled_module = copy.deepcopy(eager)
     compiled = torch.compile(compiled_module, fullgraph=True, backend="aot_eager")
