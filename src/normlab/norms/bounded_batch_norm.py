@@ -60,6 +60,29 @@ class ScaleBound(NamedTuple):
     clipped: int
 
 
+def _bound(
+    owner: str, gamma: Tensor, sigma: Tensor, eps: float, dtype: torch.dtype
+) -> tuple[Tensor, ScaleBound]:
+    """The projected γ in ``dtype`` from γ and σ in float64; ``owner`` names the layer."""
+    s = gamma / sigma
+    alpha = s.mean()
+    if not (bool(torch.isfinite(s).all()) and float(alpha) != 0.0):
+        raise errors.InputError(
+            f"Bounded BN: {owner} has scales s = γ/σ that are non-finite or average to 0 (mean "
+            f"{float(alpha)}). Check weight and running_var for NaN/Inf or negative variances; "
+            "the bound is relative to the mean scale, which must be finite and non-zero."
+        )
+    ratio = s / alpha
+    high, low = 1.0 + eps, 1.0 / (1.0 + eps)
+    clipped = (ratio > high) | (ratio < low)
+    # Clipped to an interval narrowed by one unit of ``dtype``: rounding the new γ_i into it
+    # (relative error ≤ half a unit) cannot carry s_i back past the bound.
+    unit = torch.finfo(dtype).eps
+    target = ratio.clamp(low * (1 + unit), high * (1 - unit)) * alpha * sigma
+    new = torch.where(clipped, target, gamma).to(dtype)
+    return new, ScaleBound(float(alpha), int(clipped.sum()))
+
+
 def _projected(name: str, layer: nn.Module, eps: float, mode: Mode) -> tuple[Tensor, ScaleBound]:
     """The new γ of ``layer`` (in its dtype) and the report; checks everything, writes nothing."""
     weight = getattr(layer, "weight", None)
@@ -69,33 +92,76 @@ def _projected(name: str, layer: nn.Module, eps: float, mode: Mode) -> tuple[Ten
         raise _unusable(
             name, "has no affine weight γ (affine=False)", "Build it with affine=True."
         )
+    var = getattr(layer, "running_var", None)
+    if mode == "bbn" and not isinstance(var, Tensor):
+        raise _unusable(
+            name, "has no running_var (track_running_stats=False), which mode='bbn' reads",
+            "Track running statistics, or use mode='rel' (bounds γ relative to mean(γ)).",
+        )
+    return _projection(f"layer {name}", weight, var if mode == "bbn" else None, layer.eps, eps)
+
+
+def _projection(
+    owner: str, weight: Tensor, running_var: Tensor | None, bn_eps: float, eps: float
+) -> tuple[Tensor, ScaleBound]:
     gamma = weight.detach().to(torch.float64)
     sigma = torch.ones_like(gamma)
-    if mode == "bbn":
-        var = getattr(layer, "running_var", None)
-        if not isinstance(var, Tensor):
-            raise _unusable(
-                name, "has no running_var (track_running_stats=False), which mode='bbn' reads",
-                "Track running statistics, or use mode='rel' (bounds γ relative to mean(γ)).",
+    if running_var is not None:
+        sigma = (running_var.detach().to(torch.float64) + float(bn_eps)).sqrt()
+    return _bound(owner, gamma, sigma, eps, weight.dtype)
+
+
+def bounded_bn_weight(
+    weight: Tensor,
+    running_var: Tensor | None = None,
+    *,
+    bn_eps: float = 1e-5,
+    eps: float = 1.0,
+) -> Tensor:
+    r"""The Bounded-BN projection of a BatchNorm's γ (pure: returns the new γ).
+
+    $$ s_i = \frac{\gamma_i}{\sqrt{v_i + \epsilon_{bn}}}, \quad
+       \bar\alpha = \tfrac{1}{C}\textstyle\sum_i s_i, \quad
+       \gamma_i' = \sqrt{v_i + \epsilon_{bn}}\;\mathrm{clip}\big(s_i,
+       \tfrac{\bar\alpha}{1+\tilde\epsilon}, \bar\alpha(1+\tilde\epsilon)\big) $$
+
+    with v = ``running_var``; without it (None) σ_i = 1, i.e. the reference's ``"rel"`` mode,
+    γ_i bounded relative to mean(γ). Only the channels outside the interval change. Computed
+    in float64 and returned in ``weight``'s dtype, clipped to the interval narrowed by one unit
+    of that dtype so that the bound holds for the rounded result (to float64 round-off for a
+    float64 weight).
+
+    Args:
+        running_var: the layer's running variance (mode "bbn"), or None (mode "rel").
+        bn_eps: the layer's own ε inside sqrt(running_var + ε).
+        eps: ε̃ > 0, the bound factor 1+ε̃ (reference: 1).
+
+    Shape:
+        weight, running_var: (C,); output: (C,).
+
+    Example:
+        >>> bounded_bn_weight(torch.tensor([1.0, 2.0, 9.0]), eps=1.0)  # γ/mean(γ) in [1/2, 2]
+        tensor([2.0000, 2.0000, 8.0000])
+
+    References:
+        Jia, Tao, Gao & Xu, CVPR 2017, arXiv:1611.06013 (``BNScalingBounding`` in the
+        reference code kui-jia/svb, cnnTrain.lua).
+    """
+    eps = _check_factor_eps("bounded_bn_weight", eps)
+    bn_eps = errors.check_eps(bn_eps)
+    for name, t in (("weight", weight), ("running_var", running_var)):
+        if t is None and name == "running_var":
+            continue
+        if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() != 1 or (
+            t.shape != weight.shape
+        ):
+            raise errors.InputError(
+                f"bounded_bn_weight: {name} must be a 1-D floating-point tensor of one entry per "
+                f"channel{' like weight' if name == 'running_var' else ''}; got "
+                f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}. Pass the "
+                "BatchNorm layer's weight and running_var."
             )
-        sigma = (var.detach().to(torch.float64) + float(layer.eps)).sqrt()
-    s = gamma / sigma
-    alpha = s.mean()
-    if not (bool(torch.isfinite(s).all()) and float(alpha) != 0.0):
-        raise _unusable(
-            name, f"has scales s = γ/σ that are non-finite or average to 0 (mean {float(alpha)})",
-            "Check weight and running_var for NaN/Inf or negative variances; the bound is "
-            "relative to the mean scale, which must be finite and non-zero.",
-        )
-    ratio = s / alpha
-    high, low = 1.0 + eps, 1.0 / (1.0 + eps)
-    clipped = (ratio > high) | (ratio < low)
-    # Narrowed by one unit of the weight's dtype so that rounding the new γ into that dtype
-    # (relative error ≤ half of it) cannot carry s_i back outside the interval.
-    unit = torch.finfo(weight.dtype).eps
-    target = ratio.clamp(low * (1 + unit), high * (1 - unit)) * alpha * sigma
-    new = torch.where(clipped, target, gamma).to(weight.dtype)
-    return new, ScaleBound(float(alpha), int(clipped.sum()))
+    return _projection("bounded_bn_weight", weight, running_var, bn_eps, eps)[0]
 
 
 def _bound_scales(
@@ -236,5 +302,6 @@ ENTRIES = (
         "Jia et al. 2017, arXiv:1611.06013",
         aliases=("bbn", "bounded_bn"),
         exports=(bound_batch_norm_scales_,),
+        functional=(bounded_bn_weight,),
     ),
 )
