@@ -18,14 +18,26 @@ from catalogue import Case, _torch_bn
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return oracles.batch_norm_ref(
-        x, m.weight, m.bias, m.running_mean, m.running_var, training=m.training, eps=m.eps,
+        x,
+        m.weight,
+        m.bias,
+        m.running_mean,
+        m.running_var,
+        training=m.training,
+        eps=m.eps,
         channel_dim=m.channel_dim,
     )
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:
     return NF.batch_norm(
-        x, m.running_mean, m.running_var, m.weight, m.bias, training=m.training, eps=m.eps,
+        x,
+        m.running_mean,
+        m.running_var,
+        m.weight,
+        m.bias,
+        training=m.training,
+        eps=m.eps,
         channel_dim=m.channel_dim,
     )
 

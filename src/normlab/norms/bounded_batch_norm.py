@@ -89,13 +89,12 @@ def _projected(name: str, layer: nn.Module, eps: float, mode: Mode) -> tuple[Ten
     if parametrize.is_parametrized(layer, "weight"):
         raise _unusable(name, "has a parametrized weight", "Remove the parametrization first.")
     if not isinstance(weight, Tensor):
-        raise _unusable(
-            name, "has no affine weight γ (affine=False)", "Build it with affine=True."
-        )
+        raise _unusable(name, "has no affine weight γ (affine=False)", "Build it with affine=True.")
     var = getattr(layer, "running_var", None)
     if mode == "bbn" and not isinstance(var, Tensor):
         raise _unusable(
-            name, "has no running_var (track_running_stats=False), which mode='bbn' reads",
+            name,
+            "has no running_var (track_running_stats=False), which mode='bbn' reads",
             "Track running statistics, or use mode='rel' (bounds γ relative to mean(γ)).",
         )
     return _projection(f"layer {name}", weight, var if mode == "bbn" else None, layer.eps, eps)
@@ -152,8 +151,11 @@ def bounded_bn_weight(
     for name, t in (("weight", weight), ("running_var", running_var)):
         if t is None and name == "running_var":
             continue
-        if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() != 1 or (
-            t.shape != weight.shape
+        if (
+            not isinstance(t, Tensor)
+            or not t.is_floating_point()
+            or t.dim() != 1
+            or (t.shape != weight.shape)
         ):
             raise errors.InputError(
                 f"bounded_bn_weight: {name} must be a 1-D floating-point tensor of one entry per "
@@ -182,8 +184,11 @@ def _is_batch_norm_layer(module: nn.Module) -> bool:
     running statistics are per-sample averages, is left out."""
     var, weight = getattr(module, "running_var", None), getattr(module, "weight", None)
     if not (
-        isinstance(var, Tensor) and isinstance(weight, Tensor) and var.dim() == 1
-        and var.shape == weight.shape and errors.is_finite_number(getattr(module, "eps", None))
+        isinstance(var, Tensor)
+        and isinstance(weight, Tensor)
+        and var.dim() == 1
+        and var.shape == weight.shape
+        and errors.is_finite_number(getattr(module, "eps", None))
     ):
         return False
     if isinstance(module, Norm):
@@ -241,7 +246,8 @@ def bound_batch_norm_scales_(
             "the model whose BatchNorm layers to bound."
         )
     layers = [
-        (path or type(m).__name__, m) for path, m in model.named_modules()
+        (path or type(m).__name__, m)
+        for path, m in model.named_modules()
         if _is_batch_norm_layer(m)
     ]
     if not layers:

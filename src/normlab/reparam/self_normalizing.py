@@ -101,7 +101,8 @@ def selu_init_(model: nn.Module, *, generator: torch.Generator | None = None) ->
     if not isinstance(model, nn.Module):
         raise not_a_module("selu_init_", model)
     layers = [
-        (path or type(m).__name__, m) for path, m in model.named_modules()
+        (path or type(m).__name__, m)
+        for path, m in model.named_modules()
         if isinstance(m, DEFAULT_TARGETS)
     ]
     if not layers:

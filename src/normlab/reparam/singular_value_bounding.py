@@ -42,15 +42,19 @@ def _check_bound_eps(function: str, eps: object) -> float:
 def _check_weight(weight: object, groups: object) -> Tensor:
     if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.dim() < 2:
         got = (
-            f"a {weight.dim()}-D {weight.dtype} tensor" if isinstance(weight, Tensor)
+            f"a {weight.dim()}-D {weight.dtype} tensor"
+            if isinstance(weight, Tensor)
             else type(weight).__name__
         )
         raise InputError(
             "bounded_singular_values: weight must be a floating-point tensor with at least 2 "
             f"dimensions (a Linear or conv weight); got {got}. Pass layer.weight."
         )
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or (
-        weight.shape[0] % groups
+    if (
+        isinstance(groups, bool)
+        or not isinstance(groups, int)
+        or groups < 1
+        or (weight.shape[0] % groups)
     ):
         raise ConfigError(
             f"bounded_singular_values: groups must be a positive int dividing weight.shape[0] "
@@ -103,9 +107,7 @@ def _groups(module: nn.Module) -> int:
     return int(getattr(module, "groups", 1))
 
 
-def bounded_singular_values(
-    weight: Tensor, eps: float, dim: int = 0, *, groups: int = 1
-) -> Tensor:
+def bounded_singular_values(weight: Tensor, eps: float, dim: int = 0, *, groups: int = 1) -> Tensor:
     r"""The weight with every singular value clipped to [1/(1+ε), 1+ε] (pure; no gradient).
 
     $$ W = U \Sigma V^\top, \quad W' = U \,\mathrm{clip}(\Sigma, \tfrac{1}{1+\epsilon},
