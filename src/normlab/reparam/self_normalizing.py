@@ -57,14 +57,19 @@ def fan_in(module: nn.Module) -> int:
     """The number of inputs one output unit of a Linear / Conv / ConvTranspose weighs.
 
     in_features for Linear; in_channels/groups · ∏kernel for Conv and ConvTranspose alike: the
-    width of the layer's (units, fan-in) matrix (`normlab.reparam._base.as_matrix` with the
+    width of one group's (units, fan-in) matrix (`normlab.reparam._base.as_matrix` with the
     output units at `output_dim`). torch's ``_calculate_fan_in_and_fan_out`` reads weight.size(1)
     as the fan-in, which for a ConvTranspose (weight (C_in, C_out/groups, *k)) is its fan-out.
     For a ConvTranspose with stride s > 1 an output position receives only about ∏(k/s) of the
     ∏k taps per input channel, so its variance is correspondingly below 1.
     """
     weight = module.weight
-    return int(as_matrix(weight, output_dim(module)).shape[1]) if weight.dim() > 1 else 1
+    if weight.dim() < 2:
+        return 1
+    # one group's block: a ConvTranspose's weight (C_in, C_out/groups, *k) spans every group's
+    # inputs along dim 0, a Conv's (C_out, C_in/groups, *k) already holds one group's
+    block = weight.chunk(int(getattr(module, "groups", 1)), 0)[0]
+    return int(as_matrix(block, output_dim(module)).shape[1])
 
 
 @torch.no_grad()
