@@ -241,6 +241,13 @@ def test_invalid_eps(eps: object) -> None:
         NF.bounded_bn_weight(layer.weight, eps=eps)  # type: ignore[arg-type]
 
 
+def test_eps_below_the_weight_dtype_resolution() -> None:
+    layer = trained().half()
+    with pytest.raises(ConfigError, match=r"eps=0\.0001 is below the resolution .*float16"):
+        layer.bound_scales_(eps=1e-4)
+    assert layer.bound_scales_(eps=0.01).clipped > 0
+
+
 def test_invalid_mode() -> None:
     with pytest.raises(UnknownNameError, match=r"mode 'bnn'\. Did you mean 'bbn'\?"):
         trained().bound_scales_(mode="bnn")  # type: ignore[arg-type]

@@ -78,6 +78,12 @@ def _bound(
     # Clipped to an interval narrowed by one unit of ``dtype``: rounding the new γ_i into it
     # (relative error ≤ half a unit) cannot carry s_i back past the bound.
     unit = torch.finfo(dtype).eps
+    if low * (1 + unit) > high * (1 - unit):
+        raise ConfigError(
+            f"Bounded BN: eps={eps!r} is below the resolution of {owner}'s {dtype} weight "
+            f"(about {unit:.1e}), so no γ of that dtype satisfies the bound; pass eps >= "
+            f"{unit:.0e}."
+        )
     target = ratio.clamp(low * (1 + unit), high * (1 - unit)) * alpha * sigma
     new = torch.where(clipped, target, gamma).to(dtype)
     return new, ScaleBound(float(alpha), int(clipped.sum()))
