@@ -11,7 +11,9 @@ one in, and backward then breaks: pytorch/pytorch#66363).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -189,21 +191,39 @@ def from_matrix(matrix: Tensor, like: Tensor, dim: int = 0) -> Tensor:
     return matrix.reshape(moved.shape).movedim(0, dim)
 
 
+@contextlib.contextmanager
+def _chain_in_eval(module: nn.Module, name: str) -> Iterator[None]:
+    """``module.<name>``'s parametrizations in eval mode for the block (no power iteration)."""
+    modes = [(m, m.training) for m in module.parametrizations[name].modules()]
+    for m, _ in modes:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def effective_weight(module: nn.Module, name: str = "weight") -> Tensor:
+    """``module.<name>`` as the layer uses it (after any parametrizations already registered,
+    computed in eval mode and without gradient); what a new parametrization receives."""
+    tensor = _tensor(module, name)
+    if not isinstance(tensor, Tensor):
+        raise no_such_tensor("effective_weight", module, name)
+    if not parametrize.is_parametrized(module, name):
+        return tensor
+    with torch.no_grad(), _chain_in_eval(module, name):
+        return getattr(module, name)
+
+
 def bake_weight(module: nn.Module, name: str = "weight") -> nn.Module:
     """Replace ``module.<name>``'s parametrizations by the plain effective weight (in place).
 
     The effective weight is computed in eval mode, so baking runs no power iteration and does
     not change any buffer.
     """
-    modes = [(m, m.training) for m in module.parametrizations[name].modules()]
-    for m, _ in modes:
-        m.training = False
-    try:
-        # grad mode on: with several originals (weight norm's g, v) torch keeps the baked
-        # weight a Parameter only when the computed weight requires grad
-        with torch.enable_grad():
-            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    # grad mode on: with several originals (weight norm's g, v) torch keeps the baked weight a
+    # Parameter only when the computed weight requires grad
+    with torch.enable_grad(), _chain_in_eval(module, name):
+        parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return module

@@ -40,6 +40,7 @@ from normlab.reparam._base import (
     WeightParametrization,
     _tensor,
     as_matrix,
+    effective_weight,
     from_matrix,
     output_dim,
     register_once,
@@ -205,6 +206,7 @@ def weight_standardization(
         _tensor(module, name) if isinstance(module, nn.Module) and isinstance(name, str) else None
     )
     if isinstance(weight, Tensor):  # else register_once names what is wrong
+        weight = effective_weight(module, name)  # after the methods already on it
         dim, eps = _check(
             function, weight, output_dim(module) if dim is None else dim, eps, unbiased,
             eps_in_sqrt,

@@ -238,8 +238,13 @@ def _named(role: str, path: str | None, module: nn.Module) -> str:
 
 
 def _overrides_conv(module: nn.Module) -> bool:
-    """A user subclass that changes how the conv computes (forward, _conv_forward, children)."""
-    if has_custom_forward(module):
+    """A user subclass that changes how the conv computes (forward, _conv_forward, children).
+
+    normlab's weight-side parametrizations are not such a change: they are baked first."""
+    if parametrize.is_parametrized(module) and only_normlab_parametrizations(module):
+        if set(module._modules) != {"parametrizations"}:
+            return True
+    elif has_custom_forward(module):
         return True
     if not hasattr(module, "_conv_forward"):
         return False

@@ -1,0 +1,126 @@
+"""Model-wide weight-side tools: `parametrize` / `unparametrize`, and what `fold` and `freeze`
+do with weight-side parametrizations (the per-method contract is tests/test_reparam_contract.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize as torch_parametrize
+
+import normlab
+from normlab.errors import ConfigError
+
+
+def _net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.ConvTranspose2d(8, 4, 2, stride=2), nn.Flatten(), nn.Linear(4 * 12 * 12, 5),
+    )
+
+
+def _randomize_bn(bn: nn.BatchNorm2d) -> None:
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+
+
+def test_report_names_every_target_and_the_original_type() -> None:
+    new, report = normlab.surgery.parametrize_with_report(_net(), "weight_norm")
+    assert [(r.path, r.module_type) for r in report] == [
+        ("0", nn.Conv2d), ("3", nn.ConvTranspose2d), ("5", nn.Linear)
+    ]
+    assert str(report[1]) == "3.weight: weight_norm (ConvTranspose2d)"
+    assert isinstance(new[3], nn.ConvTranspose2d)  # torch's generated class derives from it
+
+
+def test_only_and_skip_select_by_class_and_path() -> None:
+    net = normlab.parametrize(_net(), "ws", only=nn.Conv2d)
+    assert torch_parametrize.is_parametrized(net[0])
+    assert not torch_parametrize.is_parametrized(net[5])
+    assert not torch_parametrize.is_parametrized(net[3])  # ConvTranspose2d is not a Conv2d
+    net = normlab.parametrize(_net(), "wn", skip=["0", "5"])
+    assert [torch_parametrize.is_parametrized(net[i]) for i in (0, 3, 5)] == [False, True, False]
+
+
+def test_only_reaches_a_module_outside_the_default_targets() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4))
+    net = normlab.parametrize(model, "weight_norm", only="0")
+    assert torch_parametrize.is_parametrized(net[0], "weight")
+    assert not torch_parametrize.is_parametrized(net[1])
+
+
+def test_shared_module_is_parametrized_once() -> None:
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    new, report = normlab.surgery.parametrize_with_report(model, "weight_norm")
+    assert [r.path for r in report] == ["0"]
+    assert new[0] is new[2]
+
+
+def test_nothing_selected_and_twice_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="no module of the model was selected"):
+        normlab.parametrize(nn.Sequential(nn.ReLU()), "weight_norm")
+    net = normlab.parametrize(_net(), "weight_norm")
+    with pytest.raises(ConfigError, match="twice"):
+        normlab.parametrize(net, "weight_norm")
+
+
+def test_inplace_mutates_and_returns_the_model() -> None:
+    model = _net()
+    assert normlab.parametrize(model, "ws", inplace=True) is model
+    assert torch_parametrize.is_parametrized(model[0])
+
+
+def test_unparametrize_by_method_keeps_the_others() -> None:
+    net = normlab.parametrize(_net(), "weight_norm", only="5")
+    net = normlab.parametrize(net, "ws", only="0", inplace=True)
+    x = torch.randn(2, 3, 6, 6)
+    expected = net.eval()(x)
+    out = normlab.unparametrize(net, "weight_standardization")
+    assert not torch_parametrize.is_parametrized(out[0])
+    assert torch_parametrize.is_parametrized(out[5])
+    torch.testing.assert_close(out(x), expected)
+
+
+def test_unparametrize_without_bake_restores_the_original_or_explains() -> None:
+    net = normlab.parametrize(_net(), "ws", only="0")
+    original = net[0].parametrizations.weight.original.detach().clone()
+    out = normlab.unparametrize(net, bake=False)
+    assert torch.equal(out[0].weight, original)
+    with pytest.raises(ConfigError, match="several original tensors"):
+        normlab.unparametrize(normlab.parametrize(_net(), "wn"), bake=False)
+
+
+def test_fold_bakes_weight_side_methods_and_folds_the_bn() -> None:
+    net = normlab.parametrize(_net(), "weight_norm")
+    net = normlab.parametrize(net, "ws", only="0", inplace=True)
+    _randomize_bn(net[1])
+    net.eval()
+    x = torch.randn(2, 3, 6, 6)
+    folded = normlab.fold(net)
+    assert isinstance(folded[1], nn.Identity)
+    assert not any(torch_parametrize.is_parametrized(m) for m in folded.modules())
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+    assert torch_parametrize.is_parametrized(net[0])  # the original model is untouched
+
+
+def test_fold_still_refuses_a_foreign_parametrization() -> None:
+    net = _net().eval()
+    torch.nn.utils.parametrizations.orthogonal(net[0])
+    with pytest.raises(ConfigError, match=r"parametrized weight|not normlab's"):
+        normlab.fold(net)
+
+
+def test_freeze_leaves_parameter_free_weight_methods_alone() -> None:
+    net = normlab.parametrize(_net(), "weight_norm")
+    before = copy.deepcopy(net.state_dict())
+    report = normlab.freeze(net)
+    assert [r.path for r in report] == ["1"]  # only the BN: weight norm has no state
+    net.train()(torch.randn(2, 3, 6, 6))
+    assert torch.equal(net[1].running_mean, before["1.running_mean"])
