@@ -214,6 +214,11 @@ def test_bad_arguments_name_the_value_and_the_fix() -> None:
         normlab.weight_norm(normlab.weight_norm(nn.Linear(3, 4)))
     with pytest.raises(ConfigError, match="no parameter named 'kernel'"):
         normlab.weight_norm(nn.Linear(3, 4), "kernel")
+    with pytest.raises(ConfigError, match=r"Linear\.weight has no elements \(shape \(3, 0\)\)"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch: zero-element init is a no-op
+            empty = nn.Linear(0, 3)
+        normlab.weight_norm(empty)
     with pytest.raises(ConfigError, match=r"dim=3 is out of range"):
         NF.weight_normalize(torch.ones(2, 2), torch.ones(2, 1), dim=3)
     with pytest.raises(InputError, match="must be tensors"):

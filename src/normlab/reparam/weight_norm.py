@@ -54,6 +54,14 @@ def _bad_init_number(name: str, value: object, fix: str) -> ConfigError:
     return ConfigError(f"init_weight_norm_: {name} must be {fix}; got {value!r}.")
 
 
+def _empty_weight(module: nn.Module, name: str, shape: tuple[int, ...]) -> ConfigError:
+    return ConfigError(
+        f"weight_norm: {type(module).__name__}.{name} has no elements (shape {shape}), so it has "
+        "no direction to normalize (pytorch/pytorch#181510: NaN gradients in torch). Give the "
+        "layer at least one input and one output unit, or leave it out (skip=)."
+    )
+
+
 def _no_weight_norm(model: nn.Module) -> ConfigError:
     return ConfigError(
         f"init_weight_norm_: {type(model).__name__} has no weight-normalized layer (normlab's "
@@ -256,6 +264,8 @@ def weight_norm(
         raise no_such_tensor("weight_norm", module, name)
     if eps is not None and (not errors.is_finite_number(eps) or eps <= 0):
         raise _bad_eps(eps)
+    if tensor.numel() == 0:
+        raise _empty_weight(module, name, tuple(tensor.shape))
     ndim = tensor.dim()
     resolved = check_dim("weight_norm", output_dim(module) if dim == "output" else dim, ndim)
     register_once("weight_norm", module, name, WeightNorm(resolved, eps))
