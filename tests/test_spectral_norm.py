@@ -133,6 +133,20 @@ def test_gradient_flows_through_w_only() -> None:
     torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("make", [lambda: nn.Linear(5, 4), lambda: nn.ConvTranspose1d(3, 2, 2)])
+def test_gradcheck_and_gradgradcheck(make: Callable[[], nn.Module]) -> None:
+    # the fused backward against finite differences, to second order (gradient penalties)
+    module = normlab.spectral_norm(make().double(), lipschitz=1.5).eval()
+    sn = _sn(module)
+
+    def effective(w: Tensor) -> Tensor:
+        return spectral_normalized_weight(w, sn._u, sn._v, dim=sn.dim, lipschitz=1.5)
+
+    w = _original(module).detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(effective, (w,))
+    assert torch.autograd.gradgradcheck(effective, (w,))
+
+
 def test_two_training_forwards_backpropagate_together() -> None:
     # GAN pattern D(real) - D(fake): the second forward's in-place u, v update must not break
     # the first forward's backward (hence the clones)

@@ -24,6 +24,7 @@ from normlab.reparam._base import (
     as_matrix,
     check_dim,
     find,
+    from_matrix,
     no_such_tensor,
     not_a_module,
     output_dim,
@@ -113,11 +114,60 @@ def _check_positive(value: object, error: Any) -> float:
 # -- the math --------------------------------------------------------------------------------------
 
 
-def _divide(weight: Tensor, sigma: Tensor, lipschitz: float) -> Tensor:
+def _scale(sigma: Tensor, lipschitz: float) -> Tensor:
     # σ̂ = 0 only for a zero weight (or u, v orthogonal to it): dividing by 1 instead keeps the
     # result 0 and its gradient finite (lipschitz · g) where W/σ̂ would be 0/0 = NaN.
-    safe = sigma.masked_fill(sigma == 0, 1.0)
-    return weight / (safe if lipschitz == 1.0 else safe / lipschitz)
+    return lipschitz / sigma.masked_fill(sigma == 0, 1.0)
+
+
+def _sigma(weight: Tensor, u: Tensor, v: Tensor, dim: int) -> Tensor:
+    return torch.vdot(u, torch.mv(as_matrix(weight, dim), v))
+
+
+@torch.library.custom_op("normlab::matrix_spectral_norm", mutates_args=())
+def _matrix_spectral_norm(
+    weight: Tensor, u: Tensor, v: Tensor, lipschitz: float, dim: int
+) -> Tensor:
+    """``L · W / σ̂`` with σ̂ = uᵀ W_mat v (u, v constants) and a backward of three passes over W:
+
+    $$ \\partial W = s\\,\\Big(G - \\frac{\\langle G, W\\rangle}{\\hat σ}\\, u v^\\top\\Big),
+       \\qquad s = L / \\hat σ, $$
+
+    (G the gradient of the result) where autograd's composition of the same ops makes six
+    weight-sized temporaries (1.3-1.4x a Linear(1024, 1024) step instead of 1.1x). The σ̂ term
+    is dropped where σ̂ = 0 was replaced by 1. The backward recomputes σ̂ from W (one read of
+    W) in differentiable ops, so a second derivative (a gradient penalty's) is exact. A custom
+    op rather than an autograd.Function: dynamo traces those through a deprecated path.
+    """
+    return weight * _scale(_sigma(weight, u, v, dim), lipschitz)
+
+
+@_matrix_spectral_norm.register_fake
+def _(weight: Tensor, u: Tensor, v: Tensor, lipschitz: float, dim: int) -> Tensor:
+    return torch.empty_like(weight)
+
+
+def _save(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    weight, u, v, lipschitz, dim = inputs
+    ctx.save_for_backward(weight, u, v)
+    ctx.lipschitz, ctx.dim = lipschitz, dim
+
+
+def _matrix_spectral_norm_backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+    weight, u, v = ctx.saved_tensors
+    sigma = _sigma(weight, u, v, ctx.dim)
+    scale = _scale(sigma, ctx.lipschitz)
+    grad_weight = (grad * scale).contiguous()
+    inner = torch.vdot(grad.reshape(-1), weight.reshape(-1))
+    coefficient = (inner * scale / sigma).masked_fill(sigma == 0, 0.0)
+    if ctx.dim == 0:  # a view of grad_weight: the rank-one term is added in place
+        grad_weight.view(u.shape[0], -1).addr_(u * coefficient, v, alpha=-1)
+    else:
+        grad_weight.sub_(from_matrix(torch.outer(u * coefficient, v), weight, ctx.dim))
+    return grad_weight, None, None, None, None
+
+
+_matrix_spectral_norm.register_autograd(_matrix_spectral_norm_backward, setup_context=_save)
 
 
 def spectral_normalized_weight(
@@ -145,11 +195,12 @@ def spectral_normalized_weight(
         tensor([[1.0000, 0.0000],
                 [0.0000, 0.3333]])
     """
-    matrix = as_matrix(weight, check_dim("spectral_normalized_weight", dim, max(weight.ndim, 1)))
+    matrix_dim = check_dim("spectral_normalized_weight", dim, max(weight.ndim, 1))
+    matrix = as_matrix(weight, matrix_dim)
     for which, vector, size in (("u", u, matrix.shape[0]), ("v", v, matrix.shape[1])):
         if tuple(vector.shape) != (size,):
             raise bad_vector(which, tuple(vector.shape), (size,))
-    return _divide(weight, torch.vdot(u, torch.mv(matrix, v)), lipschitz)
+    return _matrix_spectral_norm(weight, u, v, lipschitz, matrix_dim)
 
 
 # -- the parametrization ---------------------------------------------------------------------------
@@ -201,7 +252,7 @@ class SpectralNorm(WeightParametrization):
 
     def forward(self, weight: Tensor) -> Tensor:
         if weight.ndim == 1:
-            return _divide(weight, torch.linalg.vector_norm(weight), self.lipschitz)
+            return weight * _scale(torch.linalg.vector_norm(weight), self.lipschitz)
         operator = self._operator(weight)
         if self.training:
             power_iterate_(
@@ -212,10 +263,9 @@ class SpectralNorm(WeightParametrization):
         u = self._u.clone(memory_format=torch.contiguous_format)
         v = self._v.clone(memory_format=torch.contiguous_format)
         if self.geometry is None:
-            sigma = torch.vdot(u, torch.mv(operator, v))
-        else:
-            sigma = torch.vdot(u.reshape(-1), conv_apply(weight, v, self.geometry).reshape(-1))
-        return _divide(weight, sigma, self.lipschitz)
+            return _matrix_spectral_norm(weight, u, v, self.lipschitz, self.dim)
+        sigma = torch.vdot(u.reshape(-1), conv_apply(weight, v, self.geometry).reshape(-1))
+        return weight * _scale(sigma, self.lipschitz)
 
     def right_inverse(self, value: Tensor) -> Tensor:
         """Assigning ``module.weight = W`` stores W as the unnormalized original."""
