@@ -7,6 +7,7 @@ of weight_cases_spectral_norm.py."""
 from __future__ import annotations
 
 import copy
+import importlib
 import io
 import math
 from collections.abc import Callable
@@ -133,18 +134,37 @@ def test_gradient_flows_through_w_only() -> None:
     torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
 
 
+_IMPL = importlib.import_module("normlab.reparam.spectral_norm")
+
+
+@pytest.mark.parametrize("impl", ["_MatrixSpectralNormFunction", "_matrix_spectral_norm_op"])
 @pytest.mark.parametrize("make", [lambda: nn.Linear(5, 4), lambda: nn.ConvTranspose1d(3, 2, 2)])
-def test_gradcheck_and_gradgradcheck(make: Callable[[], nn.Module]) -> None:
-    # the fused backward against finite differences, to second order (gradient penalties)
+def test_gradcheck_and_gradgradcheck(make: Callable[[], nn.Module], impl: str) -> None:
+    # the fused backward against finite differences, to second order (gradient penalties),
+    # for the eager autograd.Function and the custom op torch.compile uses
     module = normlab.spectral_norm(make().double(), lipschitz=1.5).eval()
     sn = _sn(module)
+    fn = getattr(_IMPL, impl)
+    fn = fn.apply if isinstance(fn, type) else fn
 
     def effective(w: Tensor) -> Tensor:
-        return spectral_normalized_weight(w, sn._u, sn._v, dim=sn.dim, lipschitz=1.5)
+        return fn(w, sn._u, sn._v, 1.5, sn.dim)
 
     w = _original(module).detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(effective, (w,))
     assert torch.autograd.gradgradcheck(effective, (w,))
+
+
+def test_compiled_weight_gradient_matches_eager() -> None:
+    eager = normlab.spectral_norm(nn.Linear(12, 8))
+    compiled_module = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_module, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 12)
+    eager(x).square().sum().backward()
+    compiled(x).square().sum().backward()
+    torch.testing.assert_close(
+        _original(compiled_module).grad, _original(eager).grad, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_two_training_forwards_backpropagate_together() -> None:
