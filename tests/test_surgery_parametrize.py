@@ -17,8 +17,12 @@ from normlab.errors import ConfigError
 
 def _net() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.ConvTranspose2d(8, 4, 2, stride=2), nn.Flatten(), nn.Linear(4 * 12 * 12, 5),
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.ConvTranspose2d(8, 4, 2, stride=2),
+        nn.Flatten(),
+        nn.Linear(4 * 12 * 12, 5),
     )
 
 
@@ -33,7 +37,9 @@ def _randomize_bn(bn: nn.BatchNorm2d) -> None:
 def test_report_names_every_target_and_the_original_type() -> None:
     new, report = normlab.surgery.parametrize_with_report(_net(), "weight_norm")
     assert [(r.path, r.module_type) for r in report] == [
-        ("0", nn.Conv2d), ("3", nn.ConvTranspose2d), ("5", nn.Linear)
+        ("0", nn.Conv2d),
+        ("3", nn.ConvTranspose2d),
+        ("5", nn.Linear),
     ]
     assert str(report[1]) == "3.weight: weight_norm (ConvTranspose2d)"
     assert isinstance(new[3], nn.ConvTranspose2d)  # torch's generated class derives from it
@@ -124,3 +130,45 @@ def test_freeze_leaves_parameter_free_weight_methods_alone() -> None:
     assert [r.path for r in report] == ["1"]  # only the BN: weight norm has no state
     net.train()(torch.randn(2, 3, 6, 6))
     assert torch.equal(net[1].running_mean, before["1.running_mean"])
+
+
+def _power_vectors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if k.endswith(("._u", "._v"))}
+
+
+def test_freeze_stops_spectral_norm_power_iteration_and_unfreeze_resumes() -> None:
+    net = normlab.parametrize(_net(), "spectral_norm")
+    x = torch.randn(2, 3, 6, 6)
+    report = normlab.freeze(net)
+    paths = {r.path for r in report if r.statistics}
+    assert paths == {
+        "1",
+        "0.parametrizations.weight.0",
+        "3.parametrizations.weight.0",
+        "5.parametrizations.weight.0",
+    }
+    before = _power_vectors(net)
+    assert len(before) == 6
+    eval_out = net.eval()(x)
+    train_out = net.train()(x)
+    for key, value in _power_vectors(net).items():
+        assert torch.equal(value, before[key]), key
+    # frozen: the training forward uses the stored u, v and the BN's running statistics
+    torch.testing.assert_close(train_out, eval_out, rtol=0, atol=0)
+    normlab.unfreeze(net)
+    net.train()(x)
+    changed = [k for k, v in _power_vectors(net).items() if not torch.equal(v, before[k])]
+    assert changed
+
+
+def test_fold_bakes_spectral_norm_without_a_power_iteration() -> None:
+    net = normlab.parametrize(_net(), "spectral_norm")
+    _randomize_bn(net[1])
+    net.eval()
+    before = _power_vectors(net)
+    x = torch.randn(2, 3, 6, 6)
+    expected = net(x)
+    folded = normlab.fold(net)
+    torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
+    for key, value in _power_vectors(net).items():
+        assert torch.equal(value, before[key]), key
