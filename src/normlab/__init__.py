@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the names discovery gives, spelled out for static type chec
     from normlab.norms import BatchInstanceNorm as BatchInstanceNorm
     from normlab.norms import BatchNorm as BatchNorm
     from normlab.norms import BatchRenorm as BatchRenorm
+    from normlab.norms import BoundedBatchNorm as BoundedBatchNorm
     from normlab.norms import EvoNormB0 as EvoNormB0
     from normlab.norms import EvoNormS0 as EvoNormS0
     from normlab.norms import FrozenBatchNorm as FrozenBatchNorm
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the names discovery gives, spelled out for static type chec
     from normlab.norms import GroupNorm as GroupNorm
     from normlab.norms import InstanceNorm as InstanceNorm
     from normlab.norms import LayerNorm as LayerNorm
+    from normlab.norms import MeanOnlyBatchNorm as MeanOnlyBatchNorm
     from normlab.norms import RMSNorm as RMSNorm
     from normlab.norms import SwitchableNorm as SwitchableNorm
     from normlab.norms import VirtualBatchNorm as VirtualBatchNorm
@@ -41,7 +43,25 @@ if TYPE_CHECKING:  # the names discovery gives, spelled out for static type chec
         clamp_gates_after_step as clamp_gates_after_step,
     )
     from normlab.norms.batch_instance_norm import gate_param_groups as gate_param_groups
+    from normlab.norms.bounded_batch_norm import (
+        bound_batch_norm_scales_ as bound_batch_norm_scales_,
+    )
     from normlab.norms.virtual_batch_norm import reference_pass as reference_pass
+    from normlab.reparam.cosine_norm import CosineConv2d as CosineConv2d
+    from normlab.reparam.cosine_norm import CosineLinear as CosineLinear
+    from normlab.reparam.norm_prop import NormPropConv2d as NormPropConv2d
+    from normlab.reparam.norm_prop import NormPropLinear as NormPropLinear
+    from normlab.reparam.self_normalizing import selu_init_ as selu_init_
+    from normlab.reparam.singular_value_bounding import (
+        bound_singular_values_ as bound_singular_values_,
+    )
+    from normlab.reparam.spectral_norm import spectral_norm as spectral_norm
+    from normlab.reparam.weight_norm import init_weight_norm_ as init_weight_norm_
+    from normlab.reparam.weight_norm import weight_norm as weight_norm
+    from normlab.reparam.weight_standardization import WSConv2d as WSConv2d
+    from normlab.reparam.weight_standardization import (
+        weight_standardization as weight_standardization,
+    )
 
 __version__ = "0.1.0"
 

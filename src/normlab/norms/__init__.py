@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # the same names as discovery gives, spelled out for static t
     from normlab.norms.batch_instance_norm import BatchInstanceNorm as BatchInstanceNorm
     from normlab.norms.batch_norm import BatchNorm as BatchNorm
     from normlab.norms.batch_renorm import BatchRenorm as BatchRenorm
+    from normlab.norms.bounded_batch_norm import BoundedBatchNorm as BoundedBatchNorm
     from normlab.norms.evo_norm import EvoNormB0 as EvoNormB0
     from normlab.norms.evo_norm import EvoNormS0 as EvoNormS0
     from normlab.norms.frozen_batch_norm import FrozenBatchNorm as FrozenBatchNorm
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # the same names as discovery gives, spelled out for static t
     from normlab.norms.group_norm import GroupNorm as GroupNorm
     from normlab.norms.instance_norm import InstanceNorm as InstanceNorm
     from normlab.norms.layer_norm import LayerNorm as LayerNorm
+    from normlab.norms.mean_only_batch_norm import MeanOnlyBatchNorm as MeanOnlyBatchNorm
     from normlab.norms.rms_norm import RMSNorm as RMSNorm
     from normlab.norms.switchable_norm import SwitchableNorm as SwitchableNorm
     from normlab.norms.virtual_batch_norm import VirtualBatchNorm as VirtualBatchNorm
