@@ -97,3 +97,24 @@ def test_usage_errors_exit_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> 
         assert len(lines) == 1
         assert lines[0].startswith("normlab: error: ")
         assert lines[0].endswith("See 'normlab --help'.")
+
+
+@pytest.mark.parametrize("name", ["spectral_norm", "wn", "WS", "svb", "selu"])
+def test_describe_weight_side_methods(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", name]) == 0
+    out = capsys.readouterr().out
+    entry = normlab.registry.lookup_weight(name)
+    assert out.startswith(f"{entry.name}  (aliases: ")
+    assert "weight-side" in out.splitlines()[0]
+    assert entry.paper in out
+    if entry.apply is not None:
+        assert f"normlab.parametrize(model, {entry.name!r})" in out
+        assert "$$" in out  # the equation of the parametrization
+
+
+def test_describe_typo_suggests_weight_side_names_through_entry_point() -> None:
+    proc = run_cli("describe", "spectrl_norm")
+    assert proc.returncode == 2
+    assert "Unknown method 'spectrl_norm'" in proc.stderr
+    assert "Did you mean 'spectral_norm'" in proc.stderr
+    assert proc.stdout == ""

@@ -20,9 +20,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from torch import nn
-
-from normlab import __version__, cli_lab, registry
+from normlab import __version__, cli_lab, errors, registry
 from normlab.cli_lab import add_report_parser, add_sweep_parser
 from normlab.core.axes import Axes
 from normlab.errors import NormlabError
@@ -46,7 +44,7 @@ def normalizes_over(entry: registry.Entry) -> str:
     return axes.describe()
 
 
-def equation(cls: type[nn.Module]) -> str:
+def equation(cls: Callable[..., object]) -> str:
     """The docstring's ``$$ ... $$`` paragraph and the paragraph that explains it."""
     paragraphs = (inspect.getdoc(cls) or "").split("\n\n")
     start = next((i for i, p in enumerate(paragraphs) if "$$" in p), None)
@@ -120,8 +118,8 @@ def describe_weight(entry: registry.WeightEntry) -> int:
     if entry.apply is not None:
         print(f"model-wide: normlab.parametrize(model, {entry.name!r})")
     print(f"paper:      {entry.paper}")
-    documented = entry.parametrization or (entry.exports[0] if entry.exports else None)
-    eq = equation(documented) if isinstance(documented, type) else ""
+    documented = (entry.parametrization, entry.apply, *entry.exports)
+    eq = next((e for e in (equation(d) for d in documented if d is not None) if e), "")
     if eq:
         print("\nequation:")
         print("\n".join(f"  {line}".rstrip() for line in eq.splitlines()))
@@ -133,11 +131,13 @@ def describe_weight(entry: registry.WeightEntry) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    if args.name.strip().lower().replace("-", "_") not in registry.known_names():
-        try:
-            return describe_weight(registry.lookup_weight(args.name))
-        except NormlabError:
-            pass  # unknown everywhere: the layer registry's error lists the layer names
+    key = args.name.strip().lower().replace("-", "_")
+    if key not in registry.known_names():
+        if key not in registry.known_weight_names():
+            known = sorted({*registry.available("all"), *registry.known_names(),
+                            *registry.known_weight_names()})
+            raise errors.unknown_choice("method", args.name, known)
+        return describe_weight(registry.lookup_weight(args.name))
     entry = registry.lookup(args.name)
     cls = entry.cls
     aliases = ", ".join(entry.aliases) or "none"

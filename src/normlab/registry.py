@@ -77,6 +77,11 @@ def known_names() -> frozenset[str]:
     return frozenset(_ALIASES)
 
 
+def known_weight_names() -> frozenset[str]:
+    """Every name and alias of the weight-side methods (normalized like `known_names`)."""
+    return frozenset(_WEIGHT_ALIASES)
+
+
 def weight_entries() -> list[WeightEntry]:
     """Every registered weight-side method, sorted by name."""
     return [_WEIGHT_ENTRIES[name] for name in sorted(_WEIGHT_ENTRIES)]
