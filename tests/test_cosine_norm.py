@@ -97,6 +97,21 @@ def test_conv_matches_patch_oracle(
     torch.testing.assert_close(conv(x), expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("padding", [0, "same"])
+def test_centered_conv_keeps_float32_accuracy_on_a_large_offset(padding: object) -> None:
+    """Patches of 1000 + N(0, 1): the centered patch norm must not cancel in float32 (a
+    one-pass Σp² − (Σp)²/n loses every significant digit of the variance there)."""
+    conv = normlab.CosineConv2d(3, 4, 3, padding=padding, dilation=2, centered=True, bias=False)
+    x = torch.randn(2, 3, 9, 8, dtype=D) + 1000.0
+    pad = 2 if padding == "same" else 0
+    w = conv.weight.detach().to(D)
+    if padding == "same":  # zero padding inside the oracle: patches at the border hold zeros
+        expected = conv_oracle(x, w, None, 1, pad, 2, 1, centered=True)
+    else:
+        expected = conv_oracle(x, w, None, 1, 0, 2, 1, centered=True)
+    torch.testing.assert_close(conv(x.float()).double(), expected, rtol=2e-3, atol=2e-3)
+
+
 def test_output_is_bounded_by_one() -> None:
     layer = normlab.CosineLinear(16, 8)
     x = torch.cat([torch.randn(64, 16) * 100, layer.weight.detach() * 3, -layer.weight.detach()])

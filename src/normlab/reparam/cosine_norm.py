@@ -27,6 +27,7 @@ nn.Linear's / nn.Conv2d's names and shapes, so a state dict loads in either dire
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -165,6 +166,39 @@ def cosine_linear(
     return _cosine_linear(x, weight, bias, eps, centered)
 
 
+def _centered_patch_sq_norm(x: Tensor, kernel: Sequence[int], conv: dict[str, Any]) -> Tensor:
+    """|p − mean(p)|² of every receptive-field patch p of each group, (N, groups, H', W').
+
+    Two-pass (the patches are unfolded, centered, then squared): the one-pass
+    Σp² − (Σp)²/n cancels catastrophically when the patch mean is large.
+    """
+    n, groups = x.shape[0], conv["groups"]
+    padding = conv["padding"]
+    if isinstance(padding, str):  # "valid" is 0; "same" pads dilation·(k − 1), more at the end
+        total = (
+            [0, 0]
+            if padding == "valid"
+            else [d * (k - 1) for d, k in zip(conv["dilation"], kernel, strict=True)]
+        )
+        x = F.pad(
+            x, (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2)
+        )
+        padding = 0
+    patches = F.unfold(
+        x, tuple(kernel), dilation=conv["dilation"], padding=padding, stride=conv["stride"]
+    )  # (N, C·kh·kw, L), channel-major
+    patches = patches.view(n, groups, -1, patches.shape[-1])
+    sq_norm = (patches - patches.mean(2, keepdim=True)).square().sum(2)
+    out_h = _out_size(x.shape[2], kernel[0], conv, padding, 0)
+    return sq_norm.view(n, groups, out_h, -1)
+
+
+def _out_size(size: int, k: int, conv: dict[str, Any], padding: Any, axis: int) -> int:
+    pad = padding if isinstance(padding, int) else padding[axis]
+    d, st = conv["dilation"][axis], conv["stride"][axis]
+    return (size + 2 * pad - d * (k - 1) - 1) // st + 1
+
+
 def _cosine_conv2d(
     x: Tensor,
     weight: Tensor,
@@ -179,11 +213,10 @@ def _cosine_conv2d(
     ones = x.new_ones(groups, 1, *weight.shape[2:])
     # |patch|² (and the patch sum for the centered form) per group: the channel sum first,
     # then a single-channel all-ones conv, far cheaper than the layer's own conv.
-    sq_norm = F.conv2d(per_group.square().sum(2), ones, None, **conv)
     if centered:
-        fan_in = weight[0].numel()
-        patch_sum = F.conv2d(per_group.sum(2), ones, None, **conv)
-        sq_norm = (sq_norm - patch_sum.square() / fan_in).clamp_min(0.0)
+        sq_norm = _centered_patch_sq_norm(x, weight.shape[2:], conv)
+    else:
+        sq_norm = F.conv2d(per_group.square().sum(2), ones, None, **conv)
     if bias is not None:
         sq_norm = sq_norm + 1.0
     # for centered, w_c·(p − mean(p)) = w_c·p since w_c sums to 0: the layer's conv stays.
