@@ -18,7 +18,7 @@ pytest.importorskip("importlinter")
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "normlab"
-LAYERS = "core <- norms <- registry, functional <- surgery, distributed <- lab <- cli"
+LAYERS = "core <- norms, reparam <- registry <- surgery <- distributed <- lab <- cli"
 LAB_REPORT = "lab: report <- plots <- summary"
 
 # Runs import-linter on the package found first on sys.path (the copy), after checking that it
@@ -74,6 +74,14 @@ BAD_EDGES = {
     "registry imports surgery": (
         "registry.py", "from normlab.surgery import convert", LAYERS,
         "normlab.registry -> normlab.surgery.convert",
+    ),
+    "reparam imports norms (siblings)": (
+        "reparam/weight_norm.py", "import normlab.norms.batch_norm", LAYERS,
+        "normlab.reparam.weight_norm -> normlab.norms.batch_norm",
+    ),
+    "surgery imports distributed": (
+        "surgery/recalibrate.py", "import normlab.distributed.sync", LAYERS,
+        "normlab.surgery.recalibrate -> normlab.distributed.sync",
     ),
     "surgery imports the lab": (
         "surgery/fold.py", "from normlab.lab import runner", LAYERS,

@@ -8,6 +8,8 @@ each method file; the rest of the API is listed here.
 from typing import TYPE_CHECKING
 
 from normlab import functional as functional
+from normlab.distributed import sync as sync
+from normlab.distributed import unsync as unsync
 from normlab.errors import NormlabError as NormlabError
 from normlab.norms import Norm as Norm
 from normlab.norms import entries as _entries
@@ -86,6 +88,8 @@ __all__ = sorted({
     "functional",
     "parametrize",
     "recalibrate",
+    "sync",
     "unfreeze",
     "unparametrize",
+    "unsync",
 })

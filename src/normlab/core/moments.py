@@ -77,6 +77,20 @@ class Moments:
         var, mean = torch.var_mean(xs, dim=dims, correction=0)
         return cls(mean, var, count)
 
+    @classmethod
+    def of_batch(cls, x: Tensor, dims: Sequence[int]) -> Moments:
+        """`from_tensor` whose statistics stay attached to ``x``'s graph when the set is empty.
+
+        A replica with no samples still takes part in a cross-replica merge, forward and
+        backward: its zero statistics are ``0 · Σx`` so that autograd reaches the merge's
+        backward collective on that replica too (an unreached collective hangs the others).
+        """
+        dims = tuple(dims)
+        if all(x.shape[d] for d in dims):
+            return cls.from_tensor(x, dims)
+        zeros = x.to(accumulation_dtype(x.dtype)).sum(dims) * 0
+        return cls(zeros, zeros.clone(), 0)
+
     @property
     def unbiased_var(self) -> Tensor:
         """σ² · n / (n − 1), the estimate PyTorch stores in ``running_var``."""

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core.axes import Axes
-from normlab.core.moments import accumulation_dtype
+from normlab.core.moments import Moments, accumulation_dtype
 
 
 def to_channels_first(x: Tensor, channel_dim: int) -> Tensor:
@@ -69,6 +69,23 @@ def channel_scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     bias the CPU kernel takes a path about 4x slower."""
     zeros, ones = torch.zeros_like(scale), torch.ones_like(scale)
     return torch.batch_norm(x, scale, shift, zeros, ones, False, 0.0, 0.0, False)
+
+
+def normalize_by_moments(
+    xc: Tensor, moments: Moments, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> Tensor:
+    """γ(x − μ)/sqrt(σ² + ε) + β per channel of a channels-first ``xc``, differentiable in x,
+    the moments and the affine (plain autograd ops: the moments may come from other replicas).
+    Computed in the moments' dtype (float32 for fp16/bf16 input), returned in ``xc``'s."""
+    scale = (moments.var + eps).rsqrt()
+    if weight is not None:
+        scale = scale * weight.to(scale.dtype)
+    shift = -moments.mean * scale
+    if bias is not None:
+        shift = shift + bias.to(shift.dtype)
+    view = (1, -1, *([1] * (xc.dim() - 2)))
+    y = torch.addcmul(shift.view(view), xc.to(scale.dtype), scale.view(view))
+    return y if y.dtype == xc.dtype else y.to(xc.dtype)
 
 
 def group_norm_kernel(
@@ -129,6 +146,11 @@ class Norm(nn.Module):
     #: True when the layer's inference function is BN's eval, y = γ(x − running_mean) /
     #: sqrt(running_var + eps) + β (read by fold and FrozenBatchNorm.from_batch_norm).
     eval_is_batch_norm: ClassVar[bool] = False
+    #: True when the layer's training forward honours ``moments_reducer`` (`normlab.sync`).
+    supports_sync: ClassVar[bool] = False
+    #: Set by `normlab.sync`: merges this replica's batch moments with the other replicas'
+    #: (exactly, differentiably); None computes them from the local batch alone.
+    moments_reducer: Callable[[Moments], Moments] | None = None
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None
@@ -211,6 +233,13 @@ class Norm(nn.Module):
             and x.shape[self.channel_dim] == self.num_features
         ):
             errors.check_input(self._name(), x, self.num_features, self.channel_dim)
+
+    def _synced_batch_moments(self, xc: Tensor) -> Moments:
+        """Moments over (N, *S) of a channels-first ``xc``, merged across the replicas of
+        `normlab.sync` (``moments_reducer``): differentiable, float32 for fp16/bf16."""
+        assert self.moments_reducer is not None
+        dims = (0, *range(2, xc.dim()))
+        return self.moments_reducer(Moments.of_batch(xc, dims))
 
     def _check_set_size(self, x: Tensor, axes: Axes | None = None) -> None:
         axes = axes or self.axes

@@ -25,6 +25,7 @@ from normlab.norms._base import (
     check_set_size,
     from_channels_first,
     kernel_params,
+    normalize_by_moments,
     to_channels_first,
 )
 
@@ -157,6 +158,7 @@ class BatchNorm(Norm):
     axes = axes_lib.BATCH
     running_stats = "batch"
     eval_is_batch_norm = True
+    supports_sync = True
 
     def __init__(
         self,
@@ -183,6 +185,8 @@ class BatchNorm(Norm):
         xc = to_channels_first(x, cd)
         params, buffers = self._parameters, self._buffers  # one dict read each, not __getattr__
         running_mean = buffers["running_mean"]
+        if self.training and self.moments_reducer is not None:
+            return from_channels_first(self._forward_synced(xc), cd)
         if self.training or running_mean is None:
             if x.numel() == self.num_features:  # the only way to get 1 value per channel
                 self._check_set_size(x)
@@ -212,6 +216,21 @@ class BatchNorm(Norm):
             self.training or running_mean is None, self.eps,
         )
         return from_channels_first(y, cd)
+
+
+    def _forward_synced(self, xc: Tensor) -> Tensor:
+        """Training with the batch moments of every replica (`normlab.sync`): one collective
+        in the forward, one in the backward; the running buffers move toward the global mean
+        and the global unbiased variance (global count), identically on every replica."""
+        batch = self._synced_batch_moments(xc)
+        y = normalize_by_moments(xc, batch, self.weight, self.bias, self.eps)
+        running_mean = self.running_mean
+        if running_mean is not None and batch.count:  # all replicas empty: nothing to learn
+            update_running_ema_(
+                (running_mean, self.running_var), (batch.mean, batch.unbiased_var),
+                self.num_batches_tracked, self.momentum,
+            )
+        return y
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
