@@ -36,81 +36,14 @@ from torch import Tensor, nn
 from torch.nn.common_types import _size_2_t
 
 from normlab import errors
-from normlab.errors import ConfigError, InputError
 from normlab.reparam._entry import WeightEntry
+from normlab.reparam._layers import bad_input, check_input, conv_geometry
 
 __all__ = ["CosineConv2d", "CosineLinear", "cosine_conv2d", "cosine_linear"]
 
 # ε keeps a zero input (or weight) at 0 instead of 0/0; it only acts on norms below it, so
 # the output is exactly scale invariant for every other input.
 DEFAULT_EPS = 1e-8
-
-# -- errors raised here ----------------------------------------------------------------------------
-
-
-def _bad_input(layer: str, x: object, expected: str) -> InputError:
-    got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-    return InputError(
-        f"{layer} expected a floating-point input of shape {expected}; got {got}"
-        + (f" of dtype {x.dtype}" if isinstance(x, Tensor) else "")
-        + ". Reshape or convert it (x.float()) first."
-    )
-
-
-def _bad_padding_mode(layer: str, padding_mode: object) -> ConfigError:
-    return ConfigError(
-        f"{layer}: padding_mode={padding_mode!r} is not supported; only 'zeros' is (the "
-        "patch norm counts padded positions as zeros). Pad the input yourself with F.pad and "
-        "pass padding=0 for another mode."
-    )
-
-
-def _not_divisible(layer: str, in_channels: int, out_channels: int, groups: object) -> ConfigError:
-    return ConfigError(
-        f"{layer}: in_channels ({in_channels}) and out_channels ({out_channels}) must be "
-        f"divisible by groups ({groups!r}); pass a positive int groups that divides both."
-    )
-
-
-def _check_input(layer: str, x: object, ndim: int | None, channels: int, expected: str) -> None:
-    """``x`` is a float tensor with ``channels`` at dim 1 (``ndim`` given) or last (None)."""
-    if (
-        not isinstance(x, Tensor)
-        or not x.is_floating_point()
-        or x.dim() != (ndim or max(x.dim(), 1))
-        or x.shape[1 if ndim else -1] != channels
-    ):
-        raise _bad_input(layer, x, expected)
-
-
-def conv_geometry(
-    layer: str,
-    in_channels: int,
-    out_channels: int,
-    kernel_size: _size_2_t,
-    stride: _size_2_t,
-    padding: _size_2_t | str,
-    dilation: _size_2_t,
-    groups: int,
-    padding_mode: str = "zeros",
-) -> nn.Conv2d:
-    """A weightless nn.Conv2d (on the meta device) holding the checked, normalized geometry
-    (kernel_size, stride, padding, dilation as tuples) of ``layer``."""
-    errors.check_num_features(in_channels, "in_channels")
-    errors.check_num_features(out_channels, "out_channels")
-    if padding_mode != "zeros":
-        raise _bad_padding_mode(layer, padding_mode)
-    if (
-        isinstance(groups, bool)
-        or not isinstance(groups, int)
-        or groups <= 0
-        or in_channels % groups
-        or out_channels % groups
-    ):
-        raise _not_divisible(layer, in_channels, out_channels, groups)
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                     bias=False, device="meta")  # fmt: skip
-
 
 # -- the math --------------------------------------------------------------------------------------
 
@@ -161,8 +94,8 @@ def cosine_linear(
     """
     eps = errors.check_eps(eps)
     if not isinstance(weight, Tensor) or weight.dim() != 2:
-        raise _bad_input("cosine_linear(weight=...)", weight, "(out_features, in_features)")
-    _check_input("cosine_linear", x, None, weight.shape[1], f"(*, {weight.shape[1]})")
+        raise bad_input("cosine_linear(weight=...)", weight, "(out_features, in_features)")
+    check_input("cosine_linear", x, None, weight.shape[1], f"(*, {weight.shape[1]})")
     return _cosine_linear(x, weight, bias, eps, centered)
 
 
@@ -258,9 +191,9 @@ def cosine_conv2d(
     """
     eps = errors.check_eps(eps)
     if not isinstance(weight, Tensor) or weight.dim() != 4:
-        raise _bad_input("cosine_conv2d(weight=...)", weight, "(C_out, C_in/groups, kh, kw)")
+        raise bad_input("cosine_conv2d(weight=...)", weight, "(C_out, C_in/groups, kh, kw)")
     channels = weight.shape[1] * groups
-    _check_input("cosine_conv2d", x, 4, channels, f"(N, {channels}, H, W)")
+    check_input("cosine_conv2d", x, 4, channels, f"(N, {channels}, H, W)")
     conv = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     return _cosine_conv2d(x, weight, bias, conv, eps, centered)
 
@@ -322,7 +255,7 @@ class CosineLinear(nn.Module):
         _reset(self.weight, self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input("CosineLinear", x, None, self.in_features, f"(*, {self.in_features})")
+        check_input("CosineLinear", x, None, self.in_features, f"(*, {self.in_features})")
         return _cosine_linear(x, self.weight, self.bias, self.eps, self.centered)
 
     def extra_repr(self) -> str:
@@ -391,7 +324,7 @@ class CosineConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         expected = f"(N, {self.in_channels}, H, W)"
-        _check_input("CosineConv2d", x, 4, self.in_channels, expected)
+        check_input("CosineConv2d", x, 4, self.in_channels, expected)
         conv = {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
                 "groups": self.groups}  # fmt: skip
         return _cosine_conv2d(x, self.weight, self.bias, conv, self.eps, self.centered)

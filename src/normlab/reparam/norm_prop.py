@@ -30,9 +30,9 @@ from torch import Tensor, nn
 from torch.nn.common_types import _size_2_t
 
 from normlab import errors
-from normlab.errors import ConfigError, InputError
+from normlab.errors import ConfigError
 from normlab.reparam._entry import WeightEntry
-from normlab.reparam.cosine_norm import conv_geometry
+from normlab.reparam._layers import bad_input, check_input, conv_geometry
 
 __all__ = [
     "RELU_MEAN",
@@ -60,28 +60,10 @@ def _bad_activation(layer: str, activation: object) -> ConfigError:
     )
 
 
-def _bad_input(layer: str, x: object, expected: str) -> InputError:
-    got = f"{tuple(x.shape)} of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-    return InputError(
-        f"{layer} expected a floating-point input of shape {expected}; got {got}. Reshape or "
-        "convert it (x.float()) first."
-    )
-
-
 def _check_activation(layer: str, activation: object) -> str | None:
     if activation not in ACTIVATIONS:
         raise _bad_activation(layer, activation)
     return activation  # type: ignore[return-value]  # checked against ACTIVATIONS above
-
-
-def _check_input(layer: str, x: object, ndim: int | None, channels: int, expected: str) -> None:
-    if (
-        not isinstance(x, Tensor)
-        or not x.is_floating_point()
-        or x.dim() != (ndim or max(x.dim(), 1))
-        or x.shape[1 if ndim else -1] != channels
-    ):
-        raise _bad_input(layer, x, expected)
 
 
 # -- the math --------------------------------------------------------------------------------------
@@ -129,8 +111,8 @@ def norm_prop_linear(
     relu = _check_activation("norm_prop_linear", activation) == "relu"
     eps = errors.check_eps(eps)
     if not isinstance(weight, Tensor) or weight.dim() != 2:
-        raise _bad_input("norm_prop_linear(weight=...)", weight, "(out_features, in_features)")
-    _check_input("norm_prop_linear", x, None, weight.shape[1], f"(*, {weight.shape[1]})")
+        raise bad_input("norm_prop_linear(weight=...)", weight, "(out_features, in_features)")
+    check_input("norm_prop_linear", x, None, weight.shape[1], f"(*, {weight.shape[1]})")
     w, b = _effective(weight, gain, bias, relu, eps)
     return _epilogue(F.linear(x, w, b), relu)
 
@@ -164,9 +146,9 @@ def norm_prop_conv2d(
     relu = _check_activation("norm_prop_conv2d", activation) == "relu"
     eps = errors.check_eps(eps)
     if not isinstance(weight, Tensor) or weight.dim() != 4:
-        raise _bad_input("norm_prop_conv2d(weight=...)", weight, "(C_out, C_in/groups, kh, kw)")
+        raise bad_input("norm_prop_conv2d(weight=...)", weight, "(C_out, C_in/groups, kh, kw)")
     channels = weight.shape[1] * groups
-    _check_input("norm_prop_conv2d", x, 4, channels, f"(N, {channels}, H, W)")
+    check_input("norm_prop_conv2d", x, 4, channels, f"(N, {channels}, H, W)")
     w, b = _effective(weight, gain, bias, relu, eps)
     return _epilogue(F.conv2d(x, w, b, stride, padding, dilation, groups), relu)
 
@@ -234,7 +216,7 @@ class NormPropLinear(_NormProp):
         self._init((out_features, in_features), activation, eps, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input("NormPropLinear", x, None, self.in_features, f"(*, {self.in_features})")
+        check_input("NormPropLinear", x, None, self.in_features, f"(*, {self.in_features})")
         w, b = self._effective()
         return _epilogue(F.linear(x, w, b), self.activation == "relu")
 
@@ -294,7 +276,7 @@ class NormPropConv2d(_NormProp):
 
     def forward(self, x: Tensor) -> Tensor:
         expected = f"(N, {self.in_channels}, H, W)"
-        _check_input("NormPropConv2d", x, 4, self.in_channels, expected)
+        check_input("NormPropConv2d", x, 4, self.in_channels, expected)
         w, b = self._effective()
         y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
         return _epilogue(y, self.activation == "relu")
