@@ -80,6 +80,21 @@ def merge_across(local: Moments, group: ProcessGroup = None) -> Moments:
     return Moments(merged.mean, merged.var, total)
 
 
+def initialized() -> bool:
+    """torch.distributed is available and a default process group exists."""
+    return dist.is_available() and dist.is_initialized()
+
+
+@torch.no_grad()
+def sum_across(values: Tensor, group: ProcessGroup = None) -> Tensor:
+    """Elementwise sum over the replicas of ``group`` of ``values`` (one ``all_reduce``; a
+    new tensor, no autograd). For bookkeeping that every replica must agree on, e.g. how
+    many batches `normlab.recalibrate` saw in all and whether one replica failed."""
+    total = values.detach().clone().contiguous()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+    return total
+
+
 class CrossReplicaMoments:
     """The ``moments_reducer`` that `normlab.sync` gives a layer: `merge_across` over
     ``process_group`` (None: the default group)."""
@@ -88,7 +103,7 @@ class CrossReplicaMoments:
         self.process_group = process_group
 
     def __call__(self, local: Moments) -> Moments:
-        if not dist.is_available() or not dist.is_initialized():
+        if not initialized():
             raise not_initialized()
         return merge_across(local, self.process_group)
 

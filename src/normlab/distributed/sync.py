@@ -15,6 +15,7 @@ that expects torch's class).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from torch import nn
@@ -95,7 +96,14 @@ def sync_with_report(
         report.append(Synced(path, type(module), type(new)))
         return new
 
-    new_model, _ = replace_modules(model, visit, inplace=inplace)
+    if not inplace:  # a process group cannot be deep-copied: the copy shares the handle
+        shared = {
+            id(m.process_group): m.process_group
+            for m in model.modules()
+            if isinstance(m, nn.SyncBatchNorm) and m.process_group is not None
+        }
+        model = copy.deepcopy(model, memo=shared)
+    new_model, _ = replace_modules(model, visit, inplace=True)
     return new_model, report
 
 

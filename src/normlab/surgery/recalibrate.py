@@ -53,6 +53,17 @@ gradient steps. ``mode="adabn"`` names that use (it is recorded in the report); 
 those of ``mode="precise"``. This is the single-pass version: the statistics of layer l are
 those of its input under the train-mode layers below, not under the already-adapted eval-mode
 layers below (METHODS.md §10 discusses the difference).
+
+Across replicas (``process_group=torch.distributed.group.WORLD``, or any group): each replica
+passes its own batches (any number, zero included) and collects its per-layer (n, μ, σ²), which
+are merged across the group exactly (`normlab.core.cross_replica.merge_across`: one
+``all_gather`` per layer, plus one ``all_reduce`` for the number of batches and failures), so
+every replica writes the same buffers: those of one process recalibrating on the batches of
+all replicas. Each batch is still normalized by its own statistics during the passes (a model
+given to `normlab.sync` runs them unsynchronized, so replicas with different numbers of
+batches never wait for each other); a DistributedDataParallel wrapper is looked through (its
+forward broadcasts buffers, a collective). When one replica fails (a NaN batch, say) every
+replica raises and leaves its statistics as they were.
 """
 
 from __future__ import annotations
@@ -66,6 +77,8 @@ import torch
 from torch import Tensor, nn
 
 from normlab import errors
+from normlab.core import cross_replica
+from normlab.core.cross_replica import ProcessGroup
 from normlab.core.moments import Moments
 from normlab.errors import ConfigError, InputError
 from normlab.surgery import layers
@@ -120,6 +133,23 @@ def lazy_layer_not_materialized(function: str, layer: str) -> ConfigError:
     return ConfigError(
         f"{function}: {layer} is a lazy layer that has not seen input yet, so it has no "
         "statistics to work on. Run one forward pass first (it materializes the layer)."
+    )
+
+
+def not_distributed(process_group: object) -> ConfigError:
+    return ConfigError(
+        f"recalibrate: process_group={process_group!r} asks to merge statistics across "
+        "replicas, but torch.distributed is not initialized. Call "
+        "torch.distributed.init_process_group(...) first (torchrun sets its environment), or "
+        "pass process_group=None to recalibrate on this process's batches alone."
+    )
+
+
+def replica_failed(failed: int) -> InputError:
+    return InputError(
+        f"recalibrate: {failed} other replica(s) of the process group failed while running "
+        "their batches (their own error says why); every running statistic was left as it "
+        "was here too."
     )
 
 
@@ -185,6 +215,32 @@ class _Population:
         self.moments = m if self.moments is None else self.moments.merge(m)
 
     @torch.no_grad()
+    def merge_across(self, group: ProcessGroup) -> None:
+        """Replace this replica's moments by those of every replica in ``group`` (one
+        ``all_gather``; a replica that saw no input joins with count 0). The instance kind's
+        two averages travel as the mean of one set of ``instances`` values each, so the
+        count-weighted merge averages them over all samples."""
+        like = _buffer(self.layer, "running_mean")
+        like = _buffer(self.layer, "running_var") if like is None else like
+        assert like is not None  # a target holds one of them
+        zeros = torch.zeros(like.numel(), dtype=torch.float64, device=like.device)
+        if self.kind == "instance":
+            n = self.instances
+            local = (
+                torch.cat([self.instance_means, self.instance_vars]) / n
+                if n and self.instance_means is not None and self.instance_vars is not None
+                else torch.cat([zeros, zeros])
+            )
+            merged = cross_replica.merge_across(Moments(local, torch.zeros_like(local), n), group)
+            self.instances = int(merged.count)
+            sums = merged.mean * self.instances
+            self.instance_means, self.instance_vars = sums.chunk(2)
+            return
+        mine = self.moments if self.moments is not None else Moments(zeros, zeros.clone(), 0)
+        merged = cross_replica.merge_across(mine, group)
+        self.moments = merged if merged.count else None
+
+    @torch.no_grad()
     def write(self) -> None:
         mean_buf = self.layer._buffers.get("running_mean")
         var_buf = self.layer._buffers.get("running_var")
@@ -200,6 +256,21 @@ class _Population:
             mean_buf.copy_(mean)
         if isinstance(var_buf, Tensor):
             var_buf.copy_(var)
+
+
+def _buffer(module: nn.Module, name: str) -> Tensor | None:
+    value = module._buffers.get(name)
+    return value if isinstance(value, Tensor) else None
+
+
+def _agree(group: ProcessGroup, device: torch.device, seen: int, failed: bool) -> int:
+    """The number of batches all replicas saw (one ``all_reduce``, which also tells every
+    replica whether another failed: then it raises instead of waiting for the merges)."""
+    status = torch.tensor([seen, int(failed)], dtype=torch.float64, device=device)
+    total_seen, failures = (int(v) for v in cross_replica.sum_across(status, group).tolist())
+    if failures and not failed:
+        raise replica_failed(failures)
+    return total_seen
 
 
 def _inputs(batch: Any, index: int) -> Any:
@@ -229,7 +300,8 @@ def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
         found.append((path, module))
     if not found:
         problem = (
-            f"holds {frozen} layer(s) with running statistics, all frozen" if frozen
+            f"holds {frozen} layer(s) with running statistics, all frozen"
+            if frozen
             else "holds no layer with running statistics"
         )
         raise nothing_to_recalibrate(type(model).__name__, problem)
@@ -243,6 +315,7 @@ def recalibrate(
     *,
     mode: str = "precise",
     forward: Callable[[nn.Module, Any], Any] | None = None,
+    process_group: ProcessGroup = None,
 ) -> list[Recalibrated]:
     """Overwrite the running statistics of ``model``'s norm layers with exact population
     statistics of their inputs over ``batches`` (precise BN, or AdaBN on target-domain data).
@@ -255,8 +328,13 @@ def recalibrate(
         mode: ``"precise"`` or ``"adabn"`` (same computation, see the module docstring).
         forward: ``forward(model, batch)`` runs one batch, for models that take several
             inputs or keyword arguments.
+        process_group: None: this process's batches alone. A process group (e.g.
+            ``torch.distributed.group.WORLD``): every replica of it calls ``recalibrate``
+            with its own batches and ends with the statistics of all replicas' batches (see
+            the module docstring); ``num_batches`` then applies to each replica.
 
-    Returns one `Recalibrated` per layer (model order). Raises `ConfigError` when there is no
+    Returns one `Recalibrated` per layer (model order; counts and batches over all replicas
+    when merged). Raises `ConfigError` when there is no
     batch or no layer to recalibrate, `InputError` for a batch of an unknown form or an input
     with NaN / Inf (the statistics are then left as they were).
 
@@ -269,6 +347,10 @@ def recalibrate(
     """
     if not isinstance(model, nn.Module):
         raise not_a_model("recalibrate", model)
+    if process_group is not None and not cross_replica.initialized():
+        raise not_distributed(process_group)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module  # its forward broadcasts buffers: a collective per batch
     if mode not in MODES:
         raise errors.unknown_choice("recalibration mode", str(mode), MODES)
     if num_batches is not None and (
@@ -282,6 +364,13 @@ def recalibrate(
         for _, m in targets
     }
     flags = [(m, m.training) for m in model.modules()]
+    # synced layers (normlab.sync) normalize each batch locally here: no collective per batch
+    reducers = [
+        (m, m.__dict__.pop("moments_reducer"))
+        for m in model.modules()
+        if "moments_reducer" in m.__dict__
+    ]
+    device = next(iter(saved[id(targets[0][1])].values())).device
     index = 0
 
     def collect(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -300,17 +389,26 @@ def recalibrate(
         model.eval()
         for _, m in targets:
             m.training = True  # this layer only: its children (if any) stay in eval
-        with torch.no_grad():
-            for index, batch in enumerate(itertools.islice(batches, num_batches)):
-                if forward is None:
-                    model(_inputs(batch, index))
-                else:
-                    forward(model, batch)
-                restore_buffers()
-                seen += 1
+        try:
+            with torch.no_grad():
+                for index, batch in enumerate(itertools.islice(batches, num_batches)):
+                    if forward is None:
+                        model(_inputs(batch, index))
+                    else:
+                        forward(model, batch)
+                    restore_buffers()
+                    seen += 1
+        except Exception:
+            if process_group is not None:  # tell the others, who would wait for the merges
+                _agree(process_group, device, seen, failed=True)
+            raise
+        if process_group is not None:
+            seen = _agree(process_group, device, seen, failed=False)
         if not seen:
             raise no_batches(num_batches)
         for population in populations.values():
+            if process_group is not None:
+                population.merge_across(process_group)
             if population.count:
                 population.write()
     except BaseException:
@@ -321,6 +419,8 @@ def recalibrate(
             handle.remove()
         for module, flag in flags:
             module.training = flag
+        for module, reducer in reducers:
+            module.moments_reducer = reducer
     return [
         Recalibrated(path, type(m), populations[id(m)].count, seen, mode) for path, m in targets
     ]

@@ -1,0 +1,152 @@
+"""recalibrate across replicas (real gloo processes): every replica ends with the buffers of one
+process recalibrating on the batches of all replicas — uneven numbers of batches, a replica with
+none, a layer that sees input on some replicas only, a synced model, a DDP wrapper, and a
+replica that fails."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+import normlab
+from distributed_harness import run_ranks
+from normlab.errors import ConfigError, InputError
+from normlab.surgery import recalibrate
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
+
+C = 4
+F64 = torch.float64
+
+
+class Net(nn.Module):
+    """One layer of each kind of running statistics; ``big`` sees only batches of >= 5
+    samples, ``unused`` never sees input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, C, 3, padding=1)
+        self.bn = nn.BatchNorm2d(C)  # "batch", torch
+        self.nbn = normlab.BatchNorm(C)  # "batch", normlab (synced on the replicas)
+        self.brn = normlab.create("batch_renorm", C, warmup_steps=0)  # "batch_biased"
+        self.inorm = normlab.create("instance_norm", C, affine=True, track_running_stats=True)
+        self.evo = normlab.create("evo_norm_b0", C)  # running_var only
+        self.big = nn.BatchNorm2d(C)
+        self.unused = nn.BatchNorm2d(C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.nbn(torch.relu(self.bn(torch.relu(self.brn(self.conv(x))))))
+        x = self.evo(self.inorm(x))
+        return self.big(x) if x.shape[0] >= 5 else x
+
+
+def make_net() -> Net:
+    """The same stale model on every process (statistics of another distribution)."""
+    torch.manual_seed(0)
+    net = Net().to(F64)
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(torch.randn(6, 3, 5, 5, dtype=F64) * 3 - 2)
+    return net
+
+
+def rank_batches(shapes: list[list[tuple[int, ...]]]) -> list[list[Tensor]]:
+    """Every replica's batches (deterministic), unequal batch and spatial sizes."""
+    gen = torch.Generator().manual_seed(3)
+    return [[torch.randn(s, generator=gen, dtype=F64) * 1.5 + 0.5 for s in rank] for rank in shapes]
+
+
+def buffers(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+
+def recalibrate_rank(rank: int, world: int, shapes: list[list[tuple[int, ...]]]) -> Any:
+    net = normlab.sync(make_net(), skip=["brn", "evo", "inorm"])  # BNs synced
+    report = recalibrate(net, rank_batches(shapes)[rank], process_group=dist.group.WORLD)
+    assert net.nbn.moments_reducer is not None  # restored
+    return buffers(net), [(r.path, r.count, r.batches) for r in report]
+
+
+def ddp_and_failure_rank(rank: int, world: int, shapes: list[list[tuple[int, ...]]]) -> Any:
+    """A DDP-wrapped synced model (uneven numbers of batches), then a replica with a NaN."""
+    net = normlab.sync(make_net(), skip=["brn", "evo", "inorm"])
+    ddp = nn.parallel.DistributedDataParallel(net)
+    recalibrate(ddp, rank_batches(shapes)[rank], process_group=dist.group.WORLD)
+    merged = buffers(net)
+    bad = [torch.randn(4, 3, 5, 5, dtype=F64)]
+    if rank == 1:
+        bad[0][0, 0, 0, 0] = float("nan")
+    try:
+        recalibrate(net, bad, process_group=dist.group.WORLD)
+    except InputError as error:
+        message = str(error)
+    else:
+        message = ""
+    return merged, buffers(net), message
+
+
+def one_process(shapes: list[list[tuple[int, ...]]]) -> tuple[dict[str, Tensor], list[Any]]:
+    net = make_net()
+    report = recalibrate(net, [b for rank in rank_batches(shapes) for b in rank])
+    return buffers(net), [(r.path, r.count, r.batches) for r in report]
+
+
+def check_equal(results: list[dict[str, Tensor]], expected: dict[str, Tensor]) -> None:
+    for name, value in expected.items():
+        for rank, got in enumerate(results):
+            torch.testing.assert_close(
+                got[name], value, rtol=1e-10, atol=1e-10, msg=f"{name}, rank {rank}"
+            )
+            assert torch.equal(got[name], results[0][name]), (name, rank)
+
+
+# rank 1 has no batch; `big` sees input on rank 2 only; 2 + 0 + 3 batches
+THREE = [
+    [(2, 3, 5, 5), (4, 3, 6, 6)],
+    [],
+    [(7, 3, 5, 5), (1, 3, 4, 4), (3, 3, 5, 5)],
+]
+TWO = [[(3, 3, 5, 5)], [(5, 3, 4, 4), (2, 3, 6, 6), (4, 3, 5, 5), (6, 3, 5, 5)]]
+
+
+def test_three_replicas_equal_one_process_on_all_batches() -> None:
+    expected, expected_report = one_process(THREE)
+    stale = buffers(make_net())
+    results = run_ranks(3, recalibrate_rank, THREE)
+    check_equal([r[0] for r in results], expected)
+    for _, report in results:
+        assert report == expected_report  # global counts and batches on every replica
+    counts = dict((path, count) for path, count, _ in expected_report)
+    assert counts["big"] == 7 * 25 and counts["unused"] == 0 and counts["inorm"] == 17
+    # the test can fail: recalibrating a replica's own batches alone gives other statistics
+    assert not torch.allclose(results[0][0]["bn.running_mean"], stale["bn.running_mean"])
+    for name in ("brn.running_var", "nbn.running_mean", "inorm.running_var", "evo.running_var"):
+        alone = make_net()
+        recalibrate(alone, rank_batches(THREE)[2])
+        assert not torch.allclose(buffers(alone)[name], expected[name]), name
+    torch.testing.assert_close(results[1][0]["unused.running_mean"], stale["unused.running_mean"])
+
+
+def test_ddp_wrapper_uneven_batches_and_a_failing_replica() -> None:
+    expected, _ = one_process(TWO)
+    results = run_ranks(2, ddp_and_failure_rank, TWO)
+    check_equal([r[0] for r in results], expected)
+    for rank, (merged, after, message) in enumerate(results):
+        for name, value in merged.items():  # the failed run changed nothing anywhere
+            assert torch.equal(after[name], value), (rank, name)
+        assert ("NaN" if rank == 1 else "other replica") in message, message
+
+
+def test_process_group_without_torch_distributed_says_how_to_fix() -> None:
+    net = make_net()
+    before = copy.deepcopy(buffers(net))
+    with pytest.raises(ConfigError, match=r"process_group=.*init_process_group"):
+        recalibrate(net, [torch.randn(2, 3, 5, 5, dtype=F64)], process_group=object())
+    for name, value in before.items():
+        assert torch.equal(buffers(net)[name], value)
