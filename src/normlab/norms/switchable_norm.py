@@ -404,7 +404,7 @@ class SwitchableNorm(Norm):
         if self.training and self.moments_reducer is not None and "bn" in self.branches:
             # shape checks only (an empty replica must still join the collective; the BN set
             # spans every replica's batch)
-            probe = x if x.shape[0] else x.new_empty(1, *x.shape[1:])
+            probe = x if x.shape[0] else x.new_empty((1, *x.shape[1:]))
             _check_sets(self._name(), probe, self.branches, False, self.channel_dim)
             xc = to_channels_first(x, self.channel_dim)
             return from_channels_first(self._forward_synced(xc), self.channel_dim)
