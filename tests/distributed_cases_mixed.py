@@ -115,7 +115,12 @@ def _train_run(layer: nn.Module, run: Run, rank: int | None) -> dict[str, Any]:
 
 def reference_run(run: Run) -> dict[str, Any]:
     """Single process, the concatenated batch (and the whole R)."""
-    return _train_run(make(run.spec, run.kwargs), run, None)
+    return reference_run_on(make(run.spec, run.kwargs), run)
+
+
+def reference_run_on(layer: nn.Module, run: Run) -> dict[str, Any]:
+    """`reference_run` of a given layer."""
+    return _train_run(layer, run, None)
 
 
 def synced_runs(rank: int, world: int, runs: list[Run]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ running every case (tests/distributed_cases_mixed.py).
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 import normlab
-from distributed_cases import compare
-from distributed_cases_mixed import Run, phases, reference_run, synced_runs
+from distributed_cases import _train, compare, make
+from distributed_cases_mixed import Run, phases, reference_run, reference_run_on, synced_runs
 from distributed_harness import run_ranks
 
 pytestmark = pytest.mark.skipif(
@@ -139,3 +140,48 @@ def test_switchable_norm_without_bn_branch_needs_no_process_group() -> None:
     synced = normlab.distributed.sync(layer)
     x = torch.randn(4, 3, 5)
     torch.testing.assert_close(synced(x), layer(x), rtol=0, atol=0)  # the local fast path
+
+
+ONE_REPLICA = [
+    ("batch_instance_norm", {}, (6, 3, 4, 5)),
+    ("batch_instance_norm", {"channel_dim": -1, "affine": False}, (6, 4, 5, 3)),
+    ("batch_instance_norm", {}, (6, 3)),
+    ("switchable_norm", {}, (6, 3, 4, 5)),
+    ("switchable_norm", {"branches": ("in", "bn"), "channel_dim": -1}, (6, 7, 3)),
+    ("switchable_norm", {"branches": ("ln", "bn"), "affine": False}, (6, 3)),
+]
+
+
+@pytest.mark.parametrize(("spec", "kwargs", "shape"), ONE_REPLICA, ids=str)
+def test_synced_path_on_one_replica_equals_the_fast_path(
+    spec: str, kwargs: dict[str, Any], shape: tuple[int, ...]
+) -> None:
+    """The synced composition with an identity reducer (a group of one) against the fused
+    fast path, in-process: float64 to 1e-10; bf16 keeps its dtype (float32 statistics)."""
+    fast = make(spec, kwargs)
+    synced = copy.deepcopy(fast)
+    synced.moments_reducer = lambda moments: moments
+    gen = torch.Generator().manual_seed(3)
+    data = [
+        (
+            torch.randn(shape, generator=gen, dtype=torch.float64) * 2 + 3,
+            torch.randn(shape, generator=gen, dtype=torch.float64),
+        )
+        for _ in range(2)
+    ]
+    compare([_train(synced, data)], _train(fast, data))
+    low = {"dtype": torch.bfloat16}
+    x = data[0][0].to(**low)
+    y_fast, y_synced = fast.float()(x), synced.float()(x)
+    assert y_synced.dtype == torch.bfloat16
+    torch.testing.assert_close(y_synced, y_fast, rtol=2e-2, atol=2e-2)
+
+
+def test_virtual_batch_norm_synced_reference_on_one_replica_equals_the_fast_path() -> None:
+    run = Run("virtual_batch_norm", (5,), ref_sizes=(4,))
+    fast = make(run.spec, {})
+    synced = copy.deepcopy(fast)
+    synced.moments_reducer = lambda moments: moments
+    expected, got = reference_run_on(fast, run), reference_run_on(synced, run)
+    for got_phase, expected_phase in zip(phases(got), phases(expected), strict=True):
+        compare([got_phase], expected_phase)
