@@ -58,12 +58,13 @@ class Synced:
 
 
 def _batch_dependent(module: nn.Module) -> bool:
-    """Training statistics include other samples of the batch (what sync must share)."""
+    """Training statistics include other samples of the batch (what sync must share); a
+    class declaring ``supports_sync`` shares some without running buffers (Virtual BN: R's)."""
     if isinstance(module, TORCH_BATCH):
         return True
     return (
         isinstance(module, Norm)
-        and module.running_stats in ("batch", "batch_biased")
+        and (module.running_stats in ("batch", "batch_biased") or module.supports_sync)
         and (not module.frozen_stats)
     )
 

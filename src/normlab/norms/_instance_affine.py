@@ -26,16 +26,18 @@ operations is measurable next to the data passes on a small CPU).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from normlab.core.moments import accumulation_dtype
+from normlab.core.moments import Moments, accumulation_dtype, merge_equal_counts
+from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import dense, from_channels_first, in_layout, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import (
+    broadcast,
     channel_affine,
     instance_moments,
     instance_sums,
@@ -219,11 +221,93 @@ def restore_layout(y: Tensor, layout: torch.memory_format, channel_dim: int) -> 
     return from_channels_first(in_layout(y, layout), channel_dim)
 
 
+def apply_coefficients(
+    x: Tensor,
+    coefficients: AnalyticCoefficients,
+    params: list[Tensor],
+    eps: float,
+    channel_dim: int,
+) -> tuple[Tensor, Moments | None]:
+    """y = x·A + B for any layout, and the batch moments the coefficients merged (if any)."""
+    xc, layout = contiguous_channels_first(x, channel_dim)
+    y = normalize_and_apply(xc, coefficients, *params, eps=eps)
+    batch = None
+    if coefficients.batch is not None:
+        mu, sigma2 = coefficients.batch
+        batch = Moments(mu.view(-1), sigma2.view(-1), x.numel() // mu.numel())
+    return restore_layout(y, layout, channel_dim), batch
+
+
+class ChannelMoments(torch.autograd.Function):
+    """μ, σ² over (N, *S) per channel, merged from the per-(n, c) moments of ``x`` (equal
+    counts), differentiable in x: the backward is one `moments_grad` pass."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, mean: Tensor, var: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        channel_mean, channel_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
+        ctx.save_for_backward(x, channel_mean)
+        return channel_mean, channel_var
+
+    @staticmethod
+    def backward(ctx: Any, g_mean: Tensor, g_var: Tensor) -> tuple[Tensor | None, None, None]:
+        x, channel_mean = ctx.saved_tensors
+        c = x.shape[1]
+        if torch.is_grad_enabled():  # double backward: differentiate a recomputation
+
+            def moments(x: Tensor) -> tuple[Tensor, ...]:
+                flat = x.transpose(0, 1).reshape(c, -1).to(channel_mean.dtype)
+                return tuple(reversed(torch.var_mean(flat, dim=1, correction=0)))
+
+            (dx,) = recomputed_grads(moments, [x], [True], (g_mean, g_var))
+            return dx, None, None
+        return moments_grad(x, channel_mean, g_mean, g_var, x.numel() // c), None, None
+
+
+# -- plain-autograd forms, for the cross-replica paths (`normlab.sync`) ----------------------------
+# There the batch moments come from every replica and arrive as ordinary differentiable tensors,
+# so the output is composed from autograd operations: gradients flow through the merge.
+
+
+def instance_moments_autograd(xc: Tensor) -> tuple[Tensor, Tensor]:
+    """μ and biased σ² over *S of every (n, c) slice of a channels-first ``xc``, shape (N, C),
+    by differentiable operations in the accumulation dtype (float32 for fp16/bf16). Rank-2
+    input has one value per slice: μ = x, σ² = 0. An empty batch gives (0, C) tensors."""
+    xs = xc.to(accumulation_dtype(xc.dtype))
+    var, mean = torch.var_mean(
+        xs.flatten(2) if xs.dim() > 2 else xs.unsqueeze(-1), dim=-1, correction=0
+    )
+    return mean, var
+
+
+def centered_affine(
+    xc: Tensor, terms: Sequence[tuple[Tensor, Tensor]], bias: Tensor | None
+) -> Tensor:
+    """Σ_k (x − μ_k)·a_k + β for a channels-first ``xc`` by differentiable operations; each
+    (μ_k, a_k) pair per channel (C,) or per (n, c) (N, C) (or (N, 1)), in the statistics'
+    dtype, β per channel. Centering before scaling keeps float32 accurate when |μ| ≫ σ.
+    Returned in ``xc``'s dtype."""
+    xs = xc.to(terms[0][0].dtype)
+    y: Tensor | None = None
+    for mu, a in terms:
+        term = (xs - broadcast(mu, xs.dim())) * broadcast(a, xs.dim())
+        y = term if y is None else y + term
+    assert y is not None  # at least one term
+    if bias is not None:
+        y = y + broadcast(bias.to(y.dtype), y.dim())
+    return y if y.dtype == xc.dtype else y.to(xc.dtype)
+
+
 __all__ = [
+    "ChannelMoments",
     "Coefficients",
+    "apply_coefficients",
+    "centered_affine",
     "contiguous_channels_first",
     "instance_affine",
     "instance_moments",
+    "instance_moments_autograd",
     "moments_grad",
     "normalize_and_apply",
     "normalize_instances",

@@ -30,9 +30,13 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, merge_equal_counts
 from normlab.core.running import update_running_stats_
 from normlab.norms._analytic_coefficients import AnalyticCoefficients
-from normlab.norms._base import Norm, check_set_size
+from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+from normlab.norms._instance_affine import (
+    apply_coefficients,
+    centered_affine,
+    instance_moments_autograd,
+)
 from normlab.norms._training import TrainingHooks
-from normlab.norms.switchable_norm import apply_coefficients
 
 # -- errors raised by this method ------------------------------------------------------------
 
@@ -222,6 +226,11 @@ class BatchInstanceNorm(Norm):
     (N, C) input — one position per instance, where the reference fails — is accepted: x̂^(I)
     is exactly 0 there (x equals its instance mean), so the layer is BN with weight γρ.
 
+    **Across replicas** (`normlab.sync`, training): x̂^(B) uses the moments of every replica's
+    batch (merged exactly, `normlab.core.cross_replica`) and the running buffers move toward
+    them (global count, so they stay identical on every replica); x̂^(I) stays per sample.
+    The output, input and parameter gradients equal one process's on the concatenated batch.
+
     Args:
         num_features: C, the number of channels.
 
@@ -246,6 +255,7 @@ class BatchInstanceNorm(Norm):
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats")
     axes = axes_lib.BATCH  # the batch-normalized term (the instance term: *S per (n, c))
     running_stats = "batch"
+    supports_sync = True  # the BN term's moments (see the class docstring)
     statistics = "BN (over (N, *S)) and IN (over *S), mixed per channel by the gate ρ"
     gate: nn.Parameter
 
@@ -287,6 +297,9 @@ class BatchInstanceNorm(Norm):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
+        if self.training and self.moments_reducer is not None:
+            xc = to_channels_first(x, self.channel_dim)
+            return from_channels_first(self._forward_synced(xc), self.channel_dim)
         use_batch = self.training or self.running_mean is None
         if use_batch:
             self._check_set_size(x)
@@ -297,6 +310,28 @@ class BatchInstanceNorm(Norm):
             x, self.gate, self.weight, self.bias, running, self.eps, self.channel_dim
         )
         if self.training and self.running_mean is not None and batch is not None:
+            update_running_stats_(
+                self.running_mean, self.running_var, self.num_batches_tracked, batch,
+                self.momentum,
+            )
+        return y
+
+    def _forward_synced(self, xc: Tensor) -> Tensor:
+        """Training with the BN term's moments merged across replicas (one collective each
+        way), composed from autograd operations so that gradients flow through the merge:
+        y = (x − μ_B)·γρ r_B + (x − μ_I)·γ(1 − ρ) r_I + β, r = (σ² + ε)^(-1/2). An empty
+        replica joins the collectives and returns its empty output."""
+        batch = self._synced_batch_moments(xc)
+        mean, var = instance_moments_autograd(xc)
+        rho = self.gate.to(mean.dtype)
+        w_b, w_i = rho, 1 - rho
+        if self.weight is not None:
+            gamma = self.weight.to(mean.dtype)
+            w_b, w_i = gamma * rho, gamma * w_i
+        a_b = w_b * (batch.var + self.eps).rsqrt()
+        a_i = w_i * (var + self.eps).rsqrt()
+        y = centered_affine(xc, ((batch.mean, a_b), (mean, a_i)), self.bias)
+        if self.running_mean is not None and batch.count:  # all replicas empty: nothing to learn
             update_running_stats_(
                 self.running_mean, self.running_var, self.num_batches_tracked, batch,
                 self.momentum,

@@ -30,11 +30,11 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, merge_equal_counts
 from normlab.core.running import update_running_stats_
 from normlab.norms._analytic_coefficients import AnalyticCoefficients
-from normlab.norms._base import Norm, check_set_size
+from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
 from normlab.norms._instance_affine import (
-    contiguous_channels_first,
-    normalize_and_apply,
-    restore_layout,
+    apply_coefficients,
+    centered_affine,
+    instance_moments_autograd,
 )
 
 # -- errors raised by this method ------------------------------------------------------------
@@ -221,23 +221,6 @@ def _switchable_norm(
     return apply_coefficients(x, coefficients, params, eps, channel_dim)
 
 
-def apply_coefficients(
-    x: Tensor,
-    coefficients: AnalyticCoefficients,
-    params: list[Tensor],
-    eps: float,
-    channel_dim: int,
-) -> tuple[Tensor, Moments | None]:
-    """y = x·A + B for any layout, and the batch moments the coefficients merged (if any)."""
-    xc, layout = contiguous_channels_first(x, channel_dim)
-    y = normalize_and_apply(xc, coefficients, *params, eps=eps)
-    batch = None
-    if coefficients.batch is not None:
-        mu, sigma2 = coefficients.batch
-        batch = Moments(mu.view(-1), sigma2.view(-1), x.numel() // mu.numel())
-    return restore_layout(y, layout, channel_dim), batch
-
-
 def switchable_norm(
     x: Tensor,
     mean_weight: Tensor,
@@ -343,6 +326,10 @@ class SwitchableNorm(Norm):
     * (N, C) input (one position per instance): the IN statistics are undefined, so a layer
       with the IN branch raises an InputError; use ``branches=("ln", "bn")``, the reference's
       SwitchNorm1d.
+    * **Across replicas** (`normlab.sync`, training): μ_BN, σ²_BN are the moments of every
+      replica's batch (merged exactly, `normlab.core.cross_replica`) and the running buffers
+      move toward them (global count: identical on every replica); IN and LN stay per sample.
+      Output and gradients equal one process's on the concatenated batch.
 
     Args:
         num_features: C, the number of channels.
@@ -372,6 +359,7 @@ class SwitchableNorm(Norm):
 
     _repr_keys = ("eps", "momentum", "affine", "track_running_stats", "branches")
     running_stats = "batch"  # the BN branch's
+    supports_sync = True  # the BN branch's moments (see the class docstring)
     statistics = "a softmax mix of IN (over *S), LN (over (C, *S)) and BN (over (N, *S)) moments"
     mean_weight: nn.Parameter
     var_weight: nn.Parameter
@@ -413,6 +401,13 @@ class SwitchableNorm(Norm):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
+        if self.training and self.moments_reducer is not None and "bn" in self.branches:
+            # shape checks only (an empty replica must still join the collective; the BN set
+            # spans every replica's batch)
+            probe = x if x.shape[0] else x.new_empty((1, *x.shape[1:]))
+            _check_sets(self._name(), probe, self.branches, False, self.channel_dim)
+            xc = to_channels_first(x, self.channel_dim)
+            return from_channels_first(self._forward_synced(xc), self.channel_dim)
         use_running = not self.training and self.running_mean is not None
         _check_sets(self._name(), x, self.branches, not use_running, self.channel_dim)
         if x.numel() == 0:
@@ -423,6 +418,38 @@ class SwitchableNorm(Norm):
             running, self.eps, self.channel_dim,
         )
         if self.training and self.running_mean is not None and batch is not None:
+            update_running_stats_(
+                self.running_mean, self.running_var, self.num_batches_tracked, batch,
+                self.momentum,
+            )
+        return y
+
+    def _forward_synced(self, xc: Tensor) -> Tensor:
+        """Training with the BN branch's moments merged across replicas (one collective each
+        way), composed from autograd operations so that gradients flow through the merge."""
+        mean, var = instance_moments_autograd(xc)
+        means, variances = [], []
+        if "in" in self.branches:
+            means.append(mean)
+            variances.append(var)
+        if "ln" in self.branches:
+            mu, sigma2, _ = merge_equal_counts(mean, var, 1)
+            means.append(mu)
+            variances.append(sigma2)
+        batch = self._synced_batch_moments(xc)
+        means.append(batch.mean)
+        variances.append(batch.var)
+        w_mean = torch.softmax(self.mean_weight, 0, dtype=mean.dtype)
+        w_var = torch.softmax(self.var_weight, 0, dtype=mean.dtype)
+        wm, wv = w_mean.unbind(), w_var.unbind()
+        mu, sigma2 = wm[0] * means[0], wv[0] * variances[0]
+        for k in range(1, len(means)):
+            mu, sigma2 = mu + wm[k] * means[k], sigma2 + wv[k] * variances[k]
+        scale = (sigma2 + self.eps).rsqrt()
+        if self.weight is not None:
+            scale = scale * self.weight.to(scale.dtype)
+        y = centered_affine(xc, ((mu, scale),), self.bias)
+        if self.running_mean is not None and batch.count:  # all replicas empty: nothing to learn
             update_running_stats_(
                 self.running_mean, self.running_var, self.num_batches_tracked, batch,
                 self.momentum,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,14 +30,13 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.core.moments import merge_equal_counts
-from normlab.norms._base import Norm, affine_params
-from normlab.norms._double_backward import recomputed_grads
+from normlab.core.moments import Moments, merge_equal_counts
+from normlab.norms._base import Norm, affine_params, normalize_by_moments
 from normlab.norms._instance_affine import (
+    ChannelMoments,
     Coefficients,
     contiguous_channels_first,
     instance_affine,
-    moments_grad,
     normalize_and_apply,
     restore_layout,
 )
@@ -111,66 +111,52 @@ def _as(t: Tensor, like: Tensor) -> Tensor:
 # -- reference statistics --------------------------------------------------------------------------
 
 
-class _ReferenceMoments(torch.autograd.Function):
-    """μ_R and σ²_R over (N, *S), differentiable in x (one affine pass for the backward)."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, mean: Tensor, var: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        ref_mean, ref_var, _ = merge_equal_counts(mean, var, 0, keepdim=False)
-        ctx.save_for_backward(x, ref_mean)
-        return ref_mean, ref_var
-
-    @staticmethod
-    def backward(ctx: Any, g_mean: Tensor, g_var: Tensor) -> tuple[Tensor | None, None, None]:
-        x, ref_mean = ctx.saved_tensors
-        c = x.shape[1]
-        if torch.is_grad_enabled():  # double backward: differentiate a recomputation
-
-            def moments(x: Tensor) -> tuple[Tensor, ...]:
-                flat = x.transpose(0, 1).reshape(c, -1).to(ref_mean.dtype)
-                return tuple(reversed(torch.var_mean(flat, dim=1, correction=0)))
-
-            (dx,) = recomputed_grads(moments, [x], [True], (g_mean, g_var))
-            return dx, None, None
-        return moments_grad(x, ref_mean, g_mean, g_var, x.numel() // c), None, None
-
-
 def _reference_forward(
-    xc: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, name: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(y_R, μ_R, σ²_R) of a contiguous channels-first reference batch; checks it first.
+    xc: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, name: str,
+    reducer: Callable[[Moments], Moments] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """(y_R, μ_R, σ²_R, N_R) of a contiguous channels-first reference batch; checks it first.
 
-    μ_R and σ²_R carry autograd history when ``xc`` does (and grad mode is on).
+    μ_R, σ²_R carry autograd history when ``xc`` does. With a ``reducer`` (`normlab.sync`) R is
+    all replicas' ``xc`` (merged moments); checks see global values, so all replicas raise alike.
     """
-    if xc.shape[0] == 0:
+    size, count, where = xc.shape[0], xc.numel() // xc.shape[1], f"(shape {tuple(xc.shape)})"
+    if reducer is not None:
+        ref = reducer(Moments.of_batch(xc, (0, *range(2, xc.dim()))))
+        count, positions = ref.count, math.prod(xc.shape[2:])
+        size, where = count // max(positions, 1), f"in every replica (here {tuple(xc.shape)})"
+    if size == 0:
         raise bad_reference(
-            name, f"it is empty (shape {tuple(xc.shape)})",
+            name, f"it is empty {where}",
             "Pass the fixed batch of reference examples R (at least one example).",
         )
-    if xc.numel() == xc.shape[1]:
+    if count == 1:
         raise bad_reference(
-            name, f"shape {tuple(xc.shape)} gives 1 value per channel, so R would normalize "
-            "to a constant", "Use at least 2 reference examples (or positions per example).",
+            name, f"it gives 1 value per channel {where}, so R would normalize to a constant",
+            "Use at least 2 reference examples (or positions per example).",
         )
-    x_hat, *moments, rstd = normalize_instances(xc, eps)
-    if torch.is_grad_enabled() and xc.requires_grad:
-        ref_mean, ref_var = _ReferenceMoments.apply(xc, *moments)
+    if reducer is not None:
+        ref_mean, ref_var = ref.mean, ref.var
     else:
-        ref_mean, ref_var, _ = merge_equal_counts(*moments, 0, keepdim=False)
+        x_hat, *moments, rstd = normalize_instances(xc, eps)
+        if torch.is_grad_enabled() and xc.requires_grad:
+            ref_mean, ref_var = ChannelMoments.apply(xc, *moments)
+        else:
+            ref_mean, ref_var, _ = merge_equal_counts(*moments, 0, keepdim=False)
     if not bool(torch.isfinite(ref_mean).all() & torch.isfinite(ref_var).all()):
         raise bad_reference(
             name, "its mean or variance is not finite (NaN or Inf in x_ref, or overflow)",
             "Check the reference inputs and the layers before this one; the stored "
             "reference statistics were left unchanged.",
         )
+    if reducer is not None:
+        return normalize_by_moments(xc, ref, weight, bias, eps), ref_mean, ref_var, size
     coefficients = _mixed_coefficients(eps, weight is not None, bias is not None, False)
     y = instance_affine(
         xc, coefficients, ref_mean, ref_var, *affine_params(weight, bias),
         moments=(moments[0], moments[1]), normalized=(x_hat, rstd),
     )
-    return y, ref_mean, ref_var
+    return y, ref_mean, ref_var, size
 
 
 # -- functional ------------------------------------------------------------------------------------
@@ -262,10 +248,9 @@ def reference_pass(model: nn.Module) -> Iterator[None]:
     `VirtualBatchNorm.set_reference` on its own input (R's activations at that layer, computed
     by the current parameters) and returns R normalized with its own statistics. The paper
     repeats this every training step before the minibatch's forward pass (see the class
-    docstring's example). Statistics with autograd history from an earlier pass are released
-    on entry. A layer used
-    several times inside the block keeps the reference of its last call. Raises
-    `normlab.errors.ConfigError` when ``model`` holds no VirtualBatchNorm.
+    docstring's example). Statistics with autograd history from an earlier pass are released on
+    entry. A layer used several times inside the block keeps the reference of its last call.
+    Raises `normlab.errors.ConfigError` when ``model`` holds no VirtualBatchNorm.
     """
     layers = [m for m in model.modules() if isinstance(m, VirtualBatchNorm)]
     if not layers:
@@ -320,6 +305,14 @@ class VirtualBatchNorm(Norm):
       never again freezes R's statistics at that network: a different method (what some
       third-party ports do).
 
+    **Across replicas** (`normlab.sync`), each passing its shard R_r of R: in training
+    ``set_reference`` / ``reference_pass`` take R = ∪_r R_r, μ_R and σ²_R merged exactly (one
+    collective each way; gradients reach every R_r), N_R = Σ_r N_R,r. Every replica then holds
+    the same buffers and computes on its examples and R_r what one process computes on the
+    concatenated R and minibatch (shards may be empty); the per-example forward runs no
+    collective, eval's ``set_reference`` is local. If every replica holds all of R, keep this
+    layer out of sync (``skip=``): N_R would count R once per replica.
+
     γ, β start at 1, 0 (normlab's convention); the reference code draws γ ~ N(1, 0.02)
     (``nn.init.normal_(layer.weight, 1.0, 0.02)``).
 
@@ -364,6 +357,7 @@ class VirtualBatchNorm(Norm):
     reference_pass = staticmethod(reference_pass)  # also reachable as a method of the class
 
     training_hooks = TrainingHooks(reference_pass=True)  # the paper's per-step reference pass
+    supports_sync = True  # R's statistics (see the class docstring)
 
     def __init__(
         self, num_features: int, *, eps: float = 1e-5, affine: bool = True, channel_dim: int = 1,
@@ -410,12 +404,15 @@ class VirtualBatchNorm(Norm):
         name = f"{self._name()}.set_reference"
         errors.check_input(name, x_ref, self.num_features, self.channel_dim)
         xc, layout = contiguous_channels_first(x_ref, self.channel_dim)
-        y, ref_mean, ref_var = _reference_forward(xc, self.weight, self.bias, self.eps, name)
+        y, ref_mean, ref_var, size = _reference_forward(
+            xc, self.weight, self.bias, self.eps, name,
+            self.moments_reducer if self.training else None,
+        )
         with torch.no_grad():
             self.reference_mean.copy_(ref_mean)
             self.reference_var.copy_(ref_var)
-            self.reference_size.fill_(xc.shape[0])
-        self._reference_count = xc.shape[0]
+            self.reference_size.fill_(size)
+        self._reference_count = size
         self._live = None
         if self.training and ref_mean.requires_grad:
             self._keep_live(ref_mean, ref_var)
@@ -453,6 +450,9 @@ class VirtualBatchNorm(Norm):
         y = _virtual_batch_norm(
             xc, ref_mean, ref_var, self._reference_count, self.weight, self.bias, self.eps
         )
+        if self.moments_reducer is not None and not y.numel() and ref_mean.requires_grad:
+            # an empty replica's backward must reach the merge's collective too (`normlab.sync`)
+            y = y + (ref_mean.sum() + ref_var.sum()).mul(0).to(y.dtype)
         return restore_layout(y, layout, self.channel_dim)
 
     # life cycle of the graph-carrying statistics ----------------------------------------------
