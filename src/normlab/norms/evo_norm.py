@@ -161,7 +161,9 @@ def b0_composed(
     ``left`` (C,) given: `_B0`'s double backward, and training under `normlab.sync` (``left``
     from the cross-replica moments, so gradients flow through their merge)."""
     dims = tuple(range(2, x.dim()))
-    inst_var = x.var(dim=dims, correction=0, keepdim=True) if dims else torch.zeros_like(x)
+    inst_var = (  # an empty batch (a replica without samples) has no variance to compute
+        x.var(dim=dims, correction=0, keepdim=True) if dims and x.numel() else torch.zeros_like(x)
+    )
     left = broadcast(left.to(x.dtype), x.dim())
     right = broadcast(v, x.dim()) * x + (inst_var + eps).sqrt()
     # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
