@@ -213,8 +213,10 @@ class MeanOnlyBatchNorm(Norm):
         y = _center(xc, batch.mean, self.weight, self.bias)
         if self.running_mean is not None and batch.count:  # all replicas empty: no update
             update_running_ema_(
-                (self.running_mean, self.running_var), (batch.mean, batch.unbiased_var),
-                self.num_batches_tracked, self.momentum,
+                (self.running_mean, self.running_var),
+                (batch.mean, batch.unbiased_var),
+                self.num_batches_tracked,
+                self.momentum,
             )
         return y
 
