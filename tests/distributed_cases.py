@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import normlab
@@ -115,3 +116,72 @@ def compare(results: list[dict[str, Any]], ref: dict[str, Any], tol: float = 1e-
                 msg=f"{name}, rank {rank}",
             )
             assert torch.equal(r["buffers"][name], results[0]["buffers"][name]), (name, rank)
+
+
+def synced_cases(
+    rank: int,
+    world: int,
+    cases: list[tuple[Any, dict[str, Any]]],
+    size_sets: list[list[int]],
+    steps: int,
+) -> list[list[dict[str, Any]]]:
+    """`synced_rank` for every (spec, kwargs) of ``cases`` on every batch split of
+    ``size_sets``, in one spawn: ``result[s][c]`` is case c on split s."""
+    return [
+        [synced_rank(rank, world, spec, kwargs, sizes, steps) for spec, kwargs in cases]
+        for sizes in size_sets
+    ]
+
+
+def ghost_reference(kwargs: dict[str, Any], sizes: list[int], steps: int) -> dict[str, Any]:
+    """Ghost BN with per-rank ghost batches, in one process and without normlab's GBN.
+
+    Each rank's part of the concatenated batch is cut into chunks of its own (``split="size"``:
+    ``part.split(ghost_batch_size)``; ``"count"``: ``part.chunk(n // ghost_batch_size)``), each
+    normalized by torch's ``F.batch_norm`` with the chunk's statistics. Running statistics: one
+    EMA step per chunk, in rank order, toward the chunk's mean and unbiased variance (momentum
+    m), or with ``momentum=None`` one step per training step, weight 1/t, toward the average of
+    its chunks' statistics; ``num_batches_tracked`` counts the steps.
+    """
+    layer = make("ghost_batch_norm", kwargs)
+    size, split = kwargs["ghost_batch_size"], kwargs.get("split", "size")
+    momentum = kwargs.get("momentum", 0.1)
+    weight, bias = layer.weight, layer.bias
+    mean = torch.zeros(C, dtype=torch.float64)
+    var = torch.ones(C, dtype=torch.float64)
+    counted = 0
+    ys, gxs, param_grads = [], [], []
+    for x, g in batches(sizes, steps):
+        x = x.clone().requires_grad_(True)
+        chunks: list[Tensor] = []
+        for part in x.split(sizes):
+            n = part.shape[0]
+            if n:
+                cut = part.split(size) if split == "size" else part.chunk(max(n // size, 1))
+                chunks.extend(cut)
+        eps = layer.eps
+        y = torch.cat([F.batch_norm(c, None, None, weight, bias, True, 0.0, eps) for c in chunks])
+        gx, gw, gb = torch.autograd.grad((y * g).sum(), [x, weight, bias])
+        ys.append(y.detach())
+        gxs.append(gx)
+        param_grads.append([gw, gb])
+        with torch.no_grad():
+            dims = (0, *range(2, x.dim()))
+            stats = [(c.mean(dims), c.var(dims, correction=1)) for c in chunks]
+            counted += 1
+            if momentum is None:
+                f = 1.0 / counted
+                mean = (1 - f) * mean + f * torch.stack([m for m, _ in stats]).mean(0)
+                var = (1 - f) * var + f * torch.stack([v for _, v in stats]).mean(0)
+            else:
+                for m, v in stats:
+                    mean = (1 - momentum) * mean + momentum * m
+                    var = (1 - momentum) * var + momentum * v
+    buffers: dict[str, Tensor] = {}
+    if kwargs.get("track_running_stats", True):
+        buffers = {
+            "running_mean": mean,
+            "running_var": var,
+            "num_batches_tracked": torch.tensor(counted),
+        }
+    return {"y": ys, "gx": gxs, "param_grads": param_grads, "buffers": buffers}

@@ -95,6 +95,17 @@ def sum_across(values: Tensor, group: ProcessGroup = None) -> Tensor:
     return total
 
 
+def gather_across(t: Tensor, group: ProcessGroup = None) -> Tensor:
+    """Every replica's ``t`` (one shape on all), stacked in rank order: (world, *t.shape).
+
+    One ``all_gather``, no autograd: for running statistics whose update depends on which
+    replica holds what (Ghost BN's EMA over the replicas' ghost batches, in rank order).
+    """
+    gathered = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, t.detach().contiguous(), group=group)
+    return torch.stack(gathered)
+
+
 class CrossReplicaMoments:
     """The ``moments_reducer`` that `normlab.sync` gives a layer: `merge_across` over
     ``process_group`` (None: the default group)."""
@@ -106,6 +117,12 @@ class CrossReplicaMoments:
         if not initialized():
             raise not_initialized()
         return merge_across(local, self.process_group)
+
+    def gather(self, t: Tensor) -> Tensor:
+        """`gather_across` over ``process_group``."""
+        if not initialized():
+            raise not_initialized()
+        return gather_across(t, self.process_group)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CrossReplicaMoments:
         return self  # a process group is a handle to shared state, not something to copy

@@ -134,6 +134,28 @@ def check_functional(
     return to_channels_first(x, channel_dim), c, channel_dim, eps
 
 
+def slope_without_nonlinearity(layer: str) -> errors.InputError:
+    return errors.InputError(
+        f"{layer}: v was given with nonlinearity=False, where the layer is the affine map "
+        "y = weight·x + bias and has no v. Pass v=None, or nonlinearity=True to use it."
+    )
+
+
+def check_slope_functional(
+    layer: str, x: Tensor, nonlinearity: bool, channel_dim: int, eps: float,
+    **params: Tensor | None,
+) -> tuple[Tensor, Tensor | None, int, int, float]:
+    """`check_functional` of a layer whose nonlinearity has a per-channel slope ``v``
+    (EvoNorm): (channels-first x, v (ones when None), C, channel_dim, eps)."""
+    v = params["v"]
+    x, c, channel_dim, eps = check_functional(layer, x, channel_dim, eps, **params)
+    if not nonlinearity and v is not None:
+        raise slope_without_nonlinearity(layer)
+    if nonlinearity and v is None:
+        v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
+    return x, v, c, channel_dim, eps
+
+
 def add_rows_(out: Tensor, x: Tensor, p: Tensor, q: Tensor, scratch: Tensor) -> Tensor:
     """out ← out + x·P + Q with P, Q per (k, C) row, in binary passes (see `channel_affine_`)."""
     return out.add_(torch.mul(x, per_row(p), out=scratch).add_(per_row(q)))
@@ -226,6 +248,16 @@ def norm_activation(
     return in_layout(y, layout), extras
 
 
+def norm_or_affine(
+    x: Tensor, epilogue: Epilogue, v: Optional, weight: Optional, bias: Optional
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """`norm_activation` of a layer with a slope ``v``; y = γx + β without v (no
+    nonlinearity, no statistics)."""
+    if v is None:
+        return affine_only(x, weight, bias), ()
+    return norm_activation(x, epilogue, v, weight, bias)
+
+
 __all__ = [
     "Epilogue",
     "Rows",
@@ -233,7 +265,9 @@ __all__ = [
     "affine_only",
     "channel_affine_",
     "check_functional",
+    "check_slope_functional",
     "norm_activation",
+    "norm_or_affine",
     "safe_slope",
     "swish_",
 ]

@@ -11,8 +11,10 @@ one affine pass y = x·A[n, c] + B[n, c]. The three steps map onto native ATen k
 * sums for the backward pass: ``native_group_norm_backward`` with mean 0 and 1/σ = 1 returns
   Σ_S dy·x and Σ_S dy for every slice in one fused read.
 
-None of these functions records autograd history; `normlab.norms._instance_affine` adds it.
-Inputs are channels-first, contiguous (N, C, *S) tensors.
+None of these kernels records autograd history; `normlab.norms._instance_affine` adds it.
+Inputs are channels-first, contiguous (N, C, *S) tensors. The merges live here too: over the
+batch (`batch_moments`, Batch Renorm) and, differentiably, over chunks of consecutive samples on
+the (N, C) tensors (`chunk_moments` and its helpers, Ghost BN's ghost batches).
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from normlab.core.moments import accumulation_dtype
+from normlab.core.moments import Moments, accumulation_dtype, merge_equal_counts
 from normlab.norms._base import channel_scale_shift, kernel_params
 from normlab.norms._chunked import Sums
+from normlab.norms.batch_norm import batch_norm_with_moments
+
+# Up to this many elements (a (2, 64, 4, 4) map has 2048) fewer ATen calls beat fewer passes;
+# at (16, 64, 8, 8) = 65536 the two-pass path was already 1.2x faster (benchmarks/bench_per_call)
+SMALL_INPUT = 1 << 14
 
 
 def _slices(x: Tensor) -> tuple[int, int]:
@@ -90,3 +97,72 @@ def instance_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """(Σ_S grad, Σ_S grad·x) for every (n, c) slice, each of shape (N, C), in float32 or wider."""
     n, c = x.shape[:2]
     return Sums(n * c, accumulation_dtype(x.dtype), x.device)(grad, x)
+
+
+def batch_moments(x: Tensor, eps: float) -> Moments:
+    """Mean and biased variance over (N, *S) of a channels-first ``x``, one per channel: the
+    instance moments merged exactly over the batch, or on small input BN's statistics kernel.
+
+    Statistics are float32 for fp16/bf16 input. Nothing here records autograd history.
+    """
+    with torch.no_grad():
+        if x.is_contiguous() and x.numel() > SMALL_INPUT:
+            mean, var = instance_moments(x)
+            return Moments(mean, var, x.numel() // (x.shape[0] * x.shape[1])).reduce(0)
+        if accumulation_dtype(x.dtype) == x.dtype:
+            # BN's statistics kernel alone (no output); it returns fp16/bf16 statistics for
+            # fp16/bf16 input, which therefore take the full kernel's float32 path below
+            mean, var = torch.ops.aten.batch_norm_update_stats(x, None, None, 0.0)
+            return Moments(mean, var, x.numel() // x.shape[1])
+        return batch_norm_with_moments(x, None, None, eps)[1]
+
+
+# -- chunks of consecutive samples (Ghost BN's ghost batches) ---------------------------------
+
+# A chunk plan (full, size, tail): ``full`` chunks of ``size`` samples, then one chunk of ``tail``
+# samples (0: none). Chunks are consecutive slices of the batch.
+Plan = tuple[int, int, int]
+
+
+def chunk_sizes(plan: Plan) -> list[int]:
+    """The number of samples of every chunk of ``plan``, in order."""
+    full, size, tail = plan
+    return [size] * full + ([tail] if tail else [])
+
+
+def _chunks(t: Tensor, plan: Plan) -> list[Tensor]:
+    """(N, C) per-sample values as (chunks, samples, C) blocks: the full chunks, the tail."""
+    full, size, tail = plan
+    main = t[: full * size].reshape(full, size, t.shape[1])  # -1 is ambiguous when full = 0
+    return [main, t[full * size :][None]] if tail else [main] if full else [t[None]]
+
+
+def cat_chunks(parts: list[Tensor]) -> Tensor:
+    """``torch.cat`` of per-chunk parts, without a copy for a single part."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def chunk_moments(mean: Tensor, var: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
+    """Per-(chunk, channel) mean and biased variance from the (N, C) per-slice moments.
+
+    Every slice has the same number of values, so a chunk's moments are the equal-count merge
+    (`merge_equal_counts`) of its slices'. Differentiable; shapes (number of chunks, C).
+    """
+    merged = [
+        merge_equal_counts(m, v, 1, keepdim=False)[:2]
+        for m, v in zip(_chunks(mean, plan), _chunks(var, plan), strict=True)
+    ]
+    return cat_chunks([mu for mu, _ in merged]), cat_chunks([sigma2 for _, sigma2 in merged])
+
+
+def chunk_sum(t: Tensor, plan: Plan) -> Tensor:
+    """Sum (N, C) per-sample values over each chunk's samples: (chunks, C)."""
+    return cat_chunks([block.sum(1) for block in _chunks(t, plan)])
+
+
+def per_chunk_sample(t: Tensor, plan: Plan) -> Tensor:
+    """Expand (chunks, C) per-chunk values to (N, C), one row per sample."""
+    full, size, tail = plan
+    c = t.shape[1]
+    main = t[:full, None].expand(full, size, c).reshape(full * size, c)
+    return cat_chunks([main, t[full:].expand(tail, c)]) if tail else main

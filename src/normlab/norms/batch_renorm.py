@@ -36,11 +36,13 @@ from normlab.norms._base import (
     check_set_size,
     from_channels_first,
     kernel_params,
+    normalize_by_moments,
     to_channels_first,
 )
-from normlab.norms._per_instance import instance_moments
+from normlab.norms._per_instance import SMALL_INPUT as _SMALL
+from normlab.norms._per_instance import batch_moments
 from normlab.norms._training import TrainingHooks
-from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
+from normlab.norms.batch_norm import _batch_norm
 
 # -- errors raised here ----------------------------------------------------------------------------
 
@@ -94,28 +96,7 @@ def check_renorm_schedule(
 
 
 Limit = float | Tensor  # a clip limit: a Python number, or a 0-dim tensor (scheduled)
-# Up to this many elements (a (2, 64, 4, 4) map has 2048) fewer ATen calls beat fewer passes;
-# at (16, 64, 8, 8) = 65536 the two-pass path was already 1.2x faster (benchmarks/bench_per_call)
-_SMALL = 1 << 14
-
-# -- batch moments and the correction -------------------------------------------------------------
-
-
-def batch_moments(x: Tensor, eps: float) -> Moments:
-    """Mean and biased variance over (N, *S) of a channels-first ``x``, one per channel.
-
-    Statistics are float32 for fp16/bf16 input. Nothing here records autograd history.
-    """
-    with torch.no_grad():
-        if x.is_contiguous() and x.numel() > _SMALL:
-            mean, var = instance_moments(x)
-            return Moments(mean, var, x.numel() // (x.shape[0] * x.shape[1])).reduce(0)
-        if accumulation_dtype(x.dtype) == x.dtype:
-            # BN's statistics kernel alone (no output); it returns fp16/bf16 statistics for
-            # fp16/bf16 input, which therefore take the full kernel's float32 path below
-            mean, var = torch.ops.aten.batch_norm_update_stats(x, None, None, 0.0)
-            return Moments(mean, var, x.numel() // x.shape[1])
-        return batch_norm_with_moments(x, None, None, eps)[1]
+# -- the correction -------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -209,6 +190,17 @@ def _renorm_train(
     invstd = batch.var.add(eps).rsqrt()
     y = _RenormAffine.apply(x, weight, bias, batch.mean, invstd, r, d, eps)
     return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
+def _renorm_composed(
+    x: Tensor, batch: Moments, running_mean: Tensor, running_var: Tensor, weight: Tensor | None,
+    bias: Tensor | None, rmax: Limit, dmax: Limit, eps: float,
+) -> Tensor:
+    """`_renorm_train` in plain autograd ops, for batch moments that carry history (the
+    cross-replica moments of `normlab.sync`, through whose merge gradients flow): BN with the
+    given moments, weight γr and bias γd + β (r and d constants)."""
+    r, d = renorm_correction(batch, running_mean, running_var, rmax, dmax, eps)
+    return normalize_by_moments(x, batch, *_folded_affine(weight, bias, r, d), eps)
 
 
 # -- the moving statistics ------------------------------------------------------------------------
@@ -377,7 +369,9 @@ class BatchRenorm(Norm):
     need no special case; the update law is the paper's on σ (:func:`update_renorm_stats_`), not
     BN's on the unbiased variance. ``momentum=None`` averages σ_B and μ_B with equal weights.
     ``num_batches_tracked`` counts training steps and drives the clip schedule (a loaded BN
-    checkpoint brings its count along; set it to 0 to replay the warm-up).
+    checkpoint brings its count along; set it to 0 to replay the warm-up). Under
+    `normlab.sync`, μ_B, σ_B (so r, d and the moving-average update) are those of every
+    replica's concatenated batch.
 
     Clip schedule (paper, ImageNet: 50 × 32 images per step): r_max = 1 and d_max = 0, i.e.
     plain BN, for the first ``warmup_steps`` = 5000 steps, then "gradually relaxed" to r_max = 3
@@ -419,6 +413,7 @@ class BatchRenorm(Norm):
     axes = axes_lib.BATCH
     running_stats = "batch_biased"  # μ and σ² − ε with σ the moving std: its own law
     eval_is_batch_norm = True
+    supports_sync = True
 
     # The paper's schedule (warm-up 5k, d_max at 25k, r_max at 40k of ~125k steps), scaled to a run
     training_hooks = TrainingHooks(
@@ -471,14 +466,18 @@ class BatchRenorm(Norm):
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
         training = self.training
-        if training and xc.numel():
+        synced = training and self.moments_reducer is not None
+        if training and xc.numel() and not synced:
             self._check_set_size(x)
         rmax, dmax = self.clip_limits() if training else (self.rmax, self.dmax)
-        y, batch = _forward(
-            xc, self.running_mean, self.running_var, self.weight, self.bias, training, rmax, dmax,
-            self.eps,
-        )
-        if batch is not None:
+        state = (self.running_mean, self.running_var, self.weight, self.bias)
+        batch: Moments | None
+        if synced:  # every replica's batch moments (an empty replica still joins the merge)
+            batch = moments = self._synced_batch_moments(xc)
+            y = _renorm_composed(xc, moments, *state, rmax, dmax, self.eps)
+        else:
+            y, batch = _forward(xc, *state, training, rmax, dmax, self.eps)
+        if batch is not None and batch.count:
             update_renorm_stats_(
                 self.running_mean, self.running_var, self.num_batches_tracked, batch,
                 self.momentum, self.eps,

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.core.moments import accumulation_dtype, merge_equal_counts
+from normlab.core.moments import merge_equal_counts
 from normlab.core.running import update_running_ema_
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
 from normlab.norms._chunked import Sums, per_row
@@ -33,21 +33,12 @@ from normlab.norms._norm_activation import (
     add_rows_,
     affine_only,
     channel_affine_,
-    check_functional,
-    norm_activation,
+    check_slope_functional,
+    norm_or_affine,
     safe_slope,
     swish_,
 )
 from normlab.norms._per_instance import broadcast, group_statistics
-
-# -- errors raised by this method ------------------------------------------------------------
-
-def evo_norm_v_without_nonlinearity(layer: str) -> errors.InputError:
-    return errors.InputError(
-        f"{layer}: v was given with nonlinearity=False, where the layer is the affine map "
-        "y = weight·x + bias and has no v. Pass v=None, or nonlinearity=True to use it."
-    )
-
 
 __all__ = ["EvoNormB0", "EvoNormS0", "evo_norm_b0", "evo_norm_s0", "resolve_groups"]
 
@@ -64,20 +55,6 @@ def resolve_groups(num_features: int, num_groups: int | None, group_size: int | 
     while groups > 1 and num_features % groups:
         groups -= 1
     return groups
-
-
-def _prepare(
-    layer: str, x: Tensor, nonlinearity: bool, channel_dim: int, eps: float,
-    **params: Tensor | None,
-) -> tuple[Tensor, Tensor | None, int, int, float]:
-    """A functional's checks: (channels-first x, v (default ones), C, channel_dim, eps)."""
-    v = params["v"]
-    x, c, channel_dim, eps = check_functional(layer, x, channel_dim, eps, **params)
-    if not nonlinearity and v is not None:
-        raise evo_norm_v_without_nonlinearity(layer)
-    if nonlinearity and v is None:
-        v = torch.ones(c, dtype=accumulation_dtype(x.dtype), device=x.device)
-    return x, v, c, channel_dim, eps
 
 
 # -- EvoNorm-B0 -------------------------------------------------------------------------------
@@ -172,15 +149,25 @@ class _B0(Epilogue):
     def eager(self, saved: list[Any], x: Tensor, *params: Tensor | None) -> Tensor:
         """Differentiable B0 of a channels-first x (float32 or wider): double backward only;
         σ_batch is the constant saved one in eval."""
-        v, weight, bias = params
-        dims = tuple(range(2, x.dim()))
-        inst_var = x.var(dim=dims, correction=0, keepdim=True) if dims else torch.zeros_like(x)
         left = saved[2] if not self.training else (
-            x.var(dim=(0, *dims), correction=0) + self.eps).sqrt()
-        left = broadcast(left.to(x.dtype), x.dim())
-        right = broadcast(v, x.dim()) * x + (inst_var + self.eps).sqrt()  # type: ignore[arg-type]
-        # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
-        return affine_only(x / torch.where(right > left, right, left), weight, bias)
+            x.var(dim=(0, *range(2, x.dim())), correction=0) + self.eps).sqrt()
+        return b0_composed(x, left, *params, self.eps)  # type: ignore[arg-type]
+
+
+def b0_composed(
+    x: Tensor, left: Tensor, v: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> Tensor:
+    """B0 of a channels-first x (float32 or wider) in plain autograd ops, with σ_batch =
+    ``left`` (C,) given: `_B0`'s double backward, and training under `normlab.sync` (``left``
+    from the cross-replica moments, so gradients flow through their merge)."""
+    dims = tuple(range(2, x.dim()))
+    inst_var = (  # an empty batch (a replica without samples) has no variance to compute
+        x.var(dim=dims, correction=0, keepdim=True) if dims and x.numel() else torch.zeros_like(x)
+    )
+    left = broadcast(left.to(x.dtype), x.dim())
+    right = broadcast(v, x.dim()) * x + (inst_var + eps).sqrt()
+    # ties go to the batch branch, as tf.maximum's gradient sends them to its first argument
+    return affine_only(x / torch.where(right > left, right, left), weight, bias)
 
 
 # -- EvoNorm-S0 -------------------------------------------------------------------------------
@@ -266,15 +253,6 @@ class _S0(Epilogue):
         return affine_only((swish.reshape(grouped.shape) / sigma).reshape(x.shape), weight, bias)
 
 
-def _apply(
-    x: Tensor, epilogue: Epilogue, v: Tensor | None, weight: Tensor | None, bias: Tensor | None
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """(y, extra outputs) of a channels-first x in any layout; y = γx + β without v."""
-    if v is None:
-        return affine_only(x, weight, bias), ()
-    return norm_activation(x, epilogue, v, weight, bias)
-
-
 # -- functionals ----------------------------------------------------------------------------------
 
 
@@ -299,12 +277,12 @@ def evo_norm_b0(
         <BLANKLINE>
                 [[0.8333, 0.8750]]])
     """
-    xc, v, _, channel_dim, eps = _prepare(
+    xc, v, _, channel_dim, eps = check_slope_functional(
         "evo_norm_b0", x, nonlinearity, channel_dim, eps,
         weight=weight, bias=bias, v=v, running_var=running_var,
     )
     b0 = _B0(eps, None if training else running_var)
-    return from_channels_first(_apply(xc, b0, v, weight, bias)[0], channel_dim)
+    return from_channels_first(norm_or_affine(xc, b0, v, weight, bias)[0], channel_dim)
 
 
 def evo_norm_s0(
@@ -323,11 +301,12 @@ def evo_norm_s0(
         >>> evo_norm_s0(torch.tensor([[0.0, 2.0]]), num_groups=1, eps=1e-12).round(decimals=4)
         tensor([[0.0000, 1.7616]])
     """
-    xc, v, c, channel_dim, eps = _prepare(
+    xc, v, c, channel_dim, eps = check_slope_functional(
         "evo_norm_s0", x, nonlinearity, channel_dim, eps, weight=weight, bias=bias, v=v
     )
     groups = resolve_groups(c, num_groups, None)
-    return from_channels_first(_apply(xc, _S0(groups, eps), v, weight, bias)[0], channel_dim)
+    y = norm_or_affine(xc, _S0(groups, eps), v, weight, bias)[0]
+    return from_channels_first(y, channel_dim)
 
 
 # -- modules --------------------------------------------------------------------------------------
@@ -366,7 +345,8 @@ class EvoNormB0(_EvoNorm):
     stores the **biased** s²_b, as the reference does (normlab's BatchNorm stores the unbiased
     one). ``momentum=None``: cumulative average over ``num_batches_tracked`` updates; a
     non-finite s²_b leaves both buffers unchanged. ``track_running_stats=False`` uses the
-    batch's variance in eval too.
+    batch's variance in eval too. Under `normlab.sync`, s²_b in training is the variance of
+    every replica's concatenated batch; s²_i stays per sample.
 
     Args:
         num_features: C, the number of channels.
@@ -395,6 +375,7 @@ class EvoNormB0(_EvoNorm):
     statistics = "batch variance over (N, *S) per channel and instance variance over *S"
     axes = axes_lib.BATCH  # s²_b; s²_i is over axes_lib.INSTANCE
     running_stats = "batch_biased"  # running_var only: an EMA of the biased s²_b
+    supports_sync = True
 
     def __init__(
         self, num_features: int, *, eps: float = 1e-5, momentum: float | None = 0.1,
@@ -416,15 +397,31 @@ class EvoNormB0(_EvoNorm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
+        if self.training and self.moments_reducer is not None and self.v is not None:
+            return from_channels_first(self._forward_synced(xc), self.channel_dim)
         use_batch = self.training or self.running_var is None
         b0 = _B0(self.eps, None if use_batch else self.running_var)
-        y, batch_var = _apply(xc, b0, self.v, self.weight, self.bias)
+        y, batch_var = norm_or_affine(xc, b0, self.v, self.weight, self.bias)
         if self.training and self.running_var is not None and batch_var:
             # r ← (1 − m)·r + m·s²_b, skipped if not finite (see normlab.core.running)
             update_running_ema_(
                 (self.running_var,), batch_var, self.num_batches_tracked, self.momentum
             )
         return from_channels_first(y, self.channel_dim)
+
+    def _forward_synced(self, xc: Tensor) -> Tensor:
+        """Training with s²_b over the batch of every replica (`normlab.sync`), s²_i per sample
+        as ever: one collective in the forward, one in the backward; the running variance
+        moves toward the global s²_b, identically on every replica."""
+        batch = self._synced_batch_moments(xc)
+        left = (batch.var + self.eps).sqrt()
+        assert self.v is not None  # forward takes this path only with the nonlinearity
+        y = b0_composed(xc.to(left.dtype), left, self.v, self.weight, self.bias, self.eps)
+        if self.running_var is not None and batch.count:  # all replicas empty: no update
+            update_running_ema_(
+                (self.running_var,), (batch.var,), self.num_batches_tracked, self.momentum
+            )
+        return y.to(xc.dtype)
 
 
 class EvoNormS0(_EvoNorm):
@@ -479,7 +476,7 @@ class EvoNormS0(_EvoNorm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
-        y, _ = _apply(xc, _S0(self.num_groups, self.eps), self.v, self.weight, self.bias)
+        y, _ = norm_or_affine(xc, _S0(self.num_groups, self.eps), self.v, self.weight, self.bias)
         return from_channels_first(y, self.channel_dim)
 
 

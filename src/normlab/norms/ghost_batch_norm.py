@@ -38,7 +38,9 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
-from normlab.core.moments import merge_equal_counts
+from normlab.core.cross_replica import CrossReplicaMoments
+from normlab.core.moments import accumulation_dtype
+from normlab.core.running import Factor, update_running_
 from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import (
     Norm,
@@ -52,6 +54,14 @@ from normlab.norms._instance_affine import (
     contiguous_channels_first,
     normalize_and_apply,
     restore_layout,
+)
+from normlab.norms._per_instance import (
+    Plan,
+    cat_chunks,
+    chunk_moments,
+    chunk_sizes,
+    chunk_sum,
+    per_chunk_sample,
 )
 from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
 
@@ -89,11 +99,6 @@ def check_split(split: object) -> str:
     return split
 
 
-# A chunk plan (full, size, tail): ``full`` chunks of ``size`` samples, then one chunk of ``tail``
-# samples (0: none). Chunks are consecutive slices of the batch.
-Plan = tuple[int, int, int]
-
-
 def ghost_plan(
     batch: int, ghost_batch_size: int, positions: int = 2, split: str = "size"
 ) -> Plan:
@@ -127,47 +132,6 @@ def ghost_plan(
     return (full, size, rest)
 
 
-def chunk_sizes(plan: Plan) -> list[int]:
-    """The number of samples of every chunk of ``plan``, in order."""
-    full, size, tail = plan
-    return [size] * full + ([tail] if tail else [])
-
-
-def _chunks(t: Tensor, plan: Plan) -> list[Tensor]:
-    """(N, C) per-sample values as (chunks, samples, C) blocks: the full chunks, the tail."""
-    full, size, tail = plan
-    main = t[: full * size].reshape(full, size, t.shape[1])  # -1 is ambiguous when full = 0
-    return [main, t[full * size :][None]] if tail else [main] if full else [t[None]]
-
-
-def _cat(parts: list[Tensor]) -> Tensor:
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-def chunk_moments(mean: Tensor, var: Tensor, plan: Plan) -> tuple[Tensor, Tensor]:
-    """Per-(chunk, channel) mean and biased variance from the (N, C) per-slice moments.
-
-    Every slice has the same number of values, so a chunk's moments are the equal-count merge
-    (`merge_equal_counts`) of its slices'. Differentiable; shapes (number of chunks, C).
-    """
-    merged = [merge_equal_counts(m, v, 1, keepdim=False)[:2]
-              for m, v in zip(_chunks(mean, plan), _chunks(var, plan), strict=True)]
-    return _cat([mu for mu, _ in merged]), _cat([sigma2 for _, sigma2 in merged])
-
-
-def _chunk_sum(t: Tensor, plan: Plan) -> Tensor:
-    """Sum (N, C) per-sample values over each chunk's samples: (chunks, C)."""
-    return _cat([block.sum(1) for block in _chunks(t, plan)])
-
-
-def _per_sample(t: Tensor, plan: Plan) -> Tensor:
-    """Expand (chunks, C) per-chunk values to (N, C), one row per sample."""
-    full, size, tail = plan
-    c = t.shape[1]
-    main = t[:full, None].expand(full, size, c).reshape(full * size, c)
-    return _cat([main, t[full:].expand(tail, c)]) if tail else main
-
-
 # Below this many positions per (sample, channel) slice the per-slice kernels of the instance
 # path are dominated by per-slice overhead (for (N, C) input each slice is one value), and one
 # native batch-norm call on a permuted copy is faster. Measured on the project's 2-core CPU,
@@ -187,7 +151,7 @@ def _forward_parts(
     r = torch.rsqrt(sigma2 + eps)
     a = r * params[0].to(mean.dtype) if has_weight else r
     shift = params[-1].to(mean.dtype) - mu * a if has_bias else -mu * a
-    scale, shift = _per_sample(a, plan), _per_sample(shift, plan)
+    scale, shift = per_chunk_sample(a, plan), per_chunk_sample(shift, plan)
     return {"batch": (mu, sigma2), "mean": mean, "r": r, "a": a, "scale": scale, "shift": shift}
 
 
@@ -205,14 +169,14 @@ def _backward_parts(
     """
     plan, _, has_weight, has_bias = cfg
     (mu, _), r, a = parts["batch"], parts["r"], parts["a"]
-    s_dy, s_dy_x = _chunk_sum(g_shift, plan), _chunk_sum(g_scale, plan)
+    s_dy, s_dy_x = chunk_sum(g_shift, plan), chunk_sum(g_scale, plan)
     s_dy_xhat = r * (s_dy_x - mu * s_dy)
     inv = 1.0 / r.new_tensor(chunk_sizes(plan)).unsqueeze(1) if plan[2] else 1.0 / plan[1]
     g_var = a * r * s_dy_xhat * (-0.5 * inv)
     g_mean = torch.addcmul(a * s_dy * -inv, mu, g_var, value=-2)
-    g_var = _per_sample(g_var, plan)
+    g_var = per_chunk_sample(g_var, plan)
     grads: list[Tensor | None] = [
-        torch.addcmul(_per_sample(g_mean, plan), parts["mean"], g_var, value=2), g_var
+        torch.addcmul(per_chunk_sample(g_mean, plan), parts["mean"], g_var, value=2), g_var
     ]
     if has_weight:
         grads.append(s_dy_xhat.sum(0))
@@ -246,7 +210,7 @@ def _permuted_path(
         ys.append(y)
         means.append(moments.mean.view(1, c))
         variances.append(moments.var.view(1, c))
-    return _cat(ys), _cat(means), _cat(variances)
+    return cat_chunks(ys), cat_chunks(means), cat_chunks(variances)
 
 
 def _ghost_train(
@@ -272,49 +236,56 @@ def _ghost_train(
 
 
 @torch.no_grad()
+def ghost_terms(
+    chunk_mean: Tensor, chunk_var: Tensor, counts: list[int], momentum: float | None
+) -> Tensor:
+    """(2, C): Σ_i w_i μ_i and Σ_i w_i s²_i over one batch's K ghost batches i = 1..K in batch
+    order, s²_i = σ²_i·n_i/(n_i − 1) the unbiased variance (n_i = ``counts[i]`` values per
+    statistic); w_i = m(1 − m)^(K−i) with momentum m, w_i = 1 with ``momentum=None``."""
+    k = len(counts)
+    uvar = chunk_var * chunk_var.new_tensor([n / (n - 1) for n in counts]).unsqueeze(1)
+    if momentum is None:
+        return torch.stack([chunk_mean.sum(0), uvar.sum(0)])
+    w = chunk_mean.new_tensor([momentum * (1 - momentum) ** (k - 1 - i) for i in range(k)])
+    return torch.stack([(w.unsqueeze(1) * chunk_mean).sum(0), (w.unsqueeze(1) * uvar).sum(0)])
+
+
+@torch.no_grad()
 def update_ghost_running_stats_(
-    running_mean: Tensor, running_var: Tensor, num_batches_tracked: Tensor, chunk_mean: Tensor,
-    chunk_var: Tensor, counts: list[int], momentum: float | None,
+    running_mean: Tensor, running_var: Tensor, num_batches_tracked: Tensor, ks: list[int],
+    terms: Tensor, momentum: float | None,
 ) -> None:
-    """One training step's update of the running buffers from its K ghost batches, in place.
+    r"""One training step's update of the running buffers from its ghost batches, in place.
 
-    With momentum m, the closed form of K sequential PyTorch-convention EMA steps, one per ghost
-    batch in batch order (what the reference code does by running each chunk through BN):
+    ``terms`` (R, 2, C): the `ghost_terms` T_r of R batches of K_r = ``ks[r]`` ghost batches
+    whose ghost batches follow each other in that order (R = 1 in one process; under
+    `normlab.sync` one per replica, in rank order). With momentum m, the closed form of K = Σ K_r
+    PyTorch-convention EMA steps, one per ghost batch in order (the reference code's per-chunk
+    BN calls), for s = μ and the unbiased s², K_{>r} the ghost batches after batch r's:
 
-    $$ \\hat s ← (1 - m)^K\\,\\hat s + \\sum_{i=1}^{K} m (1 - m)^{K-i}\\, s_i, $$
+    $$ \hat s ← (1 - m)^K\,\hat s + \sum_{i=1}^{K} m (1 - m)^{K-i}\, s_i
+       = (1 - m)^K\,\hat s + \sum_r (1 - m)^{K_{>r}}\, T_r, $$
 
-    for s = μ and s = σ²·n_i/(n_i − 1) (unbiased, n_i = values per statistic in chunk i), written
-    to each buffer once. With ``momentum=None``: ŝ ← (1 − 1/t)·ŝ + (1/t)·mean_i s_i, t =
-    ``num_batches_tracked`` after the increment, i.e. an equal-weight average over training
+    written to each buffer once. With ``momentum=None``: ŝ ← (1 − 1/t)·ŝ + (1/t)·Σ_r T_r / K,
+    t = ``num_batches_tracked`` after the increment, i.e. an equal-weight average over training
     steps of each step's ghost-batch average. ``num_batches_tracked`` counts training steps
     (forward calls), not ghost batches. Statistics that are not finite leave every buffer
     unchanged (the guard of `normlab.core.running.update_running_stats_`).
     """
-    from normlab.core.running import Factor, update_running_
-
-    k = len(counts)
+    k = sum(ks)
+    if k == 0:  # no replica had a sample
+        return
 
     def law(factor: Factor) -> tuple[Tensor, Tensor]:
-        mean = chunk_mean.to(running_mean.dtype)
-        uvar = chunk_var * chunk_var.new_tensor([n / (n - 1) for n in counts]).unsqueeze(1)
-        uvar = uvar.to(running_var.dtype)
-        keep: Tensor | float
         if momentum is None:  # factor = 1/t: the step's ghost-batch average, weight 1/t
-            keep = 1 - factor
-            weights = torch.as_tensor(factor / k, dtype=running_mean.dtype,
-                                      device=running_mean.device).expand(k)
+            keep, step = 1 - factor, terms.sum(0) * (factor / k)
         else:
-            keep = (1 - momentum) ** k
-            weights = running_mean.new_tensor([momentum * (1 - momentum) ** (k - 1 - i)
-                                               for i in range(k)])
-        weights = weights.unsqueeze(1)
-        return running_mean * keep + (weights * mean).sum(0), running_var * keep + (
-            weights * uvar).sum(0)
+            decay = terms.new_tensor([(1 - momentum) ** sum(ks[r + 1 :]) for r in range(len(ks))])
+            keep, step = (1 - momentum) ** k, (terms * decay.view(-1, 1, 1)).sum(0)
+        return (running_mean * keep + step[0].to(running_mean.dtype),
+                running_var * keep + step[1].to(running_var.dtype))
 
-    update_running_(
-        (running_mean, running_var), num_batches_tracked, momentum, law,
-        watch=(chunk_mean, chunk_var),
-    )
+    update_running_((running_mean, running_var), num_batches_tracked, momentum, law, watch=(terms,))
 
 
 def ghost_batch_norm(
@@ -400,6 +371,14 @@ class GhostBatchNorm(Norm):
     statistics and takes one EMA step with m; the two differ in the effective momentum,
     1 − (1 − m)^K here.)
 
+    Under `normlab.sync` ghost batches are per replica, as Hoffer et al.'s are per device: each
+    replica cuts its own batch and normalizes each chunk with its own statistics (outputs and
+    gradients need no collective). Sync shares the running statistics: one all_gather per step,
+    then every replica applies the update above to all replicas' ghost batches in rank order,
+    which equals one process on the concatenated batch cut at the same places (with
+    ``split="size"``, this layer's own cut when each replica's batch but the last is a multiple
+    of ``ghost_batch_size``); the buffers are identical on every replica.
+
     Args:
         num_features: C, the number of channels.
         ghost_batch_size: samples per ghost batch, a positive int; the paper uses 128.
@@ -427,6 +406,7 @@ class GhostBatchNorm(Norm):
     )
     running_stats = "batch"
     eval_is_batch_norm = True
+    supports_sync = True
 
     def __init__(
         self,
@@ -465,18 +445,37 @@ class GhostBatchNorm(Norm):
             )
             return from_channels_first(y, self.channel_dim)
         self._check_set_size(x)
-        if x.numel() == 0:
-            return x.clone()
-        y, (mu, sigma2, plan, positions) = _ghost_train(
-            x, self.weight, self.bias, self.ghost_batch_size, self.eps, self.channel_dim,
-            self.split,
-        )
+        if x.numel() == 0:  # no ghost batch (under sync, this replica still joins the gather)
+            empty = x.new_zeros(0, self.num_features, dtype=accumulation_dtype(x.dtype))
+            y, stats = x.clone(), (empty, empty, (0, 0, 0), 0)
+        else:
+            y, stats = _ghost_train(
+                x, self.weight, self.bias, self.ghost_batch_size, self.eps, self.channel_dim,
+                self.split,
+            )
         if self.running_mean is not None:
             update_ghost_running_stats_(
-                self.running_mean, self.running_var, self.num_batches_tracked, mu, sigma2,
-                [size * positions for size in chunk_sizes(plan)], self.momentum,
+                self.running_mean, self.running_var, self.num_batches_tracked,
+                *self._step_terms(stats), self.momentum,
             )
         return y
+
+    def _step_terms(self, stats: tuple[Tensor, Tensor, Plan, int]) -> tuple[list[int], Tensor]:
+        """(K_r, `ghost_terms`) of this step: this batch's (R = 1) or, under `normlab.sync`,
+        every replica's in rank order (one all_gather; an empty replica sends K = 0)."""
+        mu, sigma2, plan, positions = stats
+        counts = [size * positions for size in chunk_sizes(plan)]
+        k, terms = len(counts), ghost_terms(mu, sigma2, counts, self.momentum)
+        reducer = self.moments_reducer
+        if reducer is None:
+            return [k], terms[None]
+        if not isinstance(reducer, CrossReplicaMoments):  # a merge alone cannot order them
+            raise errors.ConfigError(
+                f"{self._name()}: moments_reducer={reducer!r} cannot gather every replica's "
+                "ghost batches for the running statistics. Synchronize with normlab.sync(model)."
+            )
+        rows = reducer.gather(torch.cat([terms.new_full((1, terms.shape[1]), k), terms]))
+        return [int(n) for n in rows[:, 0, 0].tolist()], rows[:, 1:]
 
 
 __all__ = [

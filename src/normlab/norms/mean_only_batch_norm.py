@@ -122,6 +122,9 @@ class MeanOnlyBatchNorm(Norm):
     `normlab.recalibrate` carry and re-estimate both), and reports each channel's scale,
     which weight norm's data-dependent init sets to 1.
 
+    Under `normlab.sync`, μ (and the running statistics) come from the concatenated batch of
+    every replica.
+
     Args:
         num_features: C, the number of channels.
         bias: a learnable per-channel bias b (the paper's layer; initialized to 0).
@@ -150,6 +153,7 @@ class MeanOnlyBatchNorm(Norm):
     axes = axes_lib.BATCH
     running_stats = "batch"
     eval_is_batch_norm = False  # eval is x − running_mean + b: no division
+    supports_sync = True
 
     def __init__(
         self,
@@ -183,6 +187,8 @@ class MeanOnlyBatchNorm(Norm):
         cd = self.channel_dim
         xc = to_channels_first(x, cd)
         running_mean = self._buffers["running_mean"]
+        if self.training and self.moments_reducer is not None:
+            return from_channels_first(self._forward_synced(xc), cd)
         use_batch = self.training or running_mean is None
         if use_batch and x.numel() == self.num_features:
             self._check_set_size(x)
@@ -197,6 +203,22 @@ class MeanOnlyBatchNorm(Norm):
             return from_channels_first(_center(xc, mean, self.weight, self.bias), cd)
         y = _mean_only(xc, running_mean, self.weight, self.bias, use_batch)
         return from_channels_first(y, cd)
+
+    def _forward_synced(self, xc: Tensor) -> Tensor:
+        """Training with the batch mean of every replica (`normlab.sync`): one collective in
+        the forward, one in the backward (the input gradient is centered with the global
+        mean of ∂L/∂t); the running buffers move toward the global mean and unbiased variance
+        (global count), identically on every replica."""
+        batch = self._synced_batch_moments(xc)
+        y = _center(xc, batch.mean, self.weight, self.bias)
+        if self.running_mean is not None and batch.count:  # all replicas empty: no update
+            update_running_ema_(
+                (self.running_mean, self.running_var),
+                (batch.mean, batch.unbiased_var),
+                self.num_batches_tracked,
+                self.momentum,
+            )
+        return y
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.bias is not None else ", bias=False")
