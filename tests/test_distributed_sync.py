@@ -210,3 +210,16 @@ def test_layer_without_cross_replica_mode_is_named_and_can_be_skipped() -> None:
     synced, report = normlab.distributed.sync_with_report(model, skip="1.0")
     assert [r.path for r in report] == ["0"]
     assert synced[1][0].moments_reducer is None and synced[0].moments_reducer is not None
+
+
+def test_every_batch_dependent_registered_layer_has_a_cross_replica_mode() -> None:
+    """A new method whose training statistics span the batch must implement sync (or be
+    refused by it): none may silently normalize per replica."""
+    missing = [
+        entry.name
+        for entry in normlab.registry.entries()
+        if entry.cls.running_stats in ("batch", "batch_biased")
+        and not entry.cls.frozen_stats
+        and not entry.cls.supports_sync
+    ]
+    assert not missing, missing
