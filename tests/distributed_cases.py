@@ -76,18 +76,36 @@ def reference(spec: Any, kwargs: dict[str, Any], sizes: list[int], steps: int) -
 
 
 def synced_rank(
-    rank: int, world: int, spec: Any, kwargs: dict[str, Any], sizes: list[int], steps: int
+    rank: int,
+    world: int,
+    spec: Any,
+    kwargs: dict[str, Any],
+    sizes: list[int],
+    steps: int,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Rank ``rank``'s part of the run, with `normlab.sync`."""
+    """Rank ``rank``'s part of the run, with `normlab.sync` (on ``device``; "cuda" is the
+    rank's GPU). Results come back on the CPU."""
     assert len(sizes) == world
     start = sum(sizes[:rank])
     stop = start + sizes[rank]
-    data = [(x[start:stop], g[start:stop]) for x, g in batches(sizes, steps)]
-    layer = normlab.sync(make(spec, kwargs))
+    where = torch.device(f"cuda:{rank}") if device == "cuda" else torch.device(device)
+    data = [(x[start:stop].to(where), g[start:stop].to(where)) for x, g in batches(sizes, steps)]
+    layer = normlab.sync(make(spec, kwargs).to(where))
     result = _train(layer, data)
     layer.eval()  # eval runs no collective: a rank may evaluate alone
-    result["eval"] = layer(batches(sizes, 1)[0][0][:2]).detach()
-    return result
+    result["eval"] = layer(batches(sizes, 1)[0][0][:2].to(where)).detach()
+    return _to_cpu(result)
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
 
 
 def compare(results: list[dict[str, Any]], ref: dict[str, Any], tol: float = 1e-10) -> None:

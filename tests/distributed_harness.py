@@ -39,12 +39,15 @@ def _worker(
     out_dir: str,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
+    backend: str,
 ) -> None:
     torch.set_num_threads(1)
     path = Path(out_dir) / f"rank{rank}.pt"
     try:
+        if backend == "nccl":  # one GPU per rank
+            torch.cuda.set_device(rank)
         dist.init_process_group(
-            "gloo",
+            backend,
             init_method=f"tcp://127.0.0.1:{port}",
             rank=rank,
             world_size=world_size,
@@ -60,9 +63,15 @@ def _worker(
 
 
 def run_ranks(
-    world_size: int, fn: Callable[..., Any], *args: Any, timeout: float = 60.0
+    world_size: int,
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout: float = 60.0,
+    backend: str = "gloo",
 ) -> list[Any]:
-    """``[fn(rank, world_size, *args) for each rank]``, run on ``world_size`` processes."""
+    """``[fn(rank, world_size, *args) for each rank]``, run on ``world_size`` processes.
+
+    ``backend="nccl"`` puts rank r on ``cuda:r`` (it needs ``world_size`` GPUs)."""
     with tempfile.TemporaryDirectory() as out_dir:
         context = mp.get_context("spawn")
         procs: list[Any] = []
@@ -73,7 +82,7 @@ def run_ranks(
             procs = [
                 context.Process(
                     target=_worker,
-                    args=(rank, world_size, port, timeout, out_dir, fn, args),
+                    args=(rank, world_size, port, timeout, out_dir, fn, args, backend),
                     daemon=True,
                 )
                 for rank in range(world_size)

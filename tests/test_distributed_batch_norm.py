@@ -46,3 +46,18 @@ def test_synced_layer_without_process_group_says_how_to_fix() -> None:
     with pytest.raises(normlab.NormlabError, match="init_process_group"):
         layer(torch.randn(4, 3))
     layer.eval()(torch.randn(4, 3))  # eval needs no process group
+
+
+@pytest.mark.skipif(
+    not (
+        torch.cuda.is_available()
+        and torch.cuda.device_count() >= 2
+        and torch.distributed.is_nccl_available()
+    ),
+    reason="the NCCL path needs 2 CUDA GPUs",
+)
+@pytest.mark.parametrize("sizes", [[3, 5], [6, 0]], ids=str)
+def test_synced_batch_norm_over_nccl_equals_one_process(sizes: list[int]) -> None:
+    ref = reference("batch_norm", {}, sizes, steps=2)
+    results = run_ranks(2, synced_rank, "batch_norm", {}, sizes, 2, "cuda", backend="nccl")
+    compare(results, ref, tol=1e-9)
