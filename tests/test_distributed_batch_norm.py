@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 SIZES = {2: [[4, 4], [3, 5]], 3: [[1, 7, 3], [4, 0, 2]]}
 
 
-@pytest.mark.parametrize("spec", ["batch_norm", "torch_bn"])
+@pytest.mark.parametrize("spec", ["batch_norm", "torch_bn", "bounded_batch_norm"])
 @pytest.mark.parametrize(
     ("world", "sizes"),
     [(w, s) for w, group in SIZES.items() for s in group],
