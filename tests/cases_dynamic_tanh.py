@@ -9,30 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 import normlab.functional as NF
+import oracles_dynamic_tanh as ref
 from catalogue import Case
 
 
-def dyt_ref(
-    x: Tensor, alpha: Tensor, weight: Tensor | None, bias: Tensor | None, *, channel_dim: int = 1
-) -> Tensor:
-    """γ·tanh(α·x) + β in float64, γ and β along ``channel_dim``."""
-    x64 = x.to(torch.float64)
-    y = torch.tanh(alpha.to(torch.float64).reshape(()) * x64)
-    view = [1] * x64.dim()
-    view[channel_dim] = x64.shape[channel_dim]
-    if weight is not None:
-        y = y * weight.to(torch.float64).reshape(view)
-    if bias is not None:
-        y = y + bias.to(torch.float64).reshape(view)
-    return y
-
-
 def _reference(m: Any, x: Tensor) -> Tensor:
-    return dyt_ref(x, m.alpha, m.weight, m.bias, channel_dim=m.channel_dim)
+    return ref.dyt_ref(x, m.alpha, m.weight, m.bias, channel_dim=m.channel_dim)
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """Catalogue cases of Filter Response Normalization + TLU (collected by catalogue.py).
 
-The float64 oracle is written here from the paper (Singh & Krishnan 2020, arXiv:1911.09737,
-eq. 1-2 and its TF snippet) with explicit loops over (n, c) slices, independent of normlab:
+The float64 oracle (oracles_filter_response_norm.py) is written from the paper (Singh & Krishnan
+2020, arXiv:1911.09737, eq. 1-2 and its TF snippet) with explicit loops over (n, c) slices, independent of normlab:
 
     ν² = Σ_S x² / |S|,  x̂ = x / sqrt(ν² + |ε|),  y = γ x̂ + β,  z = max(y, τ)
     learned ε: ε = eps + |ε_l|
@@ -14,45 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 import normlab.functional as NF
+import oracles_filter_response_norm as ref
 from catalogue import Case
 
 
-def _f64(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.to(torch.float64)  # not detached: gradients are oracles
-
-
-def frn_ref(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, tau: Tensor | None,
-    eps_l: Tensor | None, *, eps: float, channel_dim: int = 1,
-) -> Tensor:
-    """FRN (+ TLU when ``tau`` is given) in float64, one (n, c) slice at a time."""
-    xc = x.to(torch.float64).movedim(channel_dim, 1)
-    n_samples, channels = xc.shape[:2]
-    total_eps = eps if eps_l is None else eps + _f64(eps_l).abs().reshape(())
-    rows = []
-    for n in range(n_samples):
-        row = []
-        for c in range(channels):
-            values = xc[n, c]
-            nu2 = (values * values).sum() / values.numel()
-            z = values / torch.sqrt(nu2 + total_eps)
-            if weight is not None:
-                z = z * _f64(weight)[c]
-            if bias is not None:
-                z = z + _f64(bias)[c]
-            if tau is not None:
-                z = torch.where(z > _f64(tau)[c], z, _f64(tau)[c])
-            row.append(z)
-        rows.append(torch.stack(row))
-    return torch.stack(rows).movedim(1, channel_dim)
-
-
 def _reference(m: Any, x: Tensor) -> Tensor:
-    return frn_ref(x, m.weight, m.bias, m.tau, m.eps_l, eps=m.eps, channel_dim=m.channel_dim)
+    return ref.frn_ref(x, m.weight, m.bias, m.tau, m.eps_l, eps=m.eps, channel_dim=m.channel_dim)
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:
