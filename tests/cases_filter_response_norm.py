@@ -1,7 +1,8 @@
 """Catalogue cases of Filter Response Normalization + TLU (collected by catalogue.py).
 
 The float64 oracle (oracles_filter_response_norm.py) is written from the paper (Singh & Krishnan
-2020, arXiv:1911.09737, eq. 1-2 and its TF snippet) with explicit loops over (n, c) slices, independent of normlab:
+2020, arXiv:1911.09737, eq. 1-2 and its TF snippet) with explicit loops over (n, c) slices,
+independent of normlab:
 
     ν² = Σ_S x² / |S|,  x̂ = x / sqrt(ν² + |ε|),  y = γ x̂ + β,  z = max(y, τ)
     learned ε: ε = eps + |ε_l|

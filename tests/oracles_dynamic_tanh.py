@@ -24,4 +24,3 @@ def dyt_ref(
     if bias is not None:
         y = y + bias.to(torch.float64).reshape(view)
     return y
-

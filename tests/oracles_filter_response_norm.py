@@ -21,8 +21,14 @@ def _f64(t: Tensor | None) -> Tensor | None:
 
 
 def frn_ref(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, tau: Tensor | None,
-    eps_l: Tensor | None, *, eps: float, channel_dim: int = 1,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    tau: Tensor | None,
+    eps_l: Tensor | None,
+    *,
+    eps: float,
+    channel_dim: int = 1,
 ) -> Tensor:
     """FRN (+ TLU when ``tau`` is given) in float64, one (n, c) slice at a time."""
     xc = x.to(torch.float64).movedim(channel_dim, 1)
@@ -44,4 +50,3 @@ def frn_ref(
             row.append(z)
         rows.append(torch.stack(row))
     return torch.stack(rows).movedim(1, channel_dim)
-

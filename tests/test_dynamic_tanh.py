@@ -60,8 +60,9 @@ def test_alpha_is_learned() -> None:
     loss = (m(x) - target).square().mean()
     loss.backward()
     alpha = m.alpha.detach().clone().requires_grad_()
-    (want,) = torch.autograd.grad((dyt_ref(x, alpha, m.weight, m.bias) - target).square().mean(),
-                                  alpha)
+    (want,) = torch.autograd.grad(
+        (dyt_ref(x, alpha, m.weight, m.bias) - target).square().mean(), alpha
+    )
     torch.testing.assert_close(m.alpha.grad, want, rtol=1e-12, atol=1e-15)
     before = m.alpha.item()
     opt.step()
@@ -81,8 +82,11 @@ def test_gradients_match_the_oracle_in_one_chunk_and_many(
     monkeypatch.setattr(_chunked, "CHUNK_ELEMENTS", elements)
     g = _gen(2)
     x = torch.randn(5, 3, 4, 2, generator=g, dtype=F64) * 2
-    params = [torch.tensor([0.8], dtype=F64), torch.rand(3, generator=g, dtype=F64) + 0.5,
-              torch.randn(3, generator=g, dtype=F64)]
+    params = [
+        torch.tensor([0.8], dtype=F64),
+        torch.rand(3, generator=g, dtype=F64) + 0.5,
+        torch.randn(3, generator=g, dtype=F64),
+    ]
     dy = torch.randn(x.shape, generator=g, dtype=F64)
     leaves = [t.to(dtype).requires_grad_() for t in (x, *params)]
     y = dynamic_tanh(*leaves)

@@ -96,9 +96,12 @@ def test_gradients_match_the_oracle_in_one_chunk_and_many(
     monkeypatch.setattr(_chunked, "CHUNK_ELEMENTS", elements)
     g = _gen(6)
     x = torch.randn(5, 3, 4, 2, generator=g, dtype=F64)
-    params = [torch.rand(3, generator=g, dtype=F64) + 0.5, torch.randn(3, generator=g,
-              dtype=F64) * 0.3, torch.randn(3, generator=g, dtype=F64) * 0.3,
-              torch.tensor([0.05], dtype=F64)]
+    params = [
+        torch.rand(3, generator=g, dtype=F64) + 0.5,
+        torch.randn(3, generator=g, dtype=F64) * 0.3,
+        torch.randn(3, generator=g, dtype=F64) * 0.3,
+        torch.tensor([0.05], dtype=F64),
+    ]
     dy = torch.randn(x.shape, generator=g, dtype=F64)
     leaves = [t.to(dtype).requires_grad_() for t in (x, *params)]
     y = filter_response_norm(*leaves, eps=1e-6)

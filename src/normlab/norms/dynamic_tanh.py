@@ -54,8 +54,7 @@ class _DyT(Epilogue):
         rows = Rows(x)
         acc = rows.acc
         two_alpha = 2 * alpha.to(acc)  # type: ignore[union-attr]  # α is always given
-        gamma = torch.ones(rows.c, dtype=acc, device=x.device) if weight is None else weight.to(
-            acc)
+        gamma = torch.ones(rows.c, dtype=acc, device=x.device) if weight is None else weight.to(acc)
         scale = per_row(2 * gamma)
         shift = per_row(-gamma if bias is None else bias.to(acc) - gamma)
         y = torch.empty_like(x)
@@ -87,8 +86,12 @@ class _DyT(Epilogue):
                 torch.mul(h, dx_scale, out=dxc)
         d_alpha = (4 * (sum_hx.sum(0) * gamma).sum()).reshape(alpha.shape) if wanted[1] else None
         d_beta = sum_g.sum(0)
-        return [dx, d_alpha, 2 * sum_gs.sum(0) - d_beta if wanted[2] else None,
-                d_beta if wanted[3] else None]
+        return [
+            dx,
+            d_alpha,
+            2 * sum_gs.sum(0) - d_beta if wanted[2] else None,
+            d_beta if wanted[3] else None,
+        ]
 
     def eager(self, saved: list[Any], x: Tensor, *params: Tensor | None) -> Tensor:
         """Differentiable DyT of a channels-first x (float32 or wider): double backward only."""
@@ -124,9 +127,7 @@ def dynamic_tanh(
         tensor([[0.0000, 0.7616]])
     """
     layer = "dynamic_tanh"
-    xc, _, channel_dim, _ = check_functional(
-        layer, x, channel_dim, 1.0, weight=weight, bias=bias
-    )
+    xc, _, channel_dim, _ = check_functional(layer, x, channel_dim, 1.0, weight=weight, bias=bias)
     _check_alpha(layer, alpha)
     y, _ = norm_activation(xc, _DyT(), alpha, weight, bias)
     return from_channels_first(y, channel_dim)
@@ -177,7 +178,11 @@ class DynamicTanh(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
+            num_features,
+            eps=eps,
+            affine=affine,
+            channel_dim=channel_dim,
+            device=device,
             dtype=dtype,
         )
         if not errors.is_finite_number(alpha_init):

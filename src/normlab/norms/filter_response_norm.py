@@ -50,7 +50,8 @@ class _FRN(Epilogue):
     the gradient to τ; m = 1 without the TLU), dz = m·dy and K = Σ_S dz·x per (n, c):
 
     $$ ∂x = s\\,dz − \\frac{s r^2 K}{|S|} x,\\quad ∂γ = Σ_n r K,\\quad ∂β = Σ dz,
-       \\quad ∂τ = Σ dy − Σ dz,\\quad ∂ε_l = −\\tfrac12 \\operatorname{sign}(ε_l) Σ_{n,c} γ r^3 K, $$
+       \\quad ∂τ = Σ dy − Σ dz,
+       \\quad ∂ε_l = −\\tfrac12 \\operatorname{sign}(ε_l) Σ_{n,c} γ r^3 K, $$
 
     since ∂r/∂x = −r³x/|S| and ∂r/∂ε = −r³/2. Passes: forward 1 read for ν² + 3 elementwise
     (mul, add, clamp); backward 2 for the mask (x·s > τ − β), 1 for dz, one fused Σ dz, Σ dz·x
@@ -130,7 +131,10 @@ class _FRN(Epilogue):
 
 
 def frn_composed(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, tau: Tensor | None,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    tau: Tensor | None,
     eps: Tensor | float,
 ) -> Tensor:
     """FRN (+ TLU when ``tau`` is given) of a channels-first x in plain autograd ops."""
@@ -238,7 +242,11 @@ class FilterResponseNorm(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
+            num_features,
+            eps=eps,
+            affine=affine,
+            channel_dim=channel_dim,
+            device=device,
             dtype=dtype,
         )
         self.eps: float = errors.check_eps(eps)
