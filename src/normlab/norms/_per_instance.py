@@ -21,15 +21,34 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.backends import cudnn
 
 from normlab.core.moments import Moments, accumulation_dtype, merge_equal_counts
 from normlab.norms._base import channel_scale_shift, kernel_params
 from normlab.norms._chunked import Sums
-from normlab.norms.batch_norm import batch_norm_with_moments
 
 # Up to this many elements (a (2, 64, 4, 4) map has 2048) fewer ATen calls beat fewer passes;
 # at (16, 64, 8, 8) = 65536 the two-pass path was already 1.2x faster (benchmarks/bench_per_call)
 SMALL_INPUT = 1 << 14
+
+
+def batch_norm_with_moments(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Moments]:
+    """Training-mode BN of a channels-first ``x``, and the batch moments it normalized with."""
+    c = x.shape[1]
+    weight, bias = kernel_params(x, weight, bias, c)
+    stats_dtype = weight.dtype if weight is not None else accumulation_dtype(x.dtype)
+    # Momentum 1 into fresh zeros: the kernel writes the exact batch mean and unbiased
+    # variance there, and the caller's buffers are never handed to ATen (pure functional).
+    # Measured with alternating order, this is also 3-20 % faster on CPU than the kernel
+    # variant without running buffers (whose σ² would have to be recovered from 1/σ).
+    mean = torch.zeros(c, dtype=stats_dtype, device=x.device)
+    unbiased = torch.zeros(c, dtype=stats_dtype, device=x.device)
+    y = torch.batch_norm(x, weight, bias, mean, unbiased, True, 1.0, eps, cudnn.enabled)
+    n = x.numel() // c
+    return y, Moments(mean, unbiased * ((n - 1) / n), n)
+
 
 
 def _slices(x: Tensor) -> tuple[int, int]:

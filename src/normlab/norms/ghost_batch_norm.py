@@ -57,13 +57,14 @@ from normlab.norms._instance_affine import (
 )
 from normlab.norms._per_instance import (
     Plan,
+    batch_norm_with_moments,
     cat_chunks,
     chunk_moments,
     chunk_sizes,
     chunk_sum,
     per_chunk_sample,
 )
-from normlab.norms.batch_norm import _batch_norm, batch_norm_with_moments
+from normlab.norms.batch_norm import _batch_norm
 
 # -- errors raised by this method ------------------------------------------------------------
 
