@@ -1,0 +1,129 @@
+"""Float64 oracles of Liao, Kawaguchi & Poggio 2016 (arXiv:1610.06160): Lp normalization and
+streaming normalization, written from the paper's equations with loops over the normalization
+sets (not normlab's code path).
+
+Lp: x̂ = (x − μ)/(E|x − μ|^p + ε)^{1/p} over each set (p = ∞: max|x − μ| + ε).
+Streaming: NormStats s = (mean, mean of squares) per channel; the short-term NormStats are the
+average of the per-step NormStats since the window opened, the long-term ones an EMA of the
+closed windows' statistics; the layer normalizes with α·long + (1 − α)·short (raw moments, so
+the mixture's variance is E[x²] − E[x]²).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+F64 = torch.float64
+
+
+def _channels_first(x: Tensor, channel_dim: int) -> Tensor:
+    return x if channel_dim == 1 else x.movedim(-1, 1)
+
+
+def _sets(shape: tuple[int, ...], reduce: tuple[str, ...], groups: int) -> list[list[tuple]]:
+    """Index tuples of every normalization set of a channels-first shape (loops, no reshape)."""
+    n, c, spatial = shape[0], shape[1], shape[2:]
+    positions = [list(q) for q in itertools.product(*[range(s) for s in spatial])]
+    size = c // groups if "channel" in reduce else 1
+    channel_sets = [list(range(g * size, (g + 1) * size)) for g in range(c // size)]
+    sets = []
+    for i in range(n):
+        for chans in channel_sets:
+            pos_sets = [positions] if "spatial" in reduce else [[q] for q in positions]
+            for ps in pos_sets:
+                sets.append([(i, ch, *q) for ch in chans for q in ps])
+    return sets
+
+
+def lp_norm_ref(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, *, p: float, reduce: tuple[str, ...],
+    groups: int, center: bool, eps: float, channel_dim: int = 1,
+) -> Tensor:
+    xc = _channels_first(x.to(F64), channel_dim)
+    y = torch.empty_like(xc)
+    for members in _sets(tuple(xc.shape), reduce, groups):
+        values = torch.stack([xc[idx] for idx in members])
+        mu = values.mean() if center else torch.zeros((), dtype=F64)
+        dev = (values - mu).abs()
+        d = dev.max() + eps if math.isinf(p) else ((dev**p).mean() + eps) ** (1 / p)
+        for idx in members:
+            y[idx] = (xc[idx] - mu) / d
+    if weight is not None:
+        y = y * weight.to(F64).view(1, -1, *([1] * (y.dim() - 2)))
+    if bias is not None:
+        y = y + bias.to(F64).view(1, -1, *([1] * (y.dim() - 2)))
+    return y if channel_dim == 1 else y.movedim(1, -1)
+
+
+# -- streaming normalization ----------------------------------------------------------------------
+
+
+def _batch_raw_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per channel over (N, *S): mean and mean of squares, by a loop over channels."""
+    xc = x.to(F64)
+    c = xc.shape[1]
+    mean = torch.stack([xc[:, k].reshape(-1).sum() / xc[:, k].numel() for k in range(c)])
+    sq = torch.stack([(xc[:, k].reshape(-1) ** 2).sum() / xc[:, k].numel() for k in range(c)])
+    return mean, sq
+
+
+def streaming_stats_ref(state: dict[str, Any], x: Tensor | None, alpha: float) -> tuple[Tensor, Tensor]:
+    """The (mean, variance) the layer normalizes with: α·long + (1 − α)·short, where short
+    includes the batch ``x`` (training) or not (eval, x None); an empty window uses long alone."""
+    lm, lv = state["running_mean"].to(F64), state["running_var"].to(F64)
+    steps = int(state["short_steps"])
+    sm, sq = state["short_mean"].to(F64), state["short_meansq"].to(F64)
+    if x is not None:
+        bm, bq = _batch_raw_moments(x)
+        sm, sq = (sm * steps + bm) / (steps + 1), (sq * steps + bq) / (steps + 1)
+        steps += 1
+    if steps == 0:
+        return lm, lv
+    mean = alpha * lm + (1 - alpha) * sm
+    meansq = alpha * (lv + lm**2) + (1 - alpha) * sq
+    return mean, meansq - mean**2
+
+
+def streaming_step_ref(
+    state: dict[str, Any], x: Tensor, *, alpha: float, window: int, momentum: float | None
+) -> dict[str, Any]:
+    """One training step's buffers: the batch joins the window (equal weight per step); a full
+    window folds into the long-term EMA (momentum m, or 1/t with t windows for None) and
+    empties."""
+    new = {k: v.clone() for k, v in state.items()}
+    steps = int(state["short_steps"])
+    bm, bq = _batch_raw_moments(x)
+    sm = (state["short_mean"].to(F64) * steps + bm) / (steps + 1)
+    sq = (state["short_meansq"].to(F64) * steps + bq) / (steps + 1)
+    new["short_mean"], new["short_meansq"] = sm, sq
+    new["short_steps"] = torch.tensor(steps + 1)
+    if steps + 1 == window:
+        t = int(state["num_batches_tracked"]) + 1
+        f = 1.0 / t if momentum is None else momentum
+        lm, lv = state["running_mean"].to(F64), state["running_var"].to(F64)
+        new["running_mean"] = (1 - f) * lm + f * sm
+        new["running_var"] = (1 - f) * lv + f * (sq - sm**2)
+        new["num_batches_tracked"] = torch.tensor(t)
+        new["short_steps"] = torch.tensor(0)
+    return new
+
+
+def streaming_norm_ref(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, state: dict[str, Any], *,
+    training: bool, alpha: float, eps: float, channel_dim: int = 1,
+) -> Tensor:
+    xc = _channels_first(x.to(F64), channel_dim)
+    mean, var = streaming_stats_ref(state, xc if training else None, alpha)
+    y = torch.empty_like(xc)
+    for k in range(xc.shape[1]):
+        y[:, k] = (xc[:, k] - mean[k]) / torch.sqrt(var[k] + eps)
+        if weight is not None:
+            y[:, k] = y[:, k] * weight[k].to(F64)
+        if bias is not None:
+            y[:, k] = y[:, k] + bias[k].to(F64)
+    return y if channel_dim == 1 else y.movedim(1, -1)
