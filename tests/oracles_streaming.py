@@ -72,53 +72,59 @@ def _batch_raw_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, sq
 
 
-def streaming_stats_ref(state: dict[str, Any], x: Tensor | None, alpha: float) -> tuple[Tensor, Tensor]:
-    """The (mean, variance) the layer normalizes with: α·long + (1 − α)·short, where short
-    includes the batch ``x`` (training) or not (eval, x None); an empty window uses long alone."""
-    lm, lv = state["running_mean"].to(F64), state["running_var"].to(F64)
+def streaming_step_ref(
+    state: dict[str, Any], x: Tensor, *, alpha: float, window: int, momentum: float | None
+) -> dict[str, Any]:
+    """One training step's buffers: the long-term EMA takes the batch's (mean, biased var)
+    with weight m (1/t for None); the batch joins the window as one more equal-weight step
+    (a full window restarts with it)."""
+    new = {k: v.clone() for k, v in state.items()}
     steps = int(state["short_steps"])
-    sm, sq = state["short_mean"].to(F64), state["short_meansq"].to(F64)
+    steps = 0 if steps >= window else steps
+    bm, bq = _batch_raw_moments(x)
+    old_mean = state["short_mean"].to(F64)
+    old_sq = state["short_var"].to(F64) + old_mean**2
+    sm = (old_mean * steps + bm) / (steps + 1)
+    sq = (old_sq * steps + bq) / (steps + 1)
+    new["short_mean"], new["short_var"] = sm, sq - sm**2
+    new["short_steps"] = torch.tensor(steps + 1)
+    t = int(state["num_batches_tracked"]) + 1
+    f = 1.0 / t if momentum is None else momentum
+    lm, lv = state["running_mean"].to(F64), state["running_var"].to(F64)
+    new["running_mean"] = (1 - f) * lm + f * bm
+    new["running_var"] = (1 - f) * lv + f * (bq - bm**2)
+    new["num_batches_tracked"] = torch.tensor(t)
+    return new
+
+
+def streaming_stats_ref(
+    state: dict[str, Any], x: Tensor | None, *, alpha: float, window: int,
+    momentum: float | None,
+) -> tuple[Tensor, Tensor]:
+    """The (mean, variance) the layer normalizes with: the mixture α·long + (1 − α)·short of
+    the buffers after the training step on ``x`` (or as they are: eval, x None; before any
+    step, long alone). Raw moments: E[x] and E[x²] mix linearly."""
     if x is not None:
-        bm, bq = _batch_raw_moments(x)
-        sm, sq = (sm * steps + bm) / (steps + 1), (sq * steps + bq) / (steps + 1)
-        steps += 1
-    if steps == 0:
+        state = streaming_step_ref(state, x, alpha=alpha, window=window, momentum=momentum)
+    lm, lv = state["running_mean"].to(F64), state["running_var"].to(F64)
+    if int(state["short_steps"]) == 0:
         return lm, lv
+    sm = state["short_mean"].to(F64)
+    sq = state["short_var"].to(F64) + sm**2
     mean = alpha * lm + (1 - alpha) * sm
     meansq = alpha * (lv + lm**2) + (1 - alpha) * sq
     return mean, meansq - mean**2
 
 
-def streaming_step_ref(
-    state: dict[str, Any], x: Tensor, *, alpha: float, window: int, momentum: float | None
-) -> dict[str, Any]:
-    """One training step's buffers: the batch joins the window (equal weight per step); a full
-    window folds into the long-term EMA (momentum m, or 1/t with t windows for None) and
-    empties."""
-    new = {k: v.clone() for k, v in state.items()}
-    steps = int(state["short_steps"])
-    bm, bq = _batch_raw_moments(x)
-    sm = (state["short_mean"].to(F64) * steps + bm) / (steps + 1)
-    sq = (state["short_meansq"].to(F64) * steps + bq) / (steps + 1)
-    new["short_mean"], new["short_meansq"] = sm, sq
-    new["short_steps"] = torch.tensor(steps + 1)
-    if steps + 1 == window:
-        t = int(state["num_batches_tracked"]) + 1
-        f = 1.0 / t if momentum is None else momentum
-        lm, lv = state["running_mean"].to(F64), state["running_var"].to(F64)
-        new["running_mean"] = (1 - f) * lm + f * sm
-        new["running_var"] = (1 - f) * lv + f * (sq - sm**2)
-        new["num_batches_tracked"] = torch.tensor(t)
-        new["short_steps"] = torch.tensor(0)
-    return new
-
-
 def streaming_norm_ref(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, state: dict[str, Any], *,
-    training: bool, alpha: float, eps: float, channel_dim: int = 1,
+    training: bool, alpha: float, window: int, momentum: float | None, eps: float,
+    channel_dim: int = 1,
 ) -> Tensor:
     xc = _channels_first(x.to(F64), channel_dim)
-    mean, var = streaming_stats_ref(state, xc if training else None, alpha)
+    mean, var = streaming_stats_ref(
+        state, xc if training else None, alpha=alpha, window=window, momentum=momentum
+    )
     y = torch.empty_like(xc)
     for k in range(xc.shape[1]):
         y[:, k] = (xc[:, k] - mean[k]) / torch.sqrt(var[k] + eps)

@@ -121,7 +121,7 @@ def _scale_shift(
         xc = xg.to(acc) if xg.dtype != acc else xg
     norm = torch.linalg.vector_norm(xc, ord=p, dim=dims, keepdim=True)
     inv = (norm + eps).reciprocal() if math.isinf(p) else (norm.pow(p) / count + eps).pow(-1 / p)
-    per_set = xg.shape[:2] + (1,)
+    per_set = (*xg.shape[:2], 1)
     scale = inv.reshape(per_set).expand(xg.shape[:3]).reshape(n, c)
     shift = -(mean * inv).reshape(per_set).expand(xg.shape[:3]).reshape(n, c)
     if weight is not None:
