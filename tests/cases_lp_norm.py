@@ -16,14 +16,27 @@ from catalogue import Case
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.lp_norm_ref(
-        x, m.weight, m.bias, p=m.p, reduce=m.axes.reduce, groups=m.axes.groups,
-        center=m.center, eps=m.eps, channel_dim=m.channel_dim,
+        x,
+        m.weight,
+        m.bias,
+        p=m.p,
+        reduce=m.axes.reduce,
+        groups=m.axes.groups,
+        center=m.center,
+        eps=m.eps,
+        channel_dim=m.channel_dim,
     )
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:
     return NF.lp_norm(
-        x, m.weight, m.bias, p=m.p, over=m.axes, center=m.center, eps=m.eps,
+        x,
+        m.weight,
+        m.bias,
+        p=m.p,
+        over=m.axes,
+        center=m.center,
+        eps=m.eps,
         channel_dim=m.channel_dim,
     )
 

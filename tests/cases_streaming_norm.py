@@ -18,26 +18,52 @@ import normlab.functional as NF
 import oracles_streaming as ref
 from catalogue import Case
 
-_BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "short_mean", "short_var",
-            "short_steps")
+_BUFFERS = (
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "short_mean",
+    "short_var",
+    "short_steps",
+)
 
 
 def _state(m: Any) -> dict[str, Tensor]:
-    return {k: getattr(m, k) for k in _BUFFERS}
+    return {k: getattr(m, k).detach().clone() for k in _BUFFERS}  # the forward writes them
 
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.streaming_norm_ref(
-        x, m.weight, m.bias, _state(m), training=m.training, alpha=m.alpha, window=m.window,
-        momentum=m.momentum, eps=m.eps, channel_dim=m.channel_dim,
+        x,
+        m.weight,
+        m.bias,
+        _state(m),
+        training=m.training,
+        alpha=m.alpha,
+        window=m.window,
+        momentum=m.momentum,
+        eps=m.eps,
+        channel_dim=m.channel_dim,
     )
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:
     return NF.streaming_norm(
-        x, m.running_mean, m.running_var, m.short_mean, m.short_var, m.short_steps,
-        m.num_batches_tracked, m.weight, m.bias, training=m.training, alpha=m.alpha,
-        momentum=m.momentum, window=m.window, eps=m.eps, channel_dim=m.channel_dim,
+        x,
+        m.running_mean,
+        m.running_var,
+        m.short_mean,
+        m.short_var,
+        m.short_steps,
+        m.num_batches_tracked,
+        m.weight,
+        m.bias,
+        training=m.training,
+        alpha=m.alpha,
+        momentum=m.momentum,
+        window=m.window,
+        eps=m.eps,
+        channel_dim=m.channel_dim,
     )
 
 
@@ -45,9 +71,7 @@ def _streaming(variant: str = "", **kwargs: Any) -> Case:
     alpha, window = kwargs.get("alpha", 0.5), kwargs["window"]
 
     def step(state: Mapping[str, Tensor], x: Tensor, momentum: Any) -> dict[str, Tensor]:
-        return ref.streaming_step_ref(
-            dict(state), x, alpha=alpha, window=window, momentum=momentum
-        )
+        return ref.streaming_step_ref(dict(state), x, alpha=alpha, window=window, momentum=momentum)
 
     affine = kwargs.get("affine", True)
     return Case(

@@ -41,8 +41,16 @@ def _sets(shape: tuple[int, ...], reduce: tuple[str, ...], groups: int) -> list[
 
 
 def lp_norm_ref(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, *, p: float, reduce: tuple[str, ...],
-    groups: int, center: bool, eps: float, channel_dim: int = 1,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *,
+    p: float,
+    reduce: tuple[str, ...],
+    groups: int,
+    center: bool,
+    eps: float,
+    channel_dim: int = 1,
 ) -> Tensor:
     xc = _channels_first(x.to(F64), channel_dim)
     y = torch.empty_like(xc)
@@ -79,15 +87,15 @@ def streaming_step_ref(
     with weight m (1/t for None); the batch joins the window as one more equal-weight step
     (a full window restarts with it)."""
     new = {k: v.clone() for k, v in state.items()}
-    steps = int(state["short_steps"])
-    steps = 0 if steps >= window else steps
+    counted = int(state["short_steps"])  # steps so far; the window restarts every `window`
+    steps = counted % window
     bm, bq = _batch_raw_moments(x)
     old_mean = state["short_mean"].to(F64)
     old_sq = state["short_var"].to(F64) + old_mean**2
     sm = (old_mean * steps + bm) / (steps + 1)
     sq = (old_sq * steps + bq) / (steps + 1)
     new["short_mean"], new["short_var"] = sm, sq - sm**2
-    new["short_steps"] = torch.tensor(steps + 1)
+    new["short_steps"] = torch.tensor(counted + 1)
     t = int(state["num_batches_tracked"]) + 1
     f = 1.0 / t if momentum is None else momentum
     lm, lv = state["running_mean"].to(F64), state["running_var"].to(F64)
@@ -98,7 +106,11 @@ def streaming_step_ref(
 
 
 def streaming_stats_ref(
-    state: dict[str, Any], x: Tensor | None, *, alpha: float, window: int,
+    state: dict[str, Any],
+    x: Tensor | None,
+    *,
+    alpha: float,
+    window: int,
     momentum: float | None,
 ) -> tuple[Tensor, Tensor]:
     """The (mean, variance) the layer normalizes with: the mixture α·long + (1 − α)·short of
@@ -117,19 +129,29 @@ def streaming_stats_ref(
 
 
 def streaming_norm_ref(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, state: dict[str, Any], *,
-    training: bool, alpha: float, window: int, momentum: float | None, eps: float,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    state: dict[str, Any],
+    *,
+    training: bool,
+    alpha: float,
+    window: int,
+    momentum: float | None,
+    eps: float,
     channel_dim: int = 1,
 ) -> Tensor:
     xc = _channels_first(x.to(F64), channel_dim)
     mean, var = streaming_stats_ref(
         state, xc if training else None, alpha=alpha, window=window, momentum=momentum
     )
-    y = torch.empty_like(xc)
+    channels = []
     for k in range(xc.shape[1]):
-        y[:, k] = (xc[:, k] - mean[k]) / torch.sqrt(var[k] + eps)
+        yk = (xc[:, k] - mean[k]) / torch.sqrt(var[k] + eps)
         if weight is not None:
-            y[:, k] = y[:, k] * weight[k].to(F64)
+            yk = yk * weight[k].to(F64)
         if bias is not None:
-            y[:, k] = y[:, k] + bias[k].to(F64)
+            yk = yk + bias[k].to(F64)
+        channels.append(yk)
+    y = torch.stack(channels, 1)
     return y if channel_dim == 1 else y.movedim(1, -1)

@@ -84,8 +84,13 @@ def _grouped(x: Tensor, axes: Axes) -> tuple[Tensor, tuple[int, ...]]:
 
 
 def _lp_reference_forward(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, p: float, eps: float,
-    axes: Axes, center: bool,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    p: float,
+    eps: float,
+    axes: Axes,
+    center: bool,
 ) -> Tensor:
     """The layer as differentiable eager operations (the backward differentiates this)."""
     acc = accumulation_dtype(x.dtype)
@@ -105,8 +110,13 @@ def _lp_reference_forward(
 
 
 def _scale_shift(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, p: float, eps: float,
-    axes: Axes, center: bool,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    p: float,
+    eps: float,
+    axes: Axes,
+    center: bool,
 ) -> tuple[Tensor, Tensor]:
     """y = x·A[n, c] + B[n, c]: A = γ/d, B = β − μγ/d, from μ and the Lp norm of x − μ."""
     acc = accumulation_dtype(x.dtype)
@@ -135,8 +145,14 @@ def _scale_shift(
 class _LpNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, p: float, eps: float,
-        axes: Axes, center: bool,
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        p: float,
+        eps: float,
+        axes: Axes,
+        center: bool,
     ) -> Tensor:
         ctx.save_for_backward(x, weight, bias)
         ctx.config = (p, eps, axes, center)
@@ -163,8 +179,13 @@ class _LpNormFunction(torch.autograd.Function):
 
 
 def _lp_norm(
-    xc: Tensor, weight: Tensor | None, bias: Tensor | None, p: float, eps: float,
-    axes: Axes, center: bool,
+    xc: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    p: float,
+    eps: float,
+    axes: Axes,
+    center: bool,
 ) -> Tensor:
     if xc.numel() == 0:
         return xc.clone()
@@ -197,8 +218,9 @@ def lp_norm(
     """
     channel_dim = errors.check_channel_dim(channel_dim)
     p, eps = check_p(p), errors.check_eps(eps)
-    errors.check_input("lp_norm", x, x.shape[channel_dim] if weight is None
-                       else weight.shape[0], channel_dim)
+    errors.check_input(
+        "lp_norm", x, x.shape[channel_dim] if weight is None else weight.shape[0], channel_dim
+    )
     axes = resolve_over(over, num_groups, x.shape[channel_dim])
     xc = to_channels_first(x, channel_dim)
     check_set_size("lp_norm", axes, xc, 1)
@@ -256,8 +278,12 @@ class LpNorm(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
-            device=device, dtype=dtype,
+            num_features,
+            eps=eps,
+            affine=affine,
+            channel_dim=channel_dim,
+            device=device,
+            dtype=dtype,
         )
         self.eps: float = errors.check_eps(eps)
         self.p = check_p(p)

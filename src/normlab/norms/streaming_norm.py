@@ -107,8 +107,8 @@ def streaming_statistics(
     m = (num_batches_tracked + 1).to(dtype).reciprocal() if momentum is None else momentum
     long_mean = running_mean + m * (batch.mean - running_mean)
     long_var = running_var + m * (batch.var - running_var)
-    steps = torch.where(short_steps >= window, 0, short_steps)  # a full window restarts
-    mean, var = _join(short_mean, short_var, batch.mean, batch.var, (steps + 1).to(dtype).reciprocal())
+    j = short_steps % window + 1  # this step is the window's j-th (a full window restarts)
+    mean, var = _join(short_mean, short_var, batch.mean, batch.var, j.to(dtype).reciprocal())
     return _mix(alpha, long_mean, long_var, mean, var)
 
 
@@ -138,9 +138,9 @@ def streaming_norm(
     ⊕ the mixture of distributions: μ = αμ_L + (1 − α)μ_S, σ² = ασ²_L + (1 − α)σ²_S +
     α(1 − α)(μ_L − μ_S)². In training both include this batch's moments over (N, *S): the
     long-term ones as one more EMA step (weight m, or 1/t with ``momentum=None``), the
-    short-term ones as one more step of the window's equal-weight average (the first step of
-    a new window once ``short_steps`` reached ``window``). In eval they are the buffers (the
-    long-term statistics alone before any step).
+    short-term ones as one more step of the window's equal-weight average (a new window
+    every ``window`` steps; ``short_steps`` counts the steps). In eval they are the buffers
+    (the long-term statistics alone before any step).
 
     Example:
         >>> z, o, n = torch.zeros(1), torch.ones(1), torch.tensor(0)
@@ -156,8 +156,16 @@ def streaming_norm(
     xc = to_channels_first(x, channel_dim)
     batch = Moments.of_batch(xc, (0, *range(2, xc.dim()))) if training else None
     mean, var = streaming_statistics(
-        running_mean, running_var, short_mean, short_var, short_steps, num_batches_tracked,
-        batch, alpha=alpha, momentum=momentum, window=window,
+        running_mean,
+        running_var,
+        short_mean,
+        short_var,
+        short_steps,
+        num_batches_tracked,
+        batch,
+        alpha=alpha,
+        momentum=momentum,
+        window=window,
     )
     y = normalize_by_moments(xc, Moments(mean, var, 1), weight, bias, eps)
     return from_channels_first(y, channel_dim)
@@ -206,7 +214,7 @@ class StreamingNorm(Norm):
 
     _repr_keys = ("alpha", "window", "momentum", "eps", "affine")
     axes = axes_lib.BATCH
-    #: biased variance under this method's own law (windows folded into an EMA)
+    #: biased variance under this method's own law (an EMA of every step's batch statistics)
     running_stats = "batch_biased"
     supports_sync = True
     short_mean: Tensor
@@ -227,8 +235,12 @@ class StreamingNorm(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim,
-            device=device, dtype=dtype,
+            num_features,
+            eps=eps,
+            affine=affine,
+            channel_dim=channel_dim,
+            device=device,
+            dtype=dtype,
         )
         self.eps: float = errors.check_eps(eps)
         self.alpha = check_alpha(alpha)
@@ -262,9 +274,16 @@ class StreamingNorm(Norm):
             else:
                 batch = Moments.of_batch(xc, (0, *range(2, xc.dim())))
         mean, var = streaming_statistics(
-            self.running_mean, self.running_var, self.short_mean, self.short_var,
-            self.short_steps, self.num_batches_tracked, batch, alpha=self.alpha,
-            momentum=self.momentum, window=self.window,
+            self.running_mean,
+            self.running_var,
+            self.short_mean,
+            self.short_var,
+            self.short_steps,
+            self.num_batches_tracked,
+            batch,
+            alpha=self.alpha,
+            momentum=self.momentum,
+            window=self.window,
         )
         y = normalize_by_moments(xc, Moments(mean, var, 1), self.weight, self.bias, self.eps)
         if batch is not None and batch.count:
@@ -275,16 +294,19 @@ class StreamingNorm(Norm):
         """The batch joins the long-term EMA and the window (weight 1/j at its j-th step)."""
         b_mean, b_var = batch.mean.detach(), batch.var.detach()
         update_running_ema_(
-            (self.running_mean, self.running_var), (b_mean, b_var), self.num_batches_tracked,
+            (self.running_mean, self.running_var),
+            (b_mean, b_var),
+            self.num_batches_tracked,
             self.momentum,
         )
-        if int(self.short_steps) >= self.window:
-            self.short_steps.zero_()  # the window is full: the next step opens a new one
-        update_running_(
-            (self.short_mean, self.short_var), self.short_steps, None,
-            lambda f: _join(self.short_mean, self.short_var, b_mean, b_var, f),
-            watch=(b_mean, b_var),
-        )
+        short = (self.short_mean, self.short_var)
+
+        def law(_: object) -> tuple[Tensor, Tensor]:
+            # the writer has counted this step: it is the window's j-th, weight 1/j
+            j = (self.short_steps - 1) % self.window + 1
+            return _join(*short, b_mean, b_var, j.to(b_mean.dtype).reciprocal())
+
+        update_running_(short, self.short_steps, None, law, watch=(b_mean, b_var))
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
