@@ -145,7 +145,7 @@ def streaming_norm(
     Example:
         >>> z, o, n = torch.zeros(1), torch.ones(1), torch.tensor(0)
         >>> x = torch.tensor([[1.0], [3.0]])
-        >>> streaming_norm(x, z, o, z, o, n, n, training=True, momentum=1.0, eps=0.0)
+        >>> streaming_norm(x, z, o, z, o, n, n, training=True, momentum=1.0, eps=1e-12)
         tensor([[-1.],
                 [ 1.]])
     """
