@@ -274,3 +274,37 @@ def test_exception() -> None:
         model(pack_padded_sequence(torch.randn(5, 2, 3), [5, 3]), lengths=[5, 3])
     with pytest.raises(ConfigError, match="hidden_size must be a positive int"):
         NormLSTMCell(3, 0)
+
+
+def test_equal_lengths_shorter_than_input_pad_with_zeros() -> None:
+    model = make("bn").train()
+    x = torch.randn(6, 3, 3, dtype=F64)
+    ref = params(model)
+    out, (h, _) = model(x, lengths=[4, 4, 4])
+    z = torch.zeros(2, 3, 4, dtype=F64)
+    out_o, h_o, _ = oracle.lstm(ref, x, [4, 4, 4], z, z, "bn", training=True)
+    close(out, out_o)
+    close(h, h_o)
+    assert torch.equal(out[4:], torch.zeros_like(out[4:]))
+    assert int(model.cells[0].norm_ih.num_steps_tracked) == 4
+
+
+def test_non_finite_batch_leaves_running_statistics() -> None:
+    model = make("bn", layers=1).train()
+    model(torch.randn(3, 4, 3, dtype=F64))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(5, 4, 3, dtype=F64)
+    x[1, 2, 0] = float("inf")
+    model(x)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_dropout_between_layers_only_in_training() -> None:
+    model = make(None, dropout=0.5)
+    plain = make(None)
+    x = torch.randn(4, 3, 3, dtype=F64)
+    model.eval()
+    close(model(x)[0], plain.eval()(x)[0], 0.0)
+    model.train()
+    assert not torch.allclose(model(x)[0], plain(x)[0])
