@@ -27,7 +27,9 @@ class StepMoments:
 
     first: int
     means: list[Tensor] = field(default_factory=list)
-    variances: list[Tensor] = field(default_factory=list)  # biased, as used to normalize
+    # 1/sqrt(σ² + ε), σ² the biased variance used to normalize (what the native kernel
+    # returns; turned into σ² once per pass, in commit_)
+    invstds: list[Tensor] = field(default_factory=list)
 
 
 class StepBatchNorm(nn.Module):
@@ -114,19 +116,19 @@ class StepBatchNorm(nn.Module):
                 xn, self.weight.repeat(steps), bias, None, None, True, 0.0, self.eps
             )
             if moments is not None:
-                moments.means.extend(mean.detach().view(steps, c).unbind(0))
-                var = invstd.detach().pow(-2).sub_(self.eps)
-                moments.variances.extend(var.view(steps, c).unbind(0))
+                moments.means.extend(mean.view(steps, c).unbind(0))
+                moments.invstds.extend(invstd.view(steps, c).unbind(0))
             return y.view(n, steps, c).transpose(0, 1)
         else:
             count = mask.sum(1, keepdim=True)
             mean = (x * mask).sum(1, keepdim=True) / count
             dev = (x - mean) * mask
             var = (dev * dev).sum(1, keepdim=True) / count
+        invstd = torch.rsqrt(var + self.eps)
         if moments is not None:
             moments.means.extend(mean.detach().squeeze(1).unbind(0))
-            moments.variances.extend(var.detach().squeeze(1).unbind(0))
-        y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight
+            moments.invstds.extend(invstd.detach().squeeze(1).unbind(0))
+        y = (x - mean) * invstd * self.weight
         return y if self.bias is None else y + self.bias
 
     # -- one step: the recurrent term W_h h_{t-1} and the cell c_t -------------------------------
@@ -148,8 +150,8 @@ class StepBatchNorm(nn.Module):
         y, mean, invstd = torch.native_batch_norm(
             x, self.weight, self.bias, None, None, True, 0.0, self.eps
         )
-        moments.means.append(mean.detach())
-        moments.variances.append(invstd.detach().pow(-2) - self.eps)
+        moments.means.append(mean)  # the kernel's saved statistics: no autograd history
+        moments.invstds.append(invstd)
         return y
 
     def commit_(self, moments: StepMoments, counts: list[int]) -> None:
@@ -170,7 +172,8 @@ class StepBatchNorm(nn.Module):
                 counts[:k], dtype=self.running_var.dtype, device=self.running_var.device
             )
             means = torch.stack(moments.means[:k])
-            variances = torch.stack(moments.variances[:k]) * (n / (n - 1)).unsqueeze(1)
+            variances = torch.stack(moments.invstds[:k]).pow(-2).sub_(self.eps)
+            variances *= (n / (n - 1)).unsqueeze(1)
             if not bool(torch.isfinite(means).all() & torch.isfinite(variances).all()):
                 return
             running.update_running_ema_(
