@@ -20,7 +20,7 @@ def make(
     """A float64 NormLSTM whose norm parameters are moved off their init (so a swapped γ/β
     or a dropped β shows)."""
     torch.manual_seed(0)
-    model = NormLSTM(inp, hid, norm=norm, num_layers=layers, dtype=F64, **kw)  # type: ignore[arg-type]
+    model = NormLSTM(inp, hid, norm=norm, num_layers=layers, dtype=F64, **kw)  # type: ignore[arg-type]  # test helper passes options through
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm_" in name:
@@ -261,9 +261,9 @@ def test_exception() -> None:
     with pytest.raises(InputError, match=r"input_size=3 .* got shape \(5, 2, 7\)"):
         model(torch.randn(5, 2, 7))
     with pytest.raises(ConfigError, match=r"got 'bnn'\. Did you mean 'bn'"):
-        NormLSTM(3, 4, norm="bnn")  # type: ignore[arg-type]
+        NormLSTM(3, 4, norm="bnn")  # type: ignore[arg-type]  # the bad value under test
     with pytest.raises(ConfigError, match="momentum=None"):
-        NormLSTM(3, 4, norm="bn", momentum=None)  # type: ignore[arg-type]
+        NormLSTM(3, 4, norm="bn", momentum=None)  # type: ignore[arg-type]  # the bad value under test
     with pytest.raises(InputError, match="1 value per statistic"):
         model(torch.randn(5, 1, 3))
     with pytest.raises(InputError, match=r"h0 must have shape \(1, 2, 4\)"):

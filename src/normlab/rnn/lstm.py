@@ -321,7 +321,7 @@ class NormLSTM(nn.Module):
             "dtype": dtype,
         }
         self.cells = nn.ModuleList(
-            NormLSTMCell(input_size if k == 0 else hidden_size, hidden_size, **kw)  # type: ignore[arg-type]
+            NormLSTMCell(input_size if k == 0 else hidden_size, hidden_size, **kw)  # type: ignore[arg-type]  # kw holds each argument's declared type
             for k in range(num_layers)
         )
 
@@ -351,7 +351,7 @@ class NormLSTM(nn.Module):
             device=w.device,
             dtype=w.dtype,
             **kwargs,
-        )  # type: ignore[arg-type]
+        )  # type: ignore[arg-type]  # kwargs: NormLSTM's keyword arguments
         with torch.no_grad():
             for k, cell in enumerate(model.cells):
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
@@ -388,7 +388,7 @@ class NormLSTM(nn.Module):
             raise InputError(
                 f"{name}: got an empty input of shape {tuple(x.shape)}; need T, N >= 1."
             )
-        _check_batch(self.cells[0], name, n)  # type: ignore[arg-type]
+        _check_batch(self.cells[0], name, n)  # type: ignore[arg-type]  # cells holds NormLSTMCells
         lens = _check_lengths(name, lengths, steps, n)
         h0, c0 = _initial_state(name, hx, (self.num_layers, n, self.hidden_size), x)
 
@@ -412,7 +412,7 @@ class NormLSTM(nn.Module):
         layer_in = x[:run]
         hs, cs = [], []
         for k, cell in enumerate(self.cells):
-            layer_in, h, c = _run_layer(cell, layer_in, h0[k], c0[k], counts, mask)  # type: ignore[arg-type]
+            layer_in, h, c = _run_layer(cell, layer_in, h0[k], c0[k], counts, mask)  # type: ignore[arg-type]  # a NormLSTMCell
             hs.append(h)
             cs.append(c)
             if self.dropout and self.training and k < self.num_layers - 1:
@@ -431,7 +431,7 @@ class NormLSTM(nn.Module):
             srt = packed.sorted_indices
             data = pack_padded_sequence(
                 out if srt is None else out.index_select(1, srt),
-                lengths if srt is None else lengths[srt.cpu()],  # type: ignore[index]
+                lengths if srt is None else lengths[srt.cpu()],  # type: ignore[index]  # a Tensor from pad_packed_sequence
             ).data
             return PackedSequence(data, packed.batch_sizes, srt, packed.unsorted_indices), (
                 h_n,
