@@ -21,17 +21,20 @@ _SPATIAL = ((3, 6, 5), (2, 6, 4, 3), (2, 6, 3, 2, 3))  # per-instance statistics
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.adain_ref(
-        x, m.style_mean, m.style_var.sqrt(), alpha=m.alpha, eps=m.eps, channel_dim=m.channel_dim
+        x, m.style_mean, m.style_var.sqrt(), m.weight, m.bias, alpha=m.alpha, eps=m.eps,
+        channel_dim=m.channel_dim,
     )
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:
     return NF.adain_from_stats(
-        x, m.style_mean, m.style_var.sqrt(), alpha=m.alpha, eps=m.eps, channel_dim=m.channel_dim
+        x, m.style_mean, m.style_var.sqrt(), weight=m.weight, bias=m.bias, alpha=m.alpha,
+        eps=m.eps, channel_dim=m.channel_dim,
     )
 
 
 def _adain(variant: str = "", **kwargs: Any) -> Case:
+    affine = {"weight", "bias"} if kwargs.get("affine", False) else set()
     return Case(
         name="adain",
         variant=variant,
@@ -39,7 +42,7 @@ def _adain(variant: str = "", **kwargs: Any) -> Case:
         reference=_reference,
         functional=_functional,
         shapes=_SPATIAL,
-        state_keys=frozenset({"style_mean", "style_var"}),
+        state_keys=frozenset({"style_mean", "style_var", *affine}),
     )
 
 
@@ -48,4 +51,5 @@ CASES: tuple[Case, ...] = (
     _adain("alpha_half", alpha=0.5),
     _adain("alpha_0", alpha=0.0),
     _adain("eps", eps=1e-3),
+    _adain("affine", affine=True, alpha=0.7),
 )

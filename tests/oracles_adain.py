@@ -8,7 +8,8 @@ boolean indexing).
     AdaIN(x, y) = σ(y)·(x − μ(x))/sqrt(σ²(x) + ε) + μ(y),   t = α·AdaIN(x, y) + (1 − α)·x
 
 μ, σ per (n, c) over the (masked) positions; σ(y) is the population std with no ε (Torch
-``std(…, true)``); with a content mask, positions outside it keep x.
+``std(…, true)``); with a content mask, positions outside it keep x. The optional per-channel affine (normlab's
+addition for converted layers) maps t to γ·t + β.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def adain_ref(
     content: Tensor,
     style_mean: Tensor,
     style_std: Tensor,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     *,
     alpha: float = 1.0,
     eps: float = 1e-5,
@@ -59,8 +62,8 @@ def adain_ref(
     """t for content (N, C, *S) and style statistics of shape (C,) or (N or 1, C)."""
     xc = content.to(torch.float64).movedim(channel_dim, 1)
     n_samples, channels = xc.shape[:2]
-    s_mean = style_mean.detach().to(torch.float64).reshape(-1, channels)
-    s_std = style_std.detach().to(torch.float64).reshape(-1, channels)
+    s_mean = style_mean.to(torch.float64).reshape(-1, channels)
+    s_std = style_std.to(torch.float64).reshape(-1, channels)
     sel = _positions(content_mask, n_samples, tuple(xc.shape[2:]))
     out = xc.clone()
     for n in range(n_samples):
@@ -70,5 +73,9 @@ def adain_ref(
             mu, var = mean_var(values[sel[n]])
             stylized = s_std[k, c] * (values - mu) / torch.sqrt(var + eps) + s_mean[k, c]
             blended = alpha * stylized + (1.0 - alpha) * values
+            if weight is not None:
+                blended = blended * weight[c].to(torch.float64)
+            if bias is not None:
+                blended = blended + bias[c].to(torch.float64)
             out[n, c] = torch.where(sel[n], blended, values)
     return out.movedim(1, channel_dim)

@@ -19,7 +19,13 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.norms._base import Norm, check_set_size, from_channels_first, to_channels_first
+from normlab.norms._base import (
+    Norm,
+    affine_params,
+    check_set_size,
+    from_channels_first,
+    to_channels_first,
+)
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     instance_moments_autograd,
@@ -114,34 +120,43 @@ def _to_first(mask: Tensor | None, rank: int, channel_dim: int) -> Tensor | None
     return mask.movedim(-1, 1)
 
 
-def _coefficients(eps: float, alpha: float) -> Any:
-    def coefficients(mean: Tensor, var: Tensor, s_mean: Tensor, s_std: Tensor) -> Statistics:
+def _coefficients(eps: float, alpha: float, has_weight: bool, has_bias: bool) -> Any:
+    """(μ, σ², μ_s, σ_s, [γ], [β]) -> (A, B) of t = x·A + B."""
+
+    def coefficients(mean: Tensor, var: Tensor, s_mean: Tensor, s_std: Tensor,
+                     *affine: Tensor) -> Statistics:
         a = s_std.to(mean.dtype) * (var + eps).rsqrt()
         shift = s_mean.to(mean.dtype) - a * mean
-        if alpha == 1.0:
-            return a, shift
-        return a * alpha + (1.0 - alpha), shift * alpha
+        if alpha != 1.0:
+            a, shift = a * alpha + (1.0 - alpha), shift * alpha
+        if has_weight:
+            gamma = affine[0].to(mean.dtype)
+            a, shift = a * gamma, shift * gamma
+        if has_bias:
+            shift = shift + affine[-1].to(mean.dtype)
+        return a, shift
 
     return coefficients
 
 
 def _adain(
-    x: Tensor, s_mean: Tensor, s_std: Tensor, alpha: float, eps: float,
-    mask: Tensor | None, channel_dim: int,
+    x: Tensor, s_mean: Tensor, s_std: Tensor, weight: Tensor | None, bias: Tensor | None,
+    alpha: float, eps: float, mask: Tensor | None, channel_dim: int,
 ) -> Tensor:
     """AdaIN of ``x`` (any layout) given the style's (N or 1, C) or (C,) statistics."""
     if x.numel() == 0:
         return x.clone()
-    coefficients = _coefficients(eps, alpha)
+    coefficients = _coefficients(eps, alpha, weight is not None, bias is not None)
+    params = (s_mean, s_std, *affine_params(weight, bias))
     if mask is None:
         xc, layout = contiguous_channels_first(x, channel_dim)
-        y = normalize_and_apply(xc, coefficients, s_mean, s_std, eps=eps)
+        y = normalize_and_apply(xc, coefficients, *params, eps=eps)
         return restore_layout(y, layout, channel_dim)
     xc = to_channels_first(x, channel_dim)
     acc = torch.promote_types(xc.dtype, torch.float32)
     xs = xc.to(acc)
     mean, var = _masked_moments(xs, mask)
-    scale, shift = coefficients(mean, var, s_mean, s_std)
+    scale, shift = coefficients(mean, var, *params)
     y = xs * broadcast(scale.expand_as(mean), xs.dim()) + broadcast(
         shift.expand_as(mean), xs.dim())
     y = torch.where(mask, y, xs).to(xc.dtype)
@@ -153,6 +168,8 @@ def adain_from_stats(
     style_mean: Tensor,
     style_std: Tensor,
     *,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     alpha: float = 1.0,
     eps: float = 1e-5,
     content_mask: Tensor | None = None,
@@ -164,8 +181,9 @@ def adain_from_stats(
         + (1 - \alpha)\,x $$
 
     μ(x), σ²(x) over *S (or its ``content_mask`` positions), one per (sample, channel);
-    ``style_mean`` / ``style_std`` (μ_s, σ_s) of shape (C,) or (N or 1, C). Positions outside
-    ``content_mask`` are returned unchanged. Useful to interpolate styles by mixing their
+    ``style_mean`` / ``style_std`` (μ_s, σ_s) of shape (C,) or (N or 1, C); optional per-channel
+    ``weight`` / ``bias`` give γ·t + β. Positions outside ``content_mask`` are returned
+    unchanged. Useful to interpolate styles by mixing their
     statistics.
 
     Example:
@@ -192,13 +210,15 @@ def adain_from_stats(
     check_set_size(layer, axes_lib.INSTANCE, xc, 1)
     content_mask = _to_first(content_mask, content.dim(), channel_dim)
     mask = _check_mask(layer, "content_mask", content_mask, xc)
-    return _adain(content, style_mean, style_std, alpha, eps, mask, channel_dim)
+    return _adain(content, style_mean, style_std, weight, bias, alpha, eps, mask, channel_dim)
 
 
 def adain(
     content: Tensor,
     style: Tensor,
     *,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
     alpha: float = 1.0,
     eps: float = 1e-5,
     content_mask: Tensor | None = None,
@@ -230,7 +250,7 @@ def adain(
     mask = _check_mask(layer, "content_mask", content_mask, xc)
     s_mean, s_std = _style_statistics(
         layer, style, style_mask, channel_dim, xc.shape[1], xc.shape[0])
-    return _adain(content, s_mean, s_std, alpha, eps, mask, channel_dim)
+    return _adain(content, s_mean, s_std, weight, bias, alpha, eps, mask, channel_dim)
 
 
 class AdaIN(Norm):
@@ -250,6 +270,8 @@ class AdaIN(Norm):
         num_features: C, the number of channels of content and style.
         alpha: content-style trade-off α in [0, 1] (1: full style).
         eps: added to the content's variance only.
+        affine: a learned per-channel γ, β applied to t (γ·t + β; not in the paper, off by
+            default): what a converted BatchNorm's affine becomes.
 
     Shape:
         Content (N, C, *S) with *S non-empty, style (N or 1, C, *S'); with ``channel_dim=-1``
@@ -277,16 +299,18 @@ class AdaIN(Norm):
         *,
         alpha: float = 1.0,
         eps: float = 1e-5,
+        affine: bool = False,
         channel_dim: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(num_features, eps=errors.check_eps(eps), affine=False,
+        super().__init__(num_features, eps=errors.check_eps(eps), affine=affine,
                          channel_dim=channel_dim, device=device, dtype=dtype)
         self.alpha = _check_alpha(alpha)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.register_buffer("style_mean", torch.zeros(num_features, **factory))
         self.register_buffer("style_var", torch.ones(num_features, **factory))
+        self.reset_parameters()
 
     @torch.no_grad()
     def set_style(self, style: Tensor, *, mask: Tensor | None = None) -> None:
@@ -327,7 +351,8 @@ class AdaIN(Norm):
             s_mean, s_std = _style_statistics(
                 self._name(), style, style_mask, self.channel_dim, self.num_features,
                 xc.shape[0])
-        return _adain(content, s_mean, s_std, self.alpha, self.eps, mask, self.channel_dim)
+        return _adain(content, s_mean, s_std, self.weight, self.bias, self.alpha, self.eps,
+                      mask, self.channel_dim)
 
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         super()._validate_state(state_dict, prefix)
