@@ -8,8 +8,8 @@ boolean indexing).
     AdaIN(x, y) = σ(y)·(x − μ(x))/sqrt(σ²(x) + ε) + μ(y),   t = α·AdaIN(x, y) + (1 − α)·x
 
 μ, σ per (n, c) over the (masked) positions; σ(y) is the population std with no ε (Torch
-``std(…, true)``); with a content mask, positions outside it keep x. The optional per-channel affine (normlab's
-addition for converted layers) maps t to γ·t + β.
+``std(…, true)``); with a content mask, positions outside it keep x. The optional
+per-channel affine (normlab's addition for converted layers) maps t to γ·t + β.
 """
 
 from __future__ import annotations

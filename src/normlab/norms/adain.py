@@ -19,11 +19,13 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core import axes as axes_lib
+from normlab.core.moments import accumulation_dtype
 from normlab.norms._base import (
     Norm,
     affine_params,
     check_set_size,
     from_channels_first,
+    group_norm_kernel,
     to_channels_first,
 )
 from normlab.norms._instance_affine import (
@@ -139,6 +141,30 @@ def _coefficients(eps: float, alpha: float, has_weight: bool, has_bias: bool) ->
     return coefficients
 
 
+def _native_adain(
+    x: Tensor, s_mean: Tensor, s_std: Tensor, weight: Tensor | None, bias: Tensor | None,
+    eps: float, channel_dim: int,
+) -> Tensor:
+    """α = 1, no mask: InstanceNorm whose affine is the style's (σ_s·γ, μ_s·γ + β), run as
+    ATen's group norm of the (1, N·C, *S) view with one group per (n, c) slice, so that
+    per-sample styles are per-"channel" weights (native forward, backward and double
+    backward; gradients reach the style statistics through the weights)."""
+    xc, layout = contiguous_channels_first(x, channel_dim)
+    n, c = xc.shape[:2]
+    scale, shift = s_std, s_mean
+    if weight is not None:
+        scale, shift = scale * weight, shift * weight
+    if bias is not None:
+        shift = shift + bias
+    scale = scale.expand(n, c).reshape(n * c)
+    shift = shift.expand(n, c).reshape(n * c)
+    if scale.dtype != xc.dtype and accumulation_dtype(xc.dtype) == xc.dtype:
+        scale, shift = scale.to(xc.dtype), shift.to(xc.dtype)
+    flat = xc.reshape(1, n * c, *xc.shape[2:])
+    y = group_norm_kernel(flat, n * c, scale, shift, eps)[0].view(xc.shape)
+    return restore_layout(y, layout, channel_dim)
+
+
 def _adain(
     x: Tensor, s_mean: Tensor, s_std: Tensor, weight: Tensor | None, bias: Tensor | None,
     alpha: float, eps: float, mask: Tensor | None, channel_dim: int,
@@ -146,6 +172,8 @@ def _adain(
     """AdaIN of ``x`` (any layout) given the style's (N or 1, C) or (C,) statistics."""
     if x.numel() == 0:
         return x.clone()
+    if mask is None and alpha == 1.0:
+        return _native_adain(x, s_mean, s_std, weight, bias, eps, channel_dim)
     coefficients = _coefficients(eps, alpha, weight is not None, bias is not None)
     params = (s_mean, s_std, *affine_params(weight, bias))
     if mask is None:
