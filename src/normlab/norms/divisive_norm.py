@@ -25,6 +25,7 @@ from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
+from normlab.norms._double_backward import recomputed_grads
 
 Window = int | tuple[int, ...] | None
 
@@ -103,6 +104,26 @@ def _centered(xs: Tensor, channels: int | None, window: Window, center: bool, la
     return xs - _field_mean(xs, channels, window, layer, "sum_window")
 
 
+class _Recomputed(torch.autograd.Function):
+    """y = f(x, *params) saving only x and the parameters; the backward differentiates a
+    recomputation (`recomputed_grads`, which also serves double backward). Used when a field
+    spans neighbouring channels (the energy is then full-size) or with γ (y·γ saves y):
+    autograd would save that besides v, 2x the input."""
+
+    @staticmethod
+    def forward(ctx: Any, fn: Any, x: Tensor, *params: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.fn = fn
+        ctx.save_for_backward(x, *params)
+        with torch.no_grad():
+            return fn(x, *params)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, *params = ctx.saved_tensors
+        grads = recomputed_grads(ctx.fn, [x, *params], ctx.needs_input_grad[1:], grad)
+        return (None, *grads)
+
+
 def _divisive_norm(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, sigma2: Tensor | float, *,
     sum_window: Window, sup_window: Window, sum_channels: int | None,
@@ -110,6 +131,28 @@ def _divisive_norm(
 ) -> Tensor:
     if x.numel() == 0:
         return x.clone()
+    fields: dict[str, Any] = {
+        "sum_window": sum_window, "sup_window": sup_window, "sum_channels": sum_channels,
+        "sup_channels": sup_channels, "center": center, "channel_dim": channel_dim,
+        "layer": layer,
+    }
+    if sum_channels is None and sup_channels is None and weight is None:
+        return _divisive_eager(x, weight, bias, sigma2, **fields)
+    s2 = sigma2 if isinstance(sigma2, Tensor) else None
+
+    def fn(x: Tensor, weight: Tensor | None, bias: Tensor | None, s2: Tensor | None
+           ) -> Tensor:
+        return _divisive_eager(x, weight, bias, sigma2 if s2 is None else s2, **fields)
+
+    return _Recomputed.apply(fn, x, weight, bias, s2)  # type: ignore[no-any-return]
+
+
+def _divisive_eager(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, sigma2: Tensor | float, *,
+    sum_window: Window, sup_window: Window, sum_channels: int | None,
+    sup_channels: int | None, center: bool, channel_dim: int, layer: str,
+) -> Tensor:
+    """The forward by differentiable eager operations."""
     xc = to_channels_first(x, channel_dim)
     xs = xc.to(accumulation_dtype(xc.dtype))
     v = _centered(xs, sum_channels, sum_window, center, layer)
