@@ -21,15 +21,27 @@ _SPATIAL = ((3, 6, 5), (2, 6, 4, 3), (2, 6, 3, 2, 3))  # per-instance statistics
 
 def _reference(m: Any, x: Tensor) -> Tensor:
     return ref.adain_ref(
-        x, m.style_mean, m.style_var.sqrt(), m.weight, m.bias, alpha=m.alpha, eps=m.eps,
+        x,
+        m.style_mean,
+        m.style_var.sqrt(),
+        m.weight,
+        m.bias,
+        alpha=m.alpha,
+        eps=m.eps,
         channel_dim=m.channel_dim,
     )
 
 
 def _functional(m: Any, x: Tensor) -> Tensor:
     return NF.adain_from_stats(
-        x, m.style_mean, m.style_var.sqrt(), weight=m.weight, bias=m.bias, alpha=m.alpha,
-        eps=m.eps, channel_dim=m.channel_dim,
+        x,
+        m.style_mean,
+        m.style_var.sqrt(),
+        weight=m.weight,
+        bias=m.bias,
+        alpha=m.alpha,
+        eps=m.eps,
+        channel_dim=m.channel_dim,
     )
 
 

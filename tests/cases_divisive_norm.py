@@ -24,9 +24,14 @@ def _sigma2(m: Any) -> Any:
 
 
 def _fields(m: Any) -> dict[str, Any]:
-    return {"sum_window": m.sum_window, "sup_window": m.sup_window,
-            "sum_channels": m.sum_channels, "sup_channels": m.sup_channels,
-            "center": m.center, "channel_dim": m.channel_dim}
+    return {
+        "sum_window": m.sum_window,
+        "sup_window": m.sup_window,
+        "sum_channels": m.sum_channels,
+        "sup_channels": m.sup_channels,
+        "center": m.center,
+        "channel_dim": m.channel_dim,
+    }
 
 
 def _reference(m: Any, x: Tensor) -> Tensor:
@@ -54,8 +59,7 @@ def _dn(variant: str = "", **kwargs: Any) -> Case:
 
 CASES: tuple[Case, ...] = (
     _dn(),
-    _dn("windows_3_1_channels_3_5", sum_window=3, sup_window=1, sum_channels=3,
-        sup_channels=5),
+    _dn("windows_3_1_channels_3_5", sum_window=3, sup_window=1, sum_channels=3, sup_channels=5),
     _dn("whole_layer", sum_window=None, sup_window=None, eps=1e-5),
     _dn("no_center", center=False, sup_channels=3),
     _dn("learn_sigma_affine", learn_sigma=True, affine=True, eps=1.0),

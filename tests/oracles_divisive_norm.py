@@ -38,8 +38,11 @@ def _field_means(t: Tensor, channels: int | None, window: object) -> Tensor:
     for n in range(t.shape[0]):
         for c in range(t.shape[1]):
             for pos in itertools.product(*(range(s) for s in spatial)):
-                box = (n, _span(c, channels, t.shape[1]),
-                       *(_span(p, k, s) for p, k, s in zip(pos, sizes, spatial, strict=True)))
+                box = (
+                    n,
+                    _span(c, channels, t.shape[1]),
+                    *(_span(p, k, s) for p, k, s in zip(pos, sizes, spatial, strict=True)),
+                )
                 out[(n, c, *pos)] = t[box].mean()
     return out
 
@@ -69,8 +72,11 @@ def divisive_norm_ref(
 
 
 def l1_penalty_ref(
-    x: Tensor, *, sum_window: int | tuple[int, ...] | None = 3,
-    sum_channels: int | None = None, channel_dim: int = 1,
+    x: Tensor,
+    *,
+    sum_window: int | tuple[int, ...] | None = 3,
+    sum_channels: int | None = None,
+    channel_dim: int = 1,
 ) -> Tensor:
     """mean_j |z_j − mean over A_j| (the paper's sparse L1 regularizer, before its α)."""
     z = x.to(torch.float64).movedim(channel_dim, 1)

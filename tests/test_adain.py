@@ -53,8 +53,10 @@ def test_per_call_style_matches_oracle(n_style: int, alpha: float, channel_dim: 
     if channel_dim == -1:
         content, style = content.movedim(1, -1), style.movedim(1, -1)
     layer = normlab.AdaIN(4, alpha=alpha, channel_dim=channel_dim, dtype=F64)
-    for y in (layer(content, style), NF.adain(content, style, alpha=alpha,
-                                              channel_dim=channel_dim)):
+    for y in (
+        layer(content, style),
+        NF.adain(content, style, alpha=alpha, channel_dim=channel_dim),
+    ):
         close(y.movedim(-1, 1) if channel_dim == -1 else y, expected, 1e-10)
 
 
@@ -74,13 +76,15 @@ def test_gradients_reach_content_and_style() -> None:
     content = content[:, :, :3, :3].clone().requires_grad_()
     style = style[:, :, :3, :2].clone().requires_grad_()
     for alpha in (1.0, 0.6):
-        assert torch.autograd.gradcheck(lambda c, s, a=alpha: NF.adain(c, s, alpha=a),
-                                        (content, style))
+        assert torch.autograd.gradcheck(
+            lambda c, s, a=alpha: NF.adain(c, s, alpha=a), (content, style)
+        )
     mask = torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0)) > 0.4
     mask[:, :, 0, 0] = True
     assert torch.autograd.gradcheck(
         lambda c, s: NF.adain(c, s, content_mask=mask, style_mask=mask[:, :, :, :2]),
-        (content, style))
+        (content, style),
+    )
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
@@ -96,8 +100,12 @@ def test_masks_match_oracle(alpha: float) -> None:
     close(y, expected, 1e-10)
     assert torch.equal(y[~c_mask.expand_as(y)], content[~c_mask.expand_as(y)])
     last = normlab.AdaIN(4, alpha=alpha, channel_dim=-1, dtype=F64)
-    y_last = last(content.movedim(1, -1), style.movedim(1, -1),
-                  content_mask=c_mask.movedim(1, -1), style_mask=s_mask)
+    y_last = last(
+        content.movedim(1, -1),
+        style.movedim(1, -1),
+        content_mask=c_mask.movedim(1, -1),
+        style_mask=s_mask,
+    )
     close(y_last.movedim(-1, 1), expected, 1e-10)
 
 

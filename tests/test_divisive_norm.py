@@ -29,8 +29,9 @@ def test_cnn_reference_fields_match_oracle(channel_dim: int) -> None:
     for sum_w, sup_w in ((5, 5), (3, 3), ((3, 5), (1, 3))):
         expected = divisive_norm_ref(x, sum_window=sum_w, sup_window=sup_w, sigma2=0.25)
         xin = x.movedim(1, -1) if channel_dim == -1 else x
-        layer = normlab.DivisiveNorm(4, sum_window=sum_w, sup_window=sup_w,
-                                     channel_dim=channel_dim, dtype=F64)
+        layer = normlab.DivisiveNorm(
+            4, sum_window=sum_w, sup_window=sup_w, channel_dim=channel_dim, dtype=F64
+        )
         y = layer(xin)
         close(y.movedim(-1, 1) if channel_dim == -1 else y, expected, 1e-10)
 
@@ -56,8 +57,10 @@ def test_l1_penalty_matches_oracle_and_layer() -> None:
         close(normlab.divisive_l1_penalty(x, **kw), expected, 1e-12)
         close(normlab.DivisiveNorm(6, **kw).l1_penalty(x), expected, 1e-12)
     x.requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: normlab.divisive_l1_penalty(t, sum_channels=3),
-                                    (x[:, :, :3, :3].detach().clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda t: normlab.divisive_l1_penalty(t, sum_channels=3),
+        (x[:, :, :3, :3].detach().clone().requires_grad_(),),
+    )
 
 
 def test_learned_sigma_gets_a_gradient_and_starts_at_sqrt_eps() -> None:
@@ -68,18 +71,25 @@ def test_learned_sigma_gets_a_gradient_and_starts_at_sqrt_eps() -> None:
     assert layer.sigma.grad is not None and layer.sigma.grad.abs() > 0
     sigma = torch.tensor(0.7, dtype=F64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda s: NF.divisive_norm(x[:, :, :3, :3], eps=s.square()), (sigma,))
+        lambda s: NF.divisive_norm(x[:, :, :3, :3], eps=s.square()), (sigma,)
+    )
 
 
 def test_a_field_larger_than_the_input_is_a_clear_error() -> None:
     x = make_input((2, 6, 4, 2), torch.float32, seed=5)
-    with pytest.raises(InputError, match=r"sum_window=3 is a divisive field larger than the "
-                       r"input: size 3 along spatial dim 1 of extent 2"):
+    with pytest.raises(
+        InputError,
+        match=r"sum_window=3 is a divisive field larger than the "
+        r"input: size 3 along spatial dim 1 of extent 2",
+    ):
         normlab.DivisiveNorm(6)(x)
     with pytest.raises(InputError, match="sup_window=5 is a divisive field larger"):
         NF.divisive_norm(x, sum_window=1, sup_window=5)
-    with pytest.raises(ConfigError, match=r"sum_channels=7 is a divisive field larger than "
-                       r"the input's 6 channels"):
+    with pytest.raises(
+        ConfigError,
+        match=r"sum_channels=7 is a divisive field larger than "
+        r"the input's 6 channels",
+    ):
         normlab.DivisiveNorm(6, sum_channels=7)
     with pytest.raises(ConfigError, match="sup_channels=9 is a divisive field larger"):
         NF.divisive_norm(x, sup_channels=9)
@@ -92,6 +102,9 @@ def test_other_bad_arguments_are_clear_errors() -> None:
         normlab.DivisiveNorm(6, sup_window=(3, 0))
     with pytest.raises(ConfigError, match="eps must be a positive finite float"):
         normlab.DivisiveNorm(6, eps=0.0)
-    with pytest.raises(InputError, match=r"sum_window=\(3, 3\) gives 2 spatial sizes for "
-                       r"input with 1 spatial dims"):
+    with pytest.raises(
+        InputError,
+        match=r"sum_window=\(3, 3\) gives 2 spatial sizes for "
+        r"input with 1 spatial dims",
+    ):
         NF.divisive_norm(make_input((2, 6, 5), F64), sum_window=(3, 3))

@@ -109,9 +109,11 @@ def _style_statistics(
         )
     check_set_size(f"{layer} style", axes_lib.INSTANCE, sc, 1)
     mask_c = _check_mask(layer, "style_mask", _to_first(mask, style.dim(), channel_dim), sc)
-    mean, var = (instance_moments_autograd(sc) if mask_c is None
-                 else _masked_moments(sc.to(torch.promote_types(sc.dtype, torch.float32)),
-                                      mask_c))
+    mean, var = (
+        instance_moments_autograd(sc)
+        if mask_c is None
+        else _masked_moments(sc.to(torch.promote_types(sc.dtype, torch.float32)), mask_c)
+    )
     return mean, var.sqrt()
 
 
@@ -125,8 +127,9 @@ def _to_first(mask: Tensor | None, rank: int, channel_dim: int) -> Tensor | None
 def _coefficients(eps: float, alpha: float, has_weight: bool, has_bias: bool) -> Any:
     """(μ, σ², μ_s, σ_s, [γ], [β]) -> (A, B) of t = x·A + B."""
 
-    def coefficients(mean: Tensor, var: Tensor, s_mean: Tensor, s_std: Tensor,
-                     *affine: Tensor) -> Statistics:
+    def coefficients(
+        mean: Tensor, var: Tensor, s_mean: Tensor, s_std: Tensor, *affine: Tensor
+    ) -> Statistics:
         a = s_std.to(mean.dtype) * (var + eps).rsqrt()
         shift = s_mean.to(mean.dtype) - a * mean
         if alpha != 1.0:
@@ -142,8 +145,13 @@ def _coefficients(eps: float, alpha: float, has_weight: bool, has_bias: bool) ->
 
 
 def _native_adain(
-    x: Tensor, s_mean: Tensor, s_std: Tensor, weight: Tensor | None, bias: Tensor | None,
-    eps: float, channel_dim: int,
+    x: Tensor,
+    s_mean: Tensor,
+    s_std: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    eps: float,
+    channel_dim: int,
 ) -> Tensor:
     """α = 1, no mask: InstanceNorm whose affine is the style's (σ_s·γ, μ_s·γ + β), run as
     ATen's group norm of the (1, N·C, *S) view with one group per (n, c) slice, so that
@@ -166,8 +174,15 @@ def _native_adain(
 
 
 def _adain(
-    x: Tensor, s_mean: Tensor, s_std: Tensor, weight: Tensor | None, bias: Tensor | None,
-    alpha: float, eps: float, mask: Tensor | None, channel_dim: int,
+    x: Tensor,
+    s_mean: Tensor,
+    s_std: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    alpha: float,
+    eps: float,
+    mask: Tensor | None,
+    channel_dim: int,
 ) -> Tensor:
     """AdaIN of ``x`` (any layout) given the style's (N or 1, C) or (C,) statistics."""
     if x.numel() == 0:
@@ -185,8 +200,7 @@ def _adain(
     xs = xc.to(acc)
     mean, var = _masked_moments(xs, mask)
     scale, shift = coefficients(mean, var, *params)
-    y = xs * broadcast(scale.expand_as(mean), xs.dim()) + broadcast(
-        shift.expand_as(mean), xs.dim())
+    y = xs * broadcast(scale.expand_as(mean), xs.dim()) + broadcast(shift.expand_as(mean), xs.dim())
     y = torch.where(mask, y, xs).to(xc.dtype)
     return from_channels_first(y, channel_dim)
 
@@ -226,8 +240,11 @@ def adain_from_stats(
     xc = to_channels_first(content, channel_dim)
     c = xc.shape[1]
     for name, t in (("style_mean", style_mean), ("style_std", style_std)):
-        if not isinstance(t, Tensor) or t.dim() not in (1, 2) or t.shape[-1] != c or (
-            t.dim() == 2 and t.shape[0] not in (1, xc.shape[0])
+        if (
+            not isinstance(t, Tensor)
+            or t.dim() not in (1, 2)
+            or t.shape[-1] != c
+            or (t.dim() == 2 and t.shape[0] not in (1, xc.shape[0]))
         ):
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise errors.InputError(
@@ -277,7 +294,8 @@ def adain(
     content_mask = _to_first(content_mask, content.dim(), channel_dim)
     mask = _check_mask(layer, "content_mask", content_mask, xc)
     s_mean, s_std = _style_statistics(
-        layer, style, style_mask, channel_dim, xc.shape[1], xc.shape[0])
+        layer, style, style_mask, channel_dim, xc.shape[1], xc.shape[0]
+    )
     return _adain(content, s_mean, s_std, weight, bias, alpha, eps, mask, channel_dim)
 
 
@@ -332,8 +350,14 @@ class AdaIN(Norm):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(num_features, eps=errors.check_eps(eps), affine=affine,
-                         channel_dim=channel_dim, device=device, dtype=dtype)
+        super().__init__(
+            num_features,
+            eps=errors.check_eps(eps),
+            affine=affine,
+            channel_dim=channel_dim,
+            device=device,
+            dtype=dtype,
+        )
         self.alpha = _check_alpha(alpha)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.register_buffer("style_mean", torch.zeros(num_features, **factory))
@@ -351,7 +375,8 @@ class AdaIN(Norm):
                 "style[:1], or per-sample styles per call: layer(content, style)."
             )
         mean, std = _style_statistics(
-            f"{name}.set_style", style, mask, self.channel_dim, self.num_features, 1)
+            f"{name}.set_style", style, mask, self.channel_dim, self.num_features, 1
+        )
         self.style_mean.copy_(mean[0])
         self.style_var.copy_(std[0].square())
 
@@ -366,8 +391,12 @@ class AdaIN(Norm):
         self._check_input(content)
         xc = to_channels_first(content, self.channel_dim)
         self._check_set_size(content)
-        mask = _check_mask(self._name(), "content_mask",
-                           _to_first(content_mask, content.dim(), self.channel_dim), xc)
+        mask = _check_mask(
+            self._name(),
+            "content_mask",
+            _to_first(content_mask, content.dim(), self.channel_dim),
+            xc,
+        )
         if style is None:
             if style_mask is not None:
                 raise errors.InputError(
@@ -377,10 +406,19 @@ class AdaIN(Norm):
             s_mean, s_std = self.style_mean, self.style_var.sqrt()
         else:
             s_mean, s_std = _style_statistics(
-                self._name(), style, style_mask, self.channel_dim, self.num_features,
-                xc.shape[0])
-        return _adain(content, s_mean, s_std, self.weight, self.bias, self.alpha, self.eps,
-                      mask, self.channel_dim)
+                self._name(), style, style_mask, self.channel_dim, self.num_features, xc.shape[0]
+            )
+        return _adain(
+            content,
+            s_mean,
+            s_std,
+            self.weight,
+            self.bias,
+            self.alpha,
+            self.eps,
+            mask,
+            self.channel_dim,
+        )
 
     def _validate_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         super()._validate_state(state_dict, prefix)

@@ -68,8 +68,7 @@ def _box_mean(t: Tensor, dim: int, k: int) -> Tensor:
     return (cum.index_select(dim, hi) - cum.index_select(dim, lo)) / count
 
 
-def _field_mean(t: Tensor, channels: int | None, window: Window, layer: str, name: str
-                ) -> Tensor:
+def _field_mean(t: Tensor, channels: int | None, window: Window, layer: str, name: str) -> Tensor:
     """Mean of a channels-first ``t`` over each unit's field: ``channels`` neighbouring
     channels (None: all) times ``window`` neighbouring positions (None: all)."""
     t = t.mean(1, keepdim=True) if channels is None else _box_mean(t, 1, channels)
@@ -96,8 +95,7 @@ def _field_mean(t: Tensor, channels: int | None, window: Window, layer: str, nam
     return t
 
 
-def _centered(xs: Tensor, channels: int | None, window: Window, center: bool, layer: str
-              ) -> Tensor:
+def _centered(xs: Tensor, channels: int | None, window: Window, center: bool, layer: str) -> Tensor:
     """v = z − mean over the summation field (z itself without centering)."""
     if not center:
         return xs
@@ -125,32 +123,53 @@ class _Recomputed(torch.autograd.Function):
 
 
 def _divisive_norm(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, sigma2: Tensor | float, *,
-    sum_window: Window, sup_window: Window, sum_channels: int | None,
-    sup_channels: int | None, center: bool, channel_dim: int, layer: str,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    sigma2: Tensor | float,
+    *,
+    sum_window: Window,
+    sup_window: Window,
+    sum_channels: int | None,
+    sup_channels: int | None,
+    center: bool,
+    channel_dim: int,
+    layer: str,
 ) -> Tensor:
     if x.numel() == 0:
         return x.clone()
     fields: dict[str, Any] = {
-        "sum_window": sum_window, "sup_window": sup_window, "sum_channels": sum_channels,
-        "sup_channels": sup_channels, "center": center, "channel_dim": channel_dim,
+        "sum_window": sum_window,
+        "sup_window": sup_window,
+        "sum_channels": sum_channels,
+        "sup_channels": sup_channels,
+        "center": center,
+        "channel_dim": channel_dim,
         "layer": layer,
     }
     if sum_channels is None and sup_channels is None and weight is None:
         return _divisive_eager(x, weight, bias, sigma2, **fields)
     s2 = sigma2 if isinstance(sigma2, Tensor) else None
 
-    def fn(x: Tensor, weight: Tensor | None, bias: Tensor | None, s2: Tensor | None
-           ) -> Tensor:
+    def fn(x: Tensor, weight: Tensor | None, bias: Tensor | None, s2: Tensor | None) -> Tensor:
         return _divisive_eager(x, weight, bias, sigma2 if s2 is None else s2, **fields)
 
     return _Recomputed.apply(fn, x, weight, bias, s2)  # type: ignore[no-any-return]
 
 
 def _divisive_eager(
-    x: Tensor, weight: Tensor | None, bias: Tensor | None, sigma2: Tensor | float, *,
-    sum_window: Window, sup_window: Window, sum_channels: int | None,
-    sup_channels: int | None, center: bool, channel_dim: int, layer: str,
+    x: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    sigma2: Tensor | float,
+    *,
+    sum_window: Window,
+    sup_window: Window,
+    sum_channels: int | None,
+    sup_channels: int | None,
+    center: bool,
+    channel_dim: int,
+    layer: str,
 ) -> Tensor:
     """The forward by differentiable eager operations."""
     xc = to_channels_first(x, channel_dim)
@@ -209,9 +228,17 @@ def divisive_norm(
     sum_channels = _check_channel_window("sum_channels", sum_channels, channels)
     sup_channels = _check_channel_window("sup_channels", sup_channels, channels)
     return _divisive_norm(
-        x, weight, bias, sigma2, sum_window=sum_window, sup_window=sup_window,
-        sum_channels=sum_channels, sup_channels=sup_channels, center=bool(center),
-        channel_dim=channel_dim, layer=layer,
+        x,
+        weight,
+        bias,
+        sigma2,
+        sum_window=sum_window,
+        sup_window=sup_window,
+        sum_channels=sum_channels,
+        sup_channels=sup_channels,
+        center=bool(center),
+        channel_dim=channel_dim,
+        layer=layer,
     )
 
 
@@ -283,8 +310,16 @@ class DivisiveNorm(Norm):
         Network Normalization Schemes", ICLR 2017, arXiv:1611.04520.
     """
 
-    _repr_keys = ("sum_window", "sup_window", "sum_channels", "sup_channels", "eps",
-                  "learn_sigma", "center", "affine")
+    _repr_keys = (
+        "sum_window",
+        "sup_window",
+        "sum_channels",
+        "sup_channels",
+        "eps",
+        "learn_sigma",
+        "center",
+        "affine",
+    )
     axes = axes_lib.LAYER  # the fields lie within one sample (boxes of C × *S)
     sigma: nn.Parameter | None
 
@@ -304,8 +339,14 @@ class DivisiveNorm(Norm):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(num_features, eps=_check_sigma2(eps), affine=affine,
-                         channel_dim=channel_dim, device=device, dtype=dtype)
+        super().__init__(
+            num_features,
+            eps=_check_sigma2(eps),
+            affine=affine,
+            channel_dim=channel_dim,
+            device=device,
+            dtype=dtype,
+        )
         self.sum_window = _check_window("sum_window", sum_window)
         self.sup_window = _check_window("sup_window", sup_window)
         self.sum_channels = _check_channel_window("sum_channels", sum_channels, num_features)
@@ -321,23 +362,34 @@ class DivisiveNorm(Norm):
         super().reset_parameters()
         if self.sigma is not None:
             with torch.no_grad():
-                self.sigma.fill_(self.eps ** 0.5)  # type: ignore[operator]  # eps is a float
+                self.sigma.fill_(self.eps**0.5)  # type: ignore[operator]  # eps is a float
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         self._check_set_size(x)
         sigma2 = self.eps if self.sigma is None else self.sigma.square()
         return _divisive_norm(
-            x, self.weight, self.bias, sigma2,  # type: ignore[arg-type]  # eps: a float here
-            sum_window=self.sum_window, sup_window=self.sup_window,
-            sum_channels=self.sum_channels, sup_channels=self.sup_channels,
-            center=self.center, channel_dim=self.channel_dim, layer=self._name(),
+            x,
+            self.weight,
+            self.bias,
+            sigma2,  # type: ignore[arg-type]  # eps: a float here
+            sum_window=self.sum_window,
+            sup_window=self.sup_window,
+            sum_channels=self.sum_channels,
+            sup_channels=self.sup_channels,
+            center=self.center,
+            channel_dim=self.channel_dim,
+            layer=self._name(),
         )
 
     def l1_penalty(self, x: Tensor) -> Tensor:
         """`divisive_l1_penalty` of this layer's input ``x`` over its summation field."""
-        return divisive_l1_penalty(x, sum_window=self.sum_window,
-                                   sum_channels=self.sum_channels, channel_dim=self.channel_dim)
+        return divisive_l1_penalty(
+            x,
+            sum_window=self.sum_window,
+            sum_channels=self.sum_channels,
+            channel_dim=self.channel_dim,
+        )
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --
