@@ -17,6 +17,8 @@ from normlab.registry import available as available
 from normlab.registry import create as create
 from normlab.registry import factory as factory
 from normlab.reparam import entries as _weight_entries
+from normlab.rnn import NormLSTM as NormLSTM
+from normlab.rnn import NormLSTMCell as NormLSTMCell
 from normlab.surgery import convert as convert
 from normlab.surgery import fold as fold
 from normlab.surgery import freeze as freeze
@@ -26,19 +28,25 @@ from normlab.surgery import unfreeze as unfreeze
 from normlab.surgery import unparametrize as unparametrize
 
 if TYPE_CHECKING:  # the names discovery gives, spelled out for static type checkers
+    from normlab.norms import AdaIN as AdaIN
     from normlab.norms import BatchInstanceNorm as BatchInstanceNorm
     from normlab.norms import BatchNorm as BatchNorm
     from normlab.norms import BatchRenorm as BatchRenorm
     from normlab.norms import BoundedBatchNorm as BoundedBatchNorm
+    from normlab.norms import DivisiveNorm as DivisiveNorm
+    from normlab.norms import DynamicTanh as DynamicTanh
     from normlab.norms import EvoNormB0 as EvoNormB0
     from normlab.norms import EvoNormS0 as EvoNormS0
+    from normlab.norms import FilterResponseNorm as FilterResponseNorm
     from normlab.norms import FrozenBatchNorm as FrozenBatchNorm
     from normlab.norms import GhostBatchNorm as GhostBatchNorm
     from normlab.norms import GroupNorm as GroupNorm
     from normlab.norms import InstanceNorm as InstanceNorm
     from normlab.norms import LayerNorm as LayerNorm
+    from normlab.norms import LpNorm as LpNorm
     from normlab.norms import MeanOnlyBatchNorm as MeanOnlyBatchNorm
     from normlab.norms import RMSNorm as RMSNorm
+    from normlab.norms import StreamingNorm as StreamingNorm
     from normlab.norms import SwitchableNorm as SwitchableNorm
     from normlab.norms import VirtualBatchNorm as VirtualBatchNorm
     from normlab.norms.batch_instance_norm import (
@@ -48,6 +56,7 @@ if TYPE_CHECKING:  # the names discovery gives, spelled out for static type chec
     from normlab.norms.bounded_batch_norm import (
         bound_batch_norm_scales_ as bound_batch_norm_scales_,
     )
+    from normlab.norms.divisive_norm import divisive_l1_penalty as divisive_l1_penalty
     from normlab.norms.virtual_batch_norm import reference_pass as reference_pass
     from normlab.reparam.cosine_norm import CosineConv2d as CosineConv2d
     from normlab.reparam.cosine_norm import CosineLinear as CosineLinear
@@ -78,6 +87,8 @@ globals().update(_DERIVED)
 __all__ = sorted({
     *_DERIVED,
     "Norm",
+    "NormLSTM",
+    "NormLSTMCell",
     "NormlabError",
     "available",
     "convert",
