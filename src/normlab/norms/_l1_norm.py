@@ -82,13 +82,13 @@ class _L1NormFunction(torch.autograd.Function):
             if bias is not None:
                 out.add_(per_row(bias))
         ctx.save_for_backward(x, weight, bias, mean, d)
-        ctx.config = (eps, groups, reference)
+        ctx.config = (groups, reference)
         return y3.view(x.shape)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Optional, ...]:  # type: ignore[override]
         x, weight, bias, mean, d = ctx.saved_tensors
-        eps, groups, reference = ctx.config
+        groups, reference = ctx.config
         wanted = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
             grads = recomputed_grads(reference, (x, weight, bias), wanted, dy)

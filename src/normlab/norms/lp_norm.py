@@ -192,8 +192,7 @@ def _lp_norm(
         return xc.clone()
     if p == 2 and center and _is_group_norm(xc, weight, bias, axes):
         # d = sqrt(E(x − μ)² + ε) is GroupNorm's σ: ATen's kernel, forward and backward
-        n, c = xc.shape[:2]
-        groups = axes.groups if "channel" in axes.reduce else c
+        groups = axes.groups if "channel" in axes.reduce else xc.shape[1]
         xd, layout = dense(xc)
         return in_layout(torch.nn.functional.group_norm(xd, groups, weight, bias, eps), layout)
     if p == 1 and center and _is_group_norm(xc, weight, bias, axes):
