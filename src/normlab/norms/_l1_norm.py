@@ -34,6 +34,7 @@ from torch import Tensor
 from normlab.norms._base import dense, in_layout
 from normlab.norms._chunked import Chunks, Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
+from normlab.norms._per_instance import channel_affine
 
 Optional = Tensor | None
 
@@ -63,24 +64,21 @@ class _L1NormFunction(torch.autograd.Function):
         n, c = x.shape[:2]
         x3 = x.view(n, c, -1)
         chunks = Chunks(x3, x.dtype)
-        t_buf, a_buf = chunks.buffers(2)
+        (t_buf,) = chunks.buffers(1)
         size = x3.shape[2] * (c // groups)
         mean = x.new_empty(n, groups)
         d = x.new_empty(n, groups)
         y3 = torch.empty_like(x3)
         for a, b in chunks.ranges:
-            k = b - a
             xs = _sets(x3[a:b], groups)
             mu = torch.sum(xs, -1, out=mean[a:b]).div_(size)
-            t = torch.sub(xs, mu.unsqueeze(-1), out=_sets(t_buf[:k], groups))
-            torch.sum(torch.abs(t, out=_sets(a_buf[:k], groups)), -1, out=d[a:b])
-            d[a:b].div_(size).add_(eps)
-            scale = _per_channel(d[a:b].reciprocal(), c)
-            if weight is not None:
-                scale = scale * weight
-            out = torch.mul(t_buf[:k], per_row(scale), out=y3[a:b])
+            t = torch.sub(xs, mu.unsqueeze(-1), out=_sets(t_buf[: b - a], groups))
+            inv = torch.sum(t.abs_(), -1, out=d[a:b]).div_(size).add_(eps).reciprocal()
+            scale = _per_channel(inv, c) if weight is None else _per_channel(inv, c) * weight
+            shift = -(_per_channel(mu, c) * scale)
             if bias is not None:
-                out.add_(per_row(bias))
+                shift.add_(bias)
+            torch.mul(x3[a:b], per_row(scale), out=y3[a:b]).add_(per_row(shift))
         ctx.save_for_backward(x, weight, bias, mean, d)
         ctx.config = (groups, reference)
         return y3.view(x.shape)
@@ -122,8 +120,8 @@ class _L1NormFunction(torch.autograd.Function):
             scale = _per_channel(inv, c)
             if weight is not None:
                 scale = scale * weight
-            dx = torch.mul(dy3[a:b], per_row(scale), out=dx3[a:b]).add_(per_row(shift))
-            dx.add_(t.mul_(coef.neg_().unsqueeze(-1)).view(k, c, -1))
+            rest = channel_affine(t.view(k, c, -1), _per_channel(-coef, c), shift)  # K·u + c
+            torch.mul(dy3[a:b], per_row(scale), out=dx3[a:b]).add_(rest)
         dx = dx3.view(x.shape) if wanted[0] else None
         return dx, dw, db, None, None, None
 
