@@ -15,7 +15,7 @@ $$ \\frac{\\partial L}{\\partial x} = dy\\,A + x\\,P + Q, \\quad
    P = \\frac{2}{M}\\frac{\\partial L}{\\partial \\sigma^2_B}, \\quad
    Q = \\frac{1}{M}\\frac{\\partial L}{\\partial \\mu_B} - P\\,\\mu_B, $$
 
-written a few samples at a time (`normlab.norms._chunked`). Saves x and C-sized tensors;
+written as x·P + Q (one BN-inference pass) and += dy·A (``addcmul_``). Saves x and C-sized tensors;
 double backward (``create_graph=True``) differentiates the eager forward
 (`normlab.norms._double_backward`).
 """
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from normlab.core.moments import Moments
 from normlab.norms._base import channel_scale_shift, dense, in_layout, normalize_by_moments
-from normlab.norms._chunked import Chunks, Sums, per_row
+from normlab.norms._chunked import Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import batch_moments
 
@@ -100,13 +100,8 @@ class _BatchAffine(torch.autograd.Function):
             count = x3.shape[0] * x3.shape[2]
             p = g_var * (2.0 / count)
             q = g_mean / count - p * mean_b
-            dx3 = torch.empty_like(x3)
-            chunks = Chunks(x3, x.dtype)
-            (buf,) = chunks.buffers(1)
-            a_row, p_row, q_row = per_row(scale), per_row(p), per_row(q)
-            for lo, hi in chunks.ranges:
-                out = torch.mul(dy3[lo:hi], a_row, out=dx3[lo:hi])
-                out.add_(torch.mul(x3[lo:hi], p_row, out=buf[:hi - lo]).add_(q_row))
+            # x·P + Q in one BN-inference pass, then += dy·A in place
+            dx3 = channel_scale_shift(x3, p, q).addcmul_(dy3, per_row(scale))
             dx = dx3.view(x.shape)
         return (dx, g_weight if wanted[1] else None, g_bias if wanted[2] else None,
                 None, None, None, None)
