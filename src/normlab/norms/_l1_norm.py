@@ -34,7 +34,6 @@ from torch import Tensor
 from normlab.norms._base import dense, in_layout
 from normlab.norms._chunked import Chunks, Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
-from normlab.norms._per_instance import channel_affine
 
 Optional = Tensor | None
 
@@ -94,7 +93,6 @@ class _L1NormFunction(torch.autograd.Function):
         n, c = x.shape[:2]
         x3, dy3 = x.view(n, c, -1), dy.contiguous().view(n, c, -1)
         chunks = Chunks(x3, x.dtype)
-        (t_buf,) = chunks.buffers(1)
         sums = Sums.for_chunks(chunks)
         size = x3.shape[2] * (c // groups)
         dx3 = torch.empty_like(x3)
@@ -102,9 +100,10 @@ class _L1NormFunction(torch.autograd.Function):
         db = x.new_zeros(c) if bias is not None and wanted[2] else None
         for a, b in chunks.ranges:
             k = b - a
+            out = dx3[a:b]  # holds x − μ, then u = sign(x − μ), then dx
             t = torch.sub(_sets(x3[a:b], groups), mean[a:b].unsqueeze(-1),
-                          out=_sets(t_buf[:k], groups))
-            sum_dy, sum_dyt = sums(dy3[a:b], t_buf[:k])  # (k, C) each
+                          out=_sets(out, groups))
+            sum_dy, sum_dyt = sums(dy3[a:b], out)  # (k, C) each
             inv = d[a:b].reciprocal()  # (k, G)
             if dw is not None:
                 dw += (sum_dyt * _per_channel(inv, c)).sum(0)
@@ -120,8 +119,8 @@ class _L1NormFunction(torch.autograd.Function):
             scale = _per_channel(inv, c)
             if weight is not None:
                 scale = scale * weight
-            rest = channel_affine(t.view(k, c, -1), _per_channel(-coef, c), shift)  # K·u + c
-            torch.mul(dy3[a:b], per_row(scale), out=dx3[a:b]).add_(rest)
+            out.mul_(per_row(_per_channel(-coef, c))).add_(per_row(shift))  # K·u + c
+            out.addcmul_(dy3[a:b], per_row(scale))
         dx = dx3.view(x.shape) if wanted[0] else None
         return dx, dw, db, None, None, None
 
