@@ -6,7 +6,8 @@ $$ y = \\gamma \\frac{x - \\mu}{d} + \\beta, \\quad
    d = \\tfrac{1}{M}\\textstyle\\sum_j |x_j - \\mu| + \\epsilon. $$
 
 Forward, per chunk of a few samples (`normlab.norms._chunked`, the chunk stays in cache):
-Σx → μ, t = x − μ, Σ|t| → d, and y = t·(γ/d) + β in one pass of the BN-inference kernel.
+Σx → μ, t = x − μ (scratch), Σ|t| → d (``abs_``, sum), y = x·(γ/d) + (β − μγ/d)
+(``mul`` into the output, ``add_``).
 
 Backward with g = dy·γ, u = sign(x − μ), S = Σ_j g_j (x_j − μ), bars the set means:
 
@@ -16,9 +17,9 @@ $$ \\frac{\\partial L}{\\partial x} = \\frac{1}{d}\\Big[g - \\bar g
    \\frac{\\partial L}{\\partial \\beta_c} = \\sum_{n, s} dy, $$
 
 (∂d/∂x_j = (u_j − ū)/M; u = 0 where x = μ, the subgradient autograd takes for |·|),
-i.e. dx = dy·(γ/d) + K·u + c per set, K = −S/(M d²), c = −ḡ/d + ū S/(M d²). Per chunk:
-t = x − μ, per-(n, c) Σdy and Σdy·t in one read (`Sums`), t ← sign(t), Σt, then
-dx = dy·(γ/d) + c (one BN-inference pass) and dx += t·K. Saves x and the (N, G) μ and d.
+i.e. dx = dy·(γ/d) + K·u + c per set, K = −S/(M d²), c = −ḡ/d + ū S/(M d²). Per chunk,
+in the chunk of dx itself: t = x − μ, per-(n, c) Σdy and Σdy·t in one read (`Sums`),
+t ← sign(t), Σu, t ← t·K + c, t += dy·(γ/d) (``addcmul_``). Saves x and the (N, G) μ, d.
 Double backward (``create_graph=True``) differentiates the caller's eager forward
 (`normlab.norms._double_backward`).
 """
