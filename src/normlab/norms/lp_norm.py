@@ -6,9 +6,12 @@ paper's "well-performing, simple to implement, fast to compute" choice. The set 
 per-sample set of the `normlab.core.axes` vocabulary; a set spanning the batch needs statistics
 accumulated over time, which is `normlab.norms.streaming_norm`.
 
-The forward pass reads x three times (μ, the Lp norm of x − μ, one per-(n, c) affine pass) and
-saves only x; the backward recomputes the forward from differentiable operations and lets
-autograd differentiate it (`normlab.norms._double_backward`), so double backward is exact.
+Centered float32/float64 input over GroupNorm's sets (layer, group, instance) takes a fast
+path: p = 2 is GroupNorm itself (d = sqrt(σ² + ε); ATen's kernel, forward and backward), p = 1
+is `normlab.norms._l1_norm` (chunked passes, analytic backward). Otherwise the forward reads x
+three times (μ, the Lp norm of x − μ, one per-(n, c) affine pass) and saves only x; the
+backward recomputes the forward from differentiable operations and lets autograd
+differentiate it (`normlab.norms._double_backward`), so double backward is exact.
 """
 
 from __future__ import annotations
