@@ -6,9 +6,12 @@ paper's "well-performing, simple to implement, fast to compute" choice. The set 
 per-sample set of the `normlab.core.axes` vocabulary; a set spanning the batch needs statistics
 accumulated over time, which is `normlab.norms.streaming_norm`.
 
-The forward pass reads x three times (μ, the Lp norm of x − μ, one per-(n, c) affine pass) and
-saves only x; the backward recomputes the forward from differentiable operations and lets
-autograd differentiate it (`normlab.norms._double_backward`), so double backward is exact.
+Centered float32/float64 input over GroupNorm's sets (layer, group, instance) takes a fast
+path: p = 2 is GroupNorm itself (d = sqrt(σ² + ε); ATen's kernel, forward and backward), p = 1
+is `normlab.norms._l1_norm` (chunked passes, analytic backward). Otherwise the forward reads x
+three times (μ, the Lp norm of x − μ, one per-(n, c) affine pass) and saves only x; the
+backward recomputes the forward from differentiable operations and lets autograd
+differentiate it (`normlab.norms._double_backward`), so double backward is exact.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from normlab.norms._base import (
     to_channels_first,
 )
 from normlab.norms._double_backward import recomputed_grads
+from normlab.norms._l1_norm import l1_norm
 from normlab.norms._per_instance import broadcast, channel_affine
 
 _NAMED = {"layer": axes_lib.LAYER, "instance": axes_lib.INSTANCE, "position": axes_lib.POSITION}
@@ -189,7 +193,26 @@ def _lp_norm(
 ) -> Tensor:
     if xc.numel() == 0:
         return xc.clone()
+    if p == 2 and center and _is_group_norm(xc, weight, bias, axes):
+        # d = sqrt(E(x − μ)² + ε) is GroupNorm's σ: ATen's kernel, forward and backward
+        groups = axes.groups if "channel" in axes.reduce else xc.shape[1]
+        xd, layout = dense(xc)
+        return in_layout(torch.nn.functional.group_norm(xd, groups, weight, bias, eps), layout)
+    if p == 1 and center and _is_group_norm(xc, weight, bias, axes):
+        def reference(x_: Tensor, w_: Tensor | None, b_: Tensor | None) -> Tensor:
+            return _lp_reference_forward(x_, w_, b_, p, eps, axes, center)
+
+        groups = axes.groups if "channel" in axes.reduce else xc.shape[1]
+        return l1_norm(xc, weight, bias, eps, groups, reference)
     return _LpNormFunction.apply(xc, weight, bias, p, eps, axes, center)
+
+
+def _is_group_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, axes: Axes) -> bool:
+    """Whether x's sets are GroupNorm's (all of *S, whole channel groups) and x's dtype the
+    accumulation dtype of every operand (float32 or float64, no mixed precision)."""
+    if "spatial" not in axes.reduce or x.dim() < 3 or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return all(t is None or t.dtype == x.dtype for t in (weight, bias))
 
 
 def lp_norm(

@@ -33,6 +33,7 @@ from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments
 from normlab.core.running import update_running_, update_running_ema_
+from normlab.norms import _batch_affine
 from normlab.norms._base import (
     Norm,
     from_channels_first,
@@ -154,21 +155,29 @@ def streaming_norm(
     momentum, window = errors.check_momentum(momentum), check_window(window)
     errors.check_input("streaming_norm", x, running_mean.shape[0], channel_dim)
     xc = to_channels_first(x, channel_dim)
+    buffers = (running_mean, running_var, short_mean, short_var, short_steps, num_batches_tracked)
+    settings = {"alpha": alpha, "momentum": momentum, "window": window}
+    if training and _batch_affine.applies(xc, weight, bias, running_mean, short_mean):
+        stats = _batch_stats(buffers, settings)
+        return from_channels_first(_batch_affine.batch_affine(xc, weight, bias, stats, eps)[0],
+                                   channel_dim)
     batch = Moments.of_batch(xc, (0, *range(2, xc.dim()))) if training else None
-    mean, var = streaming_statistics(
-        running_mean,
-        running_var,
-        short_mean,
-        short_var,
-        short_steps,
-        num_batches_tracked,
-        batch,
-        alpha=alpha,
-        momentum=momentum,
-        window=window,
-    )
+    mean, var = streaming_statistics(*buffers, batch, **settings)
     y = normalize_by_moments(xc, Moments(mean, var, 1), weight, bias, eps)
     return from_channels_first(y, channel_dim)
+
+
+def _batch_stats(
+    buffers: tuple[Tensor, ...], settings: dict[str, Any]
+) -> _batch_affine.Stats:
+    """`streaming_statistics` as a function of the batch moments, over a copy of the buffers
+    as they are now (the layer updates them after its forward; double backward reruns it)."""
+    frozen = tuple(t.detach().clone() for t in buffers)
+
+    def stats(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        return streaming_statistics(*frozen, Moments(mean, var, 1), **settings)
+
+    return stats
 
 
 class StreamingNorm(Norm):
@@ -268,23 +277,21 @@ class StreamingNorm(Norm):
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
         batch = None
+        buffers = (self.running_mean, self.running_var, self.short_mean, self.short_var,
+                   self.short_steps, self.num_batches_tracked)
+        settings = {"alpha": self.alpha, "momentum": self.momentum, "window": self.window}
+        if (self.training and self.moments_reducer is None
+                and _batch_affine.applies(xc, self.weight, self.bias, *buffers[:4])):
+            stats = _batch_stats(buffers, settings)
+            y, batch = _batch_affine.batch_affine(xc, self.weight, self.bias, stats, self.eps)
+            self._accumulate(batch)
+            return from_channels_first(y, self.channel_dim)
         if self.training:
             if self.moments_reducer is not None:
                 batch = self._synced_batch_moments(xc)
             else:
                 batch = Moments.of_batch(xc, (0, *range(2, xc.dim())))
-        mean, var = streaming_statistics(
-            self.running_mean,
-            self.running_var,
-            self.short_mean,
-            self.short_var,
-            self.short_steps,
-            self.num_batches_tracked,
-            batch,
-            alpha=self.alpha,
-            momentum=self.momentum,
-            window=self.window,
-        )
+        mean, var = streaming_statistics(*buffers, batch, **settings)
         y = normalize_by_moments(xc, Moments(mean, var, 1), self.weight, self.bias, self.eps)
         if batch is not None and batch.count:
             self._accumulate(batch)

@@ -1,0 +1,133 @@
+"""Per-channel normalization with statistics that are a differentiable function of the batch's.
+
+Streaming-style layers normalize a channels-first x per channel with (μ, σ²) = F(μ_B, σ²_B),
+F mixing the current batch's moments over (N, *S) with constants (accumulated history):
+
+$$ y = x\\,A_c + B_c, \\quad A = \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}}, \\quad
+   B = \\beta - \\mu A. $$
+
+Forward: the batch moments in one read (`batch_moments`, exact two-pass merge of per-(n, c)
+moments), y in one BN-inference pass. Backward: per-(n, c) Σdy and Σdy·x in one read
+(`Sums`), so ∂L/∂A_c = Σdy·x and ∂L/∂B_c = Σdy; the C-sized graph of F gives ∂L/∂μ_B,
+∂L/∂σ²_B (and ∂L/∂γ, ∂L/∂β); with ∂μ_B/∂x = 1/M and ∂σ²_B/∂x = 2(x − μ_B)/M (biased σ²_B),
+
+$$ \\frac{\\partial L}{\\partial x} = dy\\,A + x\\,P + Q, \\quad
+   P = \\frac{2}{M}\\frac{\\partial L}{\\partial \\sigma^2_B}, \\quad
+   Q = \\frac{1}{M}\\frac{\\partial L}{\\partial \\mu_B} - P\\,\\mu_B, $$
+
+written as x·P + Q (one BN-inference pass) and += dy·A (``addcmul_``). Saves x and C-sized tensors;
+double backward (``create_graph=True``) differentiates the eager forward
+(`normlab.norms._double_backward`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from normlab.core.moments import Moments
+from normlab.norms._base import channel_scale_shift, dense, in_layout, normalize_by_moments
+from normlab.norms._chunked import Sums, per_row
+from normlab.norms._double_backward import recomputed_grads
+from normlab.norms._per_instance import batch_moments
+
+Optional = Tensor | None
+Stats = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def _coefficients(
+    stats: Stats, mean_b: Tensor, var_b: Tensor, weight: Optional, bias: Optional, eps: float
+) -> tuple[Tensor, Tensor]:
+    """(A, B) of the docstring from differentiable operations."""
+    mean, var = stats(mean_b, var_b)
+    scale = (var + eps).rsqrt()
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    return scale, shift if bias is None else shift + bias
+
+
+class _BatchAffine(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
+        ctx: Any,
+        x: Tensor,
+        weight: Optional,
+        bias: Optional,
+        mean_b: Tensor,
+        var_b: Tensor,
+        stats: Stats,
+        eps: float,
+    ) -> Tensor:
+        with torch.no_grad():
+            scale, shift = _coefficients(stats, mean_b, var_b, weight, bias, eps)
+        ctx.save_for_backward(x, weight, bias, mean_b, var_b, scale)
+        ctx.config = (stats, eps)
+        return channel_scale_shift(x, scale, shift)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Optional, ...]:  # type: ignore[override]
+        x, weight, bias, mean_b, var_b, scale = ctx.saved_tensors
+        stats, eps = ctx.config
+        wanted = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
+
+            def forward(x_: Tensor, w_: Optional, b_: Optional) -> Tensor:
+                return eager(x_, w_, b_, stats, eps)
+
+            return (*recomputed_grads(forward, (x, weight, bias), wanted, dy),
+                    None, None, None, None)
+        n, c = x.shape[:2]
+        x3, dy3 = x.view(n, c, -1), dy.contiguous().view(n, c, -1)
+        sum_dy, sum_dyx = Sums(n * c, x.dtype, x.device)(dy3, x3)
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_() for t in (mean_b, var_b)]
+            params = [None if t is None else t.detach().requires_grad_() for t in (weight, bias)]
+            a, b = _coefficients(stats, *leaves, *params, eps)
+            inputs = [*leaves, *(t for t in params if t is not None)]
+            grads = list(torch.autograd.grad(
+                (a, b), inputs, (sum_dyx.sum(0), sum_dy.sum(0)), allow_unused=True))
+        grads = [torch.zeros_like(t) if g is None else g
+                 for g, t in zip(grads, inputs, strict=True)]
+        g_mean, g_var, *g_params = grads
+        g_weight = g_params.pop(0) if weight is not None else None
+        g_bias = g_params.pop(0) if bias is not None else None
+        dx = None
+        if wanted[0]:
+            count = x3.shape[0] * x3.shape[2]
+            p = g_var * (2.0 / count)
+            q = g_mean / count - p * mean_b
+            # x·P + Q in one BN-inference pass, then += dy·A in place
+            dx3 = channel_scale_shift(x3, p, q).addcmul_(dy3, per_row(scale))
+            dx = dx3.view(x.shape)
+        return (dx, g_weight if wanted[1] else None, g_bias if wanted[2] else None,
+                None, None, None, None)
+
+
+def eager(x: Tensor, weight: Optional, bias: Optional, stats: Stats, eps: float) -> Tensor:
+    """The layer from differentiable eager operations (what double backward differentiates)."""
+    batch = Moments.of_batch(x, (0, *range(2, x.dim())))
+    mean, var = stats(batch.mean, batch.var)
+    return normalize_by_moments(x, Moments(mean, var, 1), weight, bias, eps)
+
+
+def applies(x: Tensor, *tensors: Optional) -> bool:
+    """Whether `batch_affine` takes x (float32/float64, non-empty, every operand x's dtype)."""
+    return (x.dtype in (torch.float32, torch.float64) and x.dim() >= 2 and x.numel() > 0
+            and all(t is None or t.dtype == x.dtype for t in tensors))
+
+
+def batch_affine(
+    x: Tensor, weight: Optional, bias: Optional, stats: Stats, eps: float
+) -> tuple[Tensor, Moments]:
+    """(y, the batch's detached moments) of a channels-first x that `applies` takes."""
+    xd, layout = dense(x)
+    batch = batch_moments(xd, eps)
+    y = _BatchAffine.apply(xd, weight, bias, batch.mean, batch.var, stats, eps)
+    return in_layout(y, layout), batch
+
+
+__all__ = ["applies", "batch_affine", "eager"]
