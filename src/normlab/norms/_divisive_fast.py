@@ -69,7 +69,7 @@ def _box_t(g: Tensor, sizes: Sizes, like: Tensor) -> Tensor:
     if g.dim() == 2:
         return g
     if sizes is None:
-        return g.mean(tuple(range(2, g.dim())), keepdim=True).expand_as(like)
+        return g.mean(tuple(range(2, g.dim())), keepdim=True).expand_as(like).contiguous()
     if all(k == 1 for k in sizes):
         return g
     pad = [k // 2 for k in sizes]
@@ -79,10 +79,10 @@ def _box_t(g: Tensor, sizes: Sizes, like: Tensor) -> Tensor:
     return pool(g / ratio, sizes, 1, pad, count_include_pad=True)  # type: ignore[operator]
 
 
-def _sum_c(g: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(Σ_C g, Σ_C g·x) per position, a few samples at a time through a scratch buffer."""
+def _sum_c(g: Tensor, x: Tensor) -> Tensor:
+    """Σ_C g·x per position, a few samples at a time through a scratch buffer."""
     n = g.shape[0]
-    s1 = g.sum(1, keepdim=True)
+    s1 = g[:, :1]
     s2 = torch.empty_like(s1)
     per = max(1, _CHUNK // max(g[:1].numel(), 1))
     buf = scratch(1, (min(per, n), *g.shape[1:]), g.dtype, g.device)[0]
@@ -90,7 +90,7 @@ def _sum_c(g: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         b = min(a + per, n)
         prod = torch.mul(g[a:b], x[a:b], out=buf[: b - a])
         torch.sum(prod, 1, keepdim=True, out=s2[a:b])
-    return s1, s2
+    return s2
 
 
 class _AllChannels(torch.autograd.Function):
@@ -100,16 +100,17 @@ class _AllChannels(torch.autograd.Function):
         channel_dim: int, eager: Any,
     ) -> Tensor:
         xs = to_channels_first(x, channel_dim)
-        var, m = torch.var_mean(xs, 1, correction=0, keepdim=True)
+        c = xs.shape[1]
         if center:
+            m = xs.sum(1, keepdim=True).div_(c)
             a = _box(m, sum_sizes)
-            d = m - a
-            q = var.addcmul_(d, d)
+            d = m - a  # (a may be m itself)
+            y = xs - a
         else:
             a = d = None
-            q = var.addcmul_(m, m)
+            y = torch.empty_like(xs).copy_(xs)
+        q = _sum_c(y, y).div_(c)
         r = _box(q, sup_sizes).add_(sigma2).rsqrt_()
-        y = xs - a if center else torch.empty_like(xs).copy_(xs)
         y.mul_(r)
         ctx.geometry = (sum_sizes, sup_sizes, center, channel_dim, eager)
         ctx.save_for_backward(x, r, a, d)
@@ -128,13 +129,13 @@ class _AllChannels(torch.autograd.Function):
         xs = to_channels_first(x, channel_dim)
         g = to_channels_first(grad, channel_dim)
         c = xs.shape[1]
-        s1, s2 = _sum_c(g, xs)
+        s1, s2 = g.sum(1, keepdim=True), _sum_c(g, xs)
         r_bar = s2 - a * s1 if center else s2
         e_bar = r_bar.mul_(r.pow(3)).mul_(-0.5)
         alpha = _box_t(e_bar, sup_sizes, r).mul_(2.0 / c)
         if center:
             a_bar = (s1.mul_(r)).addcmul_(alpha, d, value=float(c)).neg_()
-            shift = _box_t(a_bar, sum_sizes, a).div_(c).sub_(a * alpha)
+            shift = _box_t(a_bar, sum_sizes, r).div_(c).sub_(a * alpha)
             gx = torch.addcmul(shift, xs, alpha)
         else:
             gx = xs * alpha
