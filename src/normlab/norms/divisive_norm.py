@@ -161,8 +161,7 @@ def _divisive_norm(
     }
     if sum_channels is None and sup_channels is None and weight is None and bias is None:
         shape = tuple(to_channels_first(x, channel_dim).shape)
-        spatial = len(shape) - 2
-        if not isinstance(sigma2, Tensor) and fast.supported(x, spatial):
+        if not isinstance(sigma2, Tensor) and fast.supported(x):
             sum_sizes = _sizes(sum_window, shape, layer, "sum_window") if center else None
             sup_sizes = _sizes(sup_window, shape, layer, "sup_window")
 
