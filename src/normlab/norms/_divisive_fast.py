@@ -11,7 +11,7 @@ $$ e = \mathrm{Box}_B(q), \quad r = (e + \sigma^2)^{-1/2}, \quad y = v \cdot r .
 So the forward makes one fused read of z for m and var_C z (ATen's batch-norm statistics
 kernel, one call per sample: a (C, P) sample is a batch of C rows of P "channels"; measured
 ~35x faster on CPU than ``var_mean`` over the strided C dim), small ops on the position grid,
-and the output pass y = (z − a)·r. Box means on the grid are sums of shifted slices (clipped
+and one output pass y = z·r − a·r. Box means on the grid are sums of shifted slices (clipped
 at the borders: divided by the number of units inside, a count map by the same sums).
 
 The backward, with g = ∂L/∂y, needs two per-position reductions over C, Σ g and Σ g·z (one
@@ -32,6 +32,7 @@ eager recomputation (`normlab.norms._double_backward`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -65,9 +66,17 @@ def _box_sum(t: Tensor, sizes: tuple[int, ...]) -> Tensor:
     return t
 
 
+@functools.lru_cache(maxsize=64)
+def _inverse_count_of(
+    grid: tuple[int, ...], sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    return _box_sum(torch.ones(1, 1, *grid, dtype=dtype, device=device), sizes).reciprocal_()
+
+
 def _inverse_count(like: Tensor, sizes: tuple[int, ...]) -> Tensor:
-    """1 / |field| at every position (the box clipped at the borders), shape (1, 1, *S)."""
-    return _box_sum(torch.ones_like(like[:1]), sizes).reciprocal_()
+    """1 / |field| at every position (the box clipped at the borders), shape (1, 1, *S);
+    cached per grid (never written to)."""
+    return _inverse_count_of(tuple(like.shape[2:]), sizes, like.dtype, like.device)
 
 
 def _box(t: Tensor, sizes: Sizes) -> Tensor:
@@ -146,7 +155,8 @@ class _AllChannels(torch.autograd.Function):
             a = d = None
             q = var.addcmul_(m, m)
         r = _box(q, sup_sizes).add_(sigma2).rsqrt_()
-        y = torch.sub(xs, a).mul_(r) if center else xs * r
+        # one pass, y = z·r − a·r (as ATen's group norm: y = x·scale + shift)
+        y = torch.addcmul((a * r).neg_(), xs, r) if center else xs * r
         ctx.geometry = (sum_sizes, sup_sizes, center, channel_dim, eager)
         ctx.save_for_backward(x, r, a, d)
         return from_channels_first(y, channel_dim)
