@@ -75,6 +75,39 @@ def test_learned_sigma_gets_a_gradient_and_starts_at_sqrt_eps() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"sum_window": None, "sup_window": 3},
+        {"sum_window": 3, "sup_window": None},
+        {"sum_window": (1, 3), "sup_window": (3, 1), "center": False},
+        {"sum_window": (1, 1), "sup_window": 1},
+        {"channel_dim": -1},
+    ],
+)
+def test_all_channel_fields_gradcheck(kw: dict[str, object]) -> None:
+    """The all-channel Function's analytic backward, for mixed and degenerate windows."""
+    x = make_input((2, 6, 5, 4), F64, seed=6)
+    if kw.get("channel_dim") == -1:
+        x = x.movedim(1, -1).contiguous()
+    layer = normlab.DivisiveNorm(6, dtype=F64, **kw)  # type: ignore[arg-type]
+    assert torch.autograd.gradcheck(layer, (x.requires_grad_(),))
+    for shape in ((3, 6, 7), (2, 6, 3, 4, 3), (2, 3, 8, 9)):  # 72 positions: per-sample
+        x = make_input(shape, F64, seed=7).requires_grad_()  # batch-norm kernels
+        assert torch.autograd.gradcheck(normlab.DivisiveNorm(6 if shape[1] == 6 else 3,
+                                                             dtype=F64), (x,))
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_all_channel_fields_on_a_large_grid_match_oracle(dtype: torch.dtype) -> None:
+    """Grids of >= 64 positions take per-sample batch-norm statistics; an offset mean."""
+    x = make_input((3, 5, 9, 11), F64, seed=8) * 2 + 3
+    for kw in ({}, {"sum_window": 5, "sup_window": (3, 1)}, {"center": False}):
+        y = normlab.DivisiveNorm(5, dtype=dtype, **kw)(x.to(dtype))  # type: ignore[arg-type]
+        expected = divisive_norm_ref(x, **kw)  # type: ignore[arg-type]
+        close(y.double(), expected, 1e-12 if dtype == F64 else 1e-5)
+
+
 def test_a_field_larger_than_the_input_is_a_clear_error() -> None:
     x = make_input((2, 6, 4, 2), torch.float32, seed=5)
     with pytest.raises(

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
+from normlab.norms import _divisive_fast as fast
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
 
@@ -68,28 +69,39 @@ def _box_mean(t: Tensor, dim: int, k: int) -> Tensor:
     return (cum.index_select(dim, hi) - cum.index_select(dim, lo)) / count
 
 
+def _sizes(window: Window, shape: tuple[int, ...], layer: str, name: str) -> tuple[int, ...] | None:
+    """One window size per spatial dim of a channels-first ``shape`` (None: all positions),
+    checked against the input."""
+    spatial = len(shape) - 2
+    if window is None:
+        return None
+    sizes = window if isinstance(window, tuple) else (window,) * spatial
+    if len(sizes) != spatial:
+        raise errors.InputError(
+            f"{layer}: {name}={window!r} gives {len(sizes)} spatial sizes for input with "
+            f"{spatial} spatial dims {tuple(shape[2:])}; pass an int (every dim) or one size "
+            "per dim."
+        )
+    for d, k in enumerate(sizes):
+        if k > shape[2 + d]:
+            raise errors.InputError(
+                f"{layer}: {name}={window!r} is a divisive field larger than the input: size "
+                f"{k} along spatial dim {d} of extent {shape[2 + d]} (input positions "
+                f"{tuple(shape[2:])}). Use a window of at most the input's extent, or None "
+                "for all positions."
+            )
+    return sizes
+
+
 def _field_mean(t: Tensor, channels: int | None, window: Window, layer: str, name: str) -> Tensor:
     """Mean of a channels-first ``t`` over each unit's field: ``channels`` neighbouring
     channels (None: all) times ``window`` neighbouring positions (None: all)."""
     t = t.mean(1, keepdim=True) if channels is None else _box_mean(t, 1, channels)
     spatial = t.dim() - 2
-    if window is None:
+    sizes = _sizes(window, tuple(t.shape), layer, name)
+    if sizes is None:
         return t.mean(tuple(range(2, t.dim())), keepdim=True) if spatial else t
-    sizes = window if isinstance(window, tuple) else (window,) * spatial
-    if len(sizes) != spatial:
-        raise errors.InputError(
-            f"{layer}: {name}={window!r} gives {len(sizes)} spatial sizes for input with "
-            f"{spatial} spatial dims {tuple(t.shape[2:])}; pass an int (every dim) or one size "
-            "per dim."
-        )
     for d, k in enumerate(sizes):
-        if k > t.shape[2 + d]:
-            raise errors.InputError(
-                f"{layer}: {name}={window!r} is a divisive field larger than the input: size "
-                f"{k} along spatial dim {d} of extent {t.shape[2 + d]} (input positions "
-                f"{tuple(t.shape[2:])}). Use a window of at most the input's extent, or None "
-                "for all positions."
-            )
         if k > 1:
             t = _box_mean(t, 2 + d, k)
     return t
@@ -147,6 +159,18 @@ def _divisive_norm(
         "channel_dim": channel_dim,
         "layer": layer,
     }
+    if sum_channels is None and sup_channels is None and weight is None and bias is None:
+        shape = tuple(to_channels_first(x, channel_dim).shape)
+        if not isinstance(sigma2, Tensor) and fast.supported(x):
+            sum_sizes = _sizes(sum_window, shape, layer, "sum_window") if center else None
+            sup_sizes = _sizes(sup_window, shape, layer, "sup_window")
+
+            def eager(x: Tensor) -> Tensor:
+                return _divisive_eager(x, None, None, sigma2, **fields)
+
+            return fast.divisive_all_channels(
+                x, float(sigma2), sum_sizes, sup_sizes, center, channel_dim, eager
+            )
     if sum_channels is None and sup_channels is None and weight is None:
         return _divisive_eager(x, weight, bias, sigma2, **fields)
     s2 = sigma2 if isinstance(sigma2, Tensor) else None
