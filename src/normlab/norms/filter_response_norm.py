@@ -62,7 +62,8 @@ class _FRN(Epilogue):
     float32/64 one BN-inference pass for s x + β over the whole tensor (each (n, c) row a
     "channel") and 1 clamp (elsewhere 3 chunked passes: mul, add, clamp); backward 2 for the
     mask (x·s > τ − β), 1 for dz, one fused Σ dz, Σ dz·x read, 1 for Σ dy (TLU only) and 2 for
-    ∂x (mul, then ``addcmul_`` of the per-row x term). Saved: x and r.
+    ∂x (mul, then ``addcmul_`` of the per-row x term); with the TLU, dz is built in ∂x's own
+    chunk (one chunk-sized buffer fewer in cache). Saved: x and r.
     """
 
     __slots__ = ("eps",)
@@ -113,18 +114,25 @@ class _FRN(Epilogue):
         sum_dz, sum_dzx = rows.new(n, c), rows.new(n, c)
         sum_g = rows.new(c, zero=True) if tau is not None and wanted[3] else None
         dx = torch.empty_like(rows.x3) if wanted[0] else None
-        for a, b, dxc, (xc, gc), (m,) in rows.sweep(dx, (rows.x3, grad.view_as(rows.x3)), 1):
+        sources = (rows.x3, grad.view_as(rows.x3))
+        in_dx = dx is not None and threshold is not None  # dz built in ∂x's own chunk
+        scratch = int(dx is None and threshold is not None)
+        for a, b, dxc, (xc, gc), bufs in rows.sweep(dx, sources, scratch):
+            row_scale = per_row(scale[a:b])
             dz = gc
-            if threshold is not None:
-                torch.mul(xc, per_row(scale[a:b]), out=m).gt_(threshold)
-                dz = m.mul_(gc)
+            if threshold is not None:  # dz = dy·[s x > τ − β]
+                dz = torch.mul(xc, row_scale, out=dxc if in_dx else bufs[0])
+                dz.gt_(threshold).mul_(gc)
                 if sum_g is not None:
                     sum_g += gc.sum((0, 2))
             sum_dz[a:b], sum_dzx[a:b] = sums(dz, xc)
             if dxc is None:
                 continue
-            torch.mul(dz, per_row(scale[a:b]), out=dxc).addcmul_(
-                xc, per_row(coef[a:b] * sum_dzx[a:b]))
+            if in_dx:
+                dxc.mul_(row_scale)
+            else:
+                torch.mul(dz, row_scale, out=dxc)
+            dxc.addcmul_(xc, per_row(coef[a:b] * sum_dzx[a:b]))
         d_beta = sum_dz.sum(0)
         d_eps = None
         if eps_l is not None and wanted[4]:
