@@ -91,15 +91,16 @@ class _DyT(Epilogue):
         sum_g, sum_gs, sum_hx = rows.new(n, c), rows.new(n, c), rows.new(n, c)
         dx = torch.empty_like(rows.x3) if wanted[0] else None
         sources = (rows.x3, grad.view_as(rows.x3))
-        for i, j, dxc, (xc, gc), (s,) in rows.sweep(dx, sources, 1):
-            _sigmoid_(xc, two_alpha, s)
+        # s, then h, then ∂x live in ∂x's own chunk (a scratch chunk when ∂x is not wanted)
+        for i, j, dxc, (xc, gc), bufs in rows.sweep(dx, sources, int(dx is None)):
+            s = _sigmoid_(xc, two_alpha, bufs[0] if dxc is None else dxc)
             if affine_wanted:
                 sum_g[i:j], sum_gs[i:j] = sums(gc, s)
             h = torch.ops.aten.sigmoid_backward.grad_input(gc, s, grad_input=s)  # dy·s(1 − s)
             if wanted[1]:
                 _, sum_hx[i:j] = sums(h, xc)
             if dxc is not None:
-                torch.mul(h, dx_scale, out=dxc)
+                h.mul_(dx_scale)
         d_alpha = (4 * (sum_hx.sum(0) * gamma).sum()).reshape(alpha.shape) if wanted[1] else None
         d_beta = sum_g.sum(0)
         return [
