@@ -37,7 +37,7 @@ __all__ = ["DynamicTanh", "dynamic_tanh"]
 
 
 # softplus_backward(g, x, β, θ) = g·e^{βx}/(e^{βx} + 1) = g·sigmoid(βx), or g where βx > θ.
-# Float32 only: θ = 30 lies where float32's sigmoid already rounds to 1 (from 16.7) and e^θ is
+# Float32 only: θ = 30 lies where float32's sigmoid already rounds to 1 (from 16.64) and e^θ is
 # finite (to 88.7); float64's sigmoid(30) = 1 − 9e-14 is not 1, so float64 keeps ``sigmoid_``
 _SATURATED = 30.0
 
