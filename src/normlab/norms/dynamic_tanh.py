@@ -36,6 +36,22 @@ from normlab.norms._norm_activation import (
 __all__ = ["DynamicTanh", "dynamic_tanh"]
 
 
+# softplus_backward(g, x, β, θ) = g·e^{βx}/(e^{βx} + 1) = g·sigmoid(βx), or g where βx > θ.
+# Float32 only: θ = 30 lies where float32's sigmoid already rounds to 1 (from 16.64) and e^θ is
+# finite (to 88.7); float64's sigmoid(30) = 1 − 9e-14 is not 1, so float64 keeps ``sigmoid_``
+_SATURATED = 30.0
+
+
+def _sigmoid_(x: Tensor, two_alpha: Tensor, out: Tensor) -> Tensor:
+    """out ← sigmoid(2α·x). On CPU one fused pass, the product 2α·x inside the sigmoid kernel
+    of ATen's ``softplus_backward`` (grad 1); elsewhere a multiply then ``sigmoid_``."""
+    if x.device.type != "cpu" or out.dtype != torch.float32:
+        return torch.mul(x, two_alpha, out=out).sigmoid_()
+    one = torch.ones((), dtype=x.dtype).expand_as(x)
+    return torch.ops.aten.softplus_backward.grad_input(
+        one, x, float(two_alpha), _SATURATED, grad_input=out)
+
+
 class _DyT(Epilogue):
     """DyT of a contiguous channels-first x with the analytic backward.
 
@@ -43,7 +59,7 @@ class _DyT(Epilogue):
 
     $$ ∂x = 4αγ\\,h,\\quad ∂α = 4 Σ_c γ_c Σ h x,\\quad ∂γ = Σ dy (2s − 1),\\quad ∂β = Σ dy. $$
 
-    Passes: forward 2 (s) + 2 (affine); backward 2 (s), one fused Σ dy, Σ dy·s read,
+    Passes: forward 1 (s, `_sigmoid_`) + 2 (affine); backward 1 (s), one fused Σ dy, Σ dy·s read,
     1 (h, ``sigmoid_backward``), one fused Σ h·x read, 1 (∂x). Saved: x.
     """
 
@@ -59,7 +75,7 @@ class _DyT(Epilogue):
         shift = per_row(-gamma if bias is None else bias.to(acc) - gamma)
         y = torch.empty_like(x)
         for _, _, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
-            torch.mul(xc, two_alpha, out=yc).sigmoid_().mul_(scale).add_(shift)
+            _sigmoid_(xc, two_alpha, yc).mul_(scale).add_(shift)
         return y, (), ()
 
     def backward(
@@ -75,15 +91,16 @@ class _DyT(Epilogue):
         sum_g, sum_gs, sum_hx = rows.new(n, c), rows.new(n, c), rows.new(n, c)
         dx = torch.empty_like(rows.x3) if wanted[0] else None
         sources = (rows.x3, grad.view_as(rows.x3))
-        for i, j, dxc, (xc, gc), (s,) in rows.sweep(dx, sources, 1):
-            torch.mul(xc, two_alpha, out=s).sigmoid_()
+        # s, then h, then ∂x live in ∂x's own chunk (a scratch chunk when ∂x is not wanted)
+        for i, j, dxc, (xc, gc), bufs in rows.sweep(dx, sources, int(dx is None)):
+            s = _sigmoid_(xc, two_alpha, bufs[0] if dxc is None else dxc)
             if affine_wanted:
                 sum_g[i:j], sum_gs[i:j] = sums(gc, s)
             h = torch.ops.aten.sigmoid_backward.grad_input(gc, s, grad_input=s)  # dy·s(1 − s)
             if wanted[1]:
                 _, sum_hx[i:j] = sums(h, xc)
             if dxc is not None:
-                torch.mul(h, dx_scale, out=dxc)
+                h.mul_(dx_scale)
         d_alpha = (4 * (sum_hx.sum(0) * gamma).sum()).reshape(alpha.shape) if wanted[1] else None
         d_beta = sum_g.sum(0)
         return [

@@ -24,7 +24,12 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
-from normlab.norms._base import Norm, from_channels_first, to_channels_first
+from normlab.norms._base import (
+    Norm,
+    channel_scale_shift,
+    from_channels_first,
+    to_channels_first,
+)
 from normlab.norms._chunked import Sums, per_row
 from normlab.norms._norm_activation import (
     Epilogue,
@@ -53,9 +58,12 @@ class _FRN(Epilogue):
        \\quad ∂τ = Σ dy − Σ dz,
        \\quad ∂ε_l = −\\tfrac12 \\operatorname{sign}(ε_l) Σ_{n,c} γ r^3 K, $$
 
-    since ∂r/∂x = −r³x/|S| and ∂r/∂ε = −r³/2. Passes: forward 1 read for ν² + 3 elementwise
-    (mul, add, clamp); backward 2 for the mask (x·s > τ − β), 1 for dz, one fused Σ dz, Σ dz·x
-    read, 1 for Σ dy (TLU only) and 3 for ∂x. Saved: x and r.
+    since ∂r/∂x = −r³x/|S| and ∂r/∂ε = −r³/2. Passes: forward 1 read for ν², then on CPU in
+    float32/64 one BN-inference pass for s x + β over the whole tensor (each (n, c) row a
+    "channel") and 1 clamp (elsewhere 3 chunked passes: mul, add, clamp); backward 2 for the
+    mask (x·s > τ − β), 1 for dz, one fused Σ dz, Σ dz·x read, 1 for Σ dy (TLU only) and 2 for
+    ∂x (mul, then ``addcmul_`` of the per-row x term); with the TLU, dz is built in ∂x's own
+    chunk (one chunk-sized buffer fewer in cache). Saved: x and r.
     """
 
     __slots__ = ("eps",)
@@ -72,6 +80,15 @@ class _FRN(Epilogue):
         r = (nu2 + _total_eps(self.eps, rows.cast(eps_l))).rsqrt_()
         scale = r if weight is None else r * weight.to(acc)
         beta, floor = rows.cast(bias), rows.cast(tau)
+        if not rows.low and x.device.type == "cpu":  # whole tensor: two native passes
+            shift = rows.new(rows.c, zero=True) if beta is None else beta
+            y = channel_scale_shift(
+                rows.x3.view(1, rows.n * rows.c, rows.length), scale.reshape(-1),
+                shift.repeat(rows.n),
+            )
+            if floor is not None:
+                y.view_as(rows.x3).clamp_(min=per_row(floor))
+            return y.view_as(x), (), (r,)
         y = torch.empty_like(x)
         for a, b, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
             torch.mul(xc, per_row(scale[a:b]), out=yc)
@@ -97,18 +114,25 @@ class _FRN(Epilogue):
         sum_dz, sum_dzx = rows.new(n, c), rows.new(n, c)
         sum_g = rows.new(c, zero=True) if tau is not None and wanted[3] else None
         dx = torch.empty_like(rows.x3) if wanted[0] else None
-        for a, b, dxc, (xc, gc), (m,) in rows.sweep(dx, (rows.x3, grad.view_as(rows.x3)), 1):
+        sources = (rows.x3, grad.view_as(rows.x3))
+        in_dx = dx is not None and threshold is not None  # dz built in ∂x's own chunk
+        scratch = int(dx is None and threshold is not None)
+        for a, b, dxc, (xc, gc), bufs in rows.sweep(dx, sources, scratch):
+            row_scale = per_row(scale[a:b])
             dz = gc
-            if threshold is not None:
-                torch.mul(xc, per_row(scale[a:b]), out=m).gt_(threshold)
-                dz = m.mul_(gc)
+            if threshold is not None:  # dz = dy·[s x > τ − β]
+                dz = torch.mul(xc, row_scale, out=dxc if in_dx else bufs[0])
+                dz.gt_(threshold).mul_(gc)
                 if sum_g is not None:
                     sum_g += gc.sum((0, 2))
             sum_dz[a:b], sum_dzx[a:b] = sums(dz, xc)
             if dxc is None:
                 continue
-            torch.mul(dz, per_row(scale[a:b]), out=dxc)
-            dxc.add_(torch.mul(xc, per_row(coef[a:b] * sum_dzx[a:b]), out=m))  # dz is spent
+            if in_dx:
+                dxc.mul_(row_scale)
+            else:
+                torch.mul(dz, row_scale, out=dxc)
+            dxc.addcmul_(xc, per_row(coef[a:b] * sum_dzx[a:b]))
         d_beta = sum_dz.sum(0)
         d_eps = None
         if eps_l is not None and wanted[4]:
