@@ -427,5 +427,8 @@ ENTRIES = (
         aliases=("dn", "divnorm"),
         functional=(divisive_norm,),
         exports=(divisive_l1_penalty,),
+        # a drop-in norm_layer meets maps of every size, down to 1x1: spatial fields over all
+        # positions (the class's 3x3 default is an error on maps smaller than the window)
+        defaults={"sum_window": None, "sup_window": None},
     ),
 )
