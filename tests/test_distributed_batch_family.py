@@ -44,6 +44,7 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "evo_norm_b0_cma": ("evo_norm_b0", {"momentum": None}),
     "mean_only": ("mean_only_batch_norm", {}),
     "mean_only_affine": ("mean_only_batch_norm", {"affine": True, "momentum": 0.5}),
+    "streaming": ("streaming_norm", {"window": 2, "momentum": 0.3}),
 }
 NAMES = list(CASES)
 SPLITS = [(world, sizes) for world, group in SIZES.items() for sizes in group]
