@@ -93,8 +93,10 @@ def stepper(f: Step, shape: tuple[int, ...], calls: int) -> Callable[[], float]:
     return step
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def floor_table(doc: str, candidates: Callable[[], dict[str, Step]], argv: list[str] | None) -> int:
+    """The floor benchmarks' command line: every candidate (the first is the baseline) on
+    (2, 64, 4, 4) and (16, 64, 8, 8), rotated rounds in one process, as a Markdown table."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
@@ -102,22 +104,28 @@ def main(argv: list[str] | None = None) -> int:
     start_run(args.threads)
     print("| shape | candidate | µs per step | ratio to nn.BatchNorm2d |\n|---|---|---:|---:|")
     for shape in ((2, C, 4, 4), (16, C, 8, 8)):
-        steps = {
-            "nn.BatchNorm2d": stepper(module(nn.BatchNorm2d(C)), shape, args.calls),
-            "minimal": stepper(minimal(), shape, args.calls),
-            "batched r, d": stepper(batched(), shape, args.calls),
-            "normlab.BatchRenorm": stepper(
-                module(normlab.BatchRenorm(C, warmup_steps=0, rmax_ramp_end=0, dmax_ramp_end=0)),
-                shape,
-                args.calls,
-            ),
-        }
+        steps = {name: stepper(f, shape, args.calls) for name, f in candidates().items()}
         times = rotated_rounds(steps, args.rounds, warmup=5)
-        base = times["nn.BatchNorm2d"]
+        base = next(iter(times.values()))
         for name, samples in times.items():
             ratio = statistics.median(a / b for a, b in zip(samples, base, strict=True))
             print(f"| {shape} | {name} | {1e6 * statistics.median(samples):.0f} | {ratio:.2f} |")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return floor_table(
+        __doc__,
+        lambda: {
+            "nn.BatchNorm2d": module(nn.BatchNorm2d(C)),
+            "minimal": minimal(),
+            "batched r, d": batched(),
+            "normlab.BatchRenorm": module(
+                normlab.BatchRenorm(C, warmup_steps=0, rmax_ramp_end=0, dmax_ramp_end=0)
+            ),
+        },
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -12,15 +12,11 @@ calls, not the arithmetic, sets the cost at these sizes.
 
 from __future__ import annotations
 
-import argparse
-import statistics
-
 import torch
 from torch import Tensor, nn
 
 import normlab
-from bench_classic import rotated_rounds, start_run
-from bench_renorm_floor import Step, module, stepper
+from bench_renorm_floor import Step, floor_table, module
 
 C = 64
 EPS, MOMENTUM = 1e-5, 0.1
@@ -52,25 +48,15 @@ def minimal() -> Step:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=31)
-    parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    start_run(args.threads)
-    print("| shape | candidate | µs per step | ratio to nn.BatchNorm2d |\n|---|---|---:|---:|")
-    for shape in ((2, C, 4, 4), (16, C, 8, 8)):
-        steps = {
-            "nn.BatchNorm2d": stepper(module(nn.BatchNorm2d(C)), shape, args.calls),
-            "minimal composition": stepper(minimal(), shape, args.calls),
-            "normlab.SwitchableNorm": stepper(module(normlab.SwitchableNorm(C)), shape, args.calls),
-        }
-        times = rotated_rounds(steps, args.rounds, warmup=5)
-        base = times["nn.BatchNorm2d"]
-        for name, samples in times.items():
-            ratio = statistics.median(a / b for a, b in zip(samples, base, strict=True))
-            print(f"| {shape} | {name} | {1e6 * statistics.median(samples):.0f} | {ratio:.2f} |")
-    return 0
+    return floor_table(
+        __doc__,
+        lambda: {
+            "nn.BatchNorm2d": module(nn.BatchNorm2d(C)),
+            "minimal composition": minimal(),
+            "normlab.SwitchableNorm": module(normlab.SwitchableNorm(C)),
+        },
+        argv,
+    )
 
 
 if __name__ == "__main__":
