@@ -79,16 +79,18 @@ def module(layer: nn.Module) -> Step:
     return lambda x: (layer(x), list(layer.parameters()))
 
 
-def stepper(f: Step, shape: tuple[int, ...], calls: int) -> Callable[[], float]:
+def stepper(
+    f: Step, shape: tuple[int, ...], calls: int, clock: Callable[[], float] = time.perf_counter
+) -> Callable[[], float]:
     x = torch.randn(shape).requires_grad_()
     grad_out = torch.randn(shape)
 
     def step() -> float:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(calls):
             y, params = f(x)
             torch.autograd.grad(y, [x, *params], grad_out)
-        return (time.perf_counter() - start) / calls
+        return (clock() - start) / calls
 
     return step
 
@@ -100,11 +102,14 @@ def floor_table(doc: str, candidates: Callable[[], dict[str, Step]], argv: list[
     parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with process_time (robust to other processes; use --threads 1)")
     args = parser.parse_args(argv)
     start_run(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     print("| shape | candidate | µs per step | ratio to nn.BatchNorm2d |\n|---|---|---:|---:|")
     for shape in ((2, C, 4, 4), (16, C, 8, 8)):
-        steps = {name: stepper(f, shape, args.calls) for name, f in candidates().items()}
+        steps = {name: stepper(f, shape, args.calls, clock) for name, f in candidates().items()}
         times = rotated_rounds(steps, args.rounds, warmup=5)
         base = next(iter(times.values()))
         for name, samples in times.items():
