@@ -229,6 +229,21 @@ def test_nonfinite_batch_leaves_buffers_unchanged(case: Case, bad: float) -> Non
     assert _tracked(m) in (None, tracked)
 
 
+@running_cases
+def test_batch_whose_variance_overflows_leaves_buffers_unchanged(case: Case) -> None:
+    """Every value finite, yet σ² ≈ 9e38 overflows float32: the guard must see the variance,
+    not only the input. The batch's values are ±3e19 (so each mean stays finite)."""
+    m = case.make().train()
+    first, source = (x.float() for x in _batches(case, 2))
+    m(first)
+    before = snapshot(m)
+    huge = torch.where(source >= 0, 3e19, -3e19).float()
+    assert torch.isfinite(huge).all()
+    with torch.no_grad():
+        m(huge)
+    assert_state_equal(snapshot(m), before)
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_empty_batch(case: Case, training: bool) -> None:
