@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from catalogue import keeps_bn_statistics, small_spec, statistics_kind
 import normlab
+from catalogue import keeps_bn_statistics, small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.norms import FrozenBatchNorm, GroupNorm, LayerNorm, VirtualBatchNorm
 from normlab.norms.virtual_batch_norm import reference_pass
