@@ -302,7 +302,8 @@ def test_default_schedule_is_the_papers() -> None:
 
 
 @pytest.mark.parametrize(
-    "schedule", [(0, 0, 0), (3, 3, 3), (2, 6, 4), (0, 5, 0)], ids=lambda s: "-".join(map(str, s))
+    "schedule", [(0, 0, 0), (3, 3, 3), (2, 6, 4), (0, 5, 0), (0, 0, 5), (2, 2, 6), (2, 6, 2)],
+    ids=lambda s: "-".join(map(str, s)),  # also each limit ramped while the other is a step
 )
 def test_schedule_drives_the_forward(schedule: tuple[int, int, int]) -> None:
     """Each training step t clips with the schedule's limits at t (steps already taken)."""
@@ -526,7 +527,8 @@ def test_registry_and_repr() -> None:
         assert part in text, text
 
 
-@pytest.mark.parametrize("schedule", [(5000, 40000, 25000), (3, 3, 3), (2, 6, 4), (0, 5, 0)])
+@pytest.mark.parametrize("schedule", [(5000, 40000, 25000), (3, 3, 3), (2, 6, 4), (0, 5, 0),
+                                      (0, 0, 5), (2, 2, 6)])
 def test_schedule_from_an_int_step_equals_the_tensor_one(schedule: tuple[int, int, int]) -> None:
     """clip_limits reads the step count on the CPU (Python floats); accelerators and
     torch.compile keep the 0-dim tensor path: both give the same float64 limits, bit for bit."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 from collections.abc import Iterable, Sequence
 
 __all__ = [
@@ -86,12 +87,16 @@ def check_momentum(momentum: object) -> float | None:
 
 
 def check_channel_dim(channel_dim: object) -> int:
-    if channel_dim not in (1, -1) or isinstance(channel_dim, bool):
+    try:
+        index = operator.index(channel_dim)  # type: ignore[arg-type]  # ints, not 1.0 or "1"
+    except TypeError:
+        index = None
+    if index not in (1, -1) or isinstance(channel_dim, bool):
         raise ConfigError(
             f"channel_dim must be 1 (input (N, C, *S)) or -1 (input (N, *S, C)); "
             f"got {channel_dim!r}."
         )
-    return int(channel_dim)  # type: ignore[call-overload]  # checked above: 1 or -1
+    return int(index)  # type: ignore[arg-type]  # checked above: 1 or -1
 
 
 def check_groups(
@@ -125,13 +130,22 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def check_input(layer: str, x: object, num_features: int, channel_dim: int) -> None:
-    """Check rank, dtype and channel count of a forward input."""
+def channels_of(*per_channel: object) -> int | None:
+    """The channel count the first given per-channel tensor implies (None when none is given:
+    a functional form without weights or statistics accepts any number of channels)."""
+    for t in per_channel:
+        if t is not None:
+            return int(t.shape[0])  # type: ignore[attr-defined]
+    return None
+
+
+def check_input(layer: str, x: object, num_features: int | None, channel_dim: int) -> None:
+    """Check rank, dtype and (unless ``num_features`` is None) channel count of an input."""
     import torch
 
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{layer} expected a torch.Tensor input; got {type(x).__name__}.")
-    expected = _expected_shape(num_features, channel_dim)
+    expected = _expected_shape("C" if num_features is None else num_features, channel_dim)
     if x.dim() < 2:
         raise InputError(
             f"{layer} expected input of shape {expected} (rank >= 2); got "
@@ -142,7 +156,7 @@ def check_input(layer: str, x: object, num_features: int, channel_dim: int) -> N
             f"{layer} expected a floating-point input; got dtype {x.dtype}. Convert it "
             "first, e.g. x.float()."
         )
-    if x.shape[channel_dim] != num_features:
+    if num_features is not None and x.shape[channel_dim] != num_features:
         other = -1 if channel_dim == 1 else 1
         hint = (
             f" For channels-{'last' if other == -1 else 'first'} input pass channel_dim={other}."
@@ -155,7 +169,7 @@ def check_input(layer: str, x: object, num_features: int, channel_dim: int) -> N
         )
 
 
-def _expected_shape(num_features: int, channel_dim: int) -> str:
+def _expected_shape(num_features: int | str, channel_dim: int) -> str:
     return f"(N, {num_features}, *S)" if channel_dim == 1 else f"(N, *S, {num_features})"
 
 

@@ -24,8 +24,7 @@ def sample_rms_norm(
     $$ y = \gamma \frac{x}{\sqrt{\tfrac{1}{C|S|}\sum_{c, s} x_{c,s}^2 + \epsilon}} $$
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    channels = x.shape[channel_dim] if weight is None else weight.shape[0]
-    errors.check_input("sample_rms_norm", x, channels, channel_dim)
+    errors.check_input("sample_rms_norm", x, errors.channels_of(weight), channel_dim)
     first = to_channels_first(x, channel_dim)
     acc = first.to(accumulation_dtype(x.dtype))
     mean_square = acc.square().mean(tuple(range(1, x.dim())), keepdim=True)

@@ -126,8 +126,8 @@ def check_functional(
     channel_dim = errors.check_channel_dim(channel_dim)
     eps = errors.check_eps(eps)
     known = next((t for t in params.values() if t is not None), None)
-    c = x.shape[channel_dim] if known is None or not isinstance(x, Tensor) else known.shape[0]
-    errors.check_input(layer, x, c, channel_dim)
+    errors.check_input(layer, x, errors.channels_of(known), channel_dim)
+    c = x.shape[channel_dim]
     for name, t in params.items():
         if t is not None and tuple(t.shape) != (c,):
             raise errors.per_channel_shape(layer, name, tuple(t.shape), c)

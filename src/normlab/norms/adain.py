@@ -236,7 +236,7 @@ def adain_from_stats(
     layer = "adain_from_stats"
     channel_dim = errors.check_channel_dim(channel_dim)
     eps, alpha = errors.check_eps(eps), _check_alpha(alpha)
-    errors.check_input(layer, content, content.shape[channel_dim], channel_dim)
+    errors.check_input(layer, content, None, channel_dim)
     xc = to_channels_first(content, channel_dim)
     c = xc.shape[1]
     for name, t in (("style_mean", style_mean), ("style_std", style_std)):
@@ -288,7 +288,7 @@ def adain(
     layer = "adain"
     channel_dim = errors.check_channel_dim(channel_dim)
     eps, alpha = errors.check_eps(eps), _check_alpha(alpha)
-    errors.check_input(layer, content, content.shape[channel_dim], channel_dim)
+    errors.check_input(layer, content, None, channel_dim)
     xc = to_channels_first(content, channel_dim)
     check_set_size(layer, axes_lib.INSTANCE, xc, 1)
     content_mask = _to_first(content_mask, content.dim(), channel_dim)

@@ -93,8 +93,7 @@ def batch_norm(
                 [ 1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    c = (running_mean if running_mean is not None else weight)
-    errors.check_input("batch_norm", x, x.shape[channel_dim] if c is None else c.shape[0],
+    errors.check_input("batch_norm", x, errors.channels_of(running_mean, weight, bias),
                        channel_dim)
     if (running_mean is None) != (running_var is None):
         raise errors.InputError(

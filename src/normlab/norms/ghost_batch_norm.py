@@ -328,8 +328,7 @@ def ghost_batch_norm(
     ghost_batch_size = check_ghost_batch_size(ghost_batch_size)
     split = check_split(split)
     eps = errors.check_eps(eps)
-    c = running_mean if running_mean is not None else weight
-    errors.check_input("ghost_batch_norm", x, x.shape[channel_dim] if c is None else c.shape[0],
+    errors.check_input("ghost_batch_norm", x, errors.channels_of(running_mean, weight, bias),
                        channel_dim)
     if (running_mean is None) != (running_var is None):
         raise errors.InputError(

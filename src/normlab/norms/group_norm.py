@@ -39,8 +39,7 @@ def group_norm(
         tensor([[-1.,  1., -1.,  1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    errors.check_input("group_norm", x, x.shape[channel_dim] if weight is None
-                       else weight.shape[0], channel_dim)
+    errors.check_input("group_norm", x, errors.channels_of(weight, bias), channel_dim)
     errors.check_groups(x.shape[channel_dim], num_groups, None)
     xc = to_channels_first(x, channel_dim)
     check_set_size("group_norm", axes_lib.group(num_groups), xc, 1)

@@ -74,8 +74,8 @@ def instance_norm(
         tensor([[[-1.,  1.]]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    errors.check_input("instance_norm", x, x.shape[channel_dim] if weight is None
-                       else weight.shape[0], channel_dim)
+    errors.check_input("instance_norm", x,
+                       errors.channels_of(weight, bias, running_mean, running_var), channel_dim)
     if not use_input_stats and (running_mean is None or running_var is None):
         raise errors.InputError(
             "instance_norm: use_input_stats=False needs running_mean and running_var; "

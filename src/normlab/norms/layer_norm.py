@@ -65,8 +65,7 @@ def layer_norm(
         tensor([[-1.,  1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    errors.check_input("layer_norm", x, x.shape[channel_dim] if weight is None
-                       else weight.shape[0], channel_dim)
+    errors.check_input("layer_norm", x, errors.channels_of(weight, bias), channel_dim)
     axes = axes_lib.POSITION if per_position else axes_lib.LAYER
     check_set_size("layer_norm", axes, x, channel_dim)
     return _layer_norm(x, weight, bias, eps, per_position, channel_dim)

@@ -242,7 +242,7 @@ def lp_norm(
     channel_dim = errors.check_channel_dim(channel_dim)
     p, eps = check_p(p), errors.check_eps(eps)
     errors.check_input(
-        "lp_norm", x, x.shape[channel_dim] if weight is None else weight.shape[0], channel_dim
+        "lp_norm", x, errors.channels_of(weight, bias), channel_dim
     )
     axes = resolve_over(over, num_groups, x.shape[channel_dim])
     xc = to_channels_first(x, channel_dim)

@@ -94,7 +94,7 @@ def mean_only_batch_norm(
     errors.check_input(
         "mean_only_batch_norm",
         x,
-        x.shape[channel_dim] if known is None else known.shape[0],
+        errors.channels_of(known),
         channel_dim,
     )
     use_batch = training or running_mean is None

@@ -95,8 +95,7 @@ def rms_norm(
     """
     channel_dim = errors.check_channel_dim(channel_dim)
     eps = errors.check_optional_eps(eps)
-    errors.check_input("rms_norm", x, x.shape[channel_dim] if weight is None
-                       else weight.shape[0], channel_dim)
+    errors.check_input("rms_norm", x, errors.channels_of(weight), channel_dim)
     return _rms_norm(x, weight, eps, channel_dim)
 
 

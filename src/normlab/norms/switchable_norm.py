@@ -260,7 +260,7 @@ def switchable_norm(
     channel_dim = errors.check_channel_dim(channel_dim)
     known = next((t for t in (running_mean, weight, bias) if t is not None), None)
     errors.check_input(
-        "switchable_norm", x, x.shape[channel_dim] if known is None else known.shape[0],
+        "switchable_norm", x, errors.channels_of(known),
         channel_dim,
     )
     for name, logits in (("mean_weight", mean_weight), ("var_weight", var_weight)):
