@@ -344,3 +344,30 @@ def test_negative_counter_is_refused_and_nothing_is_loaded() -> None:
     with pytest.raises(NormlabError, match=r"num_batches_tracked.*negative \(-1\)"):
         layer.load_state_dict(state)
     assert_state_equal(snapshot(layer), before)
+
+
+# -- activation checkpointing ----------------------------------------------------------------
+
+
+@running_cases
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_checkpoint_recompute_updates_stats_once(case: Case, reentrant: bool) -> None:
+    """torch.utils.checkpoint runs the forward again inside backward: the running statistics
+    (and the counter) must move once per training step, and the gradients must be those of
+    the step as it ran (pytorch#96136)."""
+    from torch.utils.checkpoint import checkpoint
+
+    plain, wrapped = case.make(dtype=F64).train(), case.make(dtype=F64).train()
+    randomize_(plain, seed=3)
+    wrapped.load_state_dict(plain.state_dict())
+    for step, x in enumerate(_batches(case, 3)):
+        grad = torch.randn_like(x)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        plain(xa).backward(grad)
+        checkpoint(wrapped, xb, use_reentrant=reentrant).backward(grad)
+        assert_state_equal(snapshot(wrapped), snapshot(plain))
+        if plain.training_reads_running_stats:
+            continue  # a documented limit: the recompute reads this step's updated statistics
+        close(xb.grad, xa.grad, 1e-12, msg=f"input gradient, step {step}")
+        for (name, p), q in zip(plain.named_parameters(), wrapped.parameters(), strict=True):
+            close(q.grad, p.grad, 1e-12, msg=f"{name}.grad, step {step}")

@@ -99,6 +99,14 @@ def _step_now(num_batches_tracked: Tensor | None, momentum: float | None) -> flo
     return _factor_now(num_batches_tracked, momentum)
 
 
+def recomputing() -> bool:
+    """True while a forward runs inside a backward pass: ``torch.utils.checkpoint`` (reentrant
+    or not) recomputing a checkpointed segment. That forward already ran and already updated
+    the running statistics; updating them again would count the batch twice (pytorch#96136).
+    """
+    return torch._C._current_graph_task_id() != -1
+
+
 def update_running_ema_(
     buffers: Sequence[Tensor],
     targets: Sequence[Tensor],
@@ -112,6 +120,8 @@ def update_running_ema_(
     ``watch``: one tensor whose finiteness decides for the batch, when the caller holds one
     cheaper to check than all the targets (BatchNorm: the targets are its two rows).
     """
+    if recomputing():
+        return
     # no torch.no_grad() here (entering it costs more than the update): a target that
     # carries autograd history is detached instead, so no buffer ever joins a graph
     targets = [t.detach() if t.requires_grad else t for t in targets]
@@ -152,16 +162,25 @@ def update_by_kernel_(
     BatchNorm training call costs three small ATen calls beyond torch.nn's own.
     """
     backup = torch.stack(tuple(buffers))
+    if recomputing():
+        try:  # checkpoint's recompute may stop inside the kernel (it raises to end early)
+            return kernel(_factor_now(num_batches_tracked, momentum, t=1))
+        finally:
+            _restore(buffers, backup)
     out = kernel(_factor_now(num_batches_tracked, momentum, t=1))
     if _finite_now((buffers[watch],)):
         if num_batches_tracked is not None:
             num_batches_tracked.add_(1)
     else:
-        # through .data: the kernel's autograd node saved these buffers (it reads them only
-        # in eval mode), and a version bump would fail its backward for nothing
-        for b, old in zip(buffers, backup, strict=True):
-            b.data.copy_(old)
+        _restore(buffers, backup)
     return out
+
+
+def _restore(buffers: Sequence[Tensor], backup: Tensor) -> None:
+    # through .data: the kernel's autograd node saved these buffers (it reads them only in
+    # eval mode), and a version bump would fail its backward for nothing
+    for b, old in zip(buffers, backup, strict=True):
+        b.data.copy_(old)
 
 
 @torch.no_grad()
@@ -179,6 +198,8 @@ def update_running_(
     a float on the CPU, a 0-dim tensor elsewhere) and returns the new value of each buffer;
     it must not write them.
     """
+    if recomputing():
+        return
     if _eager_cpu(buffers[0]):
         if _finite_now(watch):
             factor = _step_now(num_batches_tracked, momentum)

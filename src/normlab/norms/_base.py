@@ -154,6 +154,12 @@ class Norm(nn.Module):
     eval_is_batch_norm: ClassVar[bool] = False
     #: True when the layer's training forward honours ``moments_reducer`` (`normlab.sync`).
     supports_sync: ClassVar[bool] = False
+    #: True when the training output reads the running statistics (Batch Renorm's r and d,
+    #: StreamingNorm's long-term mix). Under ``torch.utils.checkpoint`` the recomputed forward
+    #: then sees the statistics after this step's update (every layer updates them once, see
+    #: `normlab.core.running.recomputing`), so its gradients are those of the next step's
+    #: function: a difference of order momentum. Checkpoint such layers outside the segment.
+    training_reads_running_stats: ClassVar[bool] = False
     #: Set by `normlab.sync`: merges this replica's batch moments with the other replicas'
     #: (exactly, differentiably); None computes them from the local batch alone.
     moments_reducer: Callable[[Moments], Moments] | None = None

@@ -414,6 +414,7 @@ class BatchRenorm(Norm):
     running_stats = "batch_biased"  # μ and σ² − ε with σ the moving std: its own law
     eval_is_batch_norm = True
     supports_sync = True
+    training_reads_running_stats = True
 
     # The paper's schedule (warm-up 5k, d_max at 25k, r_max at 40k of ~125k steps), scaled to a run
     training_hooks = TrainingHooks(

@@ -226,6 +226,7 @@ class StreamingNorm(Norm):
     #: biased variance under this method's own law (an EMA of every step's batch statistics)
     running_stats = "batch_biased"
     supports_sync = True
+    training_reads_running_stats = True
     short_mean: Tensor
     short_var: Tensor
     short_steps: Tensor
