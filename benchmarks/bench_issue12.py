@@ -8,19 +8,23 @@ per-round ratio candidate / GroupNorm, so that machine load hits every candidate
 bytes: the distinct storages autograd keeps for backward (saved_tensors_hooks; the input itself
 included), over the input's bytes. NormLSTM: sequence-first (T, N, I) input, one layer, the sum
 of the outputs backpropagated. With ``--threads 1`` the clock is ``time.process_time`` (robust to
-other processes on the machine), otherwise wall time. ``--floors`` adds the cost of one pass of
+other processes on the machine), otherwise wall time; ``--keep-heap`` stops glibc from
+returning freed tensors to the kernel (page faults otherwise land on whichever candidate runs
+after a trim). ``--floors`` adds the cost of one pass of
 single ATen kernels on the same tensor (what the slower methods are made of).
 
 Targets (issue 12): each layer <= 1.5x GroupNorm (DynamicTanh <= 1.0x), saved <= 1.5x the input;
 NormLSTM <= 3x nn.LSTM.
 
     PYTHONPATH=src python benchmarks/bench_issue12.py [--threads 2] [--rounds 31] [--floors]
-        [--lstm-rounds 15] [--chunk 524288] [--save]
+        [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 import statistics
 import time
@@ -32,12 +36,14 @@ from torch import Tensor, nn
 
 import normlab.norms._chunked as chunked
 from bench_classic import rotated_rounds, start_run, write_results
+from normlab.core import axes as axes_lib
+from normlab.norms import _batch_affine
 from normlab.norms.adain import AdaIN
-from normlab.norms.divisive_norm import DivisiveNorm
+from normlab.norms.divisive_norm import DivisiveNorm, _divisive_eager
 from normlab.norms.dynamic_tanh import DynamicTanh
-from normlab.norms.filter_response_norm import FilterResponseNorm
-from normlab.norms.lp_norm import LpNorm
-from normlab.norms.streaming_norm import StreamingNorm
+from normlab.norms.filter_response_norm import FilterResponseNorm, frn_composed
+from normlab.norms.lp_norm import LpNorm, _lp_reference_forward
+from normlab.norms.streaming_norm import StreamingNorm, _BatchStats
 from normlab.rnn import NormLSTM
 
 SHAPE = (32, 64, 32, 32)
@@ -199,6 +205,88 @@ def floor_kernels(x: Tensor, dy: Tensor) -> dict[str, Callable[[], object]]:
     }
 
 
+def compositions(x: Tensor) -> dict[str, tuple[Callable[..., Tensor], list[Tensor]]]:
+    """Other ways to compute the slower layers (forward + backward by autograd): each a function
+    of (x, *params) and its parameters, timed like the layers."""
+    n, c = x.shape[:2]
+    ones, zeros = torch.ones(c), torch.zeros(c)
+
+    def leaf(t: Tensor) -> Tensor:
+        return (t + 0.1 * torch.randn_like(t)).requires_grad_()
+
+    def row(t: Tensor) -> Tensor:
+        return t.view(1, -1, 1, 1)
+
+    def rms_frn(x: Tensor, w: Tensor, b: Tensor, tau: Tensor | None = None) -> Tensor:
+        z = torch.nn.functional.rms_norm(x.view(n, c, -1), (x[0, 0].numel(),), eps=1e-6)
+        y = torch.addcmul(row(b), z.view(x.shape), row(w))
+        return y if tau is None else torch.maximum(y, row(tau))
+
+    mods = StreamingNorm(c)
+    stats = _BatchStats((mods.running_mean, mods.running_var, mods.short_mean, mods.short_var,
+                         mods.short_steps, mods.num_batches_tracked),
+                        {"alpha": 0.5, "momentum": 0.1, "window": 8})
+    fields = {"sum_window": 3, "sup_window": 3, "sum_channels": None, "sup_channels": None,
+              "center": True, "channel_dim": 1, "layer": "DivisiveNorm"}
+    return {
+        "DyT: w·tanh(a·x) + b (autograd)": (
+            lambda x, a, w, b: torch.addcmul(row(b), torch.tanh(a * x), row(w)),
+            [leaf(torch.full((1,), 0.5)), leaf(ones), leaf(zeros)]),
+        "DyT: 2w·sigmoid(2a·x) + (b − w) (autograd)": (
+            lambda x, a, w, b: torch.addcmul(row(b - w), torch.sigmoid(2 * a * x), row(2 * w)),
+            [leaf(torch.full((1,), 0.5)), leaf(ones), leaf(zeros)]),
+        "FRN + TLU: frn_composed (autograd)": (
+            lambda x, w, b, t: frn_composed(x, w, b, t, 1e-6),
+            [leaf(ones), leaf(zeros), leaf(zeros)]),
+        "FRN + TLU: F.rms_norm per (n, c), affine, maximum (autograd)": (
+            rms_frn, [leaf(ones), leaf(zeros), leaf(zeros)]),
+        "FRN: frn_composed (autograd)": (
+            lambda x, w, b: frn_composed(x, w, b, None, 1e-6), [leaf(ones), leaf(zeros)]),
+        "FRN: F.rms_norm per (n, c), affine (autograd)": (
+            rms_frn, [leaf(ones), leaf(zeros)]),
+        "LpNorm p=1: eager reference (autograd)": (
+            lambda x, w, b: _lp_reference_forward(x, w, b, 1.0, 1e-5, axes_lib.LAYER, True),
+            [leaf(ones), leaf(zeros)]),
+        "LpNorm p=1: (x − μ)/mean|x − μ| over (C, H, W) (autograd)": (
+            lambda x, w, b: torch.addcmul(
+                row(b), (t := x - x.mean((1, 2, 3), keepdim=True))
+                / (t.abs().mean((1, 2, 3), keepdim=True) + 1e-5), row(w)),
+            [leaf(ones), leaf(zeros)]),
+        "StreamingNorm: eager moments + mixture (autograd)": (
+            lambda x, w, b: _batch_affine.eager(x, w, b, stats, 1e-5),
+            [leaf(ones), leaf(zeros)]),
+        "StreamingNorm's pass count: F.batch_norm, training (native)": (
+            lambda x, w, b: torch.nn.functional.batch_norm(x, None, None, w, b, True),
+            [leaf(ones), leaf(zeros)]),
+        "DivisiveNorm: eager composition (autograd)": (
+            lambda x, w, b: _divisive_eager(x, w, b, 0.25, **fields),
+            [leaf(ones), leaf(zeros)]),
+    }
+
+
+def composition_table(args: argparse.Namespace) -> list[str]:
+    now = clock(args.threads)
+    x = torch.randn(SHAPE, requires_grad=True)
+    dy = torch.randn(SHAPE)
+    base = nn.GroupNorm(32, SHAPE[1])
+    steps = {BASE: layer_step(base, x, dy, now)}
+    for name, (f, params) in compositions(x).items():
+        def step(f: Callable[..., Tensor] = f, params: list[Tensor] = params) -> float:
+            start = now()
+            torch.autograd.grad(f(x, *params), [x, *params], dy)
+            return now() - start
+
+        steps[name] = step
+    times = rotated_rounds(steps, args.rounds, warmup=2)
+    ratio = ratios(times, BASE)
+    lines = ["Other compositions of the layers (forward + backward, same input and rounds):", "",
+             "| composition | median ms | ratio to GroupNorm |", "|---|---:|---:|"]
+    for name in steps:
+        lines.append(f"| {name} | {1e3 * statistics.median(times[name]):.2f} | "
+                     f"{ratio[name]:.2f} |")
+    return lines
+
+
 def floor_table(args: argparse.Namespace) -> list[str]:
     now = clock(args.threads)
     x, dy = torch.randn(SHAPE), torch.randn(SHAPE)
@@ -224,6 +312,17 @@ def floor_table(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def keep_heap() -> None:
+    """glibc malloc: serve every full-size tensor from a heap that is never trimmed, so that
+    steps stop paying page faults for memory the previous candidate returned to the kernel
+    (which candidate pays them depends on the rotation order, not on the layer)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 << 20)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
@@ -234,13 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=chunked.CHUNK_ELEMENTS,
                    help="elements per chunk of the chunked passes (normlab.norms._chunked)")
     p.add_argument("--no-lstm", action="store_true")
-    p.add_argument("--floors", action="store_true", help="also time single ATen kernels")
+    p.add_argument("--floors", action="store_true",
+                   help="also time single ATen kernels and other compositions of the layers")
+    p.add_argument("--keep-heap", action="store_true",
+                   help="glibc mallopt: no trimming, no mmap for tensors (no page-fault noise)")
     p.add_argument("--save", action="store_true", help="write benchmarks/results/issue12.md")
     a = p.parse_args(argv)
+    if a.keep_heap:
+        keep_heap()
     chunked.CHUNK_ELEMENTS = a.chunk
     load = start_run(a.threads)
     print(f"{a.threads} thread(s), clock {'process_time' if a.threads == 1 else 'wall'}, "
-          f"load {load:.2f}", flush=True)
+          f"load {load:.2f}{', heap kept' if a.keep_heap else ''}", flush=True)
     lines = layer_table(a)
     print("\n".join(lines), flush=True)
     if not a.no_lstm:
@@ -248,14 +352,16 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + "\n".join(part), flush=True)
         lines += ["", *part]
     if a.floors:
-        part = floor_table(a)
-        print("\n" + "\n".join(part), flush=True)
-        lines += ["", *part]
+        for table in (floor_table, composition_table):
+            part = table(a)
+            print("\n" + "\n".join(part), flush=True)
+            lines += ["", *part]
     if a.save:
         setup = (f"{SHAPE} fp32, training mode, forward + backward (input and parameter "
                  f"gradients), {a.rounds} rotated rounds ({a.lstm_rounds} for the LSTMs), ratio "
                  f"= median of per-round ratios; clock "
-                 f"{'process_time' if a.threads == 1 else 'wall'}; pid {os.getpid()}")
+                 f"{'process_time' if a.threads == 1 else 'wall'}"
+                 f"{'; glibc heap kept (--keep-heap)' if a.keep_heap else ''}; pid {os.getpid()}")
         write_results(RESULTS, "Issue 12: activation normalizers and NormLSTM", setup, lines,
                       load)
     return 0
