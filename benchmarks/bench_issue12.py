@@ -17,7 +17,7 @@ Targets (issue 12): each layer <= 1.5x GroupNorm (DynamicTanh <= 1.0x), saved <=
 NormLSTM <= 3x nn.LSTM.
 
     PYTHONPATH=src python benchmarks/bench_issue12.py [--threads 2] [--rounds 31] [--floors]
-        [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save]
+        [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save | --append]
 """
 
 from __future__ import annotations
@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-heap", action="store_true",
                    help="glibc mallopt: no trimming, no mmap for tensors (no page-fault noise)")
     p.add_argument("--save", action="store_true", help="write benchmarks/results/issue12.md")
+    p.add_argument("--append", action="store_true",
+                   help="add this run to benchmarks/results/issue12.md, below the earlier ones")
     a = p.parse_args(argv)
     if a.keep_heap:
         keep_heap()
@@ -356,14 +358,19 @@ def main(argv: list[str] | None = None) -> int:
             part = table(a)
             print("\n" + "\n".join(part), flush=True)
             lines += ["", *part]
-    if a.save:
+    if a.save or a.append:
         setup = (f"{SHAPE} fp32, training mode, forward + backward (input and parameter "
                  f"gradients), {a.rounds} rotated rounds ({a.lstm_rounds} for the LSTMs), ratio "
                  f"= median of per-round ratios; clock "
                  f"{'process_time' if a.threads == 1 else 'wall'}"
                  f"{'; glibc heap kept (--keep-heap)' if a.keep_heap else ''}; pid {os.getpid()}")
-        write_results(RESULTS, "Issue 12: activation normalizers and NormLSTM", setup, lines,
-                      load)
+        title = "Issue 12: activation normalizers and NormLSTM"
+        if a.append and RESULTS.exists():  # one more run under the file's earlier ones
+            earlier = RESULTS.read_text()
+            write_results(RESULTS, title, setup, lines, load)
+            RESULTS.write_text(earlier + "\n---\n\n" + RESULTS.read_text().replace("# ", "## ", 1))
+        else:
+            write_results(RESULTS, title, setup, lines, load)
     return 0
 
 
