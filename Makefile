@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_per_call.py --save
 	$(BIN)/python benchmarks/bench_resnet_step.py
 	$(BIN)/python benchmarks/bench_reparam.py --save
+	$(BIN)/python benchmarks/bench_issue12.py --save
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -7,9 +7,11 @@ $$ y = x\\,A_c + B_c, \\quad A = \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}},
    B = \\beta - \\mu A. $$
 
 Forward: the batch moments in one read (`batch_moments`, exact two-pass merge of per-(n, c)
-moments), y in one BN-inference pass. Backward: per-(n, c) Σdy and Σdy·x in one read
-(`Sums`), so ∂L/∂A_c = Σdy·x and ∂L/∂B_c = Σdy; the C-sized graph of F gives ∂L/∂μ_B,
-∂L/∂σ²_B (and ∂L/∂γ, ∂L/∂β); with ∂μ_B/∂x = 1/M and ∂σ²_B/∂x = 2(x − μ_B)/M (biased σ²_B),
+moments), y in one BN-inference pass, written into the statistics kernel's spare x̂ buffer.
+Backward: per-(n, c) Σdy and Σdy·x in one read (`Sums`), so ∂L/∂A_c = Σdy·x and
+∂L/∂B_c = Σdy; F's vector-Jacobian product (``stats.vjp`` when F carries one, else autograd
+through the C-sized graph of F) gives ∂L/∂μ_B, ∂L/∂σ²_B (and ∂L/∂γ, ∂L/∂β); with
+∂μ_B/∂x = 1/M and ∂σ²_B/∂x = 2(x − μ_B)/M (biased σ²_B),
 
 $$ \\frac{\\partial L}{\\partial x} = dy\\,A + x\\,P + Q, \\quad
    P = \\frac{2}{M}\\frac{\\partial L}{\\partial \\sigma^2_B}, \\quad
@@ -32,7 +34,7 @@ from normlab.core.moments import Moments
 from normlab.norms._base import channel_scale_shift, dense, in_layout, normalize_by_moments
 from normlab.norms._chunked import Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
-from normlab.norms._per_instance import batch_moments
+from normlab.norms._per_instance import batch_moments_and_scratch
 
 Optional = Tensor | None
 Stats = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -50,6 +52,22 @@ def _coefficients(
     return scale, shift if bias is None else shift + bias
 
 
+def _analytic_vjp(
+    stats: Any, mean_b: Tensor, var_b: Tensor, saved: tuple[Tensor, ...], weight: Optional,
+    sum_dy: Tensor, sum_dyx: Tensor,
+) -> tuple[Tensor, Tensor, Optional, Tensor]:
+    """(∂L/∂μ_B, ∂L/∂σ²_B, ∂L/∂γ, ∂L/∂β) from the per-channel Σdy·x = ∂L/∂A and Σdy = ∂L/∂B,
+    written out: with r = (σ² + ε)^(-1/2), A = γr, B = β − μA,
+    ∂L/∂μ = −A Σdy, ∂L/∂σ² = −½ A r² (Σdy·x − μ Σdy), ∂L/∂γ = r (Σdy·x − μ Σdy); then
+    ``stats.vjp`` takes (∂L/∂μ, ∂L/∂σ²) back to the batch moments."""
+    mean, rstd, scale = saved
+    centered = sum_dyx - mean * sum_dy
+    g_mean = -scale * sum_dy
+    g_var = -0.5 * scale * rstd.square() * centered
+    g_mb, g_vb = stats.vjp(mean_b, var_b, g_mean, g_var)
+    return g_mb, g_vb, None if weight is None else rstd * centered, sum_dy
+
+
 class _BatchAffine(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
@@ -61,40 +79,40 @@ class _BatchAffine(torch.autograd.Function):
         var_b: Tensor,
         stats: Stats,
         eps: float,
+        scratch: list[Tensor],
     ) -> Tensor:
-        with torch.no_grad():
-            scale, shift = _coefficients(stats, mean_b, var_b, weight, bias, eps)
-        ctx.save_for_backward(x, weight, bias, mean_b, var_b, scale)
+        mean, var = stats(mean_b, var_b)
+        rstd = (var + eps).rsqrt()
+        scale = rstd if weight is None else rstd * weight
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias
+        ctx.save_for_backward(x, weight, bias, mean_b, var_b, mean, rstd, scale)
         ctx.config = (stats, eps)
-        return channel_scale_shift(x, scale, shift)
+        # into the statistics pass's spare x̂ buffer when there is one (no fresh page faults)
+        return channel_scale_shift(x, scale, shift, scratch.pop() if scratch else None)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Optional, ...]:  # type: ignore[override]
-        x, weight, bias, mean_b, var_b, scale = ctx.saved_tensors
+        x, weight, bias, mean_b, var_b, mean, rstd, scale = ctx.saved_tensors
         stats, eps = ctx.config
         wanted = ctx.needs_input_grad[:3]
+        none = (None, None, None, None, None)
         if torch.is_grad_enabled():  # create_graph=True: differentiable recomputation
 
             def forward(x_: Tensor, w_: Optional, b_: Optional) -> Tensor:
                 return eager(x_, w_, b_, stats, eps)
 
-            return (*recomputed_grads(forward, (x, weight, bias), wanted, dy),
-                    None, None, None, None)
+            return (*recomputed_grads(forward, (x, weight, bias), wanted, dy), *none)
         n, c = x.shape[:2]
         x3, dy3 = x.view(n, c, -1), dy.contiguous().view(n, c, -1)
-        sum_dy, sum_dyx = Sums(n * c, x.dtype, x.device)(dy3, x3)
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in (mean_b, var_b)]
-            params = [None if t is None else t.detach().requires_grad_() for t in (weight, bias)]
-            a, b = _coefficients(stats, *leaves, *params, eps)
-            inputs = [*leaves, *(t for t in params if t is not None)]
-            grads = list(torch.autograd.grad(
-                (a, b), inputs, (sum_dyx.sum(0), sum_dy.sum(0)), allow_unused=True))
-        grads = [torch.zeros_like(t) if g is None else g
-                 for g, t in zip(grads, inputs, strict=True)]
-        g_mean, g_var, *g_params = grads
-        g_weight = g_params.pop(0) if weight is not None else None
-        g_bias = g_params.pop(0) if bias is not None else None
+        sum_dy, sum_dyx = (t.sum(0) for t in Sums(n * c, x.dtype, x.device)(dy3, x3))
+        if hasattr(stats, "vjp"):
+            g_mean, g_var, g_weight, g_bias = _analytic_vjp(
+                stats, mean_b, var_b, (mean, rstd, scale), weight, sum_dy, sum_dyx)
+        else:
+            g_mean, g_var, g_weight, g_bias = _autograd_vjp(
+                stats, mean_b, var_b, weight, bias, eps, sum_dy, sum_dyx)
         dx = None
         if wanted[0]:
             count = x3.shape[0] * x3.shape[2]
@@ -103,8 +121,26 @@ class _BatchAffine(torch.autograd.Function):
             # x·P + Q in one BN-inference pass, then += dy·A in place
             dx3 = channel_scale_shift(x3, p, q).addcmul_(dy3, per_row(scale))
             dx = dx3.view(x.shape)
-        return (dx, g_weight if wanted[1] else None, g_bias if wanted[2] else None,
-                None, None, None, None)
+        return (dx, g_weight if wanted[1] else None,
+                g_bias if wanted[2] and bias is not None else None, *none)
+
+
+def _autograd_vjp(
+    stats: Stats, mean_b: Tensor, var_b: Tensor, weight: Optional, bias: Optional, eps: float,
+    sum_dy: Tensor, sum_dyx: Tensor,
+) -> tuple[Tensor, Tensor, Optional, Optional]:
+    """`_analytic_vjp` by autograd through `_coefficients` (statistics without a ``vjp``)."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_() for t in (mean_b, var_b)]
+        params = [None if t is None else t.detach().requires_grad_() for t in (weight, bias)]
+        a, b = _coefficients(stats, *leaves, *params, eps)
+        inputs = [*leaves, *(t for t in params if t is not None)]
+        grads = list(torch.autograd.grad((a, b), inputs, (sum_dyx, sum_dy), allow_unused=True))
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True)]
+    g_mean, g_var, *g_params = grads
+    g_weight = g_params.pop(0) if weight is not None else None
+    g_bias = g_params.pop(0) if bias is not None else None
+    return g_mean, g_var, g_weight, g_bias
 
 
 def eager(x: Tensor, weight: Optional, bias: Optional, stats: Stats, eps: float) -> Tensor:
@@ -125,8 +161,9 @@ def batch_affine(
 ) -> tuple[Tensor, Moments]:
     """(y, the batch's detached moments) of a channels-first x that `applies` takes."""
     xd, layout = dense(x)
-    batch = batch_moments(xd, eps)
-    y = _BatchAffine.apply(xd, weight, bias, batch.mean, batch.var, stats, eps)
+    batch, spare = batch_moments_and_scratch(xd, eps)
+    scratch = [] if spare is None else [spare]  # a list: autograd leaves it alone
+    y = _BatchAffine.apply(xd, weight, bias, batch.mean, batch.var, stats, eps, scratch)
     return in_layout(y, layout), batch
 
 

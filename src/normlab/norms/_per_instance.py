@@ -124,16 +124,24 @@ def batch_moments(x: Tensor, eps: float) -> Moments:
 
     Statistics are float32 for fp16/bf16 input. Nothing here records autograd history.
     """
+    return batch_moments_and_scratch(x, eps)[0]
+
+
+def batch_moments_and_scratch(x: Tensor, eps: float) -> tuple[Moments, Tensor | None]:
+    """`batch_moments`, and the fresh buffer of x's shape and dtype that the group-norm path
+    wrote its unused x̂ into (None on the other paths): the caller may write its output there
+    instead of allocating another full-size tensor."""
     with torch.no_grad():
         if x.is_contiguous() and x.numel() > SMALL_INPUT:
-            mean, var = instance_moments(x)
-            return Moments(mean, var, x.numel() // (x.shape[0] * x.shape[1])).reduce(0)
+            scratch, mean, rstd = group_statistics(x, x.shape[1], 0.0)
+            count = x.numel() // (x.shape[0] * x.shape[1])
+            return Moments(mean, rstd.pow(-2), count).reduce(0), scratch
         if accumulation_dtype(x.dtype) == x.dtype:
             # BN's statistics kernel alone (no output); it returns fp16/bf16 statistics for
             # fp16/bf16 input, which therefore take the full kernel's float32 path below
             mean, var = torch.ops.aten.batch_norm_update_stats(x, None, None, 0.0)
-            return Moments(mean, var, x.numel() // x.shape[1])
-        return batch_norm_with_moments(x, None, None, eps)[1]
+            return Moments(mean, var, x.numel() // x.shape[1]), None
+        return batch_norm_with_moments(x, None, None, eps)[1], None
 
 
 # -- chunks of consecutive samples (Ghost BN's ghost batches) ---------------------------------

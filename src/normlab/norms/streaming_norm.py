@@ -105,12 +105,24 @@ def streaming_statistics(
         mean = a * running_mean + beta * short_mean
         spread = a * beta * (running_mean - short_mean).square()
         return mean, a * running_var + beta * short_var + spread
-    m = (num_batches_tracked + 1).to(dtype).reciprocal() if momentum is None else momentum
+    m, f = _weights(short_steps, num_batches_tracked, momentum, window, dtype)
     long_mean = running_mean + m * (batch.mean - running_mean)
     long_var = running_var + m * (batch.var - running_var)
-    j = short_steps % window + 1  # this step is the window's j-th (a full window restarts)
-    mean, var = _join(short_mean, short_var, batch.mean, batch.var, j.to(dtype).reciprocal())
+    mean, var = _join(short_mean, short_var, batch.mean, batch.var, f)
     return _mix(alpha, long_mean, long_var, mean, var)
+
+
+def _weights(
+    short_steps: Tensor,
+    num_batches_tracked: Tensor,
+    momentum: float | None,
+    window: int,
+    dtype: torch.dtype,
+) -> tuple[Tensor | float, Tensor]:
+    """(m, f): this batch's weight in the long-term EMA and in the short-term window."""
+    m = (num_batches_tracked + 1).to(dtype).reciprocal() if momentum is None else momentum
+    j = short_steps % window + 1  # this step is the window's j-th (a full window restarts)
+    return m, j.to(dtype).reciprocal()
 
 
 def streaming_norm(
@@ -158,7 +170,7 @@ def streaming_norm(
     buffers = (running_mean, running_var, short_mean, short_var, short_steps, num_batches_tracked)
     settings = {"alpha": alpha, "momentum": momentum, "window": window}
     if training and _batch_affine.applies(xc, weight, bias, running_mean, short_mean):
-        stats = _batch_stats(buffers, settings)
+        stats = _BatchStats(buffers, settings)
         return from_channels_first(_batch_affine.batch_affine(xc, weight, bias, stats, eps)[0],
                                    channel_dim)
     batch = Moments.of_batch(xc, (0, *range(2, xc.dim()))) if training else None
@@ -167,17 +179,35 @@ def streaming_norm(
     return from_channels_first(y, channel_dim)
 
 
-def _batch_stats(
-    buffers: tuple[Tensor, ...], settings: dict[str, Any]
-) -> _batch_affine.Stats:
+class _BatchStats:
     """`streaming_statistics` as a function of the batch moments, over a copy of the buffers
-    as they are now (the layer updates them after its forward; double backward reruns it)."""
-    frozen = tuple(t.detach().clone() for t in buffers)
+    as they are now (the layer updates them after its forward; double backward reruns it),
+    with its vector-Jacobian product written out (`vjp`)."""
 
-    def stats(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-        return streaming_statistics(*frozen, Moments(mean, var, 1), **settings)
+    __slots__ = ("frozen", "settings")
 
-    return stats
+    def __init__(self, buffers: tuple[Tensor, ...], settings: dict[str, Any]) -> None:
+        self.frozen = tuple(t.detach().clone() for t in buffers)
+        self.settings = settings
+
+    def __call__(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        return streaming_statistics(*self.frozen, Moments(mean, var, 1), **self.settings)
+
+    def vjp(
+        self, mean_b: Tensor, var_b: Tensor, g_mean: Tensor, g_var: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(∂L/∂μ_B, ∂L/∂σ²_B) from (∂L/∂μ, ∂L/∂σ²) of the mixture. With a = αm + (1 − α)f:
+        ∂μ/∂μ_B = ∂σ²/∂σ²_B = a, ∂μ/∂σ²_B = 0 and ∂σ²/∂μ_B = 2(1 − α)f(1 − f)(μ_B − μ_S) +
+        2α(1 − α)(μ_L' − μ_S')(m − f) (μ_L', μ_S': long and short means with this batch)."""
+        running_mean, _, short_mean, _, short_steps, num_batches_tracked = self.frozen
+        alpha, beta = self.settings["alpha"], 1.0 - self.settings["alpha"]
+        m, f = _weights(short_steps, num_batches_tracked, self.settings["momentum"],
+                        self.settings["window"], running_mean.dtype)
+        a = alpha * m + beta * f
+        to_short = mean_b - short_mean
+        spread = (running_mean + m * (mean_b - running_mean)) - (short_mean + f * to_short)
+        d_var = (2 * beta) * (f * (1 - f) * to_short + alpha * (m - f) * spread)
+        return g_mean * a + g_var * d_var, g_var * a
 
 
 class StreamingNorm(Norm):
@@ -283,7 +313,7 @@ class StreamingNorm(Norm):
         settings = {"alpha": self.alpha, "momentum": self.momentum, "window": self.window}
         if (self.training and self.moments_reducer is None
                 and _batch_affine.applies(xc, self.weight, self.bias, *buffers[:4])):
-            stats = _batch_stats(buffers, settings)
+            stats = _BatchStats(buffers, settings)
             y, batch = _batch_affine.batch_affine(xc, self.weight, self.bias, stats, self.eps)
             self._accumulate(batch)
             return from_channels_first(y, self.channel_dim)
