@@ -20,19 +20,20 @@ _SECTION = re.compile(
     r"^(Args|Arguments|Parameters|Shape|Returns?|Yields?|Raises|Examples?|References|Notes?"
     r"|Warnings?|Attributes|See Also|Methods):\s*$"
 )
-_ARG_SECTIONS = ("Args", "Arguments", "Parameters", "Attributes")
+_ARG_SECTIONS = ("Args", "Arguments", "Parameters")
 _ENTRY = re.compile(r"^\s+\**(\w+)\s*(\([^)]*\))?:")
 _WIDTH = 96  # text width of an appended entry, indentation included
 
 
 def documented_params(doc: str) -> set[str]:
-    """The names that the ``Args:`` sections of a cleaned docstring describe."""
+    """The names that the ``Args:`` (or a dataclass's ``Attributes:``) sections of a cleaned
+    docstring describe."""
     names: set[str] = set()
     in_args = False
     for line in doc.splitlines():
         header = _SECTION.match(line)
         if header:
-            in_args = header.group(1) in _ARG_SECTIONS
+            in_args = header.group(1) in (*_ARG_SECTIONS, "Attributes")  # a dataclass's
             continue
         if line and not line[0].isspace():
             in_args = False

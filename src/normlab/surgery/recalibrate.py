@@ -159,7 +159,15 @@ MODES = ("precise", "adabn")
 @dataclass(frozen=True)
 class Recalibrated:
     """One layer whose running statistics `recalibrate` re-estimated: ``count`` values per
-    channel over ``batches`` batches (0: it received no input and was left unchanged)."""
+    channel over ``batches`` batches (0: it received no input and was left unchanged).
+
+    Attributes:
+        path: the layer's dotted path.
+        layer_type: the layer's class.
+        count: values per channel the statistics are over.
+        batches: batches that reached the layer.
+        mode: ``"precise"`` or ``"adabn"``.
+    """
 
     path: str
     layer_type: type
