@@ -168,6 +168,9 @@ def batch_instance_norm(
     x̂^(I): μ, σ² over *S per (sample, channel), always the input's. ``gate`` = ρ has one entry
     per channel and is used as given (see `BatchInstanceNorm` for values outside [0, 1]).
 
+    Args:
+        gate: ρ, shape (C,): the weight of the batch-normalized term per channel, used as given.
+
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
 

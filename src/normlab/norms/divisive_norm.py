@@ -237,6 +237,15 @@ def divisive_norm(
     (a float, or a differentiable scalar tensor for a learned σ); ``center=False`` skips the
     centering (v = z). A field larger than the input is an error.
 
+    Args:
+        sum_window: spatial size of the summation field A: an odd int (every spatial dim), a
+            tuple of them, or None (all positions).
+        sup_window: the same for the suppression field B.
+        sum_channels: odd number of neighbouring channels in A; None: all.
+        sup_channels: the same for B.
+        eps: σ², the smoothing term: a float, or a differentiable scalar tensor for a learned σ.
+        center: subtract the summation-field mean (False: v = z, divisive only).
+
     Example:
         >>> divisive_norm(torch.tensor([[1.0, 3.0]]), sum_window=None, sup_window=None,
         ...               eps=1e-12)

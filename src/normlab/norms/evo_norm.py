@@ -270,6 +270,12 @@ def evo_norm_b0(
     biased variance over (N, *S) per channel when ``training`` or ``running_var`` is None.
     ``v=None`` means v = 1; ``nonlinearity=False`` gives y = γx + β (``v`` must be None).
 
+    Args:
+        running_var: running variance, shape (C,), used for s²_b outside training; only read.
+        v: the per-channel v, shape (C,); None: v = 1.
+        nonlinearity: False: the affine-only y = γx + β (``v`` must be None).
+        eps: ε, added to both variances.
+
     Example:
         >>> x = torch.tensor([[[1.0, 3.0]], [[5.0, 7.0]]])
         >>> evo_norm_b0(x, training=True, eps=1e-12)  # σ_b = √5; σ_i = 1: D = max(√5, x + 1)
@@ -296,6 +302,12 @@ def evo_norm_s0(
 
     s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels); G is
     decremented until it divides C. ``v=None`` means v = 1; ``nonlinearity=False``: y = γx + β.
+
+    Args:
+        num_groups: G; decremented until it divides C (the reference's rule).
+        v: the per-channel v, shape (C,); None: v = 1.
+        nonlinearity: False: the affine-only y = γx + β.
+        eps: ε, added to the group variance.
 
     Example:
         >>> evo_norm_s0(torch.tensor([[0.0, 2.0]]), num_groups=1, eps=1e-12).round(decimals=4)

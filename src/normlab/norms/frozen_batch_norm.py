@@ -190,6 +190,8 @@ class FrozenBatchNorm(Norm):
 
     Args:
         num_features: C, the number of channels.
+        affine: keep the source's per-channel ``weight`` γ and ``bias`` β (frozen buffers
+            unless ``trainable_affine``); False: neither.
         trainable_affine: keep ``weight`` and ``bias`` as trainable ``nn.Parameter``s
             (fine-tune γ and β, statistics still frozen). Default False: frozen buffers.
 

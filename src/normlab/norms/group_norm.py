@@ -34,6 +34,9 @@ def group_norm(
 
     μ, σ² over (C/G, *S), one per (sample, group of C/G contiguous channels).
 
+    Args:
+        num_groups: G, the number of groups of contiguous channels; must divide C.
+
     Example:
         >>> group_norm(torch.tensor([[1.0, 3.0, 5.0, 7.0]]), 2, eps=1e-12)
         tensor([[-1.,  1., -1.,  1.]])
