@@ -396,6 +396,10 @@ def clamp_gates_after_step(optimizer: torch.optim.Optimizer, model: nn.Module) -
     The paper's projected update ρ ← clip_[0,1](ρ − η∆ρ); the reference clamps the gates after
     each optimizer step. Returns the hook's handle (``handle.remove()`` stops the clipping).
 
+    Args:
+        optimizer: the optimizer whose ``step()`` is followed by the clipping.
+        model: the model whose `BatchInstanceNorm` gates are clipped.
+
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), BatchInstanceNorm(4))
         >>> opt = torch.optim.SGD(gate_param_groups(model, lr=0.1), lr=0.1, momentum=0.9)
@@ -421,6 +425,12 @@ def gate_param_groups(
     learning rate ``lr · gate_lr_multiplier`` and weight decay ``gate_weight_decay`` — the
     reference uses ×10 (``--bin-lr 10``) and no weight decay (which would pull ρ toward IN).
     A learning-rate schedule that scales every group keeps the ×10 ratio, as in the reference.
+
+    Args:
+        model: the model whose parameters are grouped.
+        lr: the base learning rate (of the gates' group before the multiplier).
+        gate_lr_multiplier: the gates' learning rate over ``lr``.
+        gate_weight_decay: the gates' weight decay.
     """
     gates = gate_parameters(model)
     ids = {id(p) for p in gates}

@@ -290,6 +290,12 @@ def divisive_l1_penalty(
     same ``sum_window`` / ``sum_channels``). Add α·R to the loss per normalized layer; the
     reference uses α from 1e-3 to 1e-2 (5e-3 with σ = 0.5 for DN* on CIFAR-10).
 
+    Args:
+        x: z, the layer's input (pre-normalization activation).
+        sum_window: the summation field's spatial size, as the layer's.
+        sum_channels: the summation field's channels, as the layer's; None: all.
+        channel_dim: 1, channels first; -1, channels last.
+
     Example:
         >>> divisive_l1_penalty(torch.tensor([[1.0, 3.0]]), sum_window=None)
         tensor(1.)
