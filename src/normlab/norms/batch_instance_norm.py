@@ -393,7 +393,7 @@ def clamp_gates_(model: nn.Module) -> int:
 def clamp_gates_after_step(optimizer: torch.optim.Optimizer, model: nn.Module) -> RemovableHandle:
     """Clip the gates of ``model`` into [0, 1] after every ``optimizer.step()``.
 
-    The paper's projected update ρ ← clip_[0,1](ρ − η∆ρ); the reference clamps the gates after
+    The paper's projected update ρ ← clip(ρ − η∆ρ, 0, 1); the reference clamps the gates after
     each optimizer step. Returns the hook's handle (``handle.remove()`` stops the clipping).
 
     Args:
