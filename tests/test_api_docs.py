@@ -122,3 +122,34 @@ def test_the_check_fails_on_an_undocumented_argument() -> None:
         return x
 
     assert undocumented(helper) == ["width"]
+
+
+def test_every_public_name_is_on_an_api_page() -> None:
+    """Each public callable is rendered by a ``::: dotted.path`` directive of docs/api (or is
+    a member of a module rendered there), so a new method cannot be left off the site."""
+    import importlib
+    from pathlib import Path
+
+    pages = Path(__file__).resolve().parents[1] / "docs" / "api"
+    rendered: set[int] = set()
+    for page in pages.glob("*.md"):
+        text = page.read_text()
+        for path, options in re.findall(r"^::: (\S+)\n((?:    .*\n)*)", text, re.M):
+            module_name, _, attr = path.rpartition(".")
+            try:
+                target = importlib.import_module(path)
+            except ImportError:
+                target = getattr(importlib.import_module(module_name), attr)
+            if inspect.ismodule(target):
+                listed = re.search(r"members: \[(.*)\]", options)
+                if "members: false" in options:
+                    continue
+                names = [n.strip() for n in listed.group(1).split(",")] if listed else [
+                    n for n, v in vars(target).items()
+                    if not n.startswith("_") and getattr(v, "__module__", None) == target.__name__
+                ]
+                rendered.update(id(getattr(target, n)) for n in names)
+            else:
+                rendered.add(id(target))
+    missing = [name for name, obj in PUBLIC.items() if id(obj) not in rendered]
+    assert missing == [], f"add these to a page of docs/api: {missing}"
