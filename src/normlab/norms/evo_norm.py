@@ -272,6 +272,7 @@ def evo_norm_b0(
 
     Args:
         running_var: running variance, shape (C,), used for s²_b outside training; only read.
+            None: the batch's variance always.
         v: the per-channel v, shape (C,); None: v = 1.
         nonlinearity: False: the affine-only y = γx + β (``v`` must be None).
         eps: ε, added to both variances.
@@ -450,7 +451,8 @@ class EvoNormS0(_EvoNorm):
         num_groups: G, 32 by default. If it does not divide C it is decremented until it does
             (the reference's rule: C = 6 gives G = 6, C = 40 gives G = 20); ``num_groups`` then
             holds the G in use.
-        group_size: channels per group instead (G = C / size), which must divide C.
+        group_size: channels per group instead (G = C / size), which must divide C; None:
+            set by ``num_groups``.
         nonlinearity: False gives the reference's affine-only layer y = γx + β (no ``v``).
 
     Shape:

@@ -70,7 +70,8 @@ class GroupNorm(Norm):
         num_features: C, the number of channels.
         num_groups: G, which must divide C; 32 (the paper's default) when neither it nor
             ``group_size`` is given.
-        group_size: channels per group instead of G (16 is the paper's best), G = C / size.
+        group_size: channels per group instead of G (16 is the paper's best), G = C / size;
+            None: set by ``num_groups``.
 
     Shape:
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.

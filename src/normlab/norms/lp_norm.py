@@ -277,7 +277,7 @@ class LpNorm(Norm):
         num_features: C, the number of channels.
         p: the order, > 0 (default 1, the paper's L1 normalization), or ``math.inf``.
         over: the normalization set (see above).
-        num_groups: G for ``over="group"``.
+        num_groups: G for ``over="group"`` (None for the other sets).
         center: subtract μ first (default True); False divides x by its Lp average.
         eps: ε, added to the Lp mean before the 1/p power (to the maximum for p = ∞).
 

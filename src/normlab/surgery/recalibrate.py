@@ -335,7 +335,7 @@ def recalibrate(
         num_batches: use at most this many batches (all when None).
         mode: ``"precise"`` or ``"adabn"`` (same computation, see the module docstring).
         forward: ``forward(model, batch)`` runs one batch, for models that take several
-            inputs or keyword arguments.
+            inputs or keyword arguments; None: ``model(input)``.
         process_group: None: this process's batches alone. A process group (e.g.
             ``torch.distributed.group.WORLD``): every replica of it calls ``recalibrate``
             with its own batches and ends with the statistics of all replicas' batches (see
