@@ -61,8 +61,8 @@ def _entry(name: str, text: str, param: inspect.Parameter) -> str:
 
 def append_shared_args(obj: Any, table: Mapping[str, str]) -> None:
     """Add ``table``'s entry for each parameter of ``obj``'s signature (a class's
-    ``__init__``) that its own docstring does not describe, at the end of its ``Args:``
-    section (a new one before ``Shape:`` / ``Example:`` / ... when it has none).
+    ``__init__``) that its own docstring does not describe, to its ``Args:`` section in the
+    signature's order (a new section before ``Shape:`` / ``Example:`` / ... when it has none).
 
     Objects without a docstring of their own are left alone; applying it twice changes
     nothing.
@@ -82,13 +82,36 @@ def append_shared_args(obj: Any, table: Mapping[str, str]) -> None:
         return
     lines = doc.splitlines()
     at, header = _insertion_point(lines)
-    if header:
-        lines[at:at] = new
+    if header:  # merged into the section, in the signature's order
+        start = next(i for i in range(at - 1, -1, -1) if _SECTION.match(lines[i])) + 1
+        order = {name: k for k, name in enumerate(signature.parameters)}
+        lines[start:at] = _in_order([*_entries_of(lines[start:at]), *new], order)
     elif at < len(lines):  # a new section before the next one
         lines[at:at] = ["Args:", *new, ""]
     else:
         lines += ["", "Args:", *new]
     obj.__doc__ = "\n".join(lines) + "\n"
+
+
+def _entries_of(section: list[str]) -> list[str]:
+    """The entries of an ``Args:`` section's body, each with its continuation lines."""
+    entries: list[str] = []
+    for line in section:
+        if entries and not (_ENTRY.match(line) and len(line) - len(line.lstrip()) == 4):
+            entries[-1] += "\n" + line
+        else:
+            entries.append(line)
+    return entries
+
+
+def _in_order(entries: list[str], order: Mapping[str, int]) -> list[str]:
+    """``entries`` sorted by their parameter's place in the signature (the others last)."""
+
+    def place(entry: str) -> int:
+        match = _ENTRY.match(entry)
+        return order.get(match.group(1), len(order)) if match else len(order)
+
+    return [line for entry in sorted(entries, key=place) for line in entry.split("\n")]
 
 
 def _insertion_point(lines: list[str]) -> tuple[int, bool]:
