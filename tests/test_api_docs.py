@@ -153,3 +153,24 @@ def test_every_public_name_is_on_an_api_page() -> None:
                 rendered.add(id(target))
     missing = [name for name, obj in PUBLIC.items() if id(obj) not in rendered]
     assert missing == [], f"add these to a page of docs/api: {missing}"
+
+
+def test_shared_arguments_are_added_once_in_signature_order() -> None:
+    from normlab.core.docstrings import append_shared_args
+
+    def f(x: int, *, width: int = 3, eps: float = 1e-5) -> None:
+        """Summary.
+
+        Example:
+            >>> 1
+            1
+        """
+
+    table = {"eps": "ε.", "x": "the input."}
+    append_shared_args(f, table)
+    once = f.__doc__
+    append_shared_args(f, table)
+    assert f.__doc__ == once
+    args = "Args:\n    x: the input.\n    eps: ε. Default: ``1e-05``.\n"
+    assert f"Summary.\n\n{args}\nExample:" in once
+    assert undocumented(f) == ["width"]
