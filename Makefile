@@ -39,7 +39,7 @@ $(DOCS_STAMP): $(STAMP)
 	touch $@
 
 docs: $(DOCS_STAMP)
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The lab's default sweep (see README): runs/mnist1d-mlp-TIMESTAMP/report.md. After an
 # interruption, `make demo DEMO_ARGS=--resume` continues the latest sweep.
