@@ -377,7 +377,8 @@ FUNCTIONAL_ARGS: dict[str, str] = {
     "outside training; only read: the functional forms never update a tensor.",
     "running_var": "running (population) variance, shape (C,), as ``running_mean``.",
     "training": "True: normalize with the statistics of the input batch (the layer's "
-    "training mode); False: with ``running_mean`` / ``running_var`` where given.",
+    "training mode); False: with the running statistics passed in, or the batch's when none "
+    "are.",
     "eps": "ε, added to the variance (the statistic divided by its square root) for "
     "numerical stability.",
     "channel_dim": "where the channels are: 1, channels first; -1, channels last.",
