@@ -64,9 +64,11 @@ def append_shared_args(obj: Any, table: Mapping[str, str]) -> None:
     ``__init__``) that its own docstring does not describe, to its ``Args:`` section in the
     signature's order (a new section before ``Shape:`` / ``Example:`` / ... when it has none).
 
-    Objects without a docstring of their own are left alone; applying it twice changes
-    nothing.
+    Objects other than classes and functions, and those without a docstring of their own,
+    are left alone; applying it twice changes nothing.
     """
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return  # a builtin, a partial, ...: its docstring is not its own to extend
     raw = obj.__dict__.get("__doc__") if inspect.isclass(obj) else obj.__doc__
     signature = _signature_of(obj)
     if not raw or signature is None:
