@@ -435,3 +435,55 @@ def test_merge_equal_counts_equals_moments_of_the_union(dim: int, keepdim: bool)
     torch.testing.assert_close(dev, mean - ref_moments(x, (dim, 3))[0].unsqueeze(dim),
                                rtol=1e-12, atol=1e-10)
     assert not torch.allclose(sigma2, var.mean(dim, keepdim=keepdim))  # not averaging
+
+
+# -- counts that differ from set to set (cross-replica merges carry them as tensors) -----------
+
+
+def _ragged_sets(sizes: list[int], seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [3.0 + 2.0 * torch.randn(n, dtype=torch.float64, generator=gen) for n in sizes]
+
+
+def _stacked(sets: list[torch.Tensor]) -> Moments:
+    """Moments of each set, with the per-set counts as a tensor (the oracle's own two-pass)."""
+    means = torch.stack([s.mean() if len(s) else s.new_zeros(()) for s in sets])
+    vars_ = torch.stack([((s - s.mean()) ** 2).mean() if len(s) else s.new_zeros(())
+                         for s in sets])
+    return Moments(means, vars_, torch.tensor([len(s) for s in sets]))
+
+
+def test_unbiased_var_with_per_set_counts_applies_each_sets_bessel_factor() -> None:
+    sets = _ragged_sets([1, 2, 5, 9], seed=0)
+    got = _stacked(sets).unbiased_var
+    for i, s in enumerate(sets):
+        want = s.var(correction=1) if len(s) > 1 else torch.zeros((), dtype=torch.float64)
+        close(got[i], want)
+
+
+def test_merge_with_per_set_counts_equals_moments_of_each_union() -> None:
+    left, right = _ragged_sets([1, 4, 0, 7], seed=1), _ragged_sets([3, 0, 2, 1], seed=2)
+    merged = _stacked(left).merge(_stacked(right))
+    for i, (a, b) in enumerate(zip(left, right, strict=True)):
+        mean, var, count = ref_moments(torch.cat([a, b]), (0,))
+        close(merged.mean[i], mean)
+        close(merged.var[i], var)
+        assert int(torch.as_tensor(merged.count)[i]) == count
+    close(merged.unbiased_var[1], right[1].var(correction=1) if len(right[1]) > 1
+          else torch.cat([left[1], right[1]]).var(correction=1))
+
+
+def test_reduce_with_per_set_counts_weights_each_set_by_its_count() -> None:
+    sizes = [[1, 6, 0], [4, 2, 3]]  # a (2, 3) grid of sets; reduce along the rows
+    sets = [_ragged_sets(row, seed=10 + r) for r, row in enumerate(sizes)]
+    grid = [_stacked(row) for row in sets]
+    moments = Moments(torch.stack([m.mean for m in grid]), torch.stack([m.var for m in grid]),
+                      torch.stack([torch.as_tensor(m.count) for m in grid]))
+    reduced = moments.reduce(0)
+    for col in range(3):
+        union = torch.cat([sets[0][col], sets[1][col]])
+        mean, var, count = ref_moments(union, (0,))
+        close(reduced.mean[col], mean)
+        close(reduced.var[col], var)
+        close(reduced.unbiased_var[col], union.var(correction=1))
+        assert int(reduced.count[col]) == count

@@ -157,7 +157,11 @@ def _poisoned_batches():
     inf_one[1, 3] = float("inf")
     ninf = x.clone()
     ninf[0, 0] = float("-inf")
-    return {"nan_all": nan_all, "nan_one_channel": nan_one, "inf": inf_one, "-inf": ninf}
+    # every value finite, the means finite, the variance of channel 2 overflows float32
+    overflow = x.float().clone()
+    overflow[:, 2] = torch.tensor([3e19, -3e19]).repeat(3)
+    return {"nan_all": nan_all, "nan_one_channel": nan_one, "inf": inf_one, "-inf": ninf,
+            "variance_overflow": overflow}
 
 
 @pytest.mark.parametrize("momentum", [0.1, 1.0, None])
@@ -165,8 +169,8 @@ def _poisoned_batches():
 def test_non_finite_batch_leaves_buffers_unchanged(which, momentum):
     x = _poisoned_batches()[which]
     # start from a non-trivial state
-    rm, rv, nbt = fresh_buffers()
-    update_running_stats_(rm, rv, nbt, Moments.from_tensor(batch(5)[0], (0,)), 0.5)
+    rm, rv, nbt = fresh_buffers(x.dtype)
+    update_running_stats_(rm, rv, nbt, Moments.from_tensor(batch(5)[0].to(x.dtype), (0,)), 0.5)
     before = (rm.clone(), rv.clone(), nbt.clone())
     moments = Moments.from_tensor(x, (0,))
     assert not (torch.isfinite(moments.mean).all() and torch.isfinite(moments.var).all())

@@ -239,10 +239,11 @@ def test_checkpoint_without_counter_loads() -> None:
     bn = _trained_bn((4, 6, 3, 2))
     state = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
     frozen = normlab.FrozenBatchNorm(6)
+    frozen.num_batches_tracked.fill_(7)
     frozen.load_state_dict(state)  # strict
     x = make_input((2, 6, 3, 2), F32, seed=7)
     assert torch.equal(frozen(x), bn(x))
-    assert int(frozen.num_batches_tracked) == 0
+    assert int(frozen.num_batches_tracked) == 7  # kept, not reset (torch.nn BN does the same)
 
 
 @pytest.mark.parametrize("dtype", [F32, torch.float16], ids=["fp32", "fp16"])

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import normlab
 import oracles
 from catalogue import (
     CASE_IDS,
@@ -229,6 +230,21 @@ def test_nonfinite_batch_leaves_buffers_unchanged(case: Case, bad: float) -> Non
     assert _tracked(m) in (None, tracked)
 
 
+@running_cases
+def test_batch_whose_variance_overflows_leaves_buffers_unchanged(case: Case) -> None:
+    """Every value finite, yet σ² ≈ 9e38 overflows float32: the guard must see the variance,
+    not only the input. The batch's values are ±3e19 (so each mean stays finite)."""
+    m = case.make().train()
+    first, source = (x.float() for x in _batches(case, 2))
+    m(first)
+    before = snapshot(m)
+    huge = torch.where(source >= 0, 3e19, -3e19).float()
+    assert torch.isfinite(huge).all()
+    with torch.no_grad():
+        m(huge)
+    assert_state_equal(snapshot(m), before)
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_empty_batch(case: Case, training: bool) -> None:
@@ -279,3 +295,52 @@ def test_checkpoint_continuation_is_bitwise(case: Case) -> None:
     assert_state_equal(snapshot(resumed), snapshot(original))
     if case.has_running_stats:
         assert _tracked(original) in (None, 6)
+
+
+# -- checkpoints without a counter (torch.nn's BatchNorm is the oracle) ------------------------
+
+
+def _state_without_counter(version: int | None) -> dict[str, Tensor]:
+    import collections
+
+    trained = nn.BatchNorm2d(3)
+    trained(torch.randn(4, 3, 2, 2))
+    state = collections.OrderedDict(
+        (k, v) for k, v in trained.state_dict().items() if k != "num_batches_tracked")
+    if version is not None:
+        state._metadata = collections.OrderedDict({"": {"version": version}})  # type: ignore[attr-defined]
+    return state
+
+
+@pytest.mark.parametrize("version", [None, 1, 2], ids=["no-metadata", "v1", "v2"])
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "lenient"])
+def test_missing_counter_loads_as_torch_batch_norm_loads_it(version: int | None,
+                                                            strict: bool) -> None:
+    """Before version 2 (torch 0.4.1) checkpoints had no counter: the layer keeps its own;
+    a version-2 checkpoint without it is a missing key (an error when strict)."""
+    outcomes, state = [], _state_without_counter(version)
+    for layer in (nn.BatchNorm2d(3), normlab.BatchNorm(3)):
+        layer.num_batches_tracked.fill_(5)
+        try:
+            result = layer.load_state_dict(state, strict=strict)
+            outcomes.append(("loaded", int(layer.num_batches_tracked),
+                             list(result.missing_keys), layer.running_mean.clone()))
+        except RuntimeError as error:
+            outcomes.append(("refused", int(layer.num_batches_tracked),
+                             "num_batches_tracked" in str(error), None))
+    (t_kind, t_count, t_keys, t_mean), (n_kind, n_count, n_keys, n_mean) = outcomes
+    assert (n_kind, n_count, n_keys) == (t_kind, t_count, t_keys)
+    if t_mean is not None:
+        assert torch.equal(n_mean, t_mean)
+
+
+def test_negative_counter_is_refused_and_nothing_is_loaded() -> None:
+    layer = normlab.BatchNorm(3)
+    layer.num_batches_tracked.fill_(5)
+    before = snapshot(layer)
+    state = nn.BatchNorm2d(3).state_dict()
+    state["running_mean"] = torch.ones(3)
+    state["num_batches_tracked"] = torch.tensor(-1)
+    with pytest.raises(NormlabError, match=r"num_batches_tracked.*negative \(-1\)"):
+        layer.load_state_dict(state)
+    assert_state_equal(snapshot(layer), before)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import normlab
 from catalogue import keeps_bn_statistics, small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.norms import FrozenBatchNorm, GroupNorm, LayerNorm, VirtualBatchNorm
@@ -120,6 +121,7 @@ def test_carried_values_from_torch_batch_norm(target: str) -> None:
     for r in report:
         old, layer = model.get_submodule(r.path), new.get_submodule(r.path)
         assert set(expected) <= set(r.carried)
+        assert set(r.carried) & set(STATS) == set(expected) & set(STATS), r.carried
         for name in expected:
             assert torch.equal(getattr(layer, name), getattr(old, name)), (r.path, name)
         for name in set(STATS) - set(expected):
@@ -326,3 +328,27 @@ def test_timm_models() -> None:
     frozen = convert(net, "frozen_bn")
     with torch.no_grad():
         assert torch.equal(frozen(x), net(x))
+
+
+@pytest.mark.parametrize(
+    "make_source",
+    [lambda: nn.InstanceNorm2d(8, affine=True, track_running_stats=True),
+     lambda: normlab.InstanceNorm(8, affine=True, track_running_stats=True)],
+    ids=["torch", "normlab"],
+)
+@pytest.mark.parametrize("target", ["bn", "brn", "gbn:4", "sn"])
+def test_instance_statistics_never_become_batch_statistics(make_source, target: str) -> None:
+    """A tracked InstanceNorm's running buffers average per-sample statistics; a BN-family
+    layer's hold the batch's. Converting starts the target's statistics fresh and keeps γ, β."""
+    source = make_source()
+    source.train()
+    for _ in range(3):
+        source(torch.randn(4, 8, 5, 5) * 3 + 2)
+    fresh = registry.create(target, 8)
+    new, report = convert_with_report(nn.Sequential(source), target)
+    layer = new[0]
+    assert not set(report[0].carried) & set(STATS), report[0].carried
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        if getattr(fresh, name, None) is not None:
+            assert torch.equal(getattr(layer, name), getattr(fresh, name)), name
+    assert torch.equal(layer.weight, source.weight) and torch.equal(layer.bias, source.bias)

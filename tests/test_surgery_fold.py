@@ -517,3 +517,15 @@ def test_declared_bn_eval_is_bn_eval(name: str) -> None:
     expected = w * (x.double() - mean) / torch.sqrt(var + m.eps) + b
     with torch.no_grad():
         torch.testing.assert_close(m(x).double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("trainable", [True, False], ids=["trainable", "frozen"])
+def test_bias_created_by_fold_is_trainable_exactly_when_the_conv_weight_is(trainable: bool) -> None:
+    """A fine-tuning setup freezes the backbone's convs: the bias that fold adds to a bias-less
+    conv must not become the one trainable parameter of a frozen layer (and vice versa)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4)).eval()
+    model[0].weight.requires_grad_(trainable)
+    folded = fold(model)
+    assert folded[0].bias is not None
+    assert folded[0].bias.requires_grad is trainable
+    assert folded[0].weight.requires_grad is trainable

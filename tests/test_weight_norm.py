@@ -203,6 +203,19 @@ def test_norm_of_v_never_decreases_under_sgd() -> None:
 # -- bad input -------------------------------------------------------------------------------------
 
 
+def test_weight_norm_after_another_parametrization_is_refused_and_before_it_works() -> None:
+    conv = normlab.spectral_norm(nn.Conv2d(3, 4, 3))
+    with pytest.raises(ConfigError, match=r"weight_norm: Conv2d.weight already has a "
+                       r"parametrization \(SpectralNorm\).*Apply weight_norm before"):
+        normlab.weight_norm(conv)
+    assert len(conv.parametrizations.weight) == 1  # nothing half-registered
+    model = normlab.parametrize(nn.Sequential(nn.Conv2d(3, 4, 3)), "spectral_norm")
+    with pytest.raises(ConfigError, match="can only come first"):
+        normlab.parametrize(model, "weight_norm")
+    stacked = normlab.spectral_norm(normlab.weight_norm(nn.Conv2d(3, 4, 3)))
+    assert stacked(torch.randn(1, 3, 5, 5)).shape == (1, 4, 3, 3)
+
+
 def test_bad_arguments_name_the_value_and_the_fix() -> None:
     with pytest.raises(ConfigError, match=r"dim=2 is out of range .* 2 dimensions"):
         normlab.weight_norm(nn.Linear(3, 4), dim=2)

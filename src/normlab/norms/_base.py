@@ -124,6 +124,12 @@ def check_set_size(layer: str, axes: Axes, x: Tensor, channel_dim: int) -> None:
         raise errors.one_value_per_statistic(layer, over, x.shape)
 
 
+def _kept_counter(counter: Tensor | None) -> Tensor:
+    if isinstance(counter, Tensor) and counter.device.type != "meta":
+        return counter.detach().clone()
+    return torch.tensor(0, dtype=torch.long)
+
+
 #: The keyword arguments that the layers share, described once: `Norm.__init_subclass__` adds
 #: each entry to the ``Args:`` of every layer whose ``__init__`` takes the argument and whose
 #: docstring does not describe it itself (a method that gives it another meaning does).
@@ -296,8 +302,9 @@ class Norm(nn.Module):
         if getattr(self, "running_mean", None) is not None:
             key = prefix + "num_batches_tracked"
             if key not in state_dict and (local_metadata.get("version") or 0) < 2:
-                # checkpoints written before torch 0.4.1 have no counter: start it at 0
-                state_dict[key] = torch.tensor(0, dtype=torch.long)
+                # checkpoints written before torch 0.4.1 have no counter: keep the layer's,
+                # as torch.nn's BatchNorm does (0 on a fresh layer)
+                state_dict[key] = _kept_counter(getattr(self, "num_batches_tracked", None))
         self._validate_state(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

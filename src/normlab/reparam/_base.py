@@ -40,12 +40,29 @@ def no_such_tensor(function: str, module: nn.Module, name: object) -> ConfigErro
     )
 
 
+def layer_name(module: nn.Module) -> str:
+    """The class name a user wrote: torch's ``ParametrizedConv2d`` is reported as ``Conv2d``."""
+    if parametrize.is_parametrized(module):
+        return type(module).__bases__[0].__name__
+    return type(module).__name__
+
+
 def applied_twice(function: str, module: nn.Module, name: str) -> ConfigError:
     return ConfigError(
-        f"{function}: {type(module).__name__}.{name} already has {function}; applying it twice "
+        f"{function}: {layer_name(module)}.{name} already has {function}; applying it twice "
         "normalizes twice and breaks backward (pytorch/pytorch#66363). Remove the first with "
         f"normlab.unparametrize(module) or torch.nn.utils.parametrize.remove_parametrizations"
         f"(module, {name!r}) before applying it again."
+    )
+
+
+def cannot_stack(function: str, module: nn.Module, name: str) -> ConfigError:
+    methods = ", ".join(type(p).__name__ for p in module.parametrizations[name])
+    return ConfigError(
+        f"{function}: {layer_name(module)}.{name} already has a parametrization ({methods}); "
+        f"{function} splits the weight into several tensors and can only come first in a chain. "
+        f"Apply {function} before the others, or remove them first with "
+        "normlab.unparametrize(module)."
     )
 
 
@@ -65,11 +82,14 @@ class WeightParametrization(nn.Module):
 
     ``method`` is the registry name. ``has_state`` is True for a parametrization that updates
     buffers in training forwards (spectral norm's power iteration); `normlab.freeze` stops
-    those updates, as it stops a norm layer's running statistics.
+    those updates, as it stops a norm layer's running statistics. ``splits_weight`` is True
+    when ``right_inverse`` returns several tensors (weight norm's g and v): torch can only put
+    such a parametrization first in a chain.
     """
 
     method: ClassVar[str] = ""
     has_state: ClassVar[bool] = False
+    splits_weight: ClassVar[bool] = False
 
 
 def find(module: nn.Module, name: str, kind: type[nn.Module]) -> nn.Module | None:
@@ -92,8 +112,9 @@ def register_once(
 ) -> nn.Module:
     """Register ``parametrization`` on ``module.<name>`` after the checks every method shares.
 
-    Raises ConfigError when ``module`` is not a module, has no parameter ``name``, or already
-    has a parametrization of the same class on it. Returns ``module`` (changed in place).
+    Raises ConfigError when ``module`` is not a module, has no parameter ``name``, already
+    has a parametrization of the same class on it, or has any when ``parametrization`` splits
+    the weight. Returns ``module`` (changed in place).
     """
     if not isinstance(module, nn.Module):
         raise not_a_module(function, module)
@@ -101,6 +122,8 @@ def register_once(
         raise no_such_tensor(function, module, name)
     if find(module, name, type(parametrization)) is not None:
         raise applied_twice(function, module, name)
+    if parametrization.splits_weight and parametrize.is_parametrized(module, name):
+        raise cannot_stack(function, module, name)
     parametrize.register_parametrization(module, name, parametrization, unsafe=unsafe)
     _support_copies(type(module))
     return module

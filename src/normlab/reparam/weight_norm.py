@@ -157,6 +157,7 @@ class WeightNorm(WeightParametrization):
     """
 
     method = "weight_norm"
+    splits_weight = True
 
     def __init__(self, dim: int | None = 0, eps: float | None = None) -> None:
         super().__init__()
