@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_FLAGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: venv test lint demo bench clean distclean
+.PHONY: venv test lint docs demo bench clean distclean
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q --doctest-modules src/normlab tests
 
+# The API site from the docstrings (mkdocs.yml) into site/; --strict: any warning fails it. The
+# docs extra goes into the venv once, after torch (so pip never resolves another torch build).
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install $(TORCH_FLAGS) 'torch==$(TORCH_VERSION)' -e '.[lab,dev,docs]'
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 # The lab's default sweep (see README): runs/mnist1d-mlp-TIMESTAMP/report.md. After an
 # interruption, `make demo DEMO_ARGS=--resume` continues the latest sweep.
 DEMO_ARGS ?=
@@ -47,7 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_issue12.py --save
 
 clean:
-	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf build dist site src/*.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

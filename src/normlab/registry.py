@@ -49,7 +49,11 @@ def register_weight(entry: WeightEntry) -> WeightEntry:
 
 def available(kind: str = "layer") -> list[str]:
     """Canonical names, sorted: of the norm layers (``kind="layer"``, the default), of the
-    weight-side methods (``"weight"``), or of both (``"all"``)."""
+    weight-side methods (``"weight"``), or of both (``"all"``).
+
+    Args:
+        kind: ``"layer"`` (norm layers), ``"weight"`` (weight-side methods) or ``"all"``.
+    """
     if kind == "layer":
         return sorted(_ENTRIES)
     if kind == "weight":
@@ -119,6 +123,13 @@ def create(spec: Spec, num_features: int, **kwargs: Any) -> nn.Module:
 
     ``spec`` may also be a layer class or a callable such as ``functools.partial(GroupNorm,
     num_groups=8)``, called as ``spec(num_features, **kwargs)`` (timm's re-binding idiom).
+
+    Args:
+        spec: a registry spec: a name or alias (``"bn"``), optionally with the value of its main
+            argument (``"gn:32"``); or a layer class or callable, called as ``spec(num_features,
+            **kwargs)``.
+        num_features: C, the number of channels.
+        **kwargs: keyword arguments of the layer's constructor; they override the spec's.
     """
     if not isinstance(spec, str):
         if not callable(spec):
@@ -129,7 +140,12 @@ def create(spec: Spec, num_features: int, **kwargs: Any) -> nn.Module:
 
 
 def factory(spec: Spec, **kwargs: Any) -> Callable[..., nn.Module]:
-    """A ``norm_layer=`` callable for torchvision / timm constructors: ``f(num_features)``."""
+    """A ``norm_layer=`` callable for torchvision / timm constructors: ``f(num_features)``.
+
+    Args:
+        spec: a registry spec, layer class or callable, as for `create`.
+        **kwargs: keyword arguments bound into every layer the callable builds.
+    """
     if isinstance(spec, str):
         _parse(spec)  # fail now, not inside the model constructor
     elif not callable(spec):

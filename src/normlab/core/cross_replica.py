@@ -70,6 +70,10 @@ def merge_across(local: Moments, group: ProcessGroup = None) -> Moments:
 
     ``local.count`` is this replica's number of values per statistic (an int, 0 for an empty
     batch). The returned count is the global one, a Python int.
+
+    Args:
+        local: this replica's moments.
+        group: the replicas to merge over; None: the default group.
     """
     count = torch.full_like(local.mean, float(local.count))
     rows = torch.stack([count, local.mean, local.var])
@@ -108,7 +112,11 @@ def gather_across(t: Tensor, group: ProcessGroup = None) -> Tensor:
 
 class CrossReplicaMoments:
     """The ``moments_reducer`` that `normlab.sync` gives a layer: `merge_across` over
-    ``process_group`` (None: the default group)."""
+    ``process_group`` (None: the default group).
+
+    Args:
+        process_group: the replicas to merge over; None: the default group.
+    """
 
     def __init__(self, process_group: ProcessGroup = None) -> None:
         self.process_group = process_group

@@ -42,7 +42,14 @@ def cannot_sync(path: str, module: nn.Module) -> ConfigError:
 
 @dataclass(frozen=True)
 class Synced:
-    """One layer `sync` acted on: its type before and after."""
+    """One layer `sync` acted on: its type before and after.
+
+    Attributes:
+        path: the layer's dotted path.
+        old_type: its class before.
+        new_type: its class after: normlab's `BatchNorm` for a torch.nn batch norm, the
+            same class for a normlab layer (synchronized in place).
+    """
 
     path: str
     old_type: type
@@ -118,9 +125,7 @@ def sync(
 ) -> nn.Module:
     """Cross-replica batch statistics for every batch-dependent norm layer of ``model``.
 
-    ``process_group``: the replicas that share statistics (None: the default group; a
-    torch SyncBatchNorm's own group is kept when none is given). Returns a new model unless
-    ``inplace=True``. See the module docstring.
+    Returns a new model unless ``inplace=True``. See the module docstring.
 
     Raises:
         ConfigError: a selected layer computes batch statistics but has no cross-replica
@@ -135,6 +140,9 @@ def unsync(model: nn.Module, *, to_torch: bool = False, inplace: bool = False) -
     ``to_torch=True`` turns each synchronized `BatchNorm` into ``torch.nn.SyncBatchNorm``
     (same parameters, buffers, momentum and process group): torch's class, for code that
     expects it (it runs on CUDA only).
+
+    Args:
+        to_torch: replace synchronized `BatchNorm` layers by ``torch.nn.SyncBatchNorm``.
     """
 
     def visit(path: str, module: nn.Module) -> nn.Module | None:

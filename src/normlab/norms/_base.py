@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core.axes import Axes
+from normlab.core.docstrings import append_shared_args
 from normlab.core.moments import Moments, accumulation_dtype
 
 
@@ -139,11 +140,42 @@ def _kept_counter(counter: Tensor | None) -> Tensor:
     return torch.tensor(0, dtype=torch.long)
 
 
+#: The keyword arguments that the layers share, described once: `Norm.__init_subclass__` adds
+#: each entry to the ``Args:`` of every layer whose ``__init__`` takes the argument and whose
+#: docstring does not describe it itself (a method that gives it another meaning does).
+SHARED_ARGS: dict[str, str] = {
+    "eps": "ε, added to the variance (the statistic the layer divides by the square root "
+    "of) for numerical stability.",
+    "momentum": "weight of the current batch in the running statistics' update, running = "
+    "(1 − momentum)·running + momentum·batch (PyTorch's convention; Flax's and Keras's "
+    "momentum is 1 − this one). None: a cumulative average, the k-th batch weighted 1/k "
+    "(k = ``num_batches_tracked``). Ignored without ``track_running_stats``.",
+    "affine": "apply a learned per-channel affine after normalizing: ``weight`` γ "
+    "(initialized to 1) and ``bias`` β (initialized to 0; a method without a shift, such "
+    "as RMSNorm, has γ only). False: neither, and both attributes are None.",
+    "track_running_stats": "keep running statistics in buffers (``running_mean`` and/or "
+    "``running_var``, and ``num_batches_tracked``): updated by each forward in training "
+    "mode, used for normalization in eval mode. False: no buffers, and eval mode "
+    "normalizes with the input's own statistics, as training does.",
+    "channel_dim": "where the channels are: 1, channels first, input (N, C, *S); -1, "
+    "channels last, (N, *S, C) (NHWC images, (N, L, C) token sequences). Parameters and "
+    "statistics are the same either way.",
+    "bias": "with ``affine``, also a learned shift β (``bias``); False: γ only.",
+    "device": "device of the parameters and buffers (torch.nn's factory argument).",
+    "dtype": "floating-point dtype of the parameters and buffers (torch.nn's factory "
+    "argument); None: torch's default dtype.",
+}
+
+
 class Norm(nn.Module):
     """Base class of normlab's activation-normalization layers.
 
     Subclasses set ``axes`` and implement ``forward``; shared keyword arguments are validated
-    here once, at construction.
+    here once, at construction, and documented once, in `SHARED_ARGS` (which this class adds
+    to each subclass's docstring).
+
+    Args:
+        num_features: C, the number of channels.
     """
 
     _version = 2  # torch.nn BatchNorm's state-dict version: checkpoints load unchanged
@@ -176,6 +208,10 @@ class Norm(nn.Module):
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        append_shared_args(cls, SHARED_ARGS)
 
     def __init__(
         self,
@@ -350,6 +386,26 @@ class Norm(nn.Module):
         if self.channel_dim != 1:
             parts.append(f"channel_dim={self.channel_dim}")
         return ", ".join(parts)
+
+
+append_shared_args(Norm, SHARED_ARGS)
+
+#: The arguments that the functional forms of the layers share, described once (`Entry` adds
+#: them to each functional form's docstring, as `SHARED_ARGS` for the classes).
+FUNCTIONAL_ARGS: dict[str, str] = {
+    "x": "the input, (N, C, *S), or (N, *S, C) with ``channel_dim=-1``.",
+    "weight": "per-channel scale γ, shape (C,); None: no scale.",
+    "bias": "per-channel shift β, shape (C,); None: no shift.",
+    "running_mean": "running (population) mean, shape (C,), used in place of the batch's "
+    "outside training; only read: the functional forms never update a tensor.",
+    "running_var": "running (population) variance, shape (C,), as ``running_mean``.",
+    "training": "True: normalize with the statistics of the input batch (the layer's "
+    "training mode); False: with the running statistics passed in, or the batch's when none "
+    "are.",
+    "eps": "ε, added to the variance (the statistic divided by its square root) for "
+    "numerical stability.",
+    "channel_dim": "where the channels are: 1, channels first; -1, channels last.",
+}
 
 
 def affine_params(weight: Tensor | None, bias: Tensor | None) -> tuple[Tensor, ...]:

@@ -20,6 +20,9 @@ from typing import Any
 
 from torch import nn
 
+from normlab.core.docstrings import append_shared_args
+from normlab.norms._base import FUNCTIONAL_ARGS
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -48,6 +51,11 @@ class Entry:
     spec_arg: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     fitting: str | None = None
+
+    def __post_init__(self) -> None:
+        """Document the functional forms' shared arguments (`FUNCTIONAL_ARGS`) once."""
+        for fn in self.functional:
+            append_shared_args(fn, FUNCTIONAL_ARGS)
 
     @property
     def summary(self) -> str:

@@ -228,6 +228,17 @@ def adain_from_stats(
     unchanged. Useful to interpolate styles by mixing their
     statistics.
 
+    Args:
+        content: x, the input to restyle, (N, C, *S) with *S non-empty.
+        style_mean: μ_s, shape (C,) or (N or 1, C).
+        style_std: σ_s, shape (C,) or (N or 1, C).
+        weight: optional per-channel γ applied to t (γ·t + β); None: none.
+        bias: optional per-channel β applied to t; None: none.
+        alpha: content-style trade-off α in [0, 1] (1: full style, 0: the content unchanged).
+        eps: ε, added to the content's variance only.
+        content_mask: bool, broadcastable to (N, 1, *S): the positions the content statistics
+            come from and that are restyled; None: all.
+
     Example:
         >>> x = torch.tensor([[[1.0, 3.0]]])
         >>> adain_from_stats(x, torch.tensor([10.0]), torch.tensor([2.0]), eps=1e-12)
@@ -280,6 +291,18 @@ def adain(
     ``style_mask`` / ``content_mask`` (bool, broadcastable to (N, 1, *S)) restrict the
     positions each statistic comes from; the content outside ``content_mask`` is unchanged
     (partial style). Differentiable in both inputs.
+
+    Args:
+        content: x, the input to restyle, (N, C, *S) with *S non-empty.
+        style: y, whose per-(sample, channel) statistics are imposed: (N or 1, C, *S').
+        weight: optional per-channel γ applied to t (γ·t + β); None: none.
+        bias: optional per-channel β applied to t; None: none.
+        alpha: content-style trade-off α in [0, 1] (1: full style, 0: the content unchanged).
+        eps: ε, added to the content's variance only.
+        content_mask: bool, broadcastable to (N, 1, *S): the content positions the content
+            statistics come from and that are restyled; None: all.
+        style_mask: bool, broadcastable to (N, 1, *S'): the style positions the style statistics
+            come from; None: all.
 
     Example:
         >>> adain(torch.tensor([[[1.0, 3.0]]]), torch.tensor([[[8.0, 12.0]]]), eps=1e-12)

@@ -168,6 +168,9 @@ def batch_instance_norm(
     x̂^(I): μ, σ² over *S per (sample, channel), always the input's. ``gate`` = ρ has one entry
     per channel and is used as given (see `BatchInstanceNorm` for values outside [0, 1]).
 
+    Args:
+        gate: ρ, shape (C,): the weight of the batch-normalized term per channel, used as given.
+
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
 
@@ -390,8 +393,12 @@ def clamp_gates_(model: nn.Module) -> int:
 def clamp_gates_after_step(optimizer: torch.optim.Optimizer, model: nn.Module) -> RemovableHandle:
     """Clip the gates of ``model`` into [0, 1] after every ``optimizer.step()``.
 
-    The paper's projected update ρ ← clip_[0,1](ρ − η∆ρ); the reference clamps the gates after
+    The paper's projected update ρ ← clip(ρ − η∆ρ, 0, 1); the reference clamps the gates after
     each optimizer step. Returns the hook's handle (``handle.remove()`` stops the clipping).
+
+    Args:
+        optimizer: the optimizer whose ``step()`` is followed by the clipping.
+        model: the model whose `BatchInstanceNorm` gates are clipped.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), BatchInstanceNorm(4))
@@ -418,6 +425,12 @@ def gate_param_groups(
     learning rate ``lr · gate_lr_multiplier`` and weight decay ``gate_weight_decay`` — the
     reference uses ×10 (``--bin-lr 10``) and no weight decay (which would pull ρ toward IN).
     A learning-rate schedule that scales every group keeps the ×10 ratio, as in the reference.
+
+    Args:
+        model: the model whose parameters are grouped.
+        lr: the base learning rate (of the gates' group before the multiplier).
+        gate_lr_multiplier: the gates' learning rate over ``lr``.
+        gate_weight_decay: the gates' weight decay.
     """
     gates = gate_parameters(model)
     ids = {id(p) for p in gates}

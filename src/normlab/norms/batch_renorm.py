@@ -307,6 +307,11 @@ def batch_renorm(
     0-dim tensors such as :meth:`BatchRenorm.clip_limits` returns); the module's schedule and
     its moving-average update are not part of the function.
 
+    Args:
+        rmax: r's clipping limit, r ∈ [1/rmax, rmax], for this step (a number or a 0-dim
+            tensor).
+        dmax: d's clipping limit, d ∈ [−dmax, dmax], for this step.
+
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
 

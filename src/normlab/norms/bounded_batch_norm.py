@@ -137,6 +137,7 @@ def bounded_bn_weight(
     float64 weight).
 
     Args:
+        weight: γ, the BatchNorm's weight to project, shape (C,) (not modified).
         running_var: the layer's running variance (mode "bbn"), or None (mode "rel").
         bn_eps: the layer's own ε inside sqrt(running_var + ε).
         eps: ε̃ > 0, the bound factor 1+ε̃ (reference: 1).

@@ -237,6 +237,15 @@ def divisive_norm(
     (a float, or a differentiable scalar tensor for a learned σ); ``center=False`` skips the
     centering (v = z). A field larger than the input is an error.
 
+    Args:
+        sum_window: spatial size of the summation field A: an odd int (every spatial dim), a
+            tuple of them, or None (all positions).
+        sup_window: the same for the suppression field B.
+        sum_channels: odd number of neighbouring channels in A; None: all.
+        sup_channels: the same for B.
+        eps: σ², the smoothing term: a float, or a differentiable scalar tensor for a learned σ.
+        center: subtract the summation-field mean (False: v = z, divisive only).
+
     Example:
         >>> divisive_norm(torch.tensor([[1.0, 3.0]]), sum_window=None, sup_window=None,
         ...               eps=1e-12)
@@ -280,6 +289,12 @@ def divisive_l1_penalty(
     v is the centered pre-normalization activation of the layer's summation field (pass the
     same ``sum_window`` / ``sum_channels``). Add α·R to the loss per normalized layer; the
     reference uses α from 1e-3 to 1e-2 (5e-3 with σ = 0.5 for DN* on CIFAR-10).
+
+    Args:
+        x: z, the layer's input (pre-normalization activation).
+        sum_window: the summation field's spatial size, as the layer's.
+        sum_channels: the summation field's channels, as the layer's; None: all.
+        channel_dim: 1, channels first; -1, channels last.
 
     Example:
         >>> divisive_l1_penalty(torch.tensor([[1.0, 3.0]]), sum_window=None)

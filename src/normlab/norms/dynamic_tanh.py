@@ -139,6 +139,9 @@ def dynamic_tanh(
 
     elementwise, α a one-element tensor, γ and β per channel (None: 1 and 0).
 
+    Args:
+        alpha: α, a one-element tensor (the learned scale).
+
     Example:
         >>> dynamic_tanh(torch.tensor([[0.0, 2.0]]), torch.tensor([0.5])).round(decimals=4)
         tensor([[0.0000, 0.7616]])

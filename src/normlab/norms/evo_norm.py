@@ -270,6 +270,13 @@ def evo_norm_b0(
     biased variance over (N, *S) per channel when ``training`` or ``running_var`` is None.
     ``v=None`` means v = 1; ``nonlinearity=False`` gives y = γx + β (``v`` must be None).
 
+    Args:
+        running_var: running variance, shape (C,), used for s²_b outside training; only read.
+            None: the batch's variance always.
+        v: the per-channel v, shape (C,); None: v = 1.
+        nonlinearity: False: the affine-only y = γx + β (``v`` must be None).
+        eps: ε, added to both variances.
+
     Example:
         >>> x = torch.tensor([[[1.0, 3.0]], [[5.0, 7.0]]])
         >>> evo_norm_b0(x, training=True, eps=1e-12)  # σ_b = √5; σ_i = 1: D = max(√5, x + 1)
@@ -296,6 +303,12 @@ def evo_norm_s0(
 
     s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels); G is
     decremented until it divides C. ``v=None`` means v = 1; ``nonlinearity=False``: y = γx + β.
+
+    Args:
+        num_groups: G; decremented until it divides C (the reference's rule).
+        v: the per-channel v, shape (C,); None: v = 1.
+        nonlinearity: False: the affine-only y = γx + β.
+        eps: ε, added to the group variance.
 
     Example:
         >>> evo_norm_s0(torch.tensor([[0.0, 2.0]]), num_groups=1, eps=1e-12).round(decimals=4)
@@ -438,7 +451,8 @@ class EvoNormS0(_EvoNorm):
         num_groups: G, 32 by default. If it does not divide C it is decremented until it does
             (the reference's rule: C = 6 gives G = 6, C = 40 gives G = 20); ``num_groups`` then
             holds the G in use.
-        group_size: channels per group instead (G = C / size), which must divide C.
+        group_size: channels per group instead (G = C / size), which must divide C; None:
+            set by ``num_groups``.
         nonlinearity: False gives the reference's affine-only layer y = γx + β (no ``v``).
 
     Shape:

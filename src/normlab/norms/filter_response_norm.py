@@ -200,6 +200,11 @@ def filter_response_norm(
     ``tau=torch.zeros(C)`` with γ = 1, β = 0 is ReLU(x̂). ε = ``eps`` + |``eps_l``| when the
     learned scalar ``eps_l`` is given, else ``eps``.
 
+    Args:
+        tau: the TLU's per-channel threshold τ, shape (C,); None: no TLU (FRN alone).
+        eps_l: a learned scalar tensor; ε = eps + |eps_l| when given.
+        eps: the fixed ε, added to the mean square ν².
+
     Example:
         >>> x = torch.tensor([[[3.0, -4.0]]])  # ν² = 12.5
         >>> filter_response_norm(x, eps=1e-12).round(decimals=4)

@@ -134,6 +134,10 @@ def frozen_batch_norm(
     ``torch.nn.functional.batch_norm(x, running_mean, running_var, weight, bias, training=False,
     eps=eps)``; gradients flow to ``x``, ``weight`` and ``bias`` (not to the statistics).
 
+    Args:
+        running_mean: μ̂, shape (C,); only read.
+        running_var: σ̂², shape (C,); only read.
+
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
 
@@ -190,6 +194,8 @@ class FrozenBatchNorm(Norm):
 
     Args:
         num_features: C, the number of channels.
+        affine: keep the source's per-channel ``weight`` γ and ``bias`` β (frozen buffers
+            unless ``trainable_affine``); False: neither.
         trainable_affine: keep ``weight`` and ``bias`` as trainable ``nn.Parameter``s
             (fine-tune γ and β, statistics still frozen). Default False: frozen buffers.
 

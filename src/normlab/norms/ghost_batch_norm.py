@@ -313,6 +313,11 @@ def ghost_batch_norm(
     ``running_mean`` / ``running_var`` (BN eval), or, when they are None, the statistics of the
     whole batch (plain BN: the batch is split into ghost batches in training only).
 
+    Args:
+        ghost_batch_size: samples per ghost batch (see ``split``).
+        split: ``"size"``: consecutive chunks of ``ghost_batch_size`` samples; ``"count"``: the
+            reference code's ``x.chunk(N // ghost_batch_size)`` (see `ghost_plan`).
+
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
 

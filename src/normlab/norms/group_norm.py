@@ -34,6 +34,9 @@ def group_norm(
 
     μ, σ² over (C/G, *S), one per (sample, group of C/G contiguous channels).
 
+    Args:
+        num_groups: G, the number of groups of contiguous channels; must divide C.
+
     Example:
         >>> group_norm(torch.tensor([[1.0, 3.0, 5.0, 7.0]]), 2, eps=1e-12)
         tensor([[-1.,  1., -1.,  1.]])
@@ -66,7 +69,8 @@ class GroupNorm(Norm):
         num_features: C, the number of channels.
         num_groups: G, which must divide C; 32 (the paper's default) when neither it nor
             ``group_size`` is given.
-        group_size: channels per group instead of G (16 is the paper's best), G = C / size.
+        group_size: channels per group instead of G (16 is the paper's best), G = C / size;
+            None: set by ``num_groups``.
 
     Shape:
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.

@@ -69,6 +69,12 @@ def instance_norm(
     μ, σ² over (*S), one per (sample, channel); with ``use_input_stats=False`` the given
     ``running_mean`` / ``running_var`` (one per channel) instead.
 
+    Args:
+        running_mean: per-channel mean (C,), used when ``use_input_stats=False``; only read.
+        running_var: per-channel variance (C,), as ``running_mean``.
+        use_input_stats: True: each (sample, channel)'s own statistics; False: ``running_mean``
+            / ``running_var``.
+
     Example:
         >>> instance_norm(torch.tensor([[[1.0, 3.0]]]), eps=1e-12)
         tensor([[[-1.,  1.]]])

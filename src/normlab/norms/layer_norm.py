@@ -60,6 +60,10 @@ def layer_norm(
     μ, σ² over (C, *S), one per sample; with ``per_position=True`` over C, one per (sample,
     position). γ, β per channel.
 
+    Args:
+        per_position: normalize over C alone, one statistic per (sample, position) (the
+            Transformer / ConvNeXt LayerNorm); False: over (C, *S), one per sample.
+
     Example:
         >>> layer_norm(torch.tensor([[1.0, 3.0]]), eps=1e-12)
         tensor([[-1.,  1.]])

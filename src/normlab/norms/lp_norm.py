@@ -235,6 +235,15 @@ def lp_norm(
     μ and the sum over the M values of one normalization set (``over``; default ``"layer"``,
     (C, *S) per sample). p = ∞ divides by max_j |x_j − μ| + ε. Without ``center``, μ = 0.
 
+    Args:
+        p: the order, > 0, or ``math.inf``.
+        over: the normalization set: ``"layer"`` (C, *S) per sample, ``"instance"``,
+            ``"position"``, ``"group"`` or any per-sample `normlab.core.axes.Axes` (see
+            `LpNorm`).
+        num_groups: G for ``over="group"``; None otherwise.
+        center: subtract μ first; False: μ = 0.
+        eps: ε, added to the Lp mean before the 1/p power (to the maximum for p = ∞).
+
     Example:
         >>> lp_norm(torch.tensor([[1.0, 3.0, 5.0, 7.0]]), p=1, eps=1e-12)
         tensor([[-1.5000, -0.5000,  0.5000,  1.5000]])
@@ -268,8 +277,9 @@ class LpNorm(Norm):
         num_features: C, the number of channels.
         p: the order, > 0 (default 1, the paper's L1 normalization), or ``math.inf``.
         over: the normalization set (see above).
-        num_groups: G for ``over="group"``.
+        num_groups: G for ``over="group"`` (None for the other sets).
         center: subtract μ first (default True); False divides x by its Lp average.
+        eps: ε, added to the Lp mean before the 1/p power (to the maximum for p = ∞).
 
     Shape:
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.

@@ -89,6 +89,9 @@ def rms_norm(
     over C, one statistic per (sample, position); ``eps=None`` is the input dtype's machine
     epsilon (``torch.nn.RMSNorm``'s default).
 
+    Args:
+        eps: ε, added to the mean square; None: the input dtype's machine epsilon.
+
     Example:
         >>> rms_norm(torch.tensor([[3.0, -3.0, 3.0, -3.0]]), eps=1e-12).round(decimals=4)
         tensor([[ 1., -1.,  1., -1.]])

@@ -155,6 +155,20 @@ def streaming_norm(
     every ``window`` steps; ``short_steps`` counts the steps). In eval they are the buffers
     (the long-term statistics alone before any step).
 
+    Args:
+        running_mean: μ_L, the long-term mean (C,); only read.
+        running_var: σ²_L, the long-term variance (C,); only read.
+        short_mean: μ_S, the current window's mean (C,); only read.
+        short_var: σ²_S, the current window's variance (C,); only read.
+        short_steps: steps taken in the current window (a 0-dim integer tensor).
+        num_batches_tracked: steps taken in all (a 0-dim integer tensor; t for
+            ``momentum=None``).
+        alpha: α, the weight of the long-term statistics in the mixture, in [0, 1].
+        momentum: m, the weight of a step in the long-term EMA; None: 1/t, the average of all
+            steps.
+        window: training steps per short-term window (1: the short term is the current batch
+            alone).
+
     Example:
         >>> z, o, n = torch.zeros(1), torch.ones(1), torch.tensor(0)
         >>> x = torch.tensor([[1.0], [3.0]])

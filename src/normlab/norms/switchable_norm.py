@@ -246,6 +246,11 @@ def switchable_norm(
     the batch's statistics when ``training`` or when no running statistics are given, else
     ``running_mean`` / ``running_var``.
 
+    Args:
+        mean_weight: λ, one logit per branch (the softmax weights the branch means).
+        var_weight: λ', one logit per branch (the softmax weights the branch variances).
+        branches: the statistics mixed, among ``"in"``, ``"ln"``, ``"bn"``.
+
     Shape:
         x: (N, C, *S), or (N, *S, C) with ``channel_dim=-1``; output: same shape.
 

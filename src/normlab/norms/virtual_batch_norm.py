@@ -251,6 +251,9 @@ def reference_pass(model: nn.Module) -> Iterator[None]:
     docstring's example). Statistics with autograd history from an earlier pass are released on
     entry. A layer used several times inside the block keeps the reference of its last call.
     Raises `normlab.errors.ConfigError` when ``model`` holds no VirtualBatchNorm.
+
+    Args:
+        model: the model (or the part of it) holding the `VirtualBatchNorm` layers.
     """
     layers = [m for m in model.modules() if isinstance(m, VirtualBatchNorm)]
     if not layers:

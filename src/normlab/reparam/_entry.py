@@ -17,6 +17,9 @@ from typing import Any
 
 from torch import nn
 
+from normlab.core.docstrings import append_shared_args
+from normlab.reparam._layers import TORCH_ARGS
+
 # Modules whose ``weight`` a weight-side method applies to by default (model-wide tools).
 DEFAULT_TARGETS: tuple[type[nn.Module], ...] = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -50,6 +53,12 @@ class WeightEntry:
     functional: tuple[Callable[..., Any], ...] = ()
     exports: tuple[Any, ...] = ()
     targets: tuple[type[nn.Module], ...] = DEFAULT_TARGETS
+
+    def __post_init__(self) -> None:
+        """Document torch.nn's arguments (`TORCH_ARGS`) of the published layers and of the
+        functional forms once."""
+        for obj in (*self.functional, *(x for x in self.exports if inspect.isclass(x))):
+            append_shared_args(obj, TORCH_ARGS)
 
     @property
     def summary(self) -> str:

@@ -9,6 +9,28 @@ from torch.nn.common_types import _size_2_t
 from normlab import errors
 from normlab.errors import ConfigError, InputError
 
+#: torch.nn's layer arguments, described once for the layers and functional forms of
+#: `normlab.reparam` that take them (`WeightEntry` adds them to their ``Args:``).
+TORCH_ARGS: dict[str, str] = {
+    "in_channels": "C_in, channels of the input (as ``nn.Conv2d``).",
+    "out_channels": "C_out, channels of the output: the number of filters.",
+    "kernel_size": "the filters' spatial size: an int or a pair (kh, kw).",
+    "stride": "the convolution's stride: an int or a pair.",
+    "padding": "padding added to both sides of the input: an int, a pair, or ``\"valid\"`` / "
+    "``\"same\"`` (as ``nn.Conv2d``).",
+    "dilation": "spacing between the kernel's elements: an int or a pair.",
+    "groups": "blocked connections: the input and output channels are split into this "
+    "many groups, each filter seeing its group's input channels; must divide both.",
+    "bias": "learn an additive bias (as torch.nn).",
+    "padding_mode": "how the input is padded: ``\"zeros\"``, ``\"reflect\"``, "
+    "``\"replicate\"`` or ``\"circular\"`` (as ``nn.Conv2d``).",
+    "in_features": "features of the input (its last dimension).",
+    "out_features": "features of the output.",
+    "device": "device of the parameters (torch.nn's factory argument).",
+    "dtype": "floating-point dtype of the parameters (torch.nn's factory argument); None: "
+    "torch's default dtype.",
+}
+
 # -- errors raised here ----------------------------------------------------------------------------
 
 

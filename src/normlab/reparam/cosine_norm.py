@@ -88,6 +88,13 @@ def cosine_linear(
     (without bias: $w_o\cdot x/(\lVert w_o\rVert\lVert x\rVert)$), over the last dimension of
     ``x``; a norm below ``eps`` is taken as ``eps``, so a zero input gives 0.
 
+    Args:
+        x: the input, (*, in_features).
+        weight: w, shape (out_features, in_features).
+        bias: b, shape (out_features,); None: no bias (plain cosine similarity).
+        eps: norms below it are taken as ``eps``, so a zero input gives 0.
+        centered: subtract the mean of x and of each weight row first (Pearson correlation).
+
     Example:
         >>> cosine_linear(torch.tensor([[3.0, 4.0]]), torch.tensor([[6.0, 8.0], [4.0, -3.0]]))
         tensor([[1., 0.]])
@@ -183,6 +190,13 @@ def cosine_conv2d(
     below ``eps`` are taken as ``eps``. ``stride``, ``padding``, ``dilation``, ``groups`` as
     in ``F.conv2d``.
 
+    Args:
+        x: the input, (N, C_in, H, W).
+        weight: the filters, (C_out, C_in/groups, kh, kw).
+        bias: b, shape (C_out,); None: no bias.
+        eps: norms below it are taken as ``eps``, so a zero patch gives 0.
+        centered: subtract the mean of each filter and of each patch first.
+
     Example:
         >>> x = torch.ones(1, 1, 3, 3)
         >>> cosine_conv2d(x, torch.full((1, 1, 2, 2), 5.0)).squeeze()
@@ -217,7 +231,6 @@ class CosineLinear(nn.Module):
     classifier (see the module docstring: the loss is bounded below).
 
     Args:
-        in_features, out_features, bias: as nn.Linear.
         eps: norms below it count as ``eps``, so a zero input gives 0.
         centered: subtract the mean of x and of each weight row first (Pearson correlation).
 
@@ -275,8 +288,7 @@ class CosineConv2d(nn.Module):
     included). Same in training and eval; no buffers.
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias: as
-            nn.Conv2d (``padding_mode`` must be ``"zeros"``).
+        padding_mode: must be ``"zeros"`` (the patch norm counts padded positions as zeros).
         eps: norms below it count as ``eps``, so a zero patch gives 0.
         centered: subtract the mean of each filter and of each patch first.
 

@@ -103,6 +103,14 @@ def norm_prop_linear(
     (``activation=None``: the pre-activation $u_i = \gamma_i W_i\cdot x/\lVert W_i\rVert +
     \beta_i$), over the last dimension of ``x``; ``gain`` is γ, ``bias`` is β.
 
+    Args:
+        x: the input, (*, in_features), standardized.
+        weight: W, shape (out_features, in_features).
+        gain: γ, shape (out_features,).
+        bias: β, shape (out_features,).
+        activation: ``"relu"``, or None for the pre-activation u.
+        eps: a weight-row norm below it counts as ``eps``.
+
     Example:
         >>> w, one, zero = torch.eye(2), torch.ones(2), torch.zeros(2)
         >>> norm_prop_linear(torch.tensor([[0.0, 1.0]]), w, one, zero)
@@ -137,6 +145,14 @@ def norm_prop_conv2d(
 
     with W_i the flattened filter i and x_p the patch at output position p; ``stride``,
     ``padding``, ``dilation``, ``groups`` as in ``F.conv2d``.
+
+    Args:
+        x: the input, (N, C_in, H, W).
+        weight: the filters W, (C_out, C_in/groups, kh, kw).
+        gain: γ, shape (C_out,).
+        bias: β, shape (C_out,).
+        activation: ``"relu"``, or None for the pre-activation u.
+        eps: a filter norm below it counts as ``eps``.
 
     Example:
         >>> w = torch.full((1, 1, 1, 1), 3.0)
@@ -181,7 +197,6 @@ class NormPropLinear(_NormProp):
     no buffers, same in training and eval.
 
     Args:
-        in_features, out_features: as nn.Linear.
         activation: ``"relu"`` (default) or None for the pre-activation u (a last layer).
         eps: a weight row norm below it counts as ``eps``.
 
@@ -234,8 +249,6 @@ class NormPropConv2d(_NormProp):
     patch entries are white, which neighbouring pixels only approximate.
 
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups: as
-            nn.Conv2d (zero padding).
         activation: ``"relu"`` (default) or None.
         eps: a filter norm below it counts as ``eps``.
 

@@ -127,6 +127,7 @@ def bounded_singular_values(weight: Tensor, eps: float, dim: int = 0, *, groups:
         eps: ε > 0; the reference code uses 0.5, its README sweeps {0.01, 0.05, 0.2, 0.5, 1}.
         dim: the dimension of the output units.
         groups: the layer's ``groups`` (the blocks split ``weight``'s dimension 0).
+        weight: W, the weight to bound (not modified).
 
     Shape:
         weight: (units, fan-in) or a conv filter bank; output: same shape and dtype.

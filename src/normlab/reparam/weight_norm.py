@@ -119,6 +119,13 @@ def weight_normalize(
     ``norm_except_dim`` gives, or a scalar for ``dim=None``. Without ``eps`` (torch's fused
     kernel) a zero-norm slice gives NaN; `weight_norm` never lets one reach the kernel.
 
+    Args:
+        v: the direction tensor (the weight's shape).
+        g: the magnitudes, broadcasting against the norms: (units, 1, ..., 1), or a scalar for
+            ``dim=None``.
+        dim: the dimension of the output units; None: one norm over the whole tensor.
+        eps: a lower bound on each norm; None: no bound (torch's fused kernel).
+
     Example:
         >>> weight_normalize(torch.tensor([[3.0, 4.0]]), torch.tensor([[10.0]]))
         tensor([[6., 8.]])

@@ -128,6 +128,13 @@ def standardized_weight(
     (``eps_in_sqrt=False``: $(W_o - \mu_o)/(\sigma_o + \epsilon)$), with μ_o and σ_o over
     every dimension except ``dim`` (the output units), σ biased unless ``unbiased=True``.
 
+    Args:
+        weight: W, with the output units along ``dim``.
+        eps: ε, added to σ² (or, with ``eps_in_sqrt=False``, to σ).
+        dim: the dimension of the output units (0 for Linear and Conv).
+        unbiased: σ² with Bessel's correction (n − 1); False: the biased variance.
+        eps_in_sqrt: ε inside the square root, sqrt(σ² + ε); False: σ + ε.
+
     Example:
         >>> w = torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])
         >>> standardized_weight(w, unbiased=True, eps_in_sqrt=False)
@@ -222,6 +229,12 @@ class WSConv2d(nn.Conv2d):
     norm layer) plus the keyword-only ``eps``, ``unbiased`` and ``eps_in_sqrt`` of
     `weight_standardization`. Its state dict is that of ``weight_standardization(
     nn.Conv2d(...))`` (``parametrizations.weight.original``, ``bias``).
+
+    Args:
+        bias: learn an additive bias; False by default, as a norm layer follows WS convs.
+        eps: ε of `weight_standardization`, added to σ² (or σ).
+        unbiased: standardize with the unbiased variance; False: the biased one.
+        eps_in_sqrt: sqrt(σ² + ε); False: σ + ε.
 
     Example:
         >>> WSConv2d(3, 8, 3, padding=1)(torch.randn(2, 3, 5, 5)).shape

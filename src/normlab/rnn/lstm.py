@@ -77,6 +77,13 @@ class NormLSTMCell(nn.Module):
         norm: ``"bn"`` (Cooijmans et al.), ``"ln"`` (Ba et al.) or None.
         max_length: BN's T_max, the running slots kept (steps past it reuse the last slot).
         gamma_init: the initial γ of the three BNs (the paper's 0.1); LN's α starts at 1.
+        bias: learn the gate bias b = b_ih + b_hh (``bias_ih``, ``bias_hh``, as ``nn.LSTM``).
+        eps: ε of every BN / LN, added to the variance.
+        momentum: BN's running-statistics momentum, per step slot (PyTorch's convention; None, a
+            cumulative average, is refused: the slots see different numbers of batches). Unused
+            by LN and ``norm=None``.
+        device: device of the parameters and buffers (torch.nn's factory argument).
+        dtype: dtype of the parameters and buffers (torch.nn's factory argument).
 
     Shape:
         input (N, input_size); h, c (N, H). ``forward(x, (h, c), step=t)`` returns (h', c');
@@ -256,13 +263,25 @@ class NormLSTM(nn.Module):
     ``norm=None`` and copied weights (`from_lstm`) it computes what ``nn.LSTM`` computes.
 
     Args:
-        input_size, hidden_size, num_layers, bias, batch_first, dropout: as ``nn.LSTM``.
+        input_size: features of x_t.
+        hidden_size: H, features of h_t and c_t.
+        num_layers: stacked cells; layer l + 1 reads layer l's outputs.
+        batch_first: input and output (N, T, ·) instead of (T, N, ·).
+        dropout: dropout probability on the outputs of every layer but the last, in
+            training (as ``nn.LSTM``).
         norm: ``"bn"``, ``"ln"`` or None.
         max_length: BN's T_max, the per-step running slots kept. Training steps from
             ``max_length`` on use batch statistics but are not tracked; eval step t reads slot
             ``min(t, num_steps_tracked - 1)`` (the last trained step's, past the training
             length: the paper's reuse rule).
         gamma_init: the initial γ of every BN (the paper's 0.1).
+        bias: learn the gate bias b = b_ih + b_hh (``bias_ih``, ``bias_hh``, as ``nn.LSTM``).
+        eps: ε of every BN / LN, added to the variance.
+        momentum: BN's running-statistics momentum, per step slot (PyTorch's convention; None, a
+            cumulative average, is refused: the slots see different numbers of batches). Unused
+            by LN and ``norm=None``.
+        device: device of the parameters and buffers (torch.nn's factory argument).
+        dtype: dtype of the parameters and buffers (torch.nn's factory argument).
 
     Shape:
         input (T, N, input_size), or (N, T, input_size) with ``batch_first``, or a

@@ -8,6 +8,7 @@
 * `parametrize` / `unparametrize`: a weight-side method on every conv / linear layer, and off.
 """
 
+from normlab.core.docstrings import append_shared_args as _append_shared_args
 from normlab.surgery.convert import convert as convert
 from normlab.surgery.convert import convert_layer as convert_layer
 from normlab.surgery.convert import convert_with_report as convert_with_report
@@ -23,6 +24,7 @@ from normlab.surgery.parametrize import parametrize_with_report as parametrize_w
 from normlab.surgery.parametrize import unparametrize as unparametrize
 from normlab.surgery.recalibrate import Recalibrated as Recalibrated
 from normlab.surgery.recalibrate import recalibrate as recalibrate
+from normlab.surgery.walker import SHARED_ARGS as _SHARED_ARGS
 from normlab.surgery.walker import Replacement as Replacement
 from normlab.surgery.walker import matches as matches
 from normlab.surgery.walker import replace_modules as replace_modules
@@ -47,3 +49,8 @@ __all__ = [
     "unfreeze",
     "unparametrize",
 ]
+
+for _tool in (convert, convert_with_report, fold, fold_with_report, freeze, unfreeze,
+              parametrize, parametrize_with_report, unparametrize, recalibrate, replace_modules):
+    _append_shared_args(_tool, _SHARED_ARGS)  # model, skip, only, inplace: documented once
+del _tool

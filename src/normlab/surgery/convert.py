@@ -252,7 +252,14 @@ def _build(
 
 def convert_layer(module: nn.Module, to: registry.Spec, **kwargs: Any) -> nn.Module:
     """One norm layer converted to ``to`` (a registry spec, class or callable), carrying what
-    `convert` carries; ``module`` itself is not modified."""
+    `convert` carries; ``module`` itself is not modified.
+
+    Args:
+        module: the norm layer to convert (a torch.nn or normlab norm).
+        to: the target norm: a registry spec, a layer class or a callable
+            ``f(num_features, **kw)``.
+        **kwargs: keyword arguments of the target's constructor, overriding what is carried.
+    """
     registry.factory(to)  # an invalid spec fails here, with the registry's message
     if not layers.is_norm(module):
         raise cannot_convert(
@@ -274,7 +281,13 @@ def convert(
     """Replace every norm layer of ``model`` by ``to``; returns the new model.
 
     ``model = convert(model, "gn:32")``; `convert_with_report` also returns what was replaced
-    and carried. Arguments: see `convert_with_report`.
+    and carried.
+
+    Args:
+        to: the target norm: a registry spec (``"gn:32"``, ``"frozen_bn"``), a layer class
+            or a callable ``f(num_features, **kw)`` (see `convert_with_report`).
+        **kwargs: keyword arguments of the target's constructor; they override what is
+            carried from each converted layer.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
@@ -295,11 +308,13 @@ def convert_with_report(
 ) -> tuple[nn.Module, list[Replacement]]:
     """`convert`, returning ``(new_model, report)``.
 
-    ``to``: a registry spec (``"gn:32"``, ``"frozen_bn"``), a layer class or a callable
-    ``f(num_features, **kw)``. ``**kwargs`` go to the target's constructor and override what
-    is carried (see the module docstring). ``skip`` / ``only``: paths, fnmatch patterns or
-    classes (`normlab.surgery.walker`). ``inplace=False`` (default) converts a deep copy;
-    the report has one `Replacement` per converted path, with what was carried.
+    The report has one `Replacement` per converted path, with what was carried.
+
+    Args:
+        to: the target norm: a registry spec (``"gn:32"``, ``"frozen_bn"``), a layer class
+            or a callable ``f(num_features, **kw)``.
+        **kwargs: keyword arguments of the target's constructor; they override what is
+            carried from each converted layer (see the module docstring).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())

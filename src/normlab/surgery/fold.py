@@ -598,7 +598,11 @@ class FoldResult:
 def fold_with_report(
     model: nn.Module, *, pairs: Iterable[tuple[str, str]] | None = None, inplace: bool = False
 ) -> FoldResult:
-    """`fold`, returning a `FoldResult` (model and report) instead of the model alone."""
+    """`fold`, returning a `FoldResult` (model and report) instead of the model alone.
+
+    Args:
+        pairs: the (conv / linear path, BN path) pairs to fold; None: trace the model.
+    """
     if not isinstance(model, nn.Module):
         raise not_a_model("fold", model)
     chosen = _find(model) if pairs is None else _given_pairs(model, pairs)
@@ -632,6 +636,10 @@ def fold(
     models torch.fx cannot trace; trusted to match the forward). Deep-copies the model unless
     ``inplace=True``; nothing is changed when an error is raised. `fold_with_report` also
     returns what was folded and which BN layers remain.
+
+    Args:
+        pairs: the (conv / linear path, BN path) pairs to fold, instead of those torch.fx
+            finds; None: trace the model.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()

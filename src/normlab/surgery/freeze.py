@@ -61,7 +61,14 @@ class _FreezeState:
 @dataclass(frozen=True)
 class FrozenLayer:
     """One layer `freeze` acted on (or `unfreeze` restored): whether its statistics are frozen
-    and which of its parameters no longer require grad."""
+    and which of its parameters no longer require grad.
+
+    Attributes:
+        path: the layer's dotted path in the model.
+        layer_type: the layer's class.
+        statistics: its statistics are frozen (False: it keeps none to freeze).
+        parameters: the names of the parameters whose ``requires_grad`` was turned off.
+    """
 
     path: str
     layer_type: type
@@ -84,7 +91,11 @@ def _restore_mode(module: nn.Module, args: Any, output: Any) -> None:
 
 
 def is_frozen(module: nn.Module) -> bool:
-    """`freeze` froze this layer's statistics (FrozenBatchNorm without `freeze` is not listed)."""
+    """`freeze` froze this layer's statistics (FrozenBatchNorm without `freeze` is not listed).
+
+    Args:
+        module: any module.
+    """
     state = getattr(module, _STATE, None)
     return isinstance(state, _FreezeState) and state.pre_hook is not None
 
@@ -119,9 +130,13 @@ def freeze(
     """Freeze the statistics of every norm layer in ``model`` in place (and, with
     ``affine=True``, its parameters); returns one `FrozenLayer` per norm layer seen.
 
-    ``skip`` / ``only``: paths, fnmatch patterns or classes (see `normlab.surgery.walker`).
     Freezing a frozen layer again keeps its first record, so `unfreeze` restores the state
     from before the first `freeze`.
+
+    Args:
+        model: modified in place.
+        affine: also freeze the layers' parameters (``requires_grad=False``); False: only
+            the statistics.
 
     Example:
         >>> import torch
@@ -156,7 +171,11 @@ def unfreeze(
 ) -> list[FrozenLayer]:
     """Undo `freeze` in place: remove the hooks and give back each parameter's prior
     ``requires_grad``; returns one `FrozenLayer` per layer restored (what had been frozen).
-    Layers that were not frozen are left alone; an unfrozen model gives an empty report."""
+    Layers that were not frozen are left alone; an unfrozen model gives an empty report.
+
+    Args:
+        model: modified in place.
+    """
     report = []
     for path, module in list(_layers(model, "unfreeze", skip, only)):
         state = freeze_state_of(module)

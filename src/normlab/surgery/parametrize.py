@@ -64,7 +64,14 @@ def cannot_restore(path: str, name: str, method: str) -> ConfigError:
 
 @dataclass(frozen=True)
 class Parametrized:
-    """One module whose ``name`` tensor `parametrize` / `unparametrize` acted on."""
+    """One module whose ``name`` tensor `parametrize` / `unparametrize` acted on.
+
+    Attributes:
+        path: the module's dotted path.
+        module_type: the module's class.
+        name: the reparametrized tensor's name (``"weight"``).
+        method: the weight-side method's registry name.
+    """
 
     path: str
     module_type: type
@@ -98,7 +105,13 @@ def parametrize_with_report(
     inplace: bool = False,
     **kwargs: Any,
 ) -> tuple[nn.Module, list[Parametrized]]:
-    """`parametrize`, also returning one `Parametrized` per module acted on."""
+    """`parametrize`, also returning one `Parametrized` per module acted on.
+
+    Args:
+        method: the weight-side method's registry name.
+        name: the parameter of each layer to reparametrize.
+        **kwargs: keyword arguments of the method.
+    """
     if not isinstance(model, nn.Module):
         raise not_a_model("parametrize", model)
     entry = registry.lookup_weight(method)
@@ -149,6 +162,12 @@ def parametrize(
     nn.Linear / nn.Conv*d / nn.ConvTranspose*d ``m`` outside ``head``; ``kwargs`` go to the
     method (``n_power_iterations=2``). Returns a new model unless ``inplace=True``.
 
+    Args:
+        method: the weight-side method's registry name (``"spectral_norm"``,
+            ``"weight_norm"``, ...).
+        name: the parameter of each layer to reparametrize.
+        **kwargs: keyword arguments of the method.
+
     Raises:
         UnknownNameError: ``method`` names no weight-side method.
         ConfigError: nothing was selected, or a selected layer already has the method.
@@ -173,6 +192,10 @@ def unparametrize(
     parameter, so the model computes the same function; ``bake=False`` restores the
     unnormalized original. Returns a new model unless ``inplace=True``. A model (or module)
     without any is returned unchanged.
+
+    Args:
+        method: remove only this method's parametrizations (a registry name); None: all.
+        bake: keep the effective (normalized) weight (True) or the unnormalized original.
     """
     if not isinstance(model, nn.Module):
         raise not_a_model("unparametrize", model)

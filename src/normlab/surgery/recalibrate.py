@@ -159,7 +159,15 @@ MODES = ("precise", "adabn")
 @dataclass(frozen=True)
 class Recalibrated:
     """One layer whose running statistics `recalibrate` re-estimated: ``count`` values per
-    channel over ``batches`` batches (0: it received no input and was left unchanged)."""
+    channel over ``batches`` batches (0: it received no input and was left unchanged).
+
+    Attributes:
+        path: the layer's dotted path.
+        layer_type: the layer's class.
+        count: values per channel the statistics are over.
+        batches: batches that reached the layer.
+        mode: ``"precise"`` or ``"adabn"``.
+    """
 
     path: str
     layer_type: type
@@ -327,7 +335,7 @@ def recalibrate(
         num_batches: use at most this many batches (all when None).
         mode: ``"precise"`` or ``"adabn"`` (same computation, see the module docstring).
         forward: ``forward(model, batch)`` runs one batch, for models that take several
-            inputs or keyword arguments.
+            inputs or keyword arguments; None: ``model(input)``.
         process_group: None: this process's batches alone. A process group (e.g.
             ``torch.distributed.group.WORLD``): every replica of it calls ``recalibrate``
             with its own batches and ends with the statistics of all replicas' batches (see

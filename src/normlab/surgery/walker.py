@@ -60,11 +60,34 @@ def bad_selector(argument: str, value: object) -> ConfigError:
 
 Selector = str | type | Iterable[str | type] | None
 
+#: The arguments that the surgery tools share, described once: `normlab.surgery` and
+#: `normlab.distributed` add them to each tool's ``Args:`` (`normlab.core.docstrings`).
+SHARED_ARGS: dict[str, str] = {
+    "model": "the network (any ``torch.nn.Module``; its own path is ``\"\"``, so a single "
+    "layer is a model too).",
+    "skip": "leave out the modules it selects and everything below them: a module path or "
+    "``fnmatch`` pattern (``\"layer1\"``, ``\"*.bn2\"``), a module class (its instances and "
+    "its subclasses'), or a list of those (see `normlab.surgery.walker`). None: skip nothing.",
+    "only": "act only on the modules it selects (and those below them), in the forms of "
+    "``skip``. None: every module the tool applies to.",
+    "inplace": "False: work on a deep copy and leave ``model`` untouched; True: modify and "
+    "return ``model`` itself.",
+    "process_group": "the replicas that share statistics (a ``torch.distributed`` process "
+    "group); None: the default group (a torch ``SyncBatchNorm`` keeps its own).",
+}
+
 
 @dataclass(frozen=True)
 class Replacement:
     """One module replaced at ``path``: its type before and after, and what was carried over
-    (parameter and buffer names, for `convert`)."""
+    (parameter and buffer names, for `convert`).
+
+    Attributes:
+        path: the module's dotted path (``""``: the model itself).
+        old_type: the class of the replaced module.
+        new_type: the class of its replacement.
+        carried: the names of the arguments, parameters and buffers carried over.
+    """
 
     path: str
     old_type: type
@@ -98,7 +121,13 @@ def check_selector(selector: Selector, argument: str) -> tuple[str | type, ...]:
 
 
 def matches(path: str, module: nn.Module, items: tuple[str | type, ...]) -> bool:
-    """Does any item select the module at ``path`` (see the module docstring)?"""
+    """Does any item select the module at ``path`` (see the module docstring)?
+
+    Args:
+        path: the module's dotted path (``""``: the model itself).
+        module: the module at ``path`` (for class items).
+        items: paths / fnmatch patterns and classes, as `check_selector` returns them.
+    """
     prefixes = [path[:i] for i, ch in enumerate(path) if ch == "."] + [path]
     for item in items:
         if isinstance(item, type):
@@ -143,6 +172,10 @@ def replace_modules(
     Returns ``(new_model, report)``: the model with the replacements (a deep copy unless
     ``inplace=True``) and one `Replacement` per replaced path, in visiting order. ``fn``
     receives the modules of the copy, never those of the original.
+
+    Args:
+        fn: ``fn(path, module)``: the replacement for the module at ``path``, or None to
+            keep it (and visit its children).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
