@@ -32,7 +32,45 @@ def test_list_shows_every_available_name() -> None:
     assert set(names) <= set(normlab.available())
     weight_names = [line.split()[0] for line in weights.splitlines()[2:] if line[:1].strip()]
     assert weight_names == normlab.available("weight")
-    assert max(len(line) for line in proc.stdout.splitlines()) <= 160
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
+
+
+def test_list_fits_100_columns_without_cutting_words() -> None:
+    proc = run_cli("list")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    too_wide = [(len(line), line) for line in lines if len(line) > 100]
+    assert not too_wide, too_wide
+    for entry in normlab.norms.entries():  # every alias and paper id whole, on one line
+        for word in (*entry.aliases, entry.paper.split()[-1]):
+            assert any(word in line for line in lines), word
+
+
+def test_options_are_never_abbreviated() -> None:
+    proc = run_cli("sweep", "--norm", "bn", "--steps", "1")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --norm bn" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_no_traceback_when_the_reader_closes_the_pipe() -> None:
+    """``normlab list | head -1``: the pipe closes early, and the command stops quietly."""
+    shell = subprocess.run(
+        f"{sys.executable} -m normlab list | head -1", shell=True,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert shell.stdout.startswith("name")
+    assert shell.stderr == ""
+    # a reader gone before the first byte is written
+    with subprocess.Popen(
+        [sys.executable, "-m", "normlab", "describe", "gn"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141
+    assert err == ""
 
 
 def test_console_script() -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from normlab import __version__, cli_lab, errors, registry
 from normlab.cli_lab import add_report_parser, add_sweep_parser
@@ -67,24 +68,35 @@ def defaults(cls: Callable[..., object]) -> list[str]:
     return out
 
 
-_COLUMN_WIDTHS = (24, 24, 64, 44)  # name, aliases, normalizes over / use, paper
+LIST_WIDTH = 100  # `normlab list` fits a terminal this wide
+_GAP = "  "  # between columns
+_INDENT = "    "  # of a row's detail line
 
 
-def _table(rows: list[list[str]]) -> str:
-    """A plain-text table; a cell wider than its column's cap wraps onto continuation lines."""
-    wrapped = [
-        [textwrap.wrap(cell, cap) or [""] for cell, cap in zip(row, _COLUMN_WIDTHS, strict=True)]
-        for row in rows
-    ]
-    widths = [max(len(line) for row in wrapped for line in row[i]) for i in range(len(rows[0]))]
-    lines = []
-    for row in wrapped:
-        for k in range(max(len(cell) for cell in row)):
-            cells = [cell[k] if k < len(cell) else "" for cell in row]
-            lines.append(
-                "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-            )
-    lines.insert(1, "  ".join("-" * w for w in widths))
+def _table(rows: list[list[str]], details: list[str], detail_title: str) -> str:
+    """A plain-text table within `LIST_WIDTH` columns: name, aliases and paper side by side, and
+    under each row, indented, its detail (what it normalizes over, or how it is used).
+
+    The names' column is as wide as its longest name, the aliases' as its longest alias; the
+    paper gets the rest. A cell too long for its column, and a long detail, wrap onto
+    continuation lines (between words, never inside one: only an alias or a word longer than
+    the whole line would be cut).
+    """
+    name_width = max(len(row[0]) for row in rows)
+    alias_width = max(len(w) for row in rows for w in row[1].split() or [""])
+    paper_width = LIST_WIDTH - name_width - alias_width - 2 * len(_GAP)
+    caps = (name_width, alias_width, paper_width)
+    header = [*rows[0][:2], f"{rows[0][2]} (then, indented: {detail_title})"]
+    lines = [_GAP.join(c.ljust(w) for c, w in zip(header, caps, strict=True)).rstrip(),
+             _GAP.join("-" * w for w in caps)]
+    for row, detail in zip(rows[1:], details, strict=True):
+        cells = [textwrap.wrap(c, w, break_on_hyphens=False) or [""]
+                 for c, w in zip(row, caps, strict=True)]
+        for k in range(max(len(cell) for cell in cells)):
+            parts = [cell[k] if k < len(cell) else "" for cell in cells]
+            lines.append(_GAP.join(p.ljust(w) for p, w in zip(parts, caps, strict=True)).rstrip())
+        lines += textwrap.wrap(detail, LIST_WIDTH, initial_indent=_INDENT,
+                               subsequent_indent=_INDENT, break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -96,16 +108,17 @@ def weight_kind(entry: registry.WeightEntry) -> str:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
-    rows = [["name", "aliases", "normalizes over", "paper"]]
+    rows = [["name", "aliases", "paper"]]
     for entry in registry.entries():
-        rows.append([entry.name, ", ".join(entry.aliases), normalizes_over(entry), entry.paper])
-    print(_table(rows))
-    weight_rows = [["weight-side method", "aliases", "use", "paper"]]
+        rows.append([entry.name, ", ".join(entry.aliases), entry.paper])
+    print(_table(rows, [normalizes_over(e) for e in registry.entries()], "normalizes over"))
+    weight_rows = [["weight-side method", "aliases", "paper"]]
     for w in registry.weight_entries():
-        weight_rows.append([w.name, ", ".join(w.aliases), weight_kind(w), w.paper])
+        weight_rows.append([w.name, ", ".join(w.aliases), w.paper])
     if len(weight_rows) > 1:
         print()
-        print(_table(weight_rows))
+        print(_table(weight_rows, [f"use: {weight_kind(w)}" for w in registry.weight_entries()],
+                     "how to use it"))
     return 0
 
 
@@ -163,6 +176,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, with the fix (argparse prints the whole usage otherwise)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # "--norm bn" must not pass for "--norms bn": an option is spelled out or rejected
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}. See '{self.prog} --help'.\n")
 
@@ -191,8 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse exits on --help and on usage errors
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except NormlabError as err:
         message = " ".join(str(err).split())
         print(f"normlab: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``normlab list | head -1``): stop quietly, as cat does. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # killed by SIGPIPE, the shell's convention
