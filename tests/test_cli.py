@@ -99,9 +99,34 @@ def test_describe_alias_through_entry_point() -> None:
     out = proc.stdout
     assert out.startswith("group_norm")
     assert "Wu & He 2018" in out
-    assert "$$" in out
+    assert "  y = γ · (x − μ) / √(σ² + ε) + β\n" in out  # the equation as text, not LaTeX
+    assert "$" not in out and "\\" not in out
     assert "num_groups=None" in out
     assert "eps=1e-05" in out
+
+
+def test_describe_explains_what_the_defaults_mean() -> None:
+    proc = run_cli("describe", "gn")
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.partition("arguments (defaults):\n")[2]
+    explained = {line.split()[0]: line for line in args.splitlines() if line[2:3].strip()}
+    assert "32 (the paper's default) when neither" in explained["num_groups=None"]
+    assert "channels per group instead of G" in explained["group_size=None"]
+    assert "None: torch's default dtype" in explained["dtype=None"]
+    for item in ("eps=1e-05", "affine=True", "channel_dim=1", "num_features"):
+        assert len(explained[item].split()) > 3, item  # the name followed by what it means
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
+
+
+def test_every_method_is_described_without_latex(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in [*normlab.available(), *normlab.available("weight")]:
+        assert main(["describe", name]) == 0
+        out = capsys.readouterr().out
+        section = out.partition("equation:\n")[2].partition("\narguments")[0]
+        display = section.split("\n\n")[0]  # the equation, before the prose about it
+        assert " = " in display or " ← " in display, (name, display)
+        assert "$" not in section and "\\" not in section, (name, section)
+        assert "{" not in display.replace("{IN, LN, BN}", ""), (name, display)
 
 
 @pytest.mark.parametrize("name", ["bn", "layer_norm", "IN", "rms", "group-norm"])
@@ -147,7 +172,8 @@ def test_describe_weight_side_methods(name: str, capsys: pytest.CaptureFixture[s
     assert entry.paper in out
     if entry.apply is not None:
         assert f"normlab.parametrize(model, {entry.name!r})" in out
-        assert "$$" in out  # the equation of the parametrization
+        equation = out.partition("equation:\n")[2]  # the equation of the parametrization
+        assert " = " in equation.splitlines()[0] and "$" not in equation
 
 
 def test_describe_typo_suggests_weight_side_names_through_entry_point() -> None:

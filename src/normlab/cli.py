@@ -21,7 +21,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from normlab import __version__, cli_lab, errors, registry
+from normlab import __version__, cli_lab, cli_math, errors, registry
 from normlab.cli_lab import add_report_parser, add_sweep_parser
 from normlab.core.axes import Axes
 from normlab.errors import NormlabError
@@ -66,6 +66,68 @@ def defaults(cls: Callable[..., object]) -> list[str]:
             continue
         out.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
     return out
+
+
+# What the arguments most layers share mean, for a class whose docstring does not say
+COMMON_ARGUMENTS = {
+    "num_features": "C, the number of channels.",
+    "eps": "added to the variance under the square root, so that a constant input does not "
+    "divide by zero.",
+    "momentum": "weight of the newest batch in the running statistics' update; None: a "
+    "cumulative average over every batch so far.",
+    "affine": "learn a per-channel scale γ (starts at 1) and shift β (starts at 0); False: "
+    "γ = 1 and β = 0, fixed.",
+    "elementwise_affine": "learn γ and β per element of the normalized shape.",
+    "track_running_stats": "keep running statistics and use them in eval; False: eval uses "
+    "each batch's own statistics, as training does.",
+    "channel_dim": "the channel axis: 1 for (N, C, *S) inputs, -1 for channels-last "
+    "(N, *S, C).",
+    "device": "of the parameters and buffers; None: torch's default device.",
+    "dtype": "of the parameters and buffers; None: torch's default dtype.",
+}
+
+
+def documented_arguments(*documented: object) -> dict[str, str]:
+    """``{name: description}`` from the ``Args:`` sections of the docstrings (first one wins),
+    each description on one line, math and markup as plain text."""
+    found: dict[str, str] = {}
+    for obj in documented:
+        lines = (inspect.getdoc(obj) or "").splitlines()
+        start = next((i for i, line in enumerate(lines) if line.strip() == "Args:"), None)
+        if start is None:
+            continue
+        name = None
+        for line in lines[start + 1 :]:
+            if line.strip() and not line.startswith(" "):
+                break  # the next section
+            head = re.match(r"^    (\w+)(?: \([^)]*\))?: ?(.*)$", line)
+            if head:
+                name = head.group(1)
+                found.setdefault(name, "")
+                if found[name]:
+                    name = None  # documented by an earlier docstring
+                    continue
+                found[name] = head.group(2).strip()
+            elif name is not None and line.strip():
+                found[name] = f"{found[name]} {line.strip()}".strip()
+    return {k: cli_math.text(v) for k, v in found.items() if v}
+
+
+def explained_defaults(cls: Callable[..., object], *documented: object) -> list[str]:
+    """`defaults`, each followed by what the argument means (what its default does)."""
+    meaning = {**COMMON_ARGUMENTS, **documented_arguments(*documented, cls)}
+    items = [(item, meaning.get(item.partition("=")[0], "")) for item in defaults(cls)]
+    width = min(max(len(item) for item, _ in items), 28) + 2
+    lines = []
+    for item, text in items:
+        if not text:
+            lines.append(f"  {item}")
+            continue
+        head = f"  {item}".ljust(width + 2)
+        wrapped = textwrap.wrap(text, LIST_WIDTH - len(head), break_on_hyphens=False)
+        lines.append(head + wrapped[0])
+        lines += [" " * len(head) + rest for rest in wrapped[1:]]
+    return lines
 
 
 LIST_WIDTH = 100  # `normlab list` fits a terminal this wide
@@ -125,7 +187,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 def describe_weight(entry: registry.WeightEntry) -> int:
     aliases = ", ".join(entry.aliases) or "none"
     print(f"{entry.name}  (aliases: {aliases})  weight-side")
-    print(f"  {entry.summary}")
+    print(f"  {cli_math.text(entry.summary)}")
     print()
     print(f"use:        {weight_kind(entry)}")
     if entry.apply is not None:
@@ -135,12 +197,15 @@ def describe_weight(entry: registry.WeightEntry) -> int:
     eq = next((e for e in (equation(d) for d in documented if d is not None) if e), "")
     if eq:
         print("\nequation:")
-        print("\n".join(f"  {line}".rstrip() for line in eq.splitlines()))
+        print(_indented(cli_math.text(eq)))
     if entry.apply is not None:
         print("\narguments (defaults):")
-        for item in defaults(entry.apply):
-            print(f"  {item}")
+        print("\n".join(explained_defaults(entry.apply, entry.parametrization)))
     return 0
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"  {line}".rstrip() for line in text.splitlines())
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -155,7 +220,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     cls = entry.cls
     aliases = ", ".join(entry.aliases) or "none"
     print(f"{entry.name}  (aliases: {aliases})  normlab.{cls.__name__}")
-    print(f"  {entry.summary}")  # the class docstring's first line
+    print(f"  {cli_math.text(entry.summary)}")  # the class docstring's first line
     print()
     print(f"normalizes: {normalizes_over(entry)}")
     print(f"paper:      {entry.paper}")
@@ -164,12 +229,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     eq = equation(cls)
     if eq:
         print("\nequation:")
-        print("\n".join(f"  {line}".rstrip() for line in eq.splitlines()))
+        print(_indented(cli_math.text(eq)))
     print("\narguments (defaults):")
-    for item in defaults(cls):
-        print(f"  {item}")
+    print("\n".join(explained_defaults(cls, cls.__init__)))
     for key, value in entry.defaults.items():
-        print(f"  registry default: {key}={value!r}")
+        print(f"  registry default: {key}={value!r} (what normlab.create({entry.name!r}, C) uses)")
     return 0
 
 
