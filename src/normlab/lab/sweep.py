@@ -93,6 +93,11 @@ def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> list[dict[s
         ) from None
     previous = store.read_meta(out)
     finished = store.read_records(out)
+    if resume and not previous:
+        raise errors.ConfigError(
+            f"--resume {str(out)!r}: no sweep there to resume (no {store.META}). Start one "
+            "without --resume, or pass the --out of the sweep to continue."
+        )
     if previous or finished:
         if not resume:
             raise errors.ConfigError(
