@@ -213,8 +213,9 @@ def test_error_figure_has_one_line_per_norm_on_a_log2_axis():
     assert ax.get_xscale() == "log"
     assert ax.xaxis.get_transform().base == 2
     assert list(ax.get_xticks()) == BATCH_SIZES
+    names = {"bn": "BatchNorm", "gn": "GroupNorm", "ln": "LayerNorm"}  # names, not codes
     for norm, line in zip(NORMS, ax.lines, strict=True):
-        assert line.get_label().startswith(norm)
+        assert line.get_label().startswith(names[norm])
         assert list(line.get_xdata()) == BATCH_SIZES
         expected = [100 * np.mean(ERRORS[norm, b]) for b in BATCH_SIZES]
         np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
@@ -224,7 +225,11 @@ def test_error_figure_has_one_line_per_norm_on_a_log2_axis():
     assert any(t.get_text() == "×1" for t in ax.texts)
     colours = {line.get_label().split()[0]: line.get_color() for line in ax.lines}
     curves = plots.plot_training_curves(records, norms=NORMS)
-    assert [line.get_color() for line in curves.axes[0].lines] == [colours[n] for n in NORMS]
+    assert [line.get_color() for line in curves.axes[0].lines] == [
+        colours[names[n]] for n in NORMS
+    ]
+    (legend,) = curves.legends
+    assert [t.get_text() for t in legend.get_texts()] == [names[n] for n in NORMS]
 
 
 def test_error_figure_leaves_a_gap_where_a_norm_only_diverged():
