@@ -20,6 +20,7 @@ import normlab
 from normlab.cli import main
 from normlab.lab import store
 from normlab.lab.data import load_data
+from normlab.lab.progress import LOG_INTERVAL_S
 from normlab.lab.runner import RunConfig, train_run
 from normlab.lab.sweep import Sweep, run_sweep
 
@@ -76,6 +77,25 @@ def test_tiny_sweep_through_the_entry_point(tmp_path: Path) -> None:
     for name in ("report.md", "error_vs_batch_size.png", "training_curves.png", "summary.csv"):
         assert (out / name).stat().st_size > 0, name
     assert "runs in" in proc.stdout and "report.md" in proc.stdout
+
+
+def test_progress_off_a_terminal_is_a_line_at_a_time(tmp_path: Path) -> None:
+    """stderr is a pipe here: the bar prints whole lines (no carriage returns), a few of them."""
+    out = tmp_path / "run"
+    start = time.monotonic()
+    proc = sweep_cli("--data", "digits", "--max-train", "96", "--seeds", "1", "--norms", "bn,ln",
+                     "--batch-sizes", "4", "--steps", "6", "--model", "mlp", "--width", "8",
+                     "--jobs", "1", "--out", str(out))
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    # the start, the end, and between them one line per LOG_INTERVAL_S at most
+    assert 2 <= len(lines) <= 2 + elapsed / LOG_INTERVAL_S, lines
+    assert lines[0].startswith("runs 0/2") and lines[-1].startswith("runs 2/2 100%")
+    assert all(len(line) < 150 for line in lines), lines
+    text = (out / "report.md").read_text()  # --steps: the curves are against steps
+    assert "against the training step" in text and "digits data, mlp model (width 8)" in text
 
 
 def test_same_seed_same_numbers_and_seeds_differ(digits) -> None:
