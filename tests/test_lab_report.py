@@ -423,7 +423,7 @@ def test_a_norm_that_diverged_is_never_recommended():
     assert advice.use == ()
     assert advice.avoid == {"bn": "diverged in 1 of 4 runs", "gn": "+20.0 points"}
     sentence = report.advice_sentence(advice, [4])
-    assert sentence.startswith("At every batch size (4): no norm is both among the best")
+    assert sentence.startswith("At B = 4: no norm is both among the best")
 
 
 def test_no_recommendation_from_a_single_seed_or_all_diverged():

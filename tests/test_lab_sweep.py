@@ -186,6 +186,7 @@ def test_resume_needs_no_options_and_checks_those_given(tmp_path: Path, capsys) 
                  "--no-report"]) == 0
     first, _ = store.read_records(out)
     (out / store.RESULTS).write_text(json.dumps(first, sort_keys=True) + "\n")  # as if killed
+    before = store.read_meta(out)
     capsys.readouterr()
 
     again = sweep_cli("--resume", "--out", str(out), "--quiet", "--no-report", "--jobs", "1")
@@ -194,7 +195,9 @@ def test_resume_needs_no_options_and_checks_those_given(tmp_path: Path, capsys) 
     assert after[0] == first and len(after) == 2
     assert after[1]["id"] == "norm=ln|batch_size=4|seed=0"
     assert after[1]["config"] == {**first["config"], "norm": "ln"}  # the stored settings
-    assert store.read_meta(out)["max_train"] == 96
+    meta = store.read_meta(out)
+    assert meta["max_train"] == 96
+    assert (meta["command"], meta["created"]) == (before["command"], before["created"])
 
     # typed again: agreeing options are fine (norms as a set), others are named
     assert main(["sweep", "--resume", "--out", str(out), "--norms", "ln,bn", "--steps", "3",

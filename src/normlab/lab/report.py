@@ -229,10 +229,10 @@ def _names(norms: Sequence[str]) -> str:
 
 def _range(sizes: Sequence[int], every: Sequence[int]) -> str:
     listed = ", ".join(str(b) for b in sizes)
-    if len(sizes) == len(every):
-        return f"at every batch size ({listed})"
     if len(sizes) == 1:
         return f"at B = {sizes[0]}"
+    if len(sizes) == len(every):
+        return f"at every batch size ({listed})"
     if sizes[0] == every[0]:
         return f"at B ≤ {sizes[-1]} ({listed})"
     if sizes[-1] == every[-1]:
@@ -288,7 +288,7 @@ def recommendation_markdown(
         "seed spread of the two (the winner table's rule), and a norm that diverged is never "
         "recommended; distances are in percentage points of test error. **One data set and one "
         f"model** ({setting}"
-        + (f", {seeds} seeds" if isinstance(seeds, int) else "")
+        + (f", {seeds} seed{'' if seeds == 1 else 's'}" if isinstance(seeds, int) else "")
         + "): evidence about this setting, not a general ranking; another data set, model or "
         "training budget can change it.",
         "",

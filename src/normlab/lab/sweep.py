@@ -112,6 +112,9 @@ def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> list[dict[s
                 "settings, or start a new sweep with another --out."
             )
         finished = store.repair(out)
+        # the sweep's own command and start, not the resume's (which may give no options)
+        kept = {k: previous[k] for k in ("command", "created") if previous.get(k)}
+        meta = {**meta, **kept}
     store.write_meta(out, meta)
     return finished
 
