@@ -59,6 +59,15 @@ def _listed(items: tuple[object, ...]) -> str:
     return ",".join(str(i) for i in items)
 
 
+class _Typed(argparse.Action):
+    """Store the value and note the option in ``namespace.typed``: ``--resume`` checks the
+    options typed again against the sweep's own, and must tell them from the defaults."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.typed = {*getattr(namespace, "typed", ()), self.dest}
+
+
 def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     from normlab.lab.config import DEMO as d
 
@@ -70,33 +79,36 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
         "batch size. With no options: the built-in demo (MNIST-1D, an MLP, "
         f"{norms} at batch sizes {batch_sizes}).",
     )
-    p.add_argument("--data", default=None, help="digits, mnist1d, synthetic, "
+    p.add_argument("--data", default=d.data, action=_Typed, help="digits, mnist1d, synthetic, "
                    "synthetic-shift, cifar10:PATH, cifar100:PATH or folder:PATH "
                    f"(default {d.data})")
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", default=d.model, action=_Typed,
                    help=f"resnet, cnn1d or mlp (default {d.model})")
-    p.add_argument("--norms", type=comma_list, default=None,
+    p.add_argument("--norms", type=comma_list, default=comma_list(norms), action=_Typed,
                    help=f"registered norm specs and 'none', comma-separated (default {norms})")
-    p.add_argument("--batch-sizes", type=comma_ints, default=None,
+    p.add_argument("--batch-sizes", type=comma_ints, default=comma_ints(batch_sizes),
+                   action=_Typed,
                    help=f"comma-separated (default {batch_sizes})")
-    p.add_argument("--seeds", type=_positive_int, default=None,
+    p.add_argument("--seeds", type=_positive_int, default=d.seeds, action=_Typed,
                    help=f"runs per (norm, batch size), seeds 0..N-1 (default {d.seeds})")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--epochs", type=_positive_int, default=None,
+    amount.add_argument("--epochs", type=_positive_int, default=None, action=_Typed,
                         help=f"equal epochs at every batch size (default {d.epochs})")
-    amount.add_argument("--steps", type=_positive_int, default=None,
+    amount.add_argument("--steps", type=_positive_int, default=None, action=_Typed,
                         help="equal number of updates at every batch size instead of --epochs")
-    p.add_argument("--lr", type=_positive_float, default=None,
+    p.add_argument("--lr", type=_positive_float, default=d.lr, action=_Typed,
                    help=f"peak learning rate at --base-batch-size (default {d.lr})")
-    p.add_argument("--lr-scaling", choices=("linear", "none"), default=None,
+    p.add_argument("--lr-scaling", choices=("linear", "none"), default=d.lr_scaling,
+                   action=_Typed,
                    help="linear: lr x B / base batch size (default); none: the same lr for all")
-    p.add_argument("--base-batch-size", type=_positive_int, default=None,
+    p.add_argument("--base-batch-size", type=_positive_int, default=d.base_batch_size,
+                   action=_Typed,
                    help=f"the batch size --lr is meant for (default {d.base_batch_size})")
-    p.add_argument("--order", default=None,
+    p.add_argument("--order", default=d.order, action=_Typed,
                    help="iid, sorted (class-sorted batches) or fewclass:K (default iid)")
-    p.add_argument("--width", type=_positive_int, default=None,
+    p.add_argument("--width", type=_positive_int, default=None, action=_Typed,
                    help="channels / units of the model (default per model)")
-    p.add_argument("--max-train", type=_positive_int, default=None,
+    p.add_argument("--max-train", type=_positive_int, default=None, action=_Typed,
                    help="use at most this many training examples")
     p.add_argument("--jobs", type=_positive_int, default=None,
                    help="worker processes (default: the CPU cores this process may use)")
@@ -145,15 +157,15 @@ def sweep(args: argparse.Namespace) -> int:
     from normlab.lab.report import write_report
     from normlab.lab.sweep import latest_sweep, run_sweep, usable_cores
 
-    given = {k: getattr(args, k) for k in SWEEP_KEYS if getattr(args, k) is not None}
+    typed = getattr(args, "typed", set())
     if args.resume:
         out = Path(args.out) if args.out is not None else latest_sweep(RUNS_ROOT)
+        given = {k: getattr(args, k) for k in SWEEP_KEYS if k in typed}
         options = resumed_options(_sweep_meta(out), given, str(out))
     else:
-        options = {f.name: getattr(DEMO, f.name) for f in fields(Sweep)}
-        if "steps" in given:
-            options["epochs"] = None
-        options.update(given)
+        options = {f.name: getattr(args, f.name) for f in fields(Sweep)}
+        if args.epochs is None and args.steps is None:
+            options["epochs"] = DEMO.epochs
         if args.out is not None:
             out = Path(args.out)
         else:
