@@ -32,7 +32,45 @@ def test_list_shows_every_available_name() -> None:
     assert set(names) <= set(normlab.available())
     weight_names = [line.split()[0] for line in weights.splitlines()[2:] if line[:1].strip()]
     assert weight_names == normlab.available("weight")
-    assert max(len(line) for line in proc.stdout.splitlines()) <= 160
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
+
+
+def test_list_fits_100_columns_without_cutting_words() -> None:
+    proc = run_cli("list")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    too_wide = [(len(line), line) for line in lines if len(line) > 100]
+    assert not too_wide, too_wide
+    for entry in normlab.norms.entries():  # every alias and paper id whole, on one line
+        for word in (*entry.aliases, entry.paper.split()[-1]):
+            assert any(word in line for line in lines), word
+
+
+def test_options_are_never_abbreviated() -> None:
+    proc = run_cli("sweep", "--norm", "bn", "--steps", "1")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --norm bn" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_no_traceback_when_the_reader_closes_the_pipe() -> None:
+    """``normlab list | head -1``: the pipe closes early, and the command stops quietly."""
+    shell = subprocess.run(
+        f"{sys.executable} -m normlab list | head -1", shell=True,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert shell.stdout.startswith("name")
+    assert shell.stderr == ""
+    # a reader gone before the first byte is written
+    with subprocess.Popen(
+        [sys.executable, "-m", "normlab", "describe", "gn"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141
+    assert err == ""
 
 
 def test_console_script() -> None:
@@ -61,9 +99,34 @@ def test_describe_alias_through_entry_point() -> None:
     out = proc.stdout
     assert out.startswith("group_norm")
     assert "Wu & He 2018" in out
-    assert "$$" in out
+    assert "  y = γ · (x − μ) / √(σ² + ε) + β\n" in out  # the equation as text, not LaTeX
+    assert "$" not in out and "\\" not in out
     assert "num_groups=None" in out
     assert "eps=1e-05" in out
+
+
+def test_describe_explains_what_the_defaults_mean() -> None:
+    proc = run_cli("describe", "gn")
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.partition("arguments (defaults):\n")[2]
+    explained = {line.split()[0]: line for line in args.splitlines() if line[2:3].strip()}
+    assert "32 (the paper's default) when neither" in explained["num_groups=None"]
+    assert "channels per group instead of G" in explained["group_size=None"]
+    assert "None: torch's default dtype" in explained["dtype=None"]
+    for item in ("eps=1e-05", "affine=True", "channel_dim=1", "num_features"):
+        assert len(explained[item].split()) > 3, item  # the name followed by what it means
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
+
+
+def test_every_method_is_described_without_latex(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in [*normlab.available(), *normlab.available("weight")]:
+        assert main(["describe", name]) == 0
+        out = capsys.readouterr().out
+        section = out.partition("equation:\n")[2].partition("\narguments")[0]
+        display = section.split("\n\n")[0]  # the equation, before the prose about it
+        assert " = " in display or " ← " in display, (name, display)
+        assert "$" not in section and "\\" not in section, (name, section)
+        assert "{" not in display.replace("{IN, LN, BN}", ""), (name, display)
 
 
 @pytest.mark.parametrize("name", ["bn", "layer_norm", "IN", "rms", "group-norm"])
@@ -109,7 +172,8 @@ def test_describe_weight_side_methods(name: str, capsys: pytest.CaptureFixture[s
     assert entry.paper in out
     if entry.apply is not None:
         assert f"normlab.parametrize(model, {entry.name!r})" in out
-        assert "$$" in out  # the equation of the parametrization
+        equation = out.partition("equation:\n")[2]  # the equation of the parametrization
+        assert " = " in equation.splitlines()[0] and "$" not in equation
 
 
 def test_describe_typo_suggests_weight_side_names_through_entry_point() -> None:

@@ -342,5 +342,5 @@ def test_registry_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert "trainable_affine=True" in repr(m)
     assert cli_main(["describe", "fbn"]) == 0
     out = capsys.readouterr().out
-    assert "$$" in out and "\\hat\\mu" in out
+    assert "y = γ · (x − μ̂) / √(σ̂² + ε) + β" in out  # the equation, as plain text
     assert "trainable_affine=False" in out

@@ -509,6 +509,6 @@ def test_axes_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ghost_batch_size=16" in repr(m)
     assert cli_main(["describe", "gbn"]) == 0
     out = capsys.readouterr().out
-    assert "$$" in out and "\\mu_k" in out
+    assert "y = γ · (x − μₖ) / √(σ²ₖ + ε) + β" in out  # the equation, as plain text
     assert "ghost_batch_size=128" in out
     assert "arXiv:1705.08741" in out

@@ -213,8 +213,9 @@ def test_error_figure_has_one_line_per_norm_on_a_log2_axis():
     assert ax.get_xscale() == "log"
     assert ax.xaxis.get_transform().base == 2
     assert list(ax.get_xticks()) == BATCH_SIZES
+    names = {"bn": "BatchNorm", "gn": "GroupNorm", "ln": "LayerNorm"}  # names, not codes
     for norm, line in zip(NORMS, ax.lines, strict=True):
-        assert line.get_label().startswith(norm)
+        assert line.get_label().startswith(names[norm])
         assert list(line.get_xdata()) == BATCH_SIZES
         expected = [100 * np.mean(ERRORS[norm, b]) for b in BATCH_SIZES]
         np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
@@ -224,7 +225,11 @@ def test_error_figure_has_one_line_per_norm_on_a_log2_axis():
     assert any(t.get_text() == "×1" for t in ax.texts)
     colours = {line.get_label().split()[0]: line.get_color() for line in ax.lines}
     curves = plots.plot_training_curves(records, norms=NORMS)
-    assert [line.get_color() for line in curves.axes[0].lines] == [colours[n] for n in NORMS]
+    assert [line.get_color() for line in curves.axes[0].lines] == [
+        colours[names[n]] for n in NORMS
+    ]
+    (legend,) = curves.legends
+    assert [t.get_text() for t in legend.get_texts()] == [names[n] for n in NORMS]
 
 
 def test_error_figure_leaves_a_gap_where_a_norm_only_diverged():
@@ -358,3 +363,110 @@ def test_winner_table_says_when_the_best_norm_diverged_sometimes():
     summary = report.summarize(records)
     table = report.winners_markdown(report.winners(summary), summary)
     assert "| 4 | bn (20.00 %, 1 of 2 runs diverged) | gn (30.50 %) |" in table
+
+
+# ----------------------------------------------------------------------------- recommendation
+
+SIZES = [2, 4, 8, 16, 32]
+
+
+def spread_errors(mean: float, half: float, seeds: int = 3) -> list[float]:
+    """``seeds`` errors around ``mean``, evenly from ``mean - half`` to ``mean + half``."""
+    return list(np.linspace(mean - half, mean + half, seeds))
+
+
+def bn_fails_small_batches() -> dict:
+    """BN clearly worse at B ≤ 8, GN and LN tied everywhere, all three tied at B ≥ 16."""
+    errors = {}
+    for b in SIZES:
+        errors["gn", b] = spread_errors(0.20, 0.01)
+        errors["ln", b] = spread_errors(0.205, 0.01)
+        errors["bn", b] = spread_errors(0.40 - 0.02 * b if b <= 8 else 0.21, 0.01)
+    return errors
+
+
+def test_recommendation_groups_batch_sizes_with_the_same_advice():
+    errors = bn_fails_small_batches()
+    summary = report.summarize(grid_records(errors), NORMS)
+    small, large = report.recommendations(summary)
+    assert small.batch_sizes == (2, 4, 8) and large.batch_sizes == (16, 32)
+    assert small.use == ("gn", "ln") and list(small.avoid) == ["bn"]
+    gaps = [100 * (np.mean(errors["bn", b]) - np.mean(errors["gn", b])) for b in (2, 4, 8)]
+    assert small.avoid["bn"] == f"+{min(gaps):.1f} to +{max(gaps):.1f} points"
+    assert set(large.use) == {"bn", "gn", "ln"} and large.avoid == {}
+    text = report.recommendation_markdown(summary, {"seeds": 3}, "synthetic data, mlp model")
+    assert "One data set and one model** (synthetic data, mlp model, 3 seeds)" in text
+    assert (
+        f"- At B ≤ 8 (2, 4, 8): GroupNorm and LayerNorm are tied (within 2 × the seed spread); "
+        f"use either; avoid BatchNorm (+{min(gaps):.1f} to +{max(gaps):.1f} points)." in text
+    )
+    assert "- At B ≥ 16 (16, 32): GroupNorm, LayerNorm and BatchNorm are all tied" in text
+
+
+def test_tie_is_the_winner_tables_rule_on_the_seed_spread():
+    # margin 5 points; the seed spread is 100·half points: tied iff 5 ≤ 2 × spread
+    for half, tied in ((0.005, False), (0.03, True)):
+        errors = {("gn", 4): spread_errors(0.25, half), ("bn", 4): spread_errors(0.30, half)}
+        summary = report.summarize(grid_records(errors))
+        (advice,) = report.recommendations(summary)
+        spread = 100 * np.std(spread_errors(0.0, half), ddof=1)
+        assert (2 * spread >= 5.0) == tied
+        assert advice.use == (("gn", "bn") if tied else ("gn",))
+        (winner,) = report.winners(summary)
+        assert (winner.verdict == "within noise") == tied
+
+
+def test_a_norm_that_diverged_is_never_recommended():
+    errors = {("bn", 4): [0.10, 0.11, 0.12], ("gn", 4): [0.30, 0.31, 0.32]}
+    records = [*grid_records(errors), record("bn", 4, 3, None)]
+    (advice,) = report.recommendations(report.summarize(records))
+    assert advice.use == ()
+    assert advice.avoid == {"bn": "diverged in 1 of 4 runs", "gn": "+20.0 points"}
+    sentence = report.advice_sentence(advice, [4])
+    assert sentence.startswith("At B = 4: no norm is both among the best")
+
+
+def test_no_recommendation_from_a_single_seed_or_all_diverged():
+    records = [record("bn", 2, 0, None), record("gn", 2, 0, None),
+               record("bn", 4, 0, 0.3), record("gn", 4, 0, 0.2)]  # fmt: skip
+    diverged, single = report.recommendations(report.summarize(records))
+    assert diverged.note == "every run diverged" and diverged.use == ()
+    assert single.note == "single seed" and single.use == ("gn",)
+    sentence = report.advice_sentence(single, [2, 4])
+    assert "a single seed" in sentence and "not a recommendation" in sentence
+
+
+def test_distance_from_the_best_for_every_norm():
+    summary = report.summarize(grid_records(), NORMS)
+    found = report.distances(summary)
+    for (norm, b), gap in found.items():
+        best = min(np.mean(ERRORS[n, b]) for n in NORMS)
+        assert gap == pytest.approx(100 * (np.mean(ERRORS[norm, b]) - best))
+    table = report.distances_markdown(summary)
+    third = 100 * (np.mean(ERRORS["bn", 2]) - np.mean(ERRORS["gn", 2]))
+    assert f"| BatchNorm | +{third:.2f} | " in table  # the last one, not only the runner-up
+    assert "| GroupNorm | best |" in table
+
+
+def test_report_names_data_and_model_and_plots_steps_in_steps_mode(tmp_path, monkeypatch):
+    figures = []
+    real_png = plots.figure_png
+    monkeypatch.setattr(plots, "figure_png", lambda f, *a: figures.append(f) or real_png(f, *a))
+    steps_records = []
+    for rec in grid_records():
+        rec["config"] = {**rec["config"], "epochs": None, "steps": 30}
+        rec["curve"] = [{**p, "epoch": p["step"] / 7} for p in rec["curve"]]  # epochs not whole
+        steps_records.append(rec)
+    run_dir = write_run(tmp_path / "run", steps_records, {**meta_for(18), "width": 8})
+    text = report.write_report(run_dir).read_text()
+    error_figure, curves_figure = figures
+    assert error_figure.axes[0].get_title() == (
+        "Test error vs batch size: synthetic data, mlp model (width 8)"
+    )
+    assert curves_figure.get_suptitle() == "Training loss: synthetic data, mlp model (width 8)"
+    for ax in curves_figure.axes:
+        assert ax.get_xlabel() == "step"
+        assert list(ax.lines[0].get_xdata()) == [10, 20, 30]
+    assert "## Recommendation" in text and "## Distance from the best" in text
+    assert "(synthetic data, mlp model (width 8), 2 seeds)" in text
+    assert "against the training step" in text

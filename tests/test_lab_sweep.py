@@ -20,6 +20,7 @@ import normlab
 from normlab.cli import main
 from normlab.lab import store
 from normlab.lab.data import load_data
+from normlab.lab.progress import LOG_INTERVAL_S
 from normlab.lab.runner import RunConfig, train_run
 from normlab.lab.sweep import Sweep, run_sweep
 
@@ -76,6 +77,25 @@ def test_tiny_sweep_through_the_entry_point(tmp_path: Path) -> None:
     for name in ("report.md", "error_vs_batch_size.png", "training_curves.png", "summary.csv"):
         assert (out / name).stat().st_size > 0, name
     assert "runs in" in proc.stdout and "report.md" in proc.stdout
+
+
+def test_progress_off_a_terminal_is_a_line_at_a_time(tmp_path: Path) -> None:
+    """stderr is a pipe here: the bar prints whole lines (no carriage returns), a few of them."""
+    out = tmp_path / "run"
+    start = time.monotonic()
+    proc = sweep_cli("--data", "digits", "--max-train", "96", "--seeds", "1", "--norms", "bn,ln",
+                     "--batch-sizes", "4", "--steps", "6", "--model", "mlp", "--width", "8",
+                     "--jobs", "1", "--out", str(out))
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    # the start, the end, and between them one line per LOG_INTERVAL_S at most
+    assert 2 <= len(lines) <= 2 + elapsed / LOG_INTERVAL_S, lines
+    assert lines[0].startswith("runs 0/2") and lines[-1].startswith("runs 2/2 100%")
+    assert all(len(line) < 150 for line in lines), lines
+    text = (out / "report.md").read_text()  # --steps: the curves are against steps
+    assert "against the training step" in text and "digits data, mlp model (width 8)" in text
 
 
 def test_same_seed_same_numbers_and_seeds_differ(digits) -> None:
@@ -157,6 +177,59 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
     assert main([*base, "--steps", "3", "--model", "mlp", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "steps=2 (now 3)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_needs_no_options_and_checks_those_given(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["sweep", *TINY, "--norms", "bn,ln", "--batch-sizes", "4", "--steps", "3",
+                 "--model", "mlp", "--width", "8", "--jobs", "1", "--out", str(out),
+                 "--no-report"]) == 0
+    first, _ = store.read_records(out)
+    (out / store.RESULTS).write_text(json.dumps(first, sort_keys=True) + "\n")  # as if killed
+    before = store.read_meta(out)
+    capsys.readouterr()
+
+    again = sweep_cli("--resume", "--out", str(out), "--quiet", "--no-report", "--jobs", "1")
+    assert again.returncode == 0, again.stderr
+    after = store.read_records(out)
+    assert after[0] == first and len(after) == 2
+    assert after[1]["id"] == "norm=ln|batch_size=4|seed=0"
+    assert after[1]["config"] == {**first["config"], "norm": "ln"}  # the stored settings
+    meta = store.read_meta(out)
+    assert meta["max_train"] == 96
+    assert (meta["command"], meta["created"]) == (before["command"], before["created"])
+
+    # typed again: agreeing options are fine (norms as a set), others are named
+    assert main(["sweep", "--resume", "--out", str(out), "--norms", "ln,bn", "--steps", "3",
+                 "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "--resume", "--out", str(out), "--steps", "4", "--seeds", "2",
+                 "--batch-sizes", "4", "--width", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "steps=3 (now 4), seeds=1 (now 2)" in err and len(err.strip().splitlines()) == 1
+    assert "width" not in err and "batch_sizes" not in err
+    assert main(["sweep", "--resume", "--out", str(out), "--epochs", "2"]) == 2
+    assert "steps=3, not epochs (now epochs=2)" in capsys.readouterr().err
+    assert len(store.read_records(out)) == 2
+
+
+@pytest.mark.parametrize("made", [False, True])
+def test_resume_without_a_sweep_is_an_error_not_a_new_sweep(
+    made: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    if made:
+        out.mkdir()
+    assert main(["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "2",
+                 "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and str(out) in err
+    assert len(err.strip().splitlines()) == 1
+    assert out.exists() == made and (not made or list(out.iterdir()) == [])
+    with pytest.raises(normlab.errors.ConfigError, match="no sweep there to resume"):
+        plan = Sweep(data="digits", norms=("bn",), batch_sizes=(4,), seeds=1, model="mlp",
+                     epochs=None, steps=2, width=8, max_train=96)
+        run_sweep(plan, tmp_path / "empty", resume=True, quiet=True)
 
 
 @pytest.mark.parametrize(

@@ -31,9 +31,11 @@ def test_cli_list_shows_the_registered_toy(capsys: pytest.CaptureFixture[str]) -
     layers = capsys.readouterr().out.partition("\n\n")[0]  # the weight-side table follows
     rows = [r for r in layers.splitlines()[2:] if not r.startswith(" ")]  # not wrapped cells
     assert [row.split()[0] for row in rows] == normlab.available()
-    (row,) = [r for r in rows if r.startswith("sample_rms_norm ")]
-    assert "srms" in row
-    assert "over (C, *S): one statistic per sample" in row  # from the class's axes
+    lines = layers.splitlines()
+    (at,) = [i for i, r in enumerate(lines) if r.startswith("sample_rms_norm ")]
+    assert "srms" in lines[at]
+    # what it normalizes over (from the class's axes): indented on the line under its row
+    assert lines[at + 1] == "    over (C, *S): one statistic per sample"
     assert "LayerNorm without centering" in " ".join(layers.split())  # a wrapped paper cell
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from normlab import __version__, cli_lab, errors, registry
+from normlab import __version__, cli_lab, cli_math, errors, registry
 from normlab.cli_lab import add_report_parser, add_sweep_parser
 from normlab.core.axes import Axes
 from normlab.errors import NormlabError
@@ -67,24 +68,97 @@ def defaults(cls: Callable[..., object]) -> list[str]:
     return out
 
 
-_COLUMN_WIDTHS = (24, 24, 64, 44)  # name, aliases, normalizes over / use, paper
+# What the arguments most layers share mean, for a class whose docstring does not say
+COMMON_ARGUMENTS = {
+    "num_features": "C, the number of channels.",
+    "eps": "added to the variance under the square root, so that a constant input does not "
+    "divide by zero.",
+    "momentum": "weight of the newest batch in the running statistics' update; None: a "
+    "cumulative average over every batch so far.",
+    "affine": "learn a per-channel scale γ (starts at 1) and shift β (starts at 0); False: "
+    "γ = 1 and β = 0, fixed.",
+    "elementwise_affine": "learn γ and β per element of the normalized shape.",
+    "track_running_stats": "keep running statistics and use them in eval; False: eval uses "
+    "each batch's own statistics, as training does.",
+    "channel_dim": "the channel axis: 1 for (N, C, *S) inputs, -1 for channels-last "
+    "(N, *S, C).",
+    "device": "of the parameters and buffers; None: torch's default device.",
+    "dtype": "of the parameters and buffers; None: torch's default dtype.",
+}
 
 
-def _table(rows: list[list[str]]) -> str:
-    """A plain-text table; a cell wider than its column's cap wraps onto continuation lines."""
-    wrapped = [
-        [textwrap.wrap(cell, cap) or [""] for cell, cap in zip(row, _COLUMN_WIDTHS, strict=True)]
-        for row in rows
-    ]
-    widths = [max(len(line) for row in wrapped for line in row[i]) for i in range(len(rows[0]))]
+def documented_arguments(*documented: object) -> dict[str, str]:
+    """``{name: description}`` from the ``Args:`` sections of the docstrings (first one wins),
+    each description on one line, math and markup as plain text."""
+    found: dict[str, str] = {}
+    for obj in documented:
+        lines = (inspect.getdoc(obj) or "").splitlines()
+        start = next((i for i, line in enumerate(lines) if line.strip() == "Args:"), None)
+        if start is None:
+            continue
+        name = None
+        for line in lines[start + 1 :]:
+            if line.strip() and not line.startswith(" "):
+                break  # the next section
+            head = re.match(r"^    (\w+)(?: \([^)]*\))?: ?(.*)$", line)
+            if head:
+                name = head.group(1)
+                found.setdefault(name, "")
+                if found[name]:
+                    name = None  # documented by an earlier docstring
+                    continue
+                found[name] = head.group(2).strip()
+            elif name is not None and line.strip():
+                found[name] = f"{found[name]} {line.strip()}".strip()
+    return {k: cli_math.text(v) for k, v in found.items() if v}
+
+
+def explained_defaults(cls: Callable[..., object], *documented: object) -> list[str]:
+    """`defaults`, each followed by what the argument means (what its default does)."""
+    meaning = {**COMMON_ARGUMENTS, **documented_arguments(*documented, cls)}
+    items = [(item, meaning.get(item.partition("=")[0], "")) for item in defaults(cls)]
+    width = min(max(len(item) for item, _ in items), 28) + 2
     lines = []
-    for row in wrapped:
-        for k in range(max(len(cell) for cell in row)):
-            cells = [cell[k] if k < len(cell) else "" for cell in row]
-            lines.append(
-                "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-            )
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    for item, text in items:
+        if not text:
+            lines.append(f"  {item}")
+            continue
+        head = f"  {item}".ljust(width + 2)
+        wrapped = textwrap.wrap(text, LIST_WIDTH - len(head), break_on_hyphens=False)
+        lines.append(head + wrapped[0])
+        lines += [" " * len(head) + rest for rest in wrapped[1:]]
+    return lines
+
+
+LIST_WIDTH = 100  # `normlab list` fits a terminal this wide
+_GAP = "  "  # between columns
+_INDENT = "    "  # of a row's detail line
+
+
+def _table(rows: list[list[str]], details: list[str], detail_title: str) -> str:
+    """A plain-text table within `LIST_WIDTH` columns: name, aliases and paper side by side, and
+    under each row, indented, its detail (what it normalizes over, or how it is used).
+
+    The names' column is as wide as its longest name, the aliases' as its longest alias; the
+    paper gets the rest. A cell too long for its column, and a long detail, wrap onto
+    continuation lines (between words, never inside one: only an alias or a word longer than
+    the whole line would be cut).
+    """
+    name_width = max(len(row[0]) for row in rows)
+    alias_width = max(len(w) for row in rows for w in row[1].split() or [""])
+    paper_width = LIST_WIDTH - name_width - alias_width - 2 * len(_GAP)
+    caps = (name_width, alias_width, paper_width)
+    header = [*rows[0][:2], f"{rows[0][2]} (then, indented: {detail_title})"]
+    lines = [_GAP.join(c.ljust(w) for c, w in zip(header, caps, strict=True)).rstrip(),
+             _GAP.join("-" * w for w in caps)]
+    for row, detail in zip(rows[1:], details, strict=True):
+        cells = [textwrap.wrap(c, w, break_on_hyphens=False) or [""]
+                 for c, w in zip(row, caps, strict=True)]
+        for k in range(max(len(cell) for cell in cells)):
+            parts = [cell[k] if k < len(cell) else "" for cell in cells]
+            lines.append(_GAP.join(p.ljust(w) for p, w in zip(parts, caps, strict=True)).rstrip())
+        lines += textwrap.wrap(detail, LIST_WIDTH, initial_indent=_INDENT,
+                               subsequent_indent=_INDENT, break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -96,23 +170,24 @@ def weight_kind(entry: registry.WeightEntry) -> str:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
-    rows = [["name", "aliases", "normalizes over", "paper"]]
+    rows = [["name", "aliases", "paper"]]
     for entry in registry.entries():
-        rows.append([entry.name, ", ".join(entry.aliases), normalizes_over(entry), entry.paper])
-    print(_table(rows))
-    weight_rows = [["weight-side method", "aliases", "use", "paper"]]
+        rows.append([entry.name, ", ".join(entry.aliases), entry.paper])
+    print(_table(rows, [normalizes_over(e) for e in registry.entries()], "normalizes over"))
+    weight_rows = [["weight-side method", "aliases", "paper"]]
     for w in registry.weight_entries():
-        weight_rows.append([w.name, ", ".join(w.aliases), weight_kind(w), w.paper])
+        weight_rows.append([w.name, ", ".join(w.aliases), w.paper])
     if len(weight_rows) > 1:
         print()
-        print(_table(weight_rows))
+        print(_table(weight_rows, [f"use: {weight_kind(w)}" for w in registry.weight_entries()],
+                     "how to use it"))
     return 0
 
 
 def describe_weight(entry: registry.WeightEntry) -> int:
     aliases = ", ".join(entry.aliases) or "none"
     print(f"{entry.name}  (aliases: {aliases})  weight-side")
-    print(f"  {entry.summary}")
+    print(f"  {cli_math.text(entry.summary)}")
     print()
     print(f"use:        {weight_kind(entry)}")
     if entry.apply is not None:
@@ -122,12 +197,15 @@ def describe_weight(entry: registry.WeightEntry) -> int:
     eq = next((e for e in (equation(d) for d in documented if d is not None) if e), "")
     if eq:
         print("\nequation:")
-        print("\n".join(f"  {line}".rstrip() for line in eq.splitlines()))
+        print(_indented(cli_math.text(eq)))
     if entry.apply is not None:
         print("\narguments (defaults):")
-        for item in defaults(entry.apply):
-            print(f"  {item}")
+        print("\n".join(explained_defaults(entry.apply, entry.parametrization)))
     return 0
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"  {line}".rstrip() for line in text.splitlines())
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -142,7 +220,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     cls = entry.cls
     aliases = ", ".join(entry.aliases) or "none"
     print(f"{entry.name}  (aliases: {aliases})  normlab.{cls.__name__}")
-    print(f"  {entry.summary}")  # the class docstring's first line
+    print(f"  {cli_math.text(entry.summary)}")  # the class docstring's first line
     print()
     print(f"normalizes: {normalizes_over(entry)}")
     print(f"paper:      {entry.paper}")
@@ -151,17 +229,21 @@ def cmd_describe(args: argparse.Namespace) -> int:
     eq = equation(cls)
     if eq:
         print("\nequation:")
-        print("\n".join(f"  {line}".rstrip() for line in eq.splitlines()))
+        print(_indented(cli_math.text(eq)))
     print("\narguments (defaults):")
-    for item in defaults(cls):
-        print(f"  {item}")
+    print("\n".join(explained_defaults(cls, cls.__init__)))
     for key, value in entry.defaults.items():
-        print(f"  registry default: {key}={value!r}")
+        print(f"  registry default: {key}={value!r} (what normlab.create({entry.name!r}, C) uses)")
     return 0
 
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, with the fix (argparse prints the whole usage otherwise)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # "--norm bn" must not pass for "--norms bn": an option is spelled out or rejected
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}. See '{self.prog} --help'.\n")
@@ -191,8 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse exits on --help and on usage errors
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
-        return int(args.run(args))
+        code = int(args.run(args))
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except NormlabError as err:
         message = " ".join(str(err).split())
         print(f"normlab: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``normlab list | head -1``): stop quietly, as cat does. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # killed by SIGPIPE, the shell's convention

@@ -59,6 +59,15 @@ def _listed(items: tuple[object, ...]) -> str:
     return ",".join(str(i) for i in items)
 
 
+class _Typed(argparse.Action):
+    """Store the value and note the option in ``namespace.typed``: ``--resume`` checks the
+    options typed again against the sweep's own, and must tell them from the defaults."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.typed = {*getattr(namespace, "typed", ()), self.dest}
+
+
 def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     from normlab.lab.config import DEMO as d
 
@@ -70,33 +79,36 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
         "batch size. With no options: the built-in demo (MNIST-1D, an MLP, "
         f"{norms} at batch sizes {batch_sizes}).",
     )
-    p.add_argument("--data", default=d.data, help="digits, mnist1d, synthetic, "
+    p.add_argument("--data", default=d.data, action=_Typed, help="digits, mnist1d, synthetic, "
                    "synthetic-shift, cifar10:PATH, cifar100:PATH or folder:PATH "
                    f"(default {d.data})")
-    p.add_argument("--model", default=d.model,
+    p.add_argument("--model", default=d.model, action=_Typed,
                    help=f"resnet, cnn1d or mlp (default {d.model})")
-    p.add_argument("--norms", type=comma_list, default=comma_list(norms),
+    p.add_argument("--norms", type=comma_list, default=comma_list(norms), action=_Typed,
                    help=f"registered norm specs and 'none', comma-separated (default {norms})")
     p.add_argument("--batch-sizes", type=comma_ints, default=comma_ints(batch_sizes),
+                   action=_Typed,
                    help=f"comma-separated (default {batch_sizes})")
-    p.add_argument("--seeds", type=_positive_int, default=d.seeds,
+    p.add_argument("--seeds", type=_positive_int, default=d.seeds, action=_Typed,
                    help=f"runs per (norm, batch size), seeds 0..N-1 (default {d.seeds})")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--epochs", type=_positive_int, default=None,
+    amount.add_argument("--epochs", type=_positive_int, default=None, action=_Typed,
                         help=f"equal epochs at every batch size (default {d.epochs})")
-    amount.add_argument("--steps", type=_positive_int, default=None,
+    amount.add_argument("--steps", type=_positive_int, default=None, action=_Typed,
                         help="equal number of updates at every batch size instead of --epochs")
-    p.add_argument("--lr", type=_positive_float, default=d.lr,
+    p.add_argument("--lr", type=_positive_float, default=d.lr, action=_Typed,
                    help=f"peak learning rate at --base-batch-size (default {d.lr})")
     p.add_argument("--lr-scaling", choices=("linear", "none"), default=d.lr_scaling,
+                   action=_Typed,
                    help="linear: lr x B / base batch size (default); none: the same lr for all")
     p.add_argument("--base-batch-size", type=_positive_int, default=d.base_batch_size,
+                   action=_Typed,
                    help=f"the batch size --lr is meant for (default {d.base_batch_size})")
-    p.add_argument("--order", default=d.order,
+    p.add_argument("--order", default=d.order, action=_Typed,
                    help="iid, sorted (class-sorted batches) or fewclass:K (default iid)")
-    p.add_argument("--width", type=_positive_int, default=None,
+    p.add_argument("--width", type=_positive_int, default=None, action=_Typed,
                    help="channels / units of the model (default per model)")
-    p.add_argument("--max-train", type=_positive_int, default=None,
+    p.add_argument("--max-train", type=_positive_int, default=None, action=_Typed,
                    help="use at most this many training examples")
     p.add_argument("--jobs", type=_positive_int, default=None,
                    help="worker processes (default: the CPU cores this process may use)")
@@ -104,7 +116,8 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
                    help="run directory (default runs/DATA-MODEL-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep in --out (default: the latest under runs/), "
-                   "keeping its finished runs")
+                   "keeping its finished runs; its options are read from its meta.json (any "
+                   "given again must agree)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     return p
@@ -140,22 +153,26 @@ def sweep(args: argparse.Namespace) -> int:
     """``normlab sweep``: the options become a `Sweep`, field by field."""
     _lab("sweep")
     from normlab.lab import store
-    from normlab.lab.config import DEMO, Sweep
+    from normlab.lab.config import DEMO, SWEEP_KEYS, Sweep, resumed_options
     from normlab.lab.report import write_report
     from normlab.lab.sweep import latest_sweep, run_sweep, usable_cores
 
-    options = {f.name: getattr(args, f.name) for f in fields(Sweep)}
-    if args.epochs is None and args.steps is None:
-        options["epochs"] = DEMO.epochs
-    plan = Sweep(**options)
-    if args.out is not None:
-        out = Path(args.out)
-    elif args.resume:
-        out = latest_sweep(RUNS_ROOT)
+    typed = getattr(args, "typed", set())
+    if args.resume:
+        out = Path(args.out) if args.out is not None else latest_sweep(RUNS_ROOT)
+        given = {k: getattr(args, k) for k in SWEEP_KEYS if k in typed}
+        options = resumed_options(_sweep_meta(out), given, str(out))
     else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = f"{args.data.split(':')[0]}-{args.model}-{stamp}"
-        out = RUNS_ROOT / name
+        options = {f.name: getattr(args, f.name) for f in fields(Sweep)}
+        if args.epochs is None and args.steps is None:
+            options["epochs"] = DEMO.epochs
+        if args.out is not None:
+            out = Path(args.out)
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = f"{options['data'].split(':')[0]}-{options['model']}-{stamp}"
+            out = RUNS_ROOT / name
+    plan = Sweep(**options)
     command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv else "normlab sweep"
     try:
         records = run_sweep(
@@ -166,7 +183,7 @@ def sweep(args: argparse.Namespace) -> int:
         done = len(store.read_records(out))
         print(
             f"normlab: interrupted: {done} finished runs are kept in {out}/{store.RESULTS}; "
-            f"continue with: normlab sweep --resume --out {out} (and the same options)",
+            f"continue with: normlab sweep --resume --out {out}",
             file=sys.stderr,
         )
         return 130
@@ -175,6 +192,26 @@ def sweep(args: argparse.Namespace) -> int:
     if not args.no_report:
         print(f"report: {write_report(out)}")
     return 0
+
+
+def _sweep_meta(out: Path) -> dict[str, Any]:
+    """``meta.json`` of the sweep to resume, or the error that says there is none."""
+    from normlab.lab import store
+
+    try:
+        meta = store.read_meta(out) if out.is_dir() else {}
+    except (OSError, ValueError) as err:
+        raise NormlabError(
+            f"--resume {out}: its {store.META} is unreadable ({type(err).__name__}), so its "
+            "options are unknown. Start a new sweep with another --out."
+        ) from None
+    if not isinstance(meta, dict) or not meta:
+        problem = "does not exist" if not out.exists() else f"holds no sweep (no {store.META})"
+        raise NormlabError(
+            f"--resume {out}: {problem}, so there is nothing to resume. Start a sweep there "
+            "without --resume, or pass the --out of the sweep to continue."
+        )
+    return meta
 
 
 def report(args: argparse.Namespace) -> int:

@@ -6,16 +6,21 @@ settings plus the grid coordinates (norm, batch size, seed). `Sweep` is a grid: 
 the norms, batch sizes and number of seeds. `DEMO` is the built-in demo (``make demo``,
 ``normlab sweep`` with no options), whose values are also the command line's defaults.
 
-This module imports nothing beyond the standard library, so the command line can read the
-schema without the ``lab`` extra.
+This module imports nothing beyond the standard library (and `normlab.errors`), so the command
+line can read the schema without the ``lab`` extra.
 """
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, asdict, dataclass, fields
+from dataclasses import KW_ONLY, MISSING, asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["DEMO", "GRID_KEYS", "TRAINING_KEYS", "RunConfig", "Settings", "Sweep"]
+from normlab.errors import ConfigError
+
+__all__ = [
+    "DEMO", "GRID_KEYS", "SWEEP_KEYS", "TRAINING_KEYS", "RunConfig", "Settings", "Sweep",
+    "resumed_options",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -131,3 +136,63 @@ DEMO = Sweep(
     batch_sizes=(2, 4, 8, 16, 32),
     seeds=3,
 )
+
+
+SWEEP_KEYS = tuple(f.name for f in fields(Sweep))
+"""Every option of a sweep; ``meta.json`` holds each of them (``model`` resolved)."""
+
+
+def _canonical(key: str, value: Any) -> Any:
+    """A value as compared on resume: lists as tuples, batch sizes and norms as sets."""
+    if isinstance(value, (list, tuple)):
+        return frozenset(value) if key in ("norms", "batch_sizes") else tuple(value)
+    return value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return repr(value)
+
+
+def resumed_options(meta: dict[str, Any], given: dict[str, Any], where: str) -> dict[str, Any]:
+    """The options of the sweep that ``meta`` (its ``meta.json``) describes, for ``--resume``.
+
+    ``given`` holds the options typed again on the command line; each must agree with the
+    stored one, else a `ConfigError` names every conflict. Norms and batch sizes agree when they
+    are the same sets (the stored order is kept). ``where`` names the run directory in messages.
+
+    >>> meta = {"data": "digits", "model": "mlp", "norms": ["bn", "gn"], "batch_sizes": [4],
+    ...         "seeds": 1, "epochs": None, "steps": 6}
+    >>> resumed_options(meta, {"norms": ("gn", "bn")}, "run")["steps"]
+    6
+    >>> resumed_options(meta, {"epochs": 2}, "run")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    normlab.errors.ConfigError: --resume run: that sweep was run with steps=6, not epochs ...
+    """
+    missing = [k for k in SWEEP_KEYS if k not in meta and k not in given]
+    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+    stored = {k: meta[k] if k in meta else given.get(k, defaults.get(k)) for k in SWEEP_KEYS}
+    conflicts = []
+    for k, v in given.items():
+        if _canonical(k, stored[k]) == _canonical(k, v):
+            continue
+        other = {"epochs": "steps", "steps": "epochs"}.get(k)
+        if other and stored[k] is None:  # --steps for a sweep of equal epochs, or back
+            conflicts.append(f"{other}={_shown(stored[other])}, not {k} (now {k}={_shown(v)})")
+        else:
+            conflicts.append(f"{k}={_shown(stored[k])} (now {_shown(v)})")
+    if conflicts:
+        raise ConfigError(
+            f"--resume {where}: that sweep was run with {', '.join(conflicts)}. Leave those "
+            "options out to continue it as it was (its options are in its meta.json), or start "
+            "a new sweep with another --out."
+        )
+    required = [k for k in missing if k in ("data", "norms", "batch_sizes", "seeds")]
+    if required:
+        raise ConfigError(
+            f"--resume {where}: its meta.json does not say {', '.join(required)}; give "
+            f"{' '.join('--' + k.replace('_', '-') for k in required)} as that sweep had them."
+        )
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}

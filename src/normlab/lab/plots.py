@@ -2,7 +2,8 @@
 curves, built on :class:`matplotlib.figure.Figure` (no pyplot state, no GUI backend).
 
 Every norm keeps one colour and one marker, given by its position in ``norms``, so both figures
-agree when they get the same ``norms``. Diverged runs are never averaged in: the error figure
+agree when they get the same ``norms``; legends name each norm (`normlab.lab.summary.norm_label`:
+"BatchNorm", not "bn"). Diverged runs are never averaged in: the error figure
 marks them with ``×count`` at the top of the axes and counts them in the legend.
 
 Reference: Y. Wu and K. He, "Group Normalization", ECCV 2018, Figure 1.
@@ -20,7 +21,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
-from normlab.lab.summary import SummaryRow, config_of, final_error, norm_order, unique_records
+from normlab.lab.summary import (
+    SummaryRow,
+    config_of,
+    counts_steps,
+    final_error,
+    norm_label,
+    norm_order,
+    unique_records,
+)
 
 DPI = 110
 COLOURS = (  # matplotlib's tab10
@@ -78,7 +87,8 @@ def plot_error_vs_batch_size(
         mean = np.array([_pct(r.mean if r else None) for r in rows])
         std = np.array([_pct(r.std if r else None) for r in rows])
         diverged = sum(r.diverged for r in rows if r)
-        label = f"{norm} ({diverged} diverged ×)" if diverged else norm
+        name = norm_label(norm)
+        label = f"{name} ({diverged} diverged ×)" if diverged else name
         ax.plot(x, mean, color=colour, marker=marker, markersize=5, linewidth=1.6, label=label)
         if np.isfinite(std).any():
             ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.18, linewidth=0)
@@ -132,17 +142,20 @@ def _mean_curve(
 
 
 def plot_training_curves(
-    records: Iterable[Mapping[str, Any]], *, norms: Sequence[str] | None = None
+    records: Iterable[Mapping[str, Any]], *, norms: Sequence[str] | None = None, title: str = ""
 ) -> Figure:
     """Training loss vs epoch, one panel per batch size, one line per norm (mean over seeds).
 
     A line averages the runs that did not diverge (a diverged run's curve stops early and would
     bias the mean); a norm with no such run at a batch size has no line there, and the panel
-    names its diverged runs. The x-axis is the epoch, or the step when a curve lacks epochs.
+    names its diverged runs. The x-axis is the epoch; the step when the runs trained for equal
+    steps (``--steps``: the batch sizes then cover different numbers of epochs) or when a curve
+    lacks epochs.
 
     Args:
         records: run records as in ``results.jsonl``.
         norms: the norms' order, which fixes their colours; default: order of first appearance.
+        title: the figure's title.
     """
     records = unique_records(records)
     order = norm_order(records, norms or ())
@@ -157,7 +170,8 @@ def plot_training_curves(
         elif curve:
             curves.setdefault((batch_size, norm), []).append(curve)
     points = [p for runs in curves.values() for curve in runs for p in curve]
-    key = "epoch" if all(p.get("epoch") is not None for p in points) else "step"
+    by_epoch = not counts_steps(records) and all(p.get("epoch") is not None for p in points)
+    key = "epoch" if by_epoch else "step"
     batch_sizes = sorted({config_of(r)[1] for r in records})
     ncols = min(len(batch_sizes), 3) or 1
     nrows = max(1, math.ceil(len(batch_sizes) / ncols))
@@ -192,6 +206,9 @@ def plot_training_curves(
     if order:
         handles = [Line2D([], [], color=styles[n][0], marker=styles[n][1]) for n in order]
         figure.legend(
-            handles, order, loc="outside lower center", ncols=min(len(order), 6), fontsize=8
+            handles, [norm_label(n) for n in order], loc="outside lower center",
+            ncols=min(len(order), 5), fontsize=8,
         )
+    if title:
+        figure.suptitle(title, fontsize=10)
     return figure

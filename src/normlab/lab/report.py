@@ -8,6 +8,16 @@ percentage points. The rule, fixed before any data was looked at: the verdict is
 ``margin > 2 × spread`` and ``"within noise"`` otherwise; with a single seed (no spread estimate),
 a single norm left, or every run diverged, the verdict says so instead of naming a winner by luck.
 
+Distance from the best (:func:`distances`): every norm's ``mean - mean(best)`` in points.
+
+Recommendation (:func:`recommendations`), derived from the numbers by the same rule: at each batch
+size a norm is *tied* with the best when its distance is at most ``2 ×`` the larger seed spread
+of the two (what makes the winner table say "within noise"); the norms to *use* are the best and
+those tied with it that never diverged, the norms to *avoid* every other one (clearly worse, or
+diverged at least once). Consecutive batch sizes with the same advice form one range, stated in
+plain words with the one data set, one model caveat. With a single seed no tie can be told from
+a difference, and the advice says so instead of recommending.
+
 :func:`write_report` renders every file in memory first, then writes each one atomically
 (``store.write_atomic``), ``report.md`` last so that it never links to a plot not yet written.
 """
@@ -27,6 +37,9 @@ from normlab.lab.config import Sweep
 from normlab.lab.summary import (
     SummaryRow,
     config_of,
+    counts_steps,
+    data_and_model,
+    norm_label,
     norm_order,
     summarize,
     unique_records,
@@ -114,6 +127,199 @@ def winners(summary: Sequence[SummaryRow]) -> list[Winner]:
             verdict = CLEAR if margin > CLEAR_FACTOR * spread else WITHIN_NOISE
         result.append(Winner(batch_size, best.norm, second.norm, margin, spread, verdict))
     return result
+
+
+def distances(summary: Sequence[SummaryRow]) -> dict[tuple[str, int], float | None]:
+    """``{(norm, batch size): mean - best mean}`` in percentage points (0 for the best), ``None``
+    where every run of the norm diverged."""
+    best: dict[int, float] = {}
+    for r in summary:
+        if r.mean is not None:
+            best[r.batch_size] = min(best.get(r.batch_size, r.mean), r.mean)
+    return {
+        (r.norm, r.batch_size): None if r.mean is None else 100.0 * (r.mean - best[r.batch_size])
+        for r in summary
+    }
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What to use over a range of batch sizes (consecutive in the sweep), and what to avoid.
+
+    ``use`` is ordered best first; ``avoid`` maps each other norm to why: its distance from the
+    best, e.g. ``"+4.1 to +9.0 points"``, or ``"diverged in 2 of 6 runs"``. ``note`` explains a
+    range where the rule cannot decide (a single seed, every run diverged)."""
+
+    batch_sizes: tuple[int, ...]
+    use: tuple[str, ...]
+    avoid: dict[str, str]
+    note: str = ""
+
+
+def _advice_at(rows: Sequence[SummaryRow], gaps: Mapping[tuple[str, int], float | None]) -> tuple:
+    """``(use, avoid, note)`` at one batch size; ``avoid`` as ``{norm: (kind, gap)}``."""
+    ranked = sorted((r for r in rows if r.mean is not None), key=lambda r: r.mean or 0.0)
+    if not ranked:
+        return (), {r.norm: ("diverged", None) for r in rows}, "every run diverged"
+    best = ranked[0]
+    if any(r.std is None for r in ranked) and len(ranked) > 1:
+        return (best.norm,), {}, "single seed"
+    use, avoid = [], {}
+    for r in rows:
+        gap = gaps[r.norm, r.batch_size]
+        if r.diverged:
+            avoid[r.norm] = ("diverged", gap)
+        elif r is best or (
+            gap is not None and best.std is not None and r.std is not None
+            and gap <= CLEAR_FACTOR * 100.0 * max(best.std, r.std)
+        ):
+            use.append(r)
+        else:
+            avoid[r.norm] = ("worse", gap)
+    use.sort(key=lambda r: r.mean or 0.0)
+    return tuple(r.norm for r in use), avoid, ""
+
+
+def recommendations(summary: Sequence[SummaryRow]) -> list[Advice]:
+    """The advice per range of batch sizes, by the rule of the module docstring."""
+    by_batch: dict[int, list[SummaryRow]] = {}
+    for row in summary:
+        by_batch.setdefault(row.batch_size, []).append(row)
+    gaps = distances(summary)
+    runs = {(r.norm, r.batch_size): r for r in summary}
+    found: list[tuple[int, tuple, dict, str]] = []
+    for batch_size in sorted(by_batch):
+        use, avoid, note = _advice_at(by_batch[batch_size], gaps)
+        found.append((batch_size, use, avoid, note))
+    advice: list[Advice] = []
+    start = 0
+    for i in range(1, len(found) + 1):
+        same = i < len(found) and (
+            set(found[i][1]) == set(found[start][1])
+            and {k: v[0] for k, v in found[i][2].items()}
+            == {k: v[0] for k, v in found[start][2].items()}
+            and found[i][3] == found[start][3]
+        )
+        if same:
+            continue
+        group = found[start:i]
+        sizes = tuple(b for b, *_ in group)
+        reasons = {}
+        for norm, (kind, _) in group[0][2].items():
+            if kind == "diverged":
+                failed = sum(runs[norm, b].diverged for b in sizes)
+                total = sum(runs[norm, b].runs for b in sizes)
+                reasons[norm] = f"diverged in {failed} of {total} runs"
+            else:
+                points = [g for b in sizes if (g := gaps[norm, b]) is not None]
+                low, high = min(points), max(points)
+                span = f"+{low:.1f}" + ("" if f"{low:.1f}" == f"{high:.1f}" else f" to +{high:.1f}")
+                reasons[norm] = f"{span} points"
+        # the use list ordered by mean distance over the range
+        use = sorted(group[0][1], key=lambda n: sum(gaps[n, b] or 0.0 for b in sizes))
+        advice.append(Advice(sizes, tuple(use), reasons, group[0][3]))
+        start = i
+    return advice
+
+
+def _names(norms: Sequence[str]) -> str:
+    names = [norm_label(n) for n in norms]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _range(sizes: Sequence[int], every: Sequence[int]) -> str:
+    listed = ", ".join(str(b) for b in sizes)
+    if len(sizes) == 1:
+        return f"at B = {sizes[0]}"
+    if len(sizes) == len(every):
+        return f"at every batch size ({listed})"
+    if sizes[0] == every[0]:
+        return f"at B ≤ {sizes[-1]} ({listed})"
+    if sizes[-1] == every[-1]:
+        return f"at B ≥ {sizes[0]} ({listed})"
+    return f"at B = {sizes[0]} to {sizes[-1]} ({listed})"
+
+
+def advice_sentence(advice: Advice, every: Sequence[int]) -> str:
+    """One plain-language sentence, e.g. "At B ≤ 8 (2, 4, 8): GroupNorm and LayerNorm are tied
+    (within 2 × the seed spread); use either; avoid BatchNorm (+6.1 to +41.9 points)"."""
+    where = _range(advice.batch_sizes, every)
+    where = where[0].upper() + where[1:]
+    if advice.note == "every run diverged":
+        return f"{where}: every run diverged; nothing to recommend."
+    if advice.note == "single seed":
+        return (
+            f"{where}: a single seed, so no spread to tell a tie from a difference; lowest error: "
+            f"{_names(advice.use)} (not a recommendation: run more --seeds)."
+        )
+    if not advice.use:
+        text = f"{where}: no norm is both among the best and free of divergence"
+    elif len(advice.use) == 1 and not advice.avoid:
+        text = f"{where}: {_names(advice.use)}, the only norm that ran"
+    elif len(advice.use) == 1:
+        text = f"{where}: use {_names(advice.use)}, clearly best"
+    elif not advice.avoid:
+        text = (
+            f"{where}: {_names(advice.use)} are all tied (within {CLEAR_FACTOR:g} × the seed "
+            "spread): the choice of norm does not matter here"
+        )
+    else:
+        either = "either" if len(advice.use) == 2 else "any of them"
+        text = (
+            f"{where}: {_names(advice.use)} are tied (within {CLEAR_FACTOR:g} × the seed spread); "
+            f"use {either}"
+        )
+    if advice.avoid:
+        avoided = [f"{norm_label(n)} ({why})" for n, why in advice.avoid.items()]
+        listed = avoided[0] if len(avoided) == 1 else f"{', '.join(avoided[:-1])} and {avoided[-1]}"
+        text += f"; avoid {listed}"
+    return text + "."
+
+
+def recommendation_markdown(
+    summary: Sequence[SummaryRow], meta: Mapping[str, Any], setting: str
+) -> str:
+    """The recommendation section's body: the caveat, then one bullet per range."""
+    every = sorted({r.batch_size for r in summary})
+    seeds = meta.get("seeds")
+    lines = [
+        f"Derived from the measured numbers by a rule fixed in code, not written by hand: a norm "
+        f"is tied with the best when its distance from it is within {CLEAR_FACTOR:g} × the larger "
+        "seed spread of the two (the winner table's rule), and a norm that diverged is never "
+        "recommended; distances are in percentage points of test error. **One data set and one "
+        f"model** ({setting}"
+        + (f", {seeds} seed{'' if seeds == 1 else 's'}" if isinstance(seeds, int) else "")
+        + "): evidence about this setting, not a general ranking; another data set, model or "
+        "training budget can change it.",
+        "",
+    ]
+    lines += [f"- {advice_sentence(a, every)}" for a in recommendations(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def distances_markdown(summary: Sequence[SummaryRow]) -> str:
+    """Each norm's distance from the best at each batch size, in points, as a Markdown table."""
+    norms = list(dict.fromkeys(r.norm for r in summary))
+    every = sorted({r.batch_size for r in summary})
+    gaps = distances(summary)
+    rows = {(r.norm, r.batch_size): r for r in summary}
+
+    def cell(norm: str, batch_size: int) -> str:
+        if (norm, batch_size) not in rows:
+            return "–"
+        gap = gaps[norm, batch_size]
+        if gap is None:
+            return "diverged"
+        return "best" if gap == 0.0 else f"+{gap:.2f}"
+
+    lines = [
+        "| norm | " + " | ".join(f"B={b}" for b in every) + " |",
+        "|---|" + "---:|" * len(every),
+    ]
+    lines += [
+        f"| {norm_label(n)} | " + " | ".join(cell(n, b) for b in every) + " |" for n in norms
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # -- tables ----------------------------------------------------------------------------------------
@@ -253,8 +459,16 @@ def report_markdown(
     meta: Mapping[str, Any],
     summary: Sequence[SummaryRow],
     meta_note: str = "",
+    *,
+    setting: str = "",
+    by_steps: bool = False,
 ) -> str:
-    """The text of ``report.md``; deterministic (no clock, no absolute paths)."""
+    """The text of ``report.md``; deterministic (no clock, no absolute paths).
+
+    ``setting`` names the data and model (`normlab.lab.summary.data_and_model`; by default from
+    ``meta``); ``by_steps``: the runs trained for equal steps, so the curves are against steps.
+    """
+    setting = setting or data_and_model(meta, [])
     about = [
         f"{label} {meta[key]}"
         for key, label in (
@@ -282,6 +496,9 @@ def report_markdown(
     lines += _progress(meta, summary)
     lines += [
         "",
+        "## Recommendation",
+        "",
+        recommendation_markdown(summary, meta, setting),
         "## Test error vs batch size",
         "",
         f"![test error vs batch size]({ERROR_PLOT})",
@@ -294,8 +511,13 @@ def report_markdown(
         "",
         f"![training curves]({CURVES_PLOT})",
         "",
-        "Mean training loss per epoch over the seeds that did not diverge, one panel per batch "
-        "size.",
+        (
+            "Mean training loss against the training step (equal steps: the batch sizes cover "
+            "different numbers of epochs)"
+            if by_steps
+            else "Mean training loss per epoch"
+        )
+        + " over the seeds that did not diverge, one panel per batch size.",
         "",
         "## Winner per batch size",
         "",
@@ -305,6 +527,12 @@ def report_markdown(
         "data); with a single seed there is no spread to judge by.",
         "",
         winners_markdown(winners(summary), summary),
+        "## Distance from the best",
+        "",
+        "Each norm's mean test error minus the best mean at that batch size, in percentage "
+        "points (*best* marks the best).",
+        "",
+        distances_markdown(summary),
         "## Summary",
         "",
         summary_markdown(summary),
@@ -352,16 +580,22 @@ def write_report(run_dir: Path) -> Path:
     meta_norms = meta.get("norms")
     norms = norm_order(records, meta_norms if isinstance(meta_norms, list) else ())
     summary = summarize(records, norms)
+    setting = data_and_model(meta, records)
+    by_steps = counts_steps(records)
     error_figure = plots.plot_error_vs_batch_size(
-        summary, norms=norms, title="Test error vs batch size"
+        summary, norms=norms, title=f"Test error vs batch size: {setting}"
     )
-    curves_figure = plots.plot_training_curves(records, norms=norms)
+    curves_figure = plots.plot_training_curves(
+        records, norms=norms, title=f"Training loss: {setting}"
+    )
     files = {  # report.md last: it links the others
         ERROR_PLOT: plots.figure_png(error_figure),
         CURVES_PLOT: plots.figure_png(curves_figure),
         SUMMARY_CSV: summary_csv(summary),
         SUMMARY_MD: f"# Summary: {run_dir.resolve().name}\n\n{summary_markdown(summary)}",
-        REPORT_MD: report_markdown(run_dir.resolve().name, meta, summary, note),
+        REPORT_MD: report_markdown(
+            run_dir.resolve().name, meta, summary, note, setting=setting, by_steps=by_steps
+        ),
     }
     for name, data in files.items():
         try:

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from normlab.errors import ConfigError
+from normlab import registry
+from normlab.errors import ConfigError, NormlabError
 
 # -- errors raised here ----------------------------------------------------------------------------
 
@@ -93,6 +94,48 @@ def norm_order(records: Iterable[Mapping[str, Any]], norms: Sequence[str] = ()) 
         if norm not in order:
             order.append(norm)
     return order
+
+
+def norm_label(spec: str) -> str:
+    """A norm spec as people name it: ``"bn"`` -> ``"BatchNorm"``, ``"gn:8"`` -> ``"GroupNorm
+    (num_groups=8)"``, ``"none"`` -> ``"no norm"``; a spec the registry does not know is kept.
+
+    >>> norm_label("ln"), norm_label("gn:8"), norm_label("none")
+    ('LayerNorm', 'GroupNorm (num_groups=8)', 'no norm')
+    """
+    if spec == "none":
+        return "no norm"
+    name, _, value = spec.partition(":")
+    try:
+        entry = registry.lookup(name)
+    except NormlabError:
+        return spec
+    label = entry.cls.__name__
+    return f"{label} ({entry.spec_arg}={value})" if value and entry.spec_arg else label
+
+
+def data_and_model(meta: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
+    """``"digits data, mlp model (width 8)"``: what the sweep trained on (meta.json's settings,
+    else the first record's); a data set's path is shortened to its last part."""
+    config = records[0].get("config") if records else None
+    known = {**(config if isinstance(config, Mapping) else {}), **meta}
+    data, model, width = known.get("data"), known.get("model"), known.get("width")
+    parts = []
+    if isinstance(data, str):
+        kind, _, path = data.partition(":")
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        parts.append(f"{kind} data ({name})" if name else f"{kind} data")
+    if isinstance(model, str):
+        parts.append(f"{model} model" + (f" (width {width})" if isinstance(width, int) else ""))
+    return ", ".join(parts) or "data and model unknown"
+
+
+def counts_steps(records: Iterable[Mapping[str, Any]]) -> bool:
+    """True when every run trained for a number of steps (``--steps``), not of epochs."""
+    configs = [r.get("config") for r in records]
+    return bool(configs) and all(
+        isinstance(c, Mapping) and isinstance(c.get("steps"), int) for c in configs
+    )
 
 
 # -- statistics ------------------------------------------------------------------------------------

@@ -93,6 +93,11 @@ def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> list[dict[s
         ) from None
     previous = store.read_meta(out)
     finished = store.read_records(out)
+    if resume and not previous:
+        raise errors.ConfigError(
+            f"--resume {str(out)!r}: no sweep there to resume (no {store.META}). Start one "
+            "without --resume, or pass the --out of the sweep to continue."
+        )
     if previous or finished:
         if not resume:
             raise errors.ConfigError(
@@ -107,6 +112,9 @@ def prepare_out(out: Path, meta: dict[str, Any], *, resume: bool) -> list[dict[s
                 "settings, or start a new sweep with another --out."
             )
         finished = store.repair(out)
+        # the sweep's own command and start, not the resume's (which may give no options)
+        kept = {k: previous[k] for k in ("command", "created") if previous.get(k)}
+        meta = {**meta, **kept}
     store.write_meta(out, meta)
     return finished
 
