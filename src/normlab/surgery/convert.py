@@ -227,8 +227,9 @@ def _build(
         raise cannot_convert(
             layers.describe(path, module), path,
             f"cannot build {_spec_name(to)} for it: {str(exc).rstrip('.')}",
-            f"Use a spec and keyword arguments that fit every converted layer (e.g. 'gn:G' "
-            f"with G dividing {count}), or convert this layer separately with only=.",
+            f"Use a spec and keyword arguments that fit every converted layer (e.g. 'gn:max32', "
+            f"the largest divisor of each layer's channel count up to 32, or 'gn:G' with G "
+            f"dividing {count}), or convert this layer separately with only=.",
         ) from None
     source = layers.first_tensor(module)
     if source is not None and not {"device", "dtype"} & (accepted | set(kwargs)):
