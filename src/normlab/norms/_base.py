@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core.axes import Axes
 from normlab.core.moments import Moments, accumulation_dtype
+from normlab.norms._arguments import guard_arguments
 
 
 def to_channels_first(x: Tensor, channel_dim: int) -> Tensor:
@@ -154,6 +155,10 @@ class Norm(nn.Module):
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        guard_arguments(cls)  # torch.nn's argument order -> an error naming the normlab call
 
     def __init__(
         self,

@@ -71,7 +71,13 @@ from normlab import errors
 from normlab.errors import ConfigError, did_you_mean
 from normlab.norms._base import Norm
 from normlab.norms.frozen_batch_norm import FrozenBatchNorm, _is_batch_norm
-from normlab.surgery.layers import channels, frozen_stats, has_custom_forward, is_norm_act, norm_act_tail
+from normlab.surgery.layers import (
+    channels,
+    frozen_stats,
+    has_custom_forward,
+    is_norm_act,
+    norm_act_tail,
+)
 from normlab.surgery.parametrize import only_normlab_parametrizations, unparametrize
 from normlab.surgery.walker import Replacement, not_a_model, replace_modules
 

@@ -66,10 +66,8 @@ def _forward_owner(module: nn.Module) -> type:
 
 def _timm_norm_act_name(module: nn.Module) -> str | None:
     owner = _forward_owner(module)
-    if owner.__module__.startswith("timm.") and owner.__name__ in TIMM_NORM_ACT:
-        if set(module._modules) <= _NORM_ACT_CHILDREN:
-            return owner.__name__
-    return None
+    timm_class = owner.__module__.startswith("timm.") and owner.__name__ in TIMM_NORM_ACT
+    return owner.__name__ if timm_class and set(module._modules) <= _NORM_ACT_CHILDREN else None
 
 
 def is_norm_act(module: nn.Module) -> bool:
