@@ -117,15 +117,15 @@ def _parse(spec: str) -> tuple[Entry, dict[str, Any]]:
     forms = entry.spec_help()
     if not forms:
         raise errors.bad_spec(spec, f"{entry.name!r} takes no ':value' argument")
-    try:
-        parsed = int(value)
-    except ValueError:
-        raise errors.bad_spec(
-            spec, f"{value!r} is none of {entry.name!r}'s forms: {'; '.join(forms)}"
-        ) from None
+    not_a_form = errors.bad_spec(
+        spec, f"{value!r} is none of {entry.name!r}'s forms: {'; '.join(forms)}"
+    )
     if entry.spec_arg is None:
-        raise errors.bad_spec(spec, f"{value!r} is none of {entry.name!r}'s forms: {forms[0]}")
-    return entry, {entry.spec_arg: parsed}
+        raise not_a_form
+    try:
+        return entry, {entry.spec_arg: int(value)}
+    except ValueError:
+        raise not_a_form from None
 
 
 Spec = str | type[nn.Module] | Callable[..., nn.Module]

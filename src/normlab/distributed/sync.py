@@ -25,7 +25,13 @@ from normlab.errors import ConfigError
 from normlab.norms import BatchNorm, Norm
 from normlab.surgery.convert import convert_layer
 from normlab.surgery.layers import TORCH_BATCH
-from normlab.surgery.walker import Selector, check_selector, replace_modules, selected
+from normlab.surgery.walker import (
+    Selector,
+    check_selectors,
+    not_a_model,
+    replace_modules,
+    selected,
+)
 
 __all__ = ["Synced", "sync", "sync_with_report", "unsync"]
 
@@ -78,7 +84,9 @@ def sync_with_report(
     inplace: bool = False,
 ) -> tuple[nn.Module, list[Synced]]:
     """`sync`, also returning one `Synced` per layer acted on."""
-    skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
+    if not isinstance(model, nn.Module):
+        raise not_a_model("sync", model)
+    skip_items, only_items = check_selectors("sync", model, skip=skip, only=only)
     report: list[Synced] = []
 
     def visit(path: str, module: nn.Module) -> nn.Module | None:

@@ -81,7 +81,7 @@ from normlab.surgery.freeze import freeze_state_of
 from normlab.surgery.walker import (
     Replacement,
     Selector,
-    check_selector,
+    check_selectors,
     not_a_model,
     replace_modules,
     selected,
@@ -327,7 +327,7 @@ def convert_with_report(
     if not isinstance(model, nn.Module):
         raise not_a_model("convert", model)
     registry.factory(to)
-    skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
+    skip_items, only_items = check_selectors("convert", model, skip=skip, only=only)
     for path, module in model.named_modules():
         # before the deep copy, which an uninitialized lazy layer makes fail obscurely
         if layers.is_lazy_uninitialized(module) and selected(path, module, skip_items, only_items):

@@ -45,7 +45,7 @@ from typing import Any
 from torch import nn
 
 from normlab.surgery.layers import has_running_stats, has_weight_state, is_norm
-from normlab.surgery.walker import Selector, check_selector, not_a_model, selected
+from normlab.surgery.walker import Selector, check_selectors, not_a_model, selected
 
 _STATE = "_normlab_frozen"
 
@@ -97,7 +97,7 @@ def freeze_state_of(module: nn.Module) -> _FreezeState | None:
 def _layers(model: nn.Module, function: str, skip: Selector, only: Selector):  # type: ignore[no-untyped-def]
     if not isinstance(model, nn.Module):
         raise not_a_model(function, model)
-    skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
+    skip_items, only_items = check_selectors(function, model, skip=skip, only=only)
     for path, module in model.named_modules():
         if (is_norm(module) or _has_state(module)) and selected(
             path, module, skip_items, only_items
