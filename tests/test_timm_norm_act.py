@@ -178,3 +178,19 @@ def test_recalibrate_whole_model() -> None:
     report = surgery.recalibrate(model, [torch.randn(4, 3, 64, 64) for _ in range(2)])
     assert len(report) == MODELS["mobilenetv3_small_100"]
     assert not model.bn1.running_mean.eq(0).all()
+
+
+class _ScaledBNAct(timm_layers.BatchNormAct2d):
+    """A user subclass that changes the forward (no longer norm, drop, act)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)
+
+
+def test_user_subclass_overriding_forward_is_refused() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), _ScaledBNAct(4)).eval()
+    with pytest.raises(ValueError, match=r"'1' \(_ScaledBNAct\) is a subclass that overrides"):
+        surgery.fold(net)
+    with pytest.raises(ValueError, match=r"1 \(_ScaledBNAct with 4 channels\): its class "
+                       r"overrides forward"):
+        surgery.convert(net, "bn")
