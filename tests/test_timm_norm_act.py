@@ -194,3 +194,12 @@ def test_user_subclass_overriding_forward_is_refused() -> None:
     with pytest.raises(ValueError, match=r"1 \(_ScaledBNAct with 4 channels\): its class "
                        r"overrides forward"):
         surgery.convert(net, "bn")
+
+
+def test_sync_bn_act_syncs_its_norm() -> None:
+    import normlab
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), timm_layers.BatchNormAct2d(4, act_layer=nn.SiLU))
+    synced, report = normlab.distributed.sync_with_report(net)
+    assert [str(r.new_type.__name__) for r in report] == ["Sequential"]
+    assert synced[1].norm.moments_reducer is not None and isinstance(synced[1].act, nn.SiLU)

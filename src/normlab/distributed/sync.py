@@ -24,7 +24,7 @@ from normlab.core.cross_replica import CrossReplicaMoments, ProcessGroup
 from normlab.errors import ConfigError
 from normlab.norms import BatchNorm, Norm
 from normlab.surgery.convert import convert_layer
-from normlab.surgery.layers import TORCH_BATCH
+from normlab.surgery.layers import TORCH_BATCH, is_norm_act
 from normlab.surgery.walker import (
     Selector,
     check_selectors,
@@ -101,7 +101,9 @@ def sync_with_report(
             new = module
         else:
             raise cannot_sync(path, module)
-        new.moments_reducer = CrossReplicaMoments(group)
+        # timm's BatchNormAct2d converts to Sequential(norm, drop, act): sync its norm
+        norm = new.norm if is_norm_act(module) else new
+        norm.moments_reducer = CrossReplicaMoments(group)
         report.append(Synced(path, type(module), type(new)))
         return new
 
