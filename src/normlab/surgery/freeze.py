@@ -16,6 +16,10 @@ How a layer is frozen (the module object, its type, its flags and its state are 
   even when the forward raises). The layer therefore normalizes with its running statistics
   and never writes them, whatever ``.train()`` / ``.eval()`` set; its ``training`` flag keeps
   following ``model.train()`` as usual, and the output equals the eval output bitwise.
+  timm's norm + activation layers (BatchNormAct2d, SyncBatchNormAct) freeze like the BN they
+  subclass: only the layer itself runs in eval mode, its ``drop`` and ``act`` children keep
+  their own mode (a DropBlock still drops in training), and ``affine=True`` freezes its γ, β
+  but not the parameters of its activation (PReLU's slope).
 * **weight-side state**: a weight parametrization that updates buffers in training forwards
   (spectral norm's power-iteration vectors u, v) is frozen the same way: its forward runs in
   eval mode, so the effective weight keeps using the stored u, v and nothing is written. It
