@@ -224,8 +224,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     print()
     print(f"normalizes: {normalizes_over(entry)}")
     print(f"paper:      {entry.paper}")
-    if entry.spec_arg:
-        print(f"spec:       '{entry.name}:<{entry.spec_arg}>' sets {entry.spec_arg}")
+    for i, line in enumerate(entry.spec_help()):
+        print(f"{'spec:' if i == 0 else '':<12}{line}")
     eq = equation(cls)
     if eq:
         print("\nequation:")

@@ -100,20 +100,35 @@ def check_channel_dim(channel_dim: object) -> int:
 
 
 def check_groups(
-    num_features: int, num_groups: int | None, group_size: int | None, default: int = 32
+    num_features: int,
+    num_groups: int | None,
+    group_size: int | None,
+    default: int = 32,
+    *,
+    max_groups: int | None = None,
 ) -> int:
-    """Resolve ``num_groups`` / ``group_size`` into a number of groups that divides C."""
-    if num_groups is not None and group_size is not None:
+    """Resolve ``num_groups`` / ``group_size`` / ``max_groups`` (at most one of them) into a
+    number of groups that divides C. ``num_groups`` and ``group_size`` are strict (C must be
+    divisible); ``max_groups=G`` takes the largest divisor of C that is at most G, so one
+    value fits every layer of a model whose channel counts vary (16, 24, 40, ... 576)."""
+    given = {k: v for k, v in (("num_groups", num_groups), ("group_size", group_size),
+                               ("max_groups", max_groups)) if v is not None}
+    if len(given) > 1:
+        listed = ", ".join(f"{k}={v!r}" for k, v in given.items())
         raise ConfigError(
-            f"pass num_groups or group_size, not both; got num_groups={num_groups!r}, "
-            f"group_size={group_size!r}."
+            f"pass one of num_groups, group_size and max_groups, not several; got {listed}."
         )
+    if max_groups is not None:
+        check_num_features(max_groups, "max_groups")
+        return max(d for d in _divisors(num_features) if d <= max_groups)
     if group_size is not None:
         check_num_features(group_size, "group_size")
         if num_features % group_size:
             raise ConfigError(
                 f"num_features ({num_features}) must be divisible by group_size ({group_size}); "
-                f"choose a group_size among {_divisors(num_features)}."
+                f"choose a group_size among {_divisors(num_features)}, or pass "
+                f"max_groups={num_features // group_size or 1} (spec 'gn:max"
+                f"{num_features // group_size or 1}') for the largest divisor up to it."
             )
         return num_features // group_size
     groups = default if num_groups is None else num_groups
@@ -121,7 +136,9 @@ def check_groups(
     if num_features % groups:
         raise ConfigError(
             f"num_features ({num_features}) must be divisible by num_groups ({groups}); "
-            f"choose num_groups among {_divisors(num_features)} or pass group_size=."
+            f"choose num_groups among {_divisors(num_features)}, pass group_size=, or pass "
+            f"max_groups={groups} (spec 'gn:max{groups}') to use the largest divisor of "
+            f"{num_features} up to {groups}."
         )
     return groups
 

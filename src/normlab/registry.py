@@ -4,7 +4,11 @@ The names are the `normlab.norms.Entry` blocks that close each method file, disc
 `normlab.norms.entries`; `register` adds a method defined elsewhere (a plugin, a test's toy).
 
 A spec is a registered name or alias, optionally followed by ``:value`` for the method's main
-argument (``"gn:32"`` is GroupNorm with ``num_groups=32``).
+argument (``"gn:32"`` is GroupNorm with ``num_groups=32``) or one of its other forms
+(`Entry.spec_forms`, `Entry.spec_flags`): ``"gn:max32"`` (``max_groups=32``: the largest
+divisor of C up to 32, which fits every layer of a model), ``"gn:size16"`` (``group_size=16``),
+``"ln:per_position"`` (LN over C at each position, ConvNeXt's). ``normlab describe NAME`` lists
+a method's forms.
 """
 
 from __future__ import annotations
@@ -106,13 +110,26 @@ def _parse(spec: str) -> tuple[Entry, dict[str, Any]]:
     entry = lookup(name)
     if not sep:
         return entry, {}
-    if entry.spec_arg is None:
+    value = value.strip()
+    key = value.lower().replace("-", "_")
+    if key in entry.spec_flags:
+        return entry, {key: True}
+    for prefix, (keyword, *_) in entry.spec_forms.items():
+        number = value[len(prefix):]
+        if key.startswith(prefix) and number.strip().lstrip("+-").isdigit():
+            return entry, {keyword: int(number)}
+    forms = entry.spec_help()
+    if not forms:
         raise errors.bad_spec(spec, f"{entry.name!r} takes no ':value' argument")
+    not_a_form = errors.bad_spec(
+        spec, f"{value!r} is none of {entry.name!r}'s forms: {'; '.join(forms)}"
+    )
+    if entry.spec_arg is None:
+        raise not_a_form
     try:
-        parsed = int(value)
+        return entry, {entry.spec_arg: int(value)}
     except ValueError:
-        raise errors.bad_spec(spec, f"{entry.spec_arg} must be an int, got {value!r}") from None
-    return entry, {entry.spec_arg: parsed}
+        raise not_a_form from None
 
 
 Spec = str | type[nn.Module] | Callable[..., nn.Module]

@@ -24,8 +24,14 @@ from normlab.core.cross_replica import CrossReplicaMoments, ProcessGroup
 from normlab.errors import ConfigError
 from normlab.norms import BatchNorm, Norm
 from normlab.surgery.convert import convert_layer
-from normlab.surgery.layers import TORCH_BATCH
-from normlab.surgery.walker import Selector, check_selector, replace_modules, selected
+from normlab.surgery.layers import TORCH_BATCH, is_norm_act
+from normlab.surgery.walker import (
+    Selector,
+    check_selectors,
+    not_a_model,
+    replace_modules,
+    selected,
+)
 
 __all__ = ["Synced", "sync", "sync_with_report", "unsync"]
 
@@ -85,7 +91,9 @@ def sync_with_report(
     inplace: bool = False,
 ) -> tuple[nn.Module, list[Synced]]:
     """`sync`, also returning one `Synced` per layer acted on."""
-    skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
+    if not isinstance(model, nn.Module):
+        raise not_a_model("sync", model)
+    skip_items, only_items = check_selectors("sync", model, skip=skip, only=only)
     report: list[Synced] = []
 
     def visit(path: str, module: nn.Module) -> nn.Module | None:
@@ -100,7 +108,9 @@ def sync_with_report(
             new = module
         else:
             raise cannot_sync(path, module)
-        new.moments_reducer = CrossReplicaMoments(group)
+        # timm's BatchNormAct2d converts to Sequential(norm, drop, act): sync its norm
+        norm = new.norm if is_norm_act(module) else new
+        norm.moments_reducer = CrossReplicaMoments(group)
         report.append(Synced(path, type(module), type(new)))
         return new
 

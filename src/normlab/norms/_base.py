@@ -13,6 +13,7 @@ from normlab import errors
 from normlab.core.axes import Axes
 from normlab.core.docstrings import append_shared_args
 from normlab.core.moments import Moments, accumulation_dtype
+from normlab.norms._arguments import guard_arguments
 
 
 def to_channels_first(x: Tensor, channel_dim: int) -> Tensor:
@@ -212,6 +213,7 @@ class Norm(nn.Module):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         append_shared_args(cls, SHARED_ARGS)
+        guard_arguments(cls)  # torch.nn's argument order -> an error naming the normlab call
 
     def __init__(
         self,

@@ -37,6 +37,13 @@ class Entry:
             ``__name__``.
         exports: other public helpers of the method (published as ``normlab.<__name__>``).
         spec_arg: the keyword that ``"name:value"`` sets (``"gn:32"`` sets ``num_groups``).
+        spec_forms: other ``"name:<prefix><int>"`` forms, prefix -> (keyword, placeholder,
+            what it means): ``{"max": ("max_groups", "G", ...)}`` makes ``"gn:max32"`` set
+            ``max_groups=32``.
+        spec_flags: ``"name:<keyword>"`` forms that set the keyword to True, keyword -> what it
+            means (``"ln:per_position"``).
+        spec_note: what ``"name:<value>"`` (or, for a method with only flags, the bare name)
+            means, shown by ``normlab describe``.
         defaults: keyword arguments `normlab.create` passes unless given.
         fitting: a spec that fits small models (8 to 32 channels, batches of 4), e.g.
             ``"gn:4"``; None when the name itself fits.
@@ -49,6 +56,9 @@ class Entry:
     functional: tuple[Callable[..., Any], ...] = ()
     exports: tuple[Callable[..., Any], ...] = ()
     spec_arg: str | None = None
+    spec_forms: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
+    spec_flags: Mapping[str, str] = field(default_factory=dict)
+    spec_note: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     fitting: str | None = None
 
@@ -62,6 +72,20 @@ class Entry:
         """The first line of the class docstring, without its final period."""
         doc = inspect.getdoc(self.cls) or ""
         return doc.splitlines()[0].rstrip(".") if doc else self.cls.__name__
+
+    def spec_help(self) -> list[str]:
+        """One line per spec form, e.g. ``"'group_norm:max<G>' sets max_groups: ..."``."""
+        lines = []
+        note = f": {self.spec_note}" if self.spec_note else ""
+        if self.spec_arg:
+            lines.append(f"'{self.name}:<{self.spec_arg}>' sets {self.spec_arg}{note}")
+        elif note and (self.spec_forms or self.spec_flags):
+            lines.append(f"'{self.name}'{note}")
+        for prefix, (keyword, placeholder, meaning) in self.spec_forms.items():
+            lines.append(f"'{self.name}:{prefix}<{placeholder}>' sets {keyword}: {meaning}")
+        for keyword, meaning in self.spec_flags.items():
+            lines.append(f"'{self.name}:{keyword}' sets {keyword}=True: {meaning}")
+        return lines
 
     @property
     def small_spec(self) -> str:

@@ -70,7 +70,13 @@ class GroupNorm(Norm):
         num_groups: G, which must divide C; 32 (the paper's default) when neither it nor
             ``group_size`` is given.
         group_size: channels per group instead of G (16 is the paper's best), G = C / size;
-            None: set by ``num_groups``.
+            must divide C; None: set by ``num_groups``.
+        max_groups: instead of G, the largest divisor of C that is at most ``max_groups``
+            (``max_groups=32``: 32 groups for C = 64 or 576, 16 for C = 16, 20 for C = 40),
+            for one setting that fits every layer of a model whose channel counts vary.
+
+    Specs: ``"gn:32"`` is ``num_groups=32`` (strict, like ``torch.nn.GroupNorm(32, C)``),
+    ``"gn:max32"`` is ``max_groups=32``, ``"gn:size16"`` is ``group_size=16``.
 
     Shape:
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C); output: same shape.
@@ -91,6 +97,7 @@ class GroupNorm(Norm):
         *,
         num_groups: int | None = None,
         group_size: int | None = None,
+        max_groups: int | None = None,
         eps: float = 1e-5,
         affine: bool = True,
         channel_dim: int = 1,
@@ -101,7 +108,9 @@ class GroupNorm(Norm):
             num_features, eps=eps, affine=affine, channel_dim=channel_dim,
             device=device, dtype=dtype,
         )
-        self.num_groups = errors.check_groups(self.num_features, num_groups, group_size)
+        self.num_groups = errors.check_groups(
+            self.num_features, num_groups, group_size, max_groups=max_groups
+        )
         self.axes = axes_lib.group(self.num_groups)
         self.reset_parameters()
 
@@ -124,6 +133,15 @@ ENTRIES = (
         aliases=("gn", "groupnorm"),
         functional=(group_norm,),
         spec_arg="num_groups",
+        spec_forms={
+            "max": ("max_groups", "G", "the largest divisor of C that is at most G, so one "
+                    "spec fits every layer of a model (gn:max32: 16 groups for C = 16, 20 "
+                    "for 40, 32 for 576)"),
+            "size": ("group_size", "S", "S channels per group, G = C / S (strict: C must be "
+                     "divisible by S)"),
+        },
+        spec_note="strict: C must be divisible by G, as in torch.nn.GroupNorm(G, C); a model "
+        "with other channel counts needs 'max<G>'",
         fitting="gn:4",
     ),
 )

@@ -88,6 +88,9 @@ class LayerNorm(Norm):
         num_features: C, the number of channels.
         per_position: normalize each position's channel vector separately.
 
+    Specs: ``"ln"`` is the paper's LN over (C, *S); ``"ln:per_position"`` the per-position
+    one (``per_position=True``), e.g. ``factory("ln:per_position")`` for ConvNeXt-style models.
+
     Shape:
         Input (N, C, *S) or, with ``channel_dim=-1``, (N, *S, C) — e.g. (N, L, C) tokens with
         ``per_position=True, channel_dim=-1``; output: same shape.
@@ -141,5 +144,10 @@ ENTRIES = (
         "Ba, Kiros & Hinton 2016, arXiv:1607.06450",
         aliases=("ln", "layernorm"),
         functional=(layer_norm,),
+        spec_flags={
+            "per_position": "LN over C alone at each (sample, position): transformers, "
+            "ConvNeXt, timm's LayerNorm2d, torch.nn.LayerNorm(C) on (N, *, C)",
+        },
+        spec_note="LN over (C, *S), one statistic per sample: the paper's LN, = GroupNorm(1)",
     ),
 )

@@ -47,10 +47,17 @@ to fix it (or to leave the layer out with ``skip=``):
   running mean; InstanceNorm's running statistics are averages of per-sample statistics);
 * a lazy layer that has not seen input (its channel count is unknown);
 * a layer frozen by `normlab.freeze` (unfreeze, convert, freeze again);
-* a subclass that overrides ``forward`` or holds child modules (timm's BatchNormAct2d: the
-  activation would be silently dropped, pytorch#187298);
+* a subclass that overrides ``forward`` or holds child modules (a fused activation would be
+  silently dropped, pytorch#187298), except timm's norm + activation layers below;
 * a torch LayerNorm / RMSNorm over more than one dim (not a per-channel norm);
 * channels at dim -1 for a target callable that takes no ``channel_dim``.
+
+timm's norm + activation layers (BatchNormAct2d, SyncBatchNormAct, FrozenBatchNormAct2d,
+GroupNormAct, GroupNorm1Act, LayerNormAct, LayerNormAct2d: norm, then ``drop``, then ``act``)
+convert as their norm does, and keep the rest: each becomes ``nn.Sequential(norm=<the new
+norm>, drop=<its drop>, act=<its act>)`` (the report lists ``drop`` and ``act`` as carried;
+state_dict keys gain ``.norm``). LayerNormAct2d is LN over the C channels of each position of
+(N, C, H, W): ``channel_dim=1`` and ``per_position=True`` are carried.
 
 Modules that are not norm layers are never touched. A converted VirtualBatchNorm has no
 reference batch yet: run a ``normlab.reference_pass`` before its first forward.
@@ -58,8 +65,10 @@ reference batch yet: run a ``normlab.reference_pass`` before its first forward.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -72,7 +81,7 @@ from normlab.surgery.freeze import freeze_state_of
 from normlab.surgery.walker import (
     Replacement,
     Selector,
-    check_selector,
+    check_selectors,
     not_a_model,
     replace_modules,
     selected,
@@ -167,7 +176,7 @@ def _check_source(path: str, module: nn.Module, to: registry.Spec, target: Any) 
             "it is frozen by normlab.freeze",
             "Call normlab.unfreeze(model) first, convert, then freeze the converted model.",
         )
-    if layers.has_custom_forward(module):
+    if layers.has_custom_forward(module) and not layers.is_norm_act(module):
         raise refuse(
             "its class overrides forward or holds child modules (e.g. a fused activation), "
             "which a plain norm layer would silently drop",
@@ -218,8 +227,9 @@ def _build(
         raise cannot_convert(
             layers.describe(path, module), path,
             f"cannot build {_spec_name(to)} for it: {str(exc).rstrip('.')}",
-            f"Use a spec and keyword arguments that fit every converted layer (e.g. 'gn:G' "
-            f"with G dividing {count}), or convert this layer separately with only=.",
+            f"Use a spec and keyword arguments that fit every converted layer (e.g. 'gn:max32', "
+            f"the largest divisor of each layer's channel count up to 32, or 'gn:G' with G "
+            f"dividing {count}), or convert this layer separately with only=.",
         ) from None
     source = layers.first_tensor(module)
     if source is not None and not {"device", "dtype"} & (accepted | set(kwargs)):
@@ -240,6 +250,10 @@ def _build(
                 if isinstance(src, Tensor) and isinstance(dst, Tensor) and src.shape == dst.shape:
                     dst.copy_(src)
                     carried.append(name)
+    tail = layers.norm_act_tail(module)
+    if tail:  # timm's norm + activation: the new norm, then the same drop and act
+        new = nn.Sequential(OrderedDict([("norm", new), *tail]))
+        carried.extend(name for name, _ in tail)
     for attr in _HOOK_DICTS:
         hooks = getattr(module, attr, None)
         if hooks:
@@ -266,6 +280,9 @@ def convert_layer(module: nn.Module, to: registry.Spec, **kwargs: Any) -> nn.Mod
             layers.describe("", module), "", "it is not a normalization layer",
             "Pass a torch.nn or normlab norm layer, or use convert(model, ...) on a model.",
         )
+    if layers.is_norm_act(module):  # the drop and act of the result are copies
+        module = copy.copy(module)
+        module._modules = {k: copy.deepcopy(m) for k, m in module._modules.items()}
     return _build("", module, to, kwargs)[0]
 
 
@@ -325,7 +342,7 @@ def convert_with_report(
     if not isinstance(model, nn.Module):
         raise not_a_model("convert", model)
     registry.factory(to)
-    skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
+    skip_items, only_items = check_selectors("convert", model, skip=skip, only=only)
     for path, module in model.named_modules():
         # before the deep copy, which an uninitialized lazy layer makes fail obscurely
         if layers.is_lazy_uninitialized(module) and selected(path, module, skip_items, only_items):

@@ -24,7 +24,10 @@ BatchRenorm stores its moving std σ as ``running_var`` = σ² − ε, so its ev
 needs no special case. The arithmetic runs in float64 (float32 on MPS) and is cast back to the
 conv's dtype; the weight keeps its memory format (channels_last weights are never ``.view``-ed:
 ultralytics PR #25363). The BN becomes ``nn.Identity`` at the same path, so module paths and
-state_dict keys of everything else stay stable.
+state_dict keys of everything else stay stable. timm's BN + activation layers
+(BatchNormAct2d, SyncBatchNormAct, FrozenBatchNormAct2d: BN, then ``drop``, then ``act``) fold
+the same way and become ``nn.Sequential(drop=..., act=...)``, their drop (dropout, DropBlock)
+and activation kept at the same paths.
 
 Three layers, as in ``torch.nn.utils.fusion``: `fold_bn_weights` on tensors, `fold_pair` on a
 (conv, bn) pair, `fold` / `fold_with_report` on a model. Pairs are found with torch.fx
@@ -55,7 +58,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +71,13 @@ from normlab import errors
 from normlab.errors import ConfigError, did_you_mean
 from normlab.norms._base import Norm
 from normlab.norms.frozen_batch_norm import FrozenBatchNorm, _is_batch_norm
-from normlab.surgery.layers import has_custom_forward
+from normlab.surgery.layers import (
+    channels,
+    frozen_stats,
+    has_custom_forward,
+    is_norm_act,
+    norm_act_tail,
+)
 from normlab.surgery.parametrize import only_normlab_parametrizations, unparametrize
 from normlab.surgery.walker import Replacement, not_a_model, replace_modules
 
@@ -283,17 +292,31 @@ def _target_problem(name: str, conv: nn.Module) -> errors.ConfigError | None:
 
 def _in_training(bn: nn.Module) -> bool:
     """In training mode a BN normalizes with batch statistics (FrozenBatchNorm never does)."""
-    return bn.training and not isinstance(bn, FrozenBatchNorm)
+    return bn.training and not isinstance(bn, FrozenBatchNorm) and not frozen_stats(bn)
+
+
+def _is_bn(module: nn.Module) -> bool:
+    """A BN-family layer, or timm's BN + activation (BatchNormAct2d, SyncBatchNormAct,
+    FrozenBatchNormAct2d: BN eval, then ``drop``, then ``act``, which stay)."""
+    return _is_batch_norm(module) or (is_norm_act(module) and frozen_stats(module))
+
+
+def _folded_away(bn: nn.Module) -> nn.Module:
+    """What replaces a folded BN: ``nn.Identity``, or for timm's BatchNormAct2d its drop and
+    activation, ``nn.Sequential(drop=..., act=...)`` (their paths and state_dict keys stay)."""
+    tail = norm_act_tail(bn)
+    new = nn.Sequential(OrderedDict(tail)) if tail else nn.Identity()
+    return new.train(bn.training)
 
 
 def _bn_problem(name: str, bn: nn.Module) -> errors.ConfigError | None:
-    if not _is_batch_norm(bn):
+    if not _is_bn(bn):
         return fold_refused(
             f"{name} is not a BN-family layer (torch.nn BatchNorm*d / SyncBatchNorm, normlab "
             "BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm)",
             "Only layers whose eval function is BN's fold into a conv; " + _PAIRS_EXAMPLE,
         )
-    if has_custom_forward(bn):
+    if has_custom_forward(bn) and not is_norm_act(bn):
         return fold_refused(
             f"{name} is a subclass that overrides forward (or holds child modules), so its eval "
             "function may not be BN's (timm's BatchNormAct2d adds an activation)",
@@ -389,7 +412,7 @@ class _PairTracer(fx.Tracer):
         self.failed_in: str | None = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, (*FOLD_TARGETS, Norm)) or _is_batch_norm(m):
+        if isinstance(m, (*FOLD_TARGETS, Norm)) or _is_bn(m) or is_norm_act(m):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -416,8 +439,8 @@ def _registration_candidates(model: nn.Module) -> list[Pair]:
     return [
         (p, q)
         for (p, m), (q, n) in itertools.pairwise(leaves)
-        if isinstance(m, FOLD_TARGETS) and _is_batch_norm(n)
-        and getattr(n, "num_features", None) == _out_channels(m)
+        if isinstance(m, FOLD_TARGETS) and _is_bn(n)
+        and channels(n) == _out_channels(m)
     ]
 
 
@@ -449,7 +472,7 @@ def _find(model: nn.Module) -> list[Pair]:
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     found: list[tuple[Pair, errors.ConfigError | None]] = []
     for node in graph.nodes:
-        if node.op != "call_module" or not _is_batch_norm(model.get_submodule(node.target)):
+        if node.op != "call_module" or not _is_bn(model.get_submodule(node.target)):
             continue
         source = node.args[0] if node.args else next(iter(node.kwargs.values()), None)
         if not (isinstance(source, fx.Node) and source.op == "call_module"):
@@ -520,7 +543,7 @@ def _given_pairs(model: nn.Module, pairs: object) -> list[Pair]:
             if path not in modules:
                 known = [
                     p for p, m in modules.items()
-                    if (isinstance(m, kind) if kind else _is_batch_norm(m))
+                    if (isinstance(m, kind) if kind else _is_bn(m))
                 ]
                 raise fold_unknown_path(role, path, known)
         conv, bn = modules[conv_path], modules[bn_path]
@@ -571,15 +594,18 @@ def _check_unshared(model: nn.Module, pairs: list[Pair]) -> None:
 
 @dataclass(frozen=True)
 class FoldedPair:
-    """One BN folded into the layer before it; the BN's path now holds ``nn.Identity``."""
+    """One BN folded into the layer before it; the BN's path now holds ``nn.Identity`` (or,
+    for timm's BatchNormAct2d, ``kept``: its drop and activation, in an ``nn.Sequential``)."""
 
     conv: str
     bn: str
     conv_type: type
     bn_type: type
+    kept: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return (f"{self.bn}: {self.bn_type.__name__} -> Identity (folded into {self.conv}, "
+        into = f"Sequential({', '.join(self.kept)})" if self.kept else "Identity"
+        return (f"{self.bn}: {self.bn_type.__name__} -> {into} (folded into {self.conv}, "
                 f"{self.conv_type.__name__})")
 
 
@@ -613,14 +639,14 @@ def fold_with_report(
     for conv_path, bn_path in chosen:
         conv, bn = root.get_submodule(conv_path), root.get_submodule(bn_path)
         _fold_into(conv, bn)
-        folded.append(FoldedPair(conv_path, bn_path, type(conv), type(bn)))
+        kept = tuple(name for name, _ in norm_act_tail(bn))
+        folded.append(FoldedPair(conv_path, bn_path, type(conv), type(bn), kept))
         logger.info("fold: %s", folded[-1])
     bn_paths = {bn for _, bn in chosen}
     root, replacements = replace_modules(
-        root, lambda path, m: nn.Identity().train(m.training) if path in bn_paths else None,
-        inplace=True,
+        root, lambda path, m: _folded_away(m) if path in bn_paths else None, inplace=True
     )
-    unfolded = tuple(p for p, m in root.named_modules() if _is_batch_norm(m))
+    unfolded = tuple(p for p, m in root.named_modules() if _is_bn(m))
     return FoldResult(root, tuple(folded), tuple(replacements), unfolded)
 
 

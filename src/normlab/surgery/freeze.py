@@ -16,6 +16,10 @@ How a layer is frozen (the module object, its type, its flags and its state are 
   even when the forward raises). The layer therefore normalizes with its running statistics
   and never writes them, whatever ``.train()`` / ``.eval()`` set; its ``training`` flag keeps
   following ``model.train()`` as usual, and the output equals the eval output bitwise.
+  timm's norm + activation layers (BatchNormAct2d, SyncBatchNormAct) freeze like the BN they
+  subclass: only the layer itself runs in eval mode, its ``drop`` and ``act`` children keep
+  their own mode (a DropBlock still drops in training), and ``affine=True`` freezes its γ, β
+  but not the parameters of its activation (PReLU's slope).
 * **weight-side state**: a weight parametrization that updates buffers in training forwards
   (spectral norm's power-iteration vectors u, v) is frozen the same way: its forward runs in
   eval mode, so the effective weight keeps using the stored u, v and nothing is written. It
@@ -45,7 +49,7 @@ from typing import Any
 from torch import nn
 
 from normlab.surgery.layers import has_running_stats, has_weight_state, is_norm
-from normlab.surgery.walker import Selector, check_selector, not_a_model, selected
+from normlab.surgery.walker import Selector, check_selectors, not_a_model, selected
 
 _STATE = "_normlab_frozen"
 
@@ -108,7 +112,7 @@ def freeze_state_of(module: nn.Module) -> _FreezeState | None:
 def _layers(model: nn.Module, function: str, skip: Selector, only: Selector):  # type: ignore[no-untyped-def]
     if not isinstance(model, nn.Module):
         raise not_a_model(function, model)
-    skip_items, only_items = check_selector(skip, "skip"), check_selector(only, "only")
+    skip_items, only_items = check_selectors(function, model, skip=skip, only=only)
     for path, module in model.named_modules():
         if (is_norm(module) or _has_state(module)) and selected(
             path, module, skip_items, only_items

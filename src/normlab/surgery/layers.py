@@ -17,6 +17,13 @@ layers are recognised by their base classes):
   per-(sample, channel) mean and unbiased variance): torch InstanceNorm*d and normlab
   InstanceNorm with ``track_running_stats=True``.
 
+timm's norm + activation layers (``timm.layers.norm_act``: BatchNormAct2d, SyncBatchNormAct,
+FrozenBatchNormAct2d, GroupNormAct, GroupNorm1Act, LayerNormAct, LayerNormAct2d and their Fp32
+forms) compute their norm, then ``self.drop`` (a dropout / DropBlock, Identity by default), then
+``self.act``. `is_norm_act` recognises them (the class that defines ``forward`` is one of those
+timm classes and the only children are ``drop`` and ``act``); they count as norm layers, and
+the surgery tools keep the drop and the activation (`norm_act_tail`).
+
 `running_stats` gives the finer meaning (``"batch_biased"``: the biased variance under the
 method's own update law), `frozen_stats` whether the layer keeps its statistics on purpose.
 """
@@ -42,10 +49,43 @@ TORCH_BATCH = nn.modules.batchnorm._BatchNorm
 TORCH_INSTANCE = nn.modules.instancenorm._InstanceNorm
 _LIBRARY_MODULES = ("torch.nn.modules.", "normlab.norms.")
 
+#: timm's norm + activation classes (timm/layers/norm_act.py; forward = norm, drop, act) and
+#: where their channels are: LayerNormAct normalizes the last dim of (N, *, C), the 2d forms
+#: permute (N, C, H, W) and normalize each position's C channels.
+TIMM_NORM_ACT: dict[str, int] = {
+    "BatchNormAct2d": 1, "SyncBatchNormAct": 1, "FrozenBatchNormAct2d": 1, "GroupNormAct": 1,
+    "GroupNorm1Act": 1, "LayerNormAct": -1, "LayerNormActFp32": -1, "LayerNormAct2d": 1,
+    "LayerNormAct2dFp32": 1,
+}
+_NORM_ACT_CHILDREN = frozenset({"drop", "act"})
+
+
+def _forward_owner(module: nn.Module) -> type:
+    return next(k for k in type(module).__mro__ if "forward" in vars(k))
+
+
+def _timm_norm_act_name(module: nn.Module) -> str | None:
+    owner = _forward_owner(module)
+    timm_class = owner.__module__.startswith("timm.") and owner.__name__ in TIMM_NORM_ACT
+    return owner.__name__ if timm_class and set(module._modules) <= _NORM_ACT_CHILDREN else None
+
+
+def is_norm_act(module: nn.Module) -> bool:
+    """One of timm's norm + activation layers (module docstring): norm, ``drop``, ``act``."""
+    return _timm_norm_act_name(module) is not None
+
+
+def norm_act_tail(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """What a timm norm + activation layer applies after its norm: ``[("drop", ...), ("act",
+    ...)]`` (the children it has, in that order); ``[]`` for any other module."""
+    if not is_norm_act(module):
+        return []
+    return [(k, module._modules[k]) for k in ("drop", "act") if module._modules.get(k) is not None]
+
 
 def is_norm(module: nn.Module) -> bool:
     """A torch.nn normalization layer (BN, SyncBN, IN, GN, LN, RMSNorm) or a normlab `Norm`."""
-    return isinstance(module, (Norm, *TORCH_NORMS))
+    return isinstance(module, (Norm, *TORCH_NORMS)) or is_norm_act(module)
 
 
 def is_lazy_uninitialized(module: nn.Module) -> bool:
@@ -79,11 +119,18 @@ def channels(module: nn.Module) -> int | None:
         shape = tuple(module.normalized_shape)
         return int(shape[0]) if len(shape) == 1 else None
     count = getattr(module, "num_features", None)
+    if not isinstance(count, int) and is_norm_act(module):  # timm's FrozenBatchNormAct2d
+        mean = _own_buffer(module, "running_mean")
+        count = None if mean is None else int(mean.shape[0])
     return int(count) if isinstance(count, int) else None
 
 
 def channel_dim(module: nn.Module) -> int:
-    """Where the channels are: torch LayerNorm / RMSNorm normalize the last dim (-1)."""
+    """Where the channels are: torch LayerNorm / RMSNorm normalize the last dim (-1), timm's
+    LayerNormAct2d the channels of (N, C, H, W) (1)."""
+    name = _timm_norm_act_name(module)
+    if name is not None:
+        return TIMM_NORM_ACT[name]
     if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
         return -1
     return int(getattr(module, "channel_dim", 1))
@@ -143,7 +190,10 @@ def running_stats(module: nn.Module) -> str | None:
 
 
 def frozen_stats(module: nn.Module) -> bool:
-    """The layer keeps fixed statistics on purpose (FrozenBatchNorm)."""
+    """The layer keeps fixed statistics on purpose (FrozenBatchNorm, timm's
+    FrozenBatchNormAct2d)."""
+    if _timm_norm_act_name(module) == "FrozenBatchNormAct2d":
+        return True
     return bool(getattr(type(module), "frozen_stats", False))
 
 

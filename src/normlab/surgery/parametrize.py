@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize as torch_parametrize
 from normlab import registry
 from normlab.errors import ConfigError
 from normlab.reparam._base import WeightParametrization, bake_weight
-from normlab.surgery.walker import Selector, check_selector, matches, not_a_model, selected
+from normlab.surgery.walker import Selector, check_selectors, matches, not_a_model, selected
 
 __all__ = ["Parametrized", "parametrize", "parametrize_with_report", "unparametrize"]
 
@@ -120,8 +120,7 @@ def parametrize_with_report(
             f"parametrize: {entry.name!r} is not a parametrization; use "
             f"{', '.join('normlab.' + getattr(x, '__name__', '?') for x in entry.exports)}."
         )
-    only_items = check_selector(only, "only")
-    skip_items = check_selector(skip, "skip")
+    skip_items, only_items = check_selectors("parametrize", model, skip=skip, only=only)
     root = model if inplace else copy.deepcopy(model)
     report: list[Parametrized] = []
     for path, module in root.named_modules():
@@ -200,8 +199,7 @@ def unparametrize(
     if not isinstance(model, nn.Module):
         raise not_a_model("unparametrize", model)
     wanted = None if method is None else registry.lookup_weight(method).name
-    only_items = check_selector(only, "only")
-    skip_items = check_selector(skip, "skip")
+    skip_items, only_items = check_selectors("unparametrize", model, skip=skip, only=only)
     root = model if inplace else copy.deepcopy(model)
     for path, module in list(root.named_modules()):
         if not torch_parametrize.is_parametrized(module):

@@ -42,9 +42,11 @@ InstanceNorm with track_running_stats        torch.nn's instance rule, exactly: 
 
 ``num_batches_tracked`` is left unchanged: it counts training steps, and BatchRenorm's r/d
 schedule reads it. A layer that received no input in any batch (an unused branch) keeps its
-statistics and is reported with ``count=0``. FrozenBatchNorm and layers frozen by
-`normlab.freeze` keep theirs (they are frozen on purpose) and stay in eval mode. Every
-module's training flag, and every buffer when a forward raises, is restored in a ``finally``.
+statistics and is reported with ``count=0``. FrozenBatchNorm, timm's FrozenBatchNormAct2d
+and layers frozen by `normlab.freeze` keep theirs (they are frozen on purpose) and stay in
+eval mode (timm's BatchNormAct2d is recalibrated like the BN it subclasses; its drop and act
+stay in eval). Every module's training flag, and every buffer when a forward raises, is
+restored in a ``finally``.
 
 AdaBN (Li, Wang, Shi, Liu & Hou 2016, arXiv:1603.04779) is the same computation with another
 intent: ``batches`` are *unlabeled target-domain* inputs, and replacing the source statistics

@@ -13,8 +13,10 @@ before children), asks a callback for a replacement and sets it at the module's 
 * **copy or not**: ``inplace=False`` (the default) deep-copies the model first and leaves the
   original untouched; ``inplace=True`` mutates and returns the model itself.
 
-`matches` / `selected` implement the ``skip=`` / ``only=`` filters every tool takes. A
-selector is a string, a class or a list of those:
+`matches` / `selected` implement the ``skip=`` / ``only=`` filters every tool takes, and
+`check_selectors` refuses an item that selects no module of the model (a misspelt path would
+otherwise make ``only=`` a silent no-op), naming the nearest paths. A selector is a string, a
+class or a list of those:
 
 * a string is a path or an ``fnmatch`` pattern, and also selects everything below the path it
   names: ``"layer1"`` selects ``layer1`` and ``layer1.0.bn1``; ``"*.bn2"`` selects every
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from normlab.errors import ConfigError
+from normlab.errors import ConfigError, did_you_mean
 
 # -- errors raised here ----------------------------------------------------------------------------
 
@@ -55,6 +57,29 @@ def bad_selector(argument: str, value: object) -> ConfigError:
         f"{argument} must be a module path or fnmatch pattern (str), a module class, or a list "
         f"of those; got {value!r}. Examples: {argument}='layer1', {argument}='*.bn2', "
         f"{argument}=torch.nn.BatchNorm1d, {argument}=['head', 'stem.*']."
+    )
+
+
+def selector_matches_nothing(
+    function: str, argument: str, item: str | type, modules: list[tuple[str, nn.Module]]
+) -> ConfigError:
+    """``<function>: only='layr1' matches no module of the model. Did you mean ...?``"""
+    if isinstance(item, type):
+        present = sorted({type(m).__name__ for _, m in modules})
+        hint = did_you_mean(item.__name__, present)
+        return ConfigError(
+            f"{function}: {argument}={item.__name__} matches no module of the model (it holds "
+            f"no {item.__name__} or subclass of it).{hint} Classes in the model: "
+            f"{', '.join(present)}. Remove it or pass one of those."
+        )
+    paths = [p for p, _ in modules if p]
+    hint = did_you_mean(item, paths) or did_you_mean(item, [p.rpartition(".")[2] for p in paths])
+    shown = ", ".join(repr(p) for p in paths[:12]) + (", ..." if len(paths) > 12 else "")
+    return ConfigError(
+        f"{function}: {argument}={item!r} matches no module path of the model, so it would "
+        f"{'select nothing' if argument == 'only' else 'leave nothing out'}.{hint} Paths "
+        f"look like: {shown or 'none (the model has no submodule)'} (see "
+        f"model.named_modules(); a pattern such as '*.bn1' matches at any depth)."
     )
 
 
@@ -118,6 +143,22 @@ def _items(selector: Selector, argument: str) -> tuple[str | type, ...]:
 def check_selector(selector: Selector, argument: str) -> tuple[str | type, ...]:
     """The selector as a tuple of paths/patterns and classes; ConfigError when malformed."""
     return _items(selector, argument)
+
+
+def check_selectors(
+    function: str, model: nn.Module, *, skip: Selector, only: Selector
+) -> tuple[tuple[str | type, ...], tuple[str | type, ...]]:
+    """``(skip items, only items)``, each item checked to select some module of ``model``
+    (a path or pattern that names no module is a typo, not a no-op): ConfigError listing the
+    nearest paths otherwise."""
+    skip_items, only_items = _items(skip, "skip"), _items(only, "only")
+    if skip_items or only_items:
+        modules = list(model.named_modules())
+        for argument, items in (("only", only_items), ("skip", skip_items)):
+            for item in items:
+                if not any(matches(path, module, (item,)) for path, module in modules):
+                    raise selector_matches_nothing(function, argument, item, modules)
+    return skip_items, only_items
 
 
 def matches(path: str, module: nn.Module, items: tuple[str | type, ...]) -> bool:
