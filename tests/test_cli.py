@@ -105,11 +105,26 @@ def test_describe_alias_through_entry_point() -> None:
     assert "eps=1e-05" in out
 
 
+def test_describe_fits_100_columns_for_every_method(capsys: pytest.CaptureFixture) -> None:
+    too_wide = []
+    for name in normlab.available("all"):
+        assert main(["describe", name]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        too_wide += [(name, line) for line in lines if len(line) > 100]
+    assert not too_wide, too_wide
+
+
 def test_describe_explains_what_the_defaults_mean() -> None:
     proc = run_cli("describe", "gn")
     assert proc.returncode == 0, proc.stderr
     args = proc.stdout.partition("arguments (defaults):\n")[2]
-    explained = {line.split()[0]: line for line in args.splitlines() if line[2:3].strip()}
+    explained: dict[str, str] = {}
+    for line in args.splitlines():
+        if line[2:3].strip():  # an argument's first line; deeper-indented lines continue it
+            item = line.split()[0]
+            explained[item] = line
+        elif line.strip() and explained:
+            explained[item] += " " + line.strip()
     assert "32 (the paper's default) when neither" in explained["num_groups=None"]
     assert "channels per group instead of G" in explained["group_size=None"]
     assert "None: torch's default dtype" in explained["dtype=None"]

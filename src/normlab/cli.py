@@ -222,10 +222,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
     print(f"{entry.name}  (aliases: {aliases})  normlab.{cls.__name__}")
     print(f"  {cli_math.text(entry.summary)}")  # the class docstring's first line
     print()
-    print(f"normalizes: {normalizes_over(entry)}")
-    print(f"paper:      {entry.paper}")
+    for label, text in (("normalizes:", normalizes_over(entry)), ("paper:", entry.paper)):
+        print(textwrap.fill(text, LIST_WIDTH, initial_indent=f"{label:<12}",
+                            subsequent_indent=" " * 12, break_on_hyphens=False))
     for i, line in enumerate(entry.spec_help()):
-        print(f"{'spec:' if i == 0 else '':<12}{line}")
+        wrapped = textwrap.wrap(line, LIST_WIDTH - 12, subsequent_indent="  ",
+                                break_on_hyphens=False)
+        for j, part in enumerate(wrapped):
+            print(f"{'spec:' if i == j == 0 else '':<12}{part}")
     eq = equation(cls)
     if eq:
         print("\nequation:")
