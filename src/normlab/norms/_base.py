@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core.axes import Axes
 from normlab.core.moments import Moments, accumulation_dtype
+from normlab.core.tracing import fx_leaf, refuse_script
 
 
 def to_channels_first(x: Tensor, channel_dim: int) -> Tensor:
@@ -154,6 +155,13 @@ class Norm(nn.Module):
     axes: Axes
     weight: nn.Parameter | None
     bias: nn.Parameter | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # every layer is an FX leaf, as torch.nn's norms are (normlab.core.tracing)
+        super().__init_subclass__(**kwargs)
+        fx_leaf(cls)
+
+    __prepare_scriptable__ = refuse_script  # torch.jit.script: a clear error naming the way out
 
     def __init__(
         self,
