@@ -34,6 +34,11 @@ from normlab.errors import ConfigError
 from normlab.rnn import NormLSTM
 from weight_catalogue import WEIGHT_CASE_IDS, WEIGHT_CASES, WeightCase
 
+pytestmark = [
+    # dynamo instantiates autograd.Function classes while tracing them (torch's own warning)
+    pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning"),
+]
+
 FIRST_OF_NAME = tuple({c.name: c for c in reversed(CASES)}[n] for n in registry.available())
 SLOW_REST = tuple(
     pytest.param(c, id=c.id, marks=pytest.mark.slow) for c in CASES if c not in FIRST_OF_NAME

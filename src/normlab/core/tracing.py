@@ -26,11 +26,28 @@ from torch.fx import Proxy
 from normlab import errors
 
 M = TypeVar("M", bound=type[nn.Module])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def compiling() -> bool:
     """True while torch.compile or torch.export (strict or not) traces the forward."""
     return torch.compiler.is_compiling()
+
+
+def eager_lru_cache(maxsize: int) -> Callable[[F], F]:
+    """``functools.lru_cache`` in eager mode; a plain call under graph capture, where a cached
+    tensor would be a fake one (and dynamo warns that it ignores the cache anyway)."""
+
+    def decorate(fn: F) -> F:
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def call(*args: Any) -> Any:
+            return fn(*args) if torch.compiler.is_compiling() else cached(*args)
+
+        return call  # type: ignore[return-value]  # same signature as fn
+
+    return decorate
 
 
 def _fx_proxy(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Proxy | None:
@@ -94,4 +111,4 @@ def refuse_script(self: nn.Module) -> nn.Module:
     raise not_scriptable(self)
 
 
-__all__ = ["compiling", "fx_leaf", "fx_root", "not_scriptable", "refuse_script"]
+__all__ = ["compiling", "eager_lru_cache", "fx_leaf", "fx_root", "not_scriptable", "refuse_script"]
