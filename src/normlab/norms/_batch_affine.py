@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import Moments
+from normlab.core.tracing import compiling
 from normlab.norms._base import channel_scale_shift, dense, in_layout, normalize_by_moments
 from normlab.norms._chunked import Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
@@ -126,6 +127,8 @@ def batch_affine(
     """(y, the batch's detached moments) of a channels-first x that `applies` takes."""
     xd, layout = dense(x)
     batch = batch_moments(xd, eps)
+    if compiling():  # graph capture differentiates the composition (normlab.core.tracing)
+        return in_layout(eager(xd, weight, bias, stats, eps), layout), batch
     y = _BatchAffine.apply(xd, weight, bias, batch.mean, batch.var, stats, eps)
     return in_layout(y, layout), batch
 

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from normlab.core.tracing import eager_lru_cache
+from normlab.core.tracing import compiling, eager_lru_cache
 from normlab.norms._base import from_channels_first, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
 
@@ -192,7 +192,10 @@ def divisive_all_channels(
     x: Tensor, sigma2: float, sum_sizes: Sizes, sup_sizes: Sizes, center: bool,
     channel_dim: int, eager: Any,
 ) -> Tensor:
-    """y of `_AllChannels`; ``eager(x)`` recomputes it differentiably (double backward)."""
+    """y of `_AllChannels`; ``eager(x)`` recomputes it differentiably (double backward, and
+    what graph capture traces)."""
+    if compiling():
+        return eager(x)  # type: ignore[no-any-return]
     return _AllChannels.apply(  # type: ignore[no-any-return]
         x, sigma2, sum_sizes, sup_sizes, center, channel_dim, eager
     )
