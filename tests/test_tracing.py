@@ -190,8 +190,8 @@ def test_compile_inductor_smoke(name: str) -> None:
 
 
 def _script(module: nn.Module) -> Any:
-    with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.script itself
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # torch deprecates torch.jit.script itself (2.13, 2.14)
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script. is deprecated")
         return torch.jit.script(module)
 
 
@@ -216,21 +216,21 @@ def test_script_of_norm_lstm_raises_a_clear_error() -> None:
 # -- torchvision (run where it is installed: a separate environment) ---------------------------
 
 
-@pytest.mark.parametrize("name", registry.available())
-def test_torchvision_feature_extractor(name: str) -> None:
+@pytest.mark.parametrize("case", ONE_PER_NAME)
+def test_torchvision_feature_extractor(case: Case) -> None:
     feature_extraction = pytest.importorskip("torchvision.models.feature_extraction")
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), registry.create(small_spec(name), 8), nn.ReLU()
-    ).train()
-    randomize_(model[1])
+    c = case.num_features
+    model = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), _layer(case, torch.float32), nn.ReLU())
     reference = copy.deepcopy(model)
     extractor = feature_extraction.create_feature_extractor(model, {"1": "norm", "2": "act"})
     x = torch.randn(4, 3, 5, 5)
     features = extractor(x)
-    close(features["norm"], reference[1](reference[0](x)), 1e-6)
-    close(features["act"], reference(x), 1e-6)
+    normalized = reference[1](reference[0](x))
+    close(features["norm"], normalized, 1e-6)
+    close(features["act"], reference[2](normalized), 1e-6)
+    state = snapshot(extractor)
     for key, value in snapshot(reference).items():  # statistics updated once, like eager's
-        close(snapshot(model)[key].double(), value.double(), 1e-6, msg=key)
+        close(state[key].double(), value.double(), 1e-6, msg=key)
 
 
 # -- NormLSTM ---------------------------------------------------------------------------------
@@ -259,6 +259,7 @@ def test_norm_lstm_fx(norm: str | None, training: bool) -> None:
     _same_run(eager, gm, gm, torch.randn(5, 2, 3, dtype=torch.float64), 1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["bn", "ln", None])
 @MODES
 def test_norm_lstm_export(norm: str | None, training: bool) -> None:
@@ -268,6 +269,7 @@ def test_norm_lstm_export(norm: str | None, training: bool) -> None:
     _same_run(eager, module, module, x, 1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["bn", "ln", None])
 @MODES
 def test_norm_lstm_compile(norm: str | None, training: bool) -> None:
@@ -281,17 +283,28 @@ def test_norm_lstm_compile(norm: str | None, training: bool) -> None:
 # -- weight-side parametrizations -------------------------------------------------------------
 
 
+FIRST_WEIGHT_CASES = tuple({c.name: c for c in reversed(WEIGHT_CASES)}.values())
+
+
 @pytest.mark.parametrize("case", WEIGHT_CASES, ids=WEIGHT_CASE_IDS)
 @MODES
-def test_weight_parametrization_fx_and_export(case: WeightCase, training: bool) -> None:
+def test_weight_parametrization_fx(case: WeightCase, training: bool) -> None:
     """A module with a normlab parametrization traces with FX (torch.nn's parametrized module
-    is a leaf) and exports (the parametrization is inlined), giving eager's results."""
+    is a leaf) and gives eager's results, spectral norm's power iteration included."""
     eager = case.build(torch.float64).train(training)
-    x = torch.randn(case.input_shape, dtype=torch.float64)
     model = nn.Sequential(copy.deepcopy(eager))
     gm = torch.fx.symbolic_trace(model)
-    _same_run(eager, gm, model[0], x, 1e-12)
-    eager2 = case.build(torch.float64).train(training)
-    eager2.load_state_dict(eager.state_dict())
-    module = torch.export.export(copy.deepcopy(eager2), (x,), strict=False).module()
-    _same_run(eager2, module, module, x, 1e-10)
+    _same_run(eager, gm, model[0], torch.randn(case.input_shape, dtype=torch.float64), 1e-12)
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=() if c in FIRST_WEIGHT_CASES else pytest.mark.slow)
+    for c in WEIGHT_CASES
+])
+@MODES
+def test_weight_parametrization_export(case: WeightCase, training: bool) -> None:
+    """The exported program inlines the parametrization and gives eager's results and state."""
+    eager = case.build(torch.float64).train(training)
+    x = torch.randn(case.input_shape, dtype=torch.float64)
+    module = torch.export.export(copy.deepcopy(eager), (x,), strict=False).module()
+    _same_run(eager, module, module, x, 1e-10)
