@@ -61,6 +61,8 @@ def _fx_proxy(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Proxy | None:
 def _leaf_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(forward)
     def traced_as_leaf(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if args and not isinstance(args[0], Proxy):  # eager, compile, export: one check
+            return forward(self, *args, **kwargs)
         proxy = _fx_proxy(args, kwargs)
         if proxy is None:
             return forward(self, *args, **kwargs)
