@@ -2,10 +2,12 @@
 
 Every check compares the captured program with the eager layer: the output, the input and
 parameter gradients, and the state after the call (running statistics must move in training,
-and stay put in eval). FX runs every case of tests/catalogue.py; export and compile run one case
-per registered layer by default (the first one of its name, so a newly registered method is
-covered) and every case with ``-m slow``. TorchScript is not supported: ``torch.jit.script``
-must raise a ConfigError that names the alternatives, for the layer and for a model holding it.
+and stay put in eval). FX runs every case of tests/catalogue.py; export and compile run one
+case per registered layer by default (the first one of its name, so a newly registered method
+is covered; compile in training mode only) and every case, in both modes, with ``-m slow``.
+TorchScript is not supported: ``torch.jit.script`` must raise a ConfigError that names the
+alternatives, for the layer and for a model holding it. The torchvision test runs where
+torchvision is installed.
 """
 
 from __future__ import annotations
@@ -173,7 +175,9 @@ def _compile_case(case: Case, backend: str, training: bool) -> None:
 
 
 @pytest.mark.parametrize("case", ONE_PER_NAME + SLOW_REST)
-@MODES
+@pytest.mark.parametrize(
+    "training", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["train", "eval"]
+)
 def test_compile_aot_eager_matches_eager(case: Case, training: bool) -> None:
     _compile_case(case, "aot_eager", training)
 
