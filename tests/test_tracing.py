@@ -190,6 +190,8 @@ def test_compile_eager_backend_matches_eager(case: Case, training: bool) -> None
 
 
 @pytest.mark.slow
+# inductor's own import of torch.jit.script_method warns in torch 2.13
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method. is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("name", ["batch_norm", "group_norm", "evo_norm_s0", "switchable_norm"])
 def test_compile_inductor_smoke(name: str) -> None:
     case = next(c for c in FIRST_OF_NAME if c.name == name)
