@@ -85,7 +85,9 @@ class AnalyticCoefficients:
         return parts
 
     def __call__(self, mean: Tensor, var: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # graph capture differentiates forward_parts itself (the Function's hand-written
+            # VJP is for eager speed; torch.export would not call it)
             return _AnalyticFunction.apply(self, mean, var, *params)  # type: ignore[no-any-return]
         parts = self.parts(mean, var, params)
         self.batch = parts.get("batch")

@@ -13,6 +13,7 @@ from normlab import errors
 from normlab.core.axes import Axes
 from normlab.core.docstrings import append_shared_args
 from normlab.core.moments import Moments, accumulation_dtype
+from normlab.core.tracing import fx_leaf, refuse_script
 from normlab.norms._arguments import guard_arguments
 
 
@@ -214,6 +215,9 @@ class Norm(nn.Module):
         super().__init_subclass__(**kwargs)
         append_shared_args(cls, SHARED_ARGS)
         guard_arguments(cls)  # torch.nn's argument order -> an error naming the normlab call
+        fx_leaf(cls)  # every layer is an FX leaf, as torch.nn's norms are (normlab.core.tracing)
+
+    __prepare_scriptable__ = refuse_script  # torch.jit.script: a clear error naming the way out
 
     def __init__(
         self,

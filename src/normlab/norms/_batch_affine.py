@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import Moments
+from normlab.core.tracing import compiling
 from normlab.norms._base import channel_scale_shift, dense, in_layout, normalize_by_moments
 from normlab.norms._chunked import Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
@@ -162,6 +163,8 @@ def batch_affine(
     """(y, the batch's detached moments) of a channels-first x that `applies` takes."""
     xd, layout = dense(x)
     batch, spare = batch_moments_and_scratch(xd, eps)
+    if compiling():  # graph capture differentiates the composition (normlab.core.tracing)
+        return in_layout(eager(xd, weight, bias, stats, eps), layout), batch
     scratch = [] if spare is None else [spare]  # a list: autograd leaves it alone
     y = _BatchAffine.apply(xd, weight, bias, batch.mean, batch.var, stats, eps, scratch)
     return in_layout(y, layout), batch

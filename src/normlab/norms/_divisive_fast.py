@@ -32,12 +32,12 @@ eager recomputation (`normlab.norms._double_backward`).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from normlab.core.tracing import compiling, eager_lru_cache
 from normlab.norms._base import from_channels_first, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
 
@@ -66,7 +66,7 @@ def _box_sum(t: Tensor, sizes: tuple[int, ...]) -> Tensor:
     return t
 
 
-@functools.lru_cache(maxsize=64)
+@eager_lru_cache(maxsize=64)  # a plain call under graph capture
 def _inverse_count_of(
     grid: tuple[int, ...], sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device
 ) -> Tensor:
@@ -192,7 +192,10 @@ def divisive_all_channels(
     x: Tensor, sigma2: float, sum_sizes: Sizes, sup_sizes: Sizes, center: bool,
     channel_dim: int, eager: Any,
 ) -> Tensor:
-    """y of `_AllChannels`; ``eager(x)`` recomputes it differentiably (double backward)."""
+    """y of `_AllChannels`; ``eager(x)`` recomputes it differentiably (double backward, and
+    what graph capture traces)."""
+    if compiling():
+        return eager(x)  # type: ignore[no-any-return]
     return _AllChannels.apply(  # type: ignore[no-any-return]
         x, sigma2, sum_sizes, sup_sizes, center, channel_dim, eager
     )

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import Moments, accumulation_dtype, merge_equal_counts
+from normlab.core.tracing import compiling
 from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import dense, from_channels_first, in_layout, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
@@ -164,15 +165,22 @@ def recomputed_affine_grads(
     the backward pass itself is differentiated (partial derivatives, see
     `normlab.norms._double_backward`)."""
     n, c = x.shape[:2]
-    acc = accumulation_dtype(x.dtype)
 
     def forward(x: Tensor, *params: Tensor) -> Tensor:
-        flat = x.reshape(n, c, -1).to(acc)
-        var, mean = torch.var_mean(flat, dim=-1, correction=0)
-        scale, shift = coefficients(mean, var, *params)
-        return flat * _full(scale, mean).unsqueeze(-1) + _full(shift, mean).unsqueeze(-1)
+        return composed_affine(coefficients, x, *params)
 
     return recomputed_grads(forward, [x, *params], [True, *wanted], dy.reshape(n, c, -1))
+
+
+def composed_affine(coefficients: Coefficients, x: Tensor, *params: Tensor) -> Tensor:
+    """y = x·A + B of `instance_affine` as (N, C, L) in the accumulation dtype, from
+    differentiable operations only (moments included): the double backward's recomputation and
+    what torch.compile / torch.export trace."""
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1).to(accumulation_dtype(x.dtype))
+    var, mean = torch.var_mean(flat, dim=-1, correction=0)
+    scale, shift = coefficients(mean, var, *params)
+    return flat * _full(scale, mean).unsqueeze(-1) + _full(shift, mean).unsqueeze(-1)
 
 
 def instance_affine(
@@ -191,6 +199,8 @@ def instance_affine(
     ``coefficients`` must be built from differentiable torch operations on its (N, C) / (C,)
     arguments (or carry a ``vjp`` method, see the module docstring).
     """
+    if compiling():  # graph capture: plain differentiable operations (normlab.core.tracing)
+        return composed_affine(coefficients, x, *params).to(x.dtype).view(x.shape)
     mean, var = moments
     carried = None if normalized is None else _Normalized(*normalized)
     return _InstanceAffine.apply(x, coefficients, carried, mean, var, *params)

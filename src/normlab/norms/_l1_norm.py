@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from normlab.core.tracing import compiling
 from normlab.norms._base import dense, in_layout
 from normlab.norms._chunked import Chunks, Sums, per_row
 from normlab.norms._double_backward import recomputed_grads
@@ -136,6 +137,8 @@ def l1_norm(
 ) -> Tensor:
     """The p = 1 layer of a channels-first float32/float64 x (N, C, *S), sets of G groups;
     ``reference(x, weight, bias)`` is the eager forward that double backward differentiates."""
+    if compiling():  # graph capture differentiates the eager forward (normlab.core.tracing)
+        return reference(x, weight, bias)
     xd, layout = dense(x)
     return in_layout(_L1NormFunction.apply(xd, weight, bias, eps, groups, reference), layout)
 

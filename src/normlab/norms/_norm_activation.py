@@ -39,6 +39,7 @@ from torch import Tensor
 
 from normlab import errors
 from normlab.core.moments import accumulation_dtype
+from normlab.core.tracing import compiling
 from normlab.norms._base import dense, in_layout, to_channels_first
 from normlab.norms._chunked import Chunks, per_row
 from normlab.norms._double_backward import recomputed_grads
@@ -243,9 +244,24 @@ def norm_activation(
     if x.numel() == 0:
         return x.clone(), ()
     xd, layout = dense(x)
+    if compiling():
+        return _composed(xd, epilogue, params)
     out = _NormActivation.apply(xd, epilogue, *params)
     y, extras = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
     return in_layout(y, layout), extras
+
+
+def _composed(
+    x: Tensor, epilogue: Epilogue, params: tuple[Optional, ...]
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """What torch.compile and torch.export trace instead of `_NormActivation`: the epilogue's
+    differentiable ``eager`` form, fed by the statistics its forward saves (run without
+    gradients: its in-place passes are no autograd's business; a compiler drops its unused y)."""
+    with torch.no_grad():
+        _, extras, saved = epilogue.forward(x, *params)
+    acc = accumulation_dtype(x.dtype)
+    y = epilogue.eager(list(saved), *(None if t is None else t.to(acc) for t in (x, *params)))
+    return y.to(x.dtype), tuple(extras)
 
 
 def norm_or_affine(

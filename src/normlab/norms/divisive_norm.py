@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
+from normlab.core.tracing import compiling
 from normlab.norms import _divisive_fast as fast
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
@@ -178,6 +179,8 @@ def _divisive_norm(
     def fn(x: Tensor, weight: Tensor | None, bias: Tensor | None, s2: Tensor | None) -> Tensor:
         return _divisive_eager(x, weight, bias, sigma2 if s2 is None else s2, **fields)
 
+    if compiling():  # graph capture differentiates the eager forward (normlab.core.tracing)
+        return fn(x, weight, bias, s2)
     return _Recomputed.apply(fn, x, weight, bias, s2)  # type: ignore[no-any-return]
 
 

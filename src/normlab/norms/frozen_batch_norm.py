@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
+from normlab.core.tracing import compiling
 from normlab.errors import ConfigError
 from normlab.norms._base import (
     Norm,
@@ -110,7 +111,7 @@ def _frozen(
     eps: float,
 ) -> Tensor:
     """BN inference of a channels-first ``x``; the fast backward when the affine is constant."""
-    if any(t is not None and t.requires_grad for t in (weight, bias)):
+    if compiling() or any(t is not None and t.requires_grad for t in (weight, bias)):
         return _batch_norm(x, running_mean, running_var, weight, bias, False, eps)
     return _FrozenInference.apply(x, running_mean, running_var, weight, bias, eps)
 
@@ -258,6 +259,11 @@ class FrozenBatchNorm(Norm):
         self.register_buffer(
             "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
         )
+        for name in ("weight", "bias"):
+            # None buffers last: torch.export (2.13, non-strict) numbers the buffers of the
+            # root module counting the None ones and runs off its list when one comes first
+            if name in self._buffers and self._buffers[name] is None:
+                self._buffers[name] = self._buffers.pop(name)
         self.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:

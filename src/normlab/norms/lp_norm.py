@@ -26,6 +26,7 @@ from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
 from normlab.core.moments import accumulation_dtype
+from normlab.core.tracing import compiling
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -204,6 +205,8 @@ def _lp_norm(
 
         groups = axes.groups if "channel" in axes.reduce else xc.shape[1]
         return l1_norm(xc, weight, bias, eps, groups, reference)
+    if compiling():  # graph capture differentiates the eager forward (normlab.core.tracing)
+        return _lp_reference_forward(xc, weight, bias, p, eps, axes, center)
     return _LpNormFunction.apply(xc, weight, bias, p, eps, axes, center)
 
 

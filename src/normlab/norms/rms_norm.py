@@ -14,6 +14,7 @@ from torch import Tensor
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
+from normlab.core.tracing import compiling
 from normlab.norms._base import Norm, finfo_eps
 
 
@@ -46,10 +47,7 @@ class _RMSNormFunction(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.eps, ctx.dim = eps, dim
-        y = x * _inverse_rms(x, dim, eps)
-        if weight is not None:
-            y = y * _channel_view(weight, x.dim(), dim)
-        return y.to(x.dtype)
+        return _composed(x, weight, eps, dim)
 
     @staticmethod
     def backward(  # type: ignore[override]  # see forward
@@ -69,9 +67,19 @@ class _RMSNormFunction(torch.autograd.Function):
         return grad_x, grad_weight, None, None
 
 
+def _composed(x: Tensor, weight: Tensor | None, eps: float, dim: int) -> Tensor:
+    """The forward in differentiable operations (what graph capture traces)."""
+    y = x * _inverse_rms(x, dim, eps)
+    if weight is not None:
+        y = y * _channel_view(weight, x.dim(), dim)
+    return y.to(x.dtype)
+
+
 def _rms_norm(x: Tensor, weight: Tensor | None, eps: float | None, channel_dim: int) -> Tensor:
     if x.numel() == 0:
         return x.clone()
+    if compiling():  # normlab.core.tracing
+        return _composed(x, weight, finfo_eps(eps, x), channel_dim)
     return _RMSNormFunction.apply(x, weight, finfo_eps(eps, x), channel_dim)
 
 

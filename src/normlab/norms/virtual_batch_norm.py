@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, merge_equal_counts
+from normlab.core.tracing import eager_lru_cache
 from normlab.norms._base import Norm, affine_params, normalize_by_moments
 from normlab.norms._instance_affine import (
     ChannelMoments,
@@ -71,10 +72,9 @@ def invalid_reference_state(layer: str, key: str, problem: str) -> errors.Config
 # -- coefficient functions on the (N, C) statistics ------------------------------------------------
 
 
-@functools.lru_cache(maxsize=128)
-def _mixed_coefficients(
-    eps: float, has_weight: bool, has_bias: bool, mixed: bool = True
-) -> Coefficients:
+@eager_lru_cache(maxsize=128)  # a plain call under graph capture
+def _mixed_coefficients(eps: float, has_weight: bool, has_bias: bool, mixed: bool = True
+                        ) -> Coefficients:
     """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}, or with
     ``mixed=False`` for the reference batch itself (its own statistics μ_R, σ²_R only).
 

@@ -90,6 +90,16 @@ class StepBatchNorm(nn.Module):
         """The running slot that step t reads in eval (the reuse rule)."""
         return min(t, max(int(self.num_steps_tracked) - 1, 0))
 
+    def _slots(self, first: int, steps: int) -> Tensor:
+        """The slots of steps ``first, …, first + steps - 1`` as an index tensor; computed on
+        the device under graph capture, where the counter's value is not known."""
+        device = self.running_mean.device
+        if not torch.compiler.is_compiling():
+            return torch.tensor([self.slot(t) for t in range(first, first + steps)],
+                                device=device)
+        last = self.num_steps_tracked.sub(1).clamp(min=0)
+        return torch.arange(first, first + steps, device=device).clamp(max=last)
+
     # -- a whole sequence at once: the input term W_x x_t, known before the recurrence --------
 
     def sequence(
@@ -102,8 +112,7 @@ class StepBatchNorm(nn.Module):
         ``moments``; in eval (``moments=None``) the running slots are read.
         """
         if moments is None:
-            steps = range(first, first + x.shape[0])
-            index = torch.tensor([self.slot(t) for t in steps], device=x.device)
+            index = self._slots(first, x.shape[0])
             mean = self.running_mean.index_select(0, index).unsqueeze(1)
             var = self.running_var.index_select(0, index).unsqueeze(1)
         elif mask is None:
@@ -136,11 +145,17 @@ class StepBatchNorm(nn.Module):
     def step(self, x: Tensor, t: int, moments: StepMoments | None) -> Tensor:
         """Normalize ``x`` of shape (b, C), the running sequences of step t."""
         if moments is None:
-            s = self.slot(t)
+            if torch.compiler.is_compiling():
+                index = self._slots(t, 1)
+                mean, var = (b.index_select(0, index)[0] for b in (self.running_mean,
+                                                                   self.running_var))
+            else:
+                s = self.slot(t)
+                mean, var = self.running_mean[s], self.running_var[s]
             return F.batch_norm(
                 x,
-                self.running_mean[s],
-                self.running_var[s],
+                mean,
+                var,
                 self.weight,
                 self.bias,
                 False,
@@ -174,7 +189,11 @@ class StepBatchNorm(nn.Module):
             means = torch.stack(moments.means[:k])
             variances = torch.stack(moments.invstds[:k]).pow(-2).sub_(self.eps)
             variances *= (n / (n - 1)).unsqueeze(1)
-            if not bool(torch.isfinite(means).all() & torch.isfinite(variances).all()):
+            tracked = self.num_steps_tracked
+            if torch.compiler.is_compiling():  # branch-free: the guard is a torch.where
+                finite = running.all_finite(means, variances)
+                tracked.copy_(torch.where(finite, tracked.clamp(min=first + k), tracked))
+            elif not bool(torch.isfinite(means).all() & torch.isfinite(variances).all()):
                 return
             running.update_running_ema_(
                 [self.running_mean[first : first + k], self.running_var[first : first + k]],
@@ -182,4 +201,5 @@ class StepBatchNorm(nn.Module):
                 None,
                 self.momentum,
             )
-            self.num_steps_tracked.clamp_(min=first + k)
+            if not torch.compiler.is_compiling():
+                tracked.clamp_(min=first + k)

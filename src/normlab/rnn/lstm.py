@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from normlab import errors
+from normlab.core.tracing import fx_leaf, refuse_script
 from normlab.errors import ConfigError, InputError
 from normlab.rnn._step_batch_norm import StepBatchNorm, StepMoments
 
@@ -68,6 +69,7 @@ def _check_config(norm: object, max_length: object, momentum: object, gamma_init
         )
 
 
+@fx_leaf  # FX records a call_module, as for nn.LSTM (normlab.core.tracing)
 class NormLSTMCell(nn.Module):
     r"""One step of a BN-LSTM, LN-LSTM or plain LSTM (equations: module docstring).
 
@@ -95,6 +97,8 @@ class NormLSTMCell(nn.Module):
         >>> tuple(h.shape), tuple(c.shape)
         ((2, 4), (2, 4))
     """
+
+    __prepare_scriptable__ = refuse_script  # torch.jit.script: a clear error
 
     def __init__(
         self,
@@ -255,6 +259,7 @@ def _initial_state(name: str, hx: State | None, shape: Sequence[int], like: Tens
     return hx[0], hx[1]
 
 
+@fx_leaf  # FX records a call_module, as for nn.LSTM (normlab.core.tracing)
 class NormLSTM(nn.Module):
     r"""A multi-layer BN-LSTM, LN-LSTM or plain LSTM over whole sequences, like ``nn.LSTM``.
 
@@ -305,6 +310,8 @@ class NormLSTM(nn.Module):
         Cooijmans et al., Recurrent Batch Normalization, ICLR 2017, arXiv:1603.09025.
         Ba, Kiros & Hinton, Layer Normalization, 2016, arXiv:1607.06450.
     """
+
+    __prepare_scriptable__ = refuse_script  # torch.jit.script: a clear error
 
     def __init__(
         self,
