@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import Moments
+from normlab.core.tracing import compiling
 
 Factor = float | Tensor
 Law = Callable[[Factor], Sequence[Tensor]]
@@ -104,6 +105,8 @@ def recomputing() -> bool:
     or not) recomputing a checkpointed segment. That forward already ran and already updated
     the running statistics; updating them again would count the batch twice (pytorch#96136).
     """
+    if compiling():  # a captured graph replays its update; checkpoint it outside the capture
+        return False
     return torch._C._current_graph_task_id() != -1
 
 
