@@ -103,10 +103,11 @@ def test_quantization_fuse_modules_fuses_conv_and_normlab_batch_norm() -> None:
 
 def test_quantization_fuse_modules_qat_keeps_the_batch_norm_parameters() -> None:
     model = _trained(_net()).train()
-    fused = torch.ao.quantization.fuse_modules_qat(model, [["3", "4"]])
+    bn = model[4]
+    fused = torch.ao.quantization.fuse_modules_qat(model, [["3", "4"]], inplace=True)
     assert type(fused[3]).__name__ == "ConvBn2d"
-    assert fused[3][1].weight is model[4].weight
-    assert fused[3][1].running_var is model[4].running_var
+    assert fused[3][1].weight is bn.weight  # trained on, not copied
+    assert fused[3][1].running_var is bn.running_var
 
 
 def test_quantization_fuse_modules_refuses_channels_last_batch_norm() -> None:

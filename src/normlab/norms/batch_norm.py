@@ -27,6 +27,7 @@ from normlab.norms._base import (
     normalize_by_moments,
     to_channels_first,
 )
+from normlab.norms._torch_types import TorchBatchNorm
 
 
 def batch_norm_and_stats(
@@ -109,7 +110,7 @@ def batch_norm(
     return from_channels_first(y, channel_dim)
 
 
-class BatchNorm(Norm):
+class BatchNorm(Norm, TorchBatchNorm):
     r"""Batch Normalization for inputs of any rank (replaces BatchNorm1d/2d/3d).
 
     $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$

@@ -17,6 +17,7 @@ from normlab.norms._base import (
     group_norm_kernel,
     to_channels_first,
 )
+from normlab.norms._torch_types import TorchGroupNorm
 
 
 def group_norm(
@@ -55,7 +56,7 @@ def _group_norm(
     return group_norm_kernel(x, num_groups, weight, bias, eps)[0]
 
 
-class GroupNorm(Norm):
+class GroupNorm(Norm, TorchGroupNorm):
     r"""Group Normalization: statistics over groups of contiguous channels, per sample.
 
     $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$

@@ -22,6 +22,7 @@ from normlab.norms._base import (
     to_channels_first,
 )
 from normlab.norms.batch_norm import _batch_norm
+from normlab.norms._torch_types import TorchInstanceNorm
 
 
 def instance_norm_with_moments(
@@ -88,7 +89,7 @@ def instance_norm(
     return from_channels_first(y, channel_dim)
 
 
-class InstanceNorm(Norm):
+class InstanceNorm(Norm, TorchInstanceNorm):
     r"""Instance Normalization for inputs of any rank (replaces InstanceNorm1d/2d/3d).
 
     $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$
