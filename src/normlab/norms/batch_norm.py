@@ -120,6 +120,13 @@ class BatchNorm(Norm, TorchBatchNorm):
     convention, unbiased variance stored, ``momentum=None`` = cumulative average). Eval: the
     running statistics (the batch's when ``track_running_stats=False``).
 
+    A ``torch.nn.BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d`` by type (normlab's code
+    first; see :mod:`normlab.norms._torch_types`), so tools that find BN layers by
+    ``isinstance`` treat it as one: ``torch.optim.swa_utils.update_bn``,
+    ``SyncBatchNorm.convert_sync_batchnorm``, timm's ``freeze``, detectron2's and mmengine's
+    norm parameter groups; ``torch.ao.quantization.fuse_modules`` fuses it after a conv or
+    linear layer.
+
     Args:
         num_features: C, the number of channels.
 

@@ -64,6 +64,10 @@ class GroupNorm(Norm, TorchGroupNorm):
     μ, σ² over (C/G, *S), one per (sample, group); γ, β per channel. G = 1 is LayerNorm with
     per-channel affine, G = C is InstanceNorm. Same in training and eval.
 
+    A ``torch.nn.GroupNorm`` by type (``num_channels`` is C; see
+    :mod:`normlab.norms._torch_types`), so tools that find norm layers by ``isinstance``
+    (detectron2's and mmengine's norm parameter groups) treat it as one.
+
     Args:
         num_features: C, the number of channels.
         num_groups: G, which must divide C; 32 (the paper's default) when neither it nor

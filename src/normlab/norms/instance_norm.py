@@ -21,8 +21,8 @@ from normlab.norms._base import (
     group_norm_kernel,
     to_channels_first,
 )
-from normlab.norms.batch_norm import _batch_norm
 from normlab.norms._torch_types import TorchInstanceNorm
+from normlab.norms.batch_norm import _batch_norm
 
 
 def instance_norm_with_moments(
@@ -98,6 +98,10 @@ class InstanceNorm(Norm, TorchInstanceNorm):
     With ``track_running_stats=True`` training also keeps running averages of the batch mean
     of the instance means and of the instance unbiased variances (torch.nn's convention), and
     eval uses them instead; ``num_batches_tracked`` counts the updates (torch.nn leaves it 0).
+
+    A ``torch.nn.InstanceNorm1d/2d/3d`` by type (see :mod:`normlab.norms._torch_types`), so
+    tools that find norm layers by ``isinstance`` (detectron2's and mmengine's norm parameter
+    groups) treat it as one.
 
     Args:
         num_features: C, the number of channels.
