@@ -88,6 +88,17 @@ def test_convert_sync_batchnorm_converts_and_keeps_state() -> None:
     torch.testing.assert_close(synced[4].running_var, reference[4].running_var)
 
 
+# -- torch.func.replace_all_batch_norm_modules_ -------------------------------------------------
+def test_functorch_replace_all_batch_norm_modules_drops_running_stats_like_torch() -> None:
+    model = _trained(_net())
+    twin = _torch_twin(model)
+    torch.func.replace_all_batch_norm_modules_(model)
+    torch.func.replace_all_batch_norm_modules_(twin)
+    assert model[1].running_mean is None and not model[1].track_running_stats
+    x = torch.randn(3, 3, 8, 8)
+    torch.testing.assert_close(model.eval()(x), twin.eval()(x))  # batch statistics in eval
+
+
 # -- torch.ao.quantization.fuse_modules ----------------------------------------------------------
 def test_quantization_fuse_modules_fuses_conv_and_normlab_batch_norm() -> None:
     model = _trained(_net()).eval()
@@ -139,6 +150,16 @@ def test_mmengine_is_norm_and_norm_decay_mult() -> None:
     assert decay[id(model[0].weight)] == 1e-4
     for layer in model[1:]:
         assert decay[id(layer.weight)] == 0.0 and decay[id(layer.bias)] == 0.0
+
+
+def test_mmengine_convert_sync_batchnorm() -> None:
+    model_utils = pytest.importorskip("mmengine.model.utils")
+    model = _trained(_net()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    expected = model(x)
+    synced = model_utils.convert_sync_batchnorm(model)
+    assert isinstance(synced[1], nn.SyncBatchNorm) and isinstance(synced[4], nn.SyncBatchNorm)
+    torch.testing.assert_close(synced.eval()(x), expected, rtol=0, atol=0)
 
 
 # -- detectron2 (reproduced: not installable from a package registry) ----------------------------
