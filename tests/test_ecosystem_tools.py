@@ -65,6 +65,15 @@ def test_swa_update_bn_recomputes_running_stats_like_torch() -> None:
         torch.testing.assert_close(ours.running_var, theirs.running_var)
 
 
+def test_swa_update_bn_leaves_frozen_batch_norm_alone() -> None:
+    # FrozenBatchNorm is not a torch BatchNorm by type: its fixed statistics are not reset
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), normlab.FrozenBatchNorm(4))
+    with torch.no_grad():
+        model[1].running_mean.fill_(2.0)
+    torch.optim.swa_utils.update_bn([torch.randn(2, 3, 4, 4)], model)
+    assert torch.equal(model[1].running_mean, torch.full((4,), 2.0))
+
+
 # -- torch.nn.SyncBatchNorm.convert_sync_batchnorm -----------------------------------------------
 def test_convert_sync_batchnorm_converts_and_keeps_state() -> None:
     model = _trained(_net()).eval()
