@@ -100,7 +100,8 @@ def sync_with_report(
         if not _batch_dependent(module) or not selected(path, module, skip_items, only_items):
             return None
         group = process_group
-        if isinstance(module, TORCH_BATCH):
+        if isinstance(module, TORCH_BATCH) and not isinstance(module, Norm):  # normlab's BN
+            # is a torch BatchNorm by type (normlab.norms._torch_types) and syncs as it is
             if isinstance(module, nn.SyncBatchNorm) and group is None:
                 group = module.process_group
             new = convert_layer(module, BatchNorm)

@@ -27,6 +27,7 @@ from normlab.norms._base import (
     normalize_by_moments,
     to_channels_first,
 )
+from normlab.norms._torch_types import TorchBatchNorm
 
 
 def batch_norm_and_stats(
@@ -108,7 +109,7 @@ def batch_norm(
     return from_channels_first(y, channel_dim)
 
 
-class BatchNorm(Norm):
+class BatchNorm(Norm, TorchBatchNorm):
     r"""Batch Normalization for inputs of any rank (replaces BatchNorm1d/2d/3d).
 
     $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$
@@ -117,6 +118,13 @@ class BatchNorm(Norm):
     the running buffers are updated (see :mod:`normlab.core.running`: PyTorch's momentum
     convention, unbiased variance stored, ``momentum=None`` = cumulative average). Eval: the
     running statistics (the batch's when ``track_running_stats=False``).
+
+    A ``torch.nn.BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d`` by type (normlab's code
+    first; see :mod:`normlab.norms._torch_types`), so tools that find BN layers by
+    ``isinstance`` treat it as one: ``torch.optim.swa_utils.update_bn``,
+    ``SyncBatchNorm.convert_sync_batchnorm``, timm's ``freeze``, detectron2's and mmengine's
+    norm parameter groups; ``torch.ao.quantization.fuse_modules`` fuses it after a conv or
+    linear layer.
 
     Args:
         num_features: C, the number of channels.

@@ -187,6 +187,8 @@ class FrozenBatchNorm(Norm):
     `FrozenBatchNorm.from_batch_norm` to freeze an existing layer (ε and every value copied
     bitwise). γ and β are buffers (no gradient, invisible to optimizers), as in torchvision's
     ``FrozenBatchNorm2d``, unless ``trainable_affine=True`` keeps them ``nn.Parameter``s.
+    Not a ``torch.nn`` BatchNorm by type, like torchvision's: ``update_bn`` would reset the
+    fixed statistics (see :mod:`normlab.norms._torch_types`).
 
     ε must be positive: with ε = 0 an fp16 running variance that underflowed to 0 gives
     inf/NaN (pytorch/vision#2599), and BN eval with ε differs from torchvision's old

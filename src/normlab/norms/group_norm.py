@@ -17,6 +17,7 @@ from normlab.norms._base import (
     group_norm_kernel,
     to_channels_first,
 )
+from normlab.norms._torch_types import TorchGroupNorm
 
 
 def group_norm(
@@ -57,13 +58,17 @@ def _group_norm(
     return group_norm_kernel(x, num_groups, weight, bias, eps)[0]
 
 
-class GroupNorm(Norm):
+class GroupNorm(Norm, TorchGroupNorm):
     r"""Group Normalization: statistics over groups of contiguous channels, per sample.
 
     $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$
 
     μ, σ² over (C/G, *S), one per (sample, group); γ, β per channel. G = 1 is LayerNorm with
     per-channel affine, G = C is InstanceNorm. Same in training and eval.
+
+    A ``torch.nn.GroupNorm`` by type (``num_channels`` is C; see
+    :mod:`normlab.norms._torch_types`), so tools that find norm layers by ``isinstance``
+    (detectron2's and mmengine's norm parameter groups) treat it as one.
 
     Args:
         num_features: C, the number of channels.

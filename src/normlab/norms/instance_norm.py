@@ -21,6 +21,7 @@ from normlab.norms._base import (
     group_norm_kernel,
     to_channels_first,
 )
+from normlab.norms._torch_types import TorchInstanceNorm
 from normlab.norms.batch_norm import _batch_norm
 
 
@@ -94,7 +95,7 @@ def instance_norm(
     return from_channels_first(y, channel_dim)
 
 
-class InstanceNorm(Norm):
+class InstanceNorm(Norm, TorchInstanceNorm):
     r"""Instance Normalization for inputs of any rank (replaces InstanceNorm1d/2d/3d).
 
     $$ y = \gamma \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta $$
@@ -103,6 +104,10 @@ class InstanceNorm(Norm):
     With ``track_running_stats=True`` training also keeps running averages of the batch mean
     of the instance means and of the instance unbiased variances (torch.nn's convention), and
     eval uses them instead; ``num_batches_tracked`` counts the updates (torch.nn leaves it 0).
+
+    A ``torch.nn.InstanceNorm1d/2d/3d`` by type (see :mod:`normlab.norms._torch_types`), so
+    tools that find norm layers by ``isinstance`` (detectron2's and mmengine's norm parameter
+    groups) treat it as one.
 
     Args:
         num_features: C, the number of channels.

@@ -84,6 +84,10 @@ class LayerNorm(Norm):
     with ``per_position=True`` over C, one per (sample, position) (transformer / ConvNeXt LN;
     equal to ``torch.nn.LayerNorm(C)`` on channels-last data). Same in training and eval.
 
+    Not a ``torch.nn.LayerNorm`` by type: that class's ``normalized_shape`` and
+    ``elementwise_affine``, which tools read, describe neither form (see
+    :mod:`normlab.norms._torch_types`).
+
     Args:
         num_features: C, the number of channels.
         per_position: normalize each position's channel vector separately.
