@@ -416,7 +416,7 @@ def test_b0_momentum_must_be_in_unit_interval(momentum: float) -> None:
         ({"num_groups": 0}, "num_groups must be a positive int; got 0"),
         ({"num_groups": 2.0}, "num_groups must be a positive int; got 2.0"),
         ({"group_size": 5}, r"num_features \(8\) must be divisible by group_size \(5\)"),
-        ({"num_groups": 2, "group_size": 4}, "pass num_groups or group_size, not both"),
+        ({"num_groups": 2, "group_size": 4}, "pass one of num_groups, group_size and max_groups"),
     ],
 )
 def test_s0_group_arguments(kwargs: dict, pattern: str) -> None:

@@ -52,9 +52,7 @@ def resolve_groups(num_features: int, num_groups: int | None, group_size: int | 
     if group_size is not None:
         return errors.check_groups(num_features, num_groups, group_size)
     groups = errors.check_num_features(32 if num_groups is None else num_groups, "num_groups")
-    while groups > 1 and num_features % groups:
-        groups -= 1
-    return groups
+    return errors.check_groups(num_features, None, None, max_groups=groups)
 
 
 # -- EvoNorm-B0 -------------------------------------------------------------------------------
@@ -268,7 +266,6 @@ def evo_norm_b0(
 
     s²_i: biased variance over *S per (sample, channel). s²_b: ``running_var``, or the batch's
     biased variance over (N, *S) per channel when ``training`` or ``running_var`` is None.
-    ``v=None`` means v = 1; ``nonlinearity=False`` gives y = γx + β (``v`` must be None).
 
     Args:
         running_var: running variance, shape (C,), used for s²_b outside training; only read.
@@ -301,8 +298,7 @@ def evo_norm_s0(
 
     $$ y = \frac{x \cdot \mathrm{sigmoid}(v x)}{\sqrt{s^2_g + \epsilon}} \gamma + \beta $$
 
-    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels); G is
-    decremented until it divides C. ``v=None`` means v = 1; ``nonlinearity=False``: y = γx + β.
+    s²_g: biased variance over (C/G, *S) per (sample, group of C/G contiguous channels).
 
     Args:
         num_groups: G; decremented until it divides C (the reference's rule).
