@@ -41,8 +41,21 @@ class DataError(NormlabError):
     """A data set named with ``--data`` cannot be loaded: missing, misplaced or corrupt files."""
 
 
+def is_positive_int(value: object) -> bool:
+    """An int (not a bool) > 0: what every count argument must be."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_at_least(name: str, value: object, least: float, why: str) -> float:
+    """``value`` as a float when it is a finite number >= ``least``; else a ConfigError naming
+    ``name``, the value and ``why`` (what the argument means and which values make sense)."""
+    if not is_finite_number(value) or value < least:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be a finite float >= {least:g}; got {value!r}. {why}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def check_num_features(num_features: object, owner: str = "num_features") -> int:
-    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
+    if not is_positive_int(num_features):
         raise ConfigError(
             f"{owner} must be a positive int; got {num_features!r}. "
             "Pass the number of channels of the input, e.g. 64."

@@ -47,24 +47,19 @@ from normlab.norms.batch_norm import _batch_norm
 # -- errors raised here ----------------------------------------------------------------------------
 
 
-def _check_limit(name: str, value: object, least: float, why: str) -> float:
-    if not errors.is_finite_number(value) or value < least:  # type: ignore[operator]
-        raise ConfigError(f"{name} must be a finite float >= {least:g}; got {value!r}. {why}")
-    return float(value)  # type: ignore[arg-type]
-
-
 def check_rmax(rmax: object) -> float:
     """r_max of Batch Renorm: a finite number >= 1 (r is clipped to [1/r_max, r_max])."""
-    return _check_limit("rmax", rmax, 1, "r = σ_B/σ is clipped to [1/rmax, rmax], so rmax < 1 "
-                        "would be an empty range; rmax=1 turns the correction off (plain BN) "
-                        "and the paper ends its schedule at rmax=3.")
+    return errors.check_at_least(
+        "rmax", rmax, 1, "r = σ_B/σ is clipped to [1/rmax, rmax], so rmax < 1 would be an empty "
+        "range; rmax=1 turns the correction off (plain BN) and the paper ends its schedule at "
+        "rmax=3.")
 
 
 def check_dmax(dmax: object) -> float:
     """d_max of Batch Renorm: a finite number >= 0 (d is clipped to [-d_max, d_max])."""
-    return _check_limit("dmax", dmax, 0, "d = (μ_B − μ)/σ is clipped to [-dmax, dmax]; dmax=0 "
-                        "turns the shift off (plain BN) and the paper ends its schedule at "
-                        "dmax=5.")
+    return errors.check_at_least(
+        "dmax", dmax, 0, "d = (μ_B − μ)/σ is clipped to [-dmax, dmax]; dmax=0 turns the shift off "
+        "(plain BN) and the paper ends its schedule at dmax=5.")
 
 
 def check_renorm_schedule(

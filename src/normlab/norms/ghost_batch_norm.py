@@ -71,17 +71,13 @@ from normlab.norms.batch_norm import _batch_norm
 
 def check_ghost_batch_size(ghost_batch_size: object) -> int:
     """Samples per ghost batch of Ghost BN: a positive int."""
-    if (
-        isinstance(ghost_batch_size, bool)
-        or not isinstance(ghost_batch_size, int)
-        or ghost_batch_size <= 0
-    ):
+    if not errors.is_positive_int(ghost_batch_size):
         raise errors.ConfigError(
             f"ghost_batch_size must be a positive int; got {ghost_batch_size!r}. It is the number "
             "of samples per ghost batch, each normalized with its own statistics; the paper uses "
             "128. Pass e.g. ghost_batch_size=32 (a value >= the batch size gives plain BN)."
         )
-    return ghost_batch_size
+    return ghost_batch_size  # type: ignore[return-value]  # checked above
 
 
 SPLITS: tuple[str, ...] = ("size", "count")

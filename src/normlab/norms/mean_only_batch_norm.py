@@ -90,13 +90,8 @@ def mean_only_batch_norm(
                 [ 1.]])
     """
     channel_dim = errors.check_channel_dim(channel_dim)
-    known = next((t for t in (running_mean, bias, weight) if t is not None), None)
-    errors.check_input(
-        "mean_only_batch_norm",
-        x,
-        errors.channels_of(known),
-        channel_dim,
-    )
+    errors.check_input("mean_only_batch_norm", x, errors.channels_of(running_mean, bias, weight),
+                       channel_dim)
     use_batch = training or running_mean is None
     xc = to_channels_first(x, channel_dim)
     if use_batch:

@@ -263,11 +263,8 @@ def switchable_norm(
     """
     branches = check_branches(branches, BRANCHES)
     channel_dim = errors.check_channel_dim(channel_dim)
-    known = next((t for t in (running_mean, weight, bias) if t is not None), None)
-    errors.check_input(
-        "switchable_norm", x, errors.channels_of(known),
-        channel_dim,
-    )
+    errors.check_input("switchable_norm", x, errors.channels_of(running_mean, weight, bias),
+                       channel_dim)
     for name, logits in (("mean_weight", mean_weight), ("var_weight", var_weight)):
         if not isinstance(logits, Tensor) or logits.shape != (len(branches),):
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
