@@ -6,6 +6,7 @@ Expected values come from the float64 oracles in tests/oracles.py or from closed
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -371,3 +372,48 @@ def test_checkpoint_recompute_updates_stats_once(case: Case, reentrant: bool) ->
         close(xb.grad, xa.grad, 1e-12, msg=f"input gradient, step {step}")
         for (name, p), q in zip(plain.named_parameters(), wrapped.parameters(), strict=True):
             close(q.grad, p.grad, 1e-12, msg=f"{name}.grad, step {step}")
+
+
+# -- meta-device construction and partial loads ----------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_meta_construction_then_assign_load_gives_the_trained_layer(case: Case) -> None:
+    """The large-model recipe: build on the meta device (no memory), then
+    ``load_state_dict(assign=True)`` puts the checkpoint's tensors in place (PR #115285)."""
+    trained = case.make()
+    _train(trained, _batches(case, 2, torch.float32))
+    shell = case.make(device="meta")
+    shell.load_state_dict(copy.deepcopy(trained.state_dict()), assign=True)  # its own tensors
+    for name, t in snapshot(shell).items():
+        assert t.device.type == "cpu", name
+    assert_state_equal(snapshot(shell), snapshot(trained))
+    x = _batches(case, 3, torch.float32)[2]
+    for mode in (False, True):
+        close(shell.train(mode)(x), trained.train(mode)(x), 0.0, msg=f"training={mode}")
+
+
+@running_cases
+def test_meta_construction_loads_a_checkpoint_without_its_counter(case: Case) -> None:
+    trained = case.make()
+    _train(trained, _batches(case, 2, torch.float32))
+    state = {k: v for k, v in trained.state_dict().items() if k != "num_batches_tracked"}
+    shell = case.make(device="meta")
+    shell.load_state_dict(state, assign=True)  # no version metadata: a pre-0.4.1 checkpoint
+    counter = getattr(shell, "num_batches_tracked", None)
+    if counter is not None:
+        assert counter.device.type == "cpu" and int(counter) == 0
+
+
+@running_cases
+def test_partial_lenient_load_never_resets_the_buffers_it_was_not_given(case: Case) -> None:
+    layer = case.make()
+    _train(layer, _batches(case, 3, torch.float32))
+    before = snapshot(layer)
+    partial = {k: v for k, v in case.make().state_dict().items() if k in ("weight",)}
+    result = layer.load_state_dict(partial, strict=False)
+    assert not result.unexpected_keys
+    after = snapshot(layer)
+    for key, value in before.items():
+        if key not in partial:
+            assert torch.equal(after[key], value), key

@@ -321,12 +321,13 @@ class Norm(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        if getattr(self, "running_mean", None) is not None:
+        counter = self._buffers.get("num_batches_tracked")
+        if counter is not None:  # any tracked layer (EvoNorm-B0 keeps a variance alone)
             key = prefix + "num_batches_tracked"
             if key not in state_dict and (local_metadata.get("version") or 0) < 2:
                 # checkpoints written before torch 0.4.1 have no counter: keep the layer's,
                 # as torch.nn's BatchNorm does (0 on a fresh layer)
-                state_dict[key] = _kept_counter(getattr(self, "num_batches_tracked", None))
+                state_dict[key] = _kept_counter(counter)
         self._validate_state(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
