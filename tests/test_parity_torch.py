@@ -8,6 +8,8 @@ the other files are known to be right.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -204,3 +206,29 @@ def test_running_stats_oracle_agrees_with_torch(per_instance: bool, momentum: fl
     close(rv, torch_layer.running_var, 1e-12)
     if not per_instance:
         assert tracked == torch_layer.num_batches_tracked.item()
+
+
+# -- CPU autocast ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=TORCH_IDS)
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_cpu_autocast_parity_with_torch_nn(case: Case, low: torch.dtype) -> None:
+    """Under ``torch.autocast("cpu")`` with low-precision activations (what a conv before the
+    norm hands it), output dtype, values, input gradient and running buffers match torch.nn's."""
+    shape = case.shapes_of_rank(4)[0]
+    ours = randomize_(case.make()).train()
+    twin = case.torch_equivalent(ours, len(shape))  # type: ignore[misc]
+    x, g = make_input(shape, F32, seed=3).to(low), make_input(shape, F32, seed=4).to(low)
+    outputs = []
+    for module, adapt in ((ours, None), (twin.module, twin)):
+        with torch.autocast("cpu", dtype=low), warnings.catch_warnings():
+            if adapt is not None:  # torch's RMSNorm warns that it leaves its fused kernel
+                warnings.filterwarnings("ignore", "Mismatch dtype between input and weight")
+            outputs.append(_step(module, x, g, adapt))
+    (y0, gx0), (y1, gx1) = outputs
+    assert y0.dtype == y1.dtype, (y0.dtype, y1.dtype)
+    assert gx0.dtype == gx1.dtype
+    close(y0.float(), y1.float(), 2e-2, msg="output")
+    close(gx0.float(), gx1.float(), 5e-2, msg="input grad")
+    _compare_buffers(ours, twin.module, 1e-2, "after one autocast step")
