@@ -326,10 +326,12 @@ class _EvoNorm(Norm):
 
     v: torch.nn.Parameter | None
 
-    def _init_v(self, nonlinearity: bool, device: Any, dtype: torch.dtype | None) -> None:
+    def __init__(self, num_features: int, *, nonlinearity: bool, **shared: Any) -> None:
+        super().__init__(num_features, **shared)  # eps, affine, channel_dim, device, dtype
+        errors.check_eps(shared["eps"])  # a number: None is not an EvoNorm ε
         self.nonlinearity = bool(nonlinearity)
-        v = torch.empty(self.num_features, device=device, dtype=dtype) if nonlinearity else None
-        self.register_parameter("v", None if v is None else torch.nn.Parameter(v))
+        v = torch.empty(num_features, device=shared["device"], dtype=shared["dtype"])
+        self.register_parameter("v", torch.nn.Parameter(v) if nonlinearity else None)
 
     def reset_parameters(self) -> None:
         """γ = 1, β = 0, v = 1 (the reference's initializers), fresh running statistics."""
@@ -392,12 +394,8 @@ class EvoNormB0(_EvoNorm):
         channel_dim: int = 1, device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
-            dtype=dtype,
-        )
-        errors.check_eps(eps)
-        self._init_v(nonlinearity, device, dtype)
+        super().__init__(num_features, nonlinearity=nonlinearity, eps=eps, affine=affine,
+                         channel_dim=channel_dim, device=device, dtype=dtype)
         # the reference has no moving variance without the nonlinearity
         tracking = bool(track_running_stats) and self.nonlinearity
         self._init_running_stats(tracking, momentum, device, dtype, mean=False)
@@ -412,11 +410,12 @@ class EvoNormB0(_EvoNorm):
         b0 = _B0(self.eps, None if use_batch else self.running_var)
         y, batch_var = norm_or_affine(xc, b0, self.v, self.weight, self.bias)
         if self.training and self.running_var is not None and batch_var:
-            # r ← (1 − m)·r + m·s²_b, skipped if not finite (see normlab.core.running)
-            update_running_ema_(
-                (self.running_var,), batch_var, self.num_batches_tracked, self.momentum
-            )
+            self._track(batch_var)
         return from_channels_first(y, self.channel_dim)
+
+    def _track(self, batch_var: tuple[Tensor] | list[Tensor]) -> None:
+        """r ← (1 − m)·r + m·s²_b, skipped if not finite (see normlab.core.running)."""
+        update_running_ema_((self.running_var,), batch_var, self.num_batches_tracked, self.momentum)
 
     def _forward_synced(self, xc: Tensor) -> Tensor:
         """Training with s²_b over the batch of every replica (`normlab.sync`), s²_i per sample
@@ -427,9 +426,7 @@ class EvoNormB0(_EvoNorm):
         assert self.v is not None  # forward takes this path only with the nonlinearity
         y = b0_composed(xc.to(left.dtype), left, self.v, self.weight, self.bias, self.eps)
         if self.running_var is not None and batch.count:  # all replicas empty: no update
-            update_running_ema_(
-                (self.running_var,), (batch.var,), self.num_batches_tracked, self.momentum
-            )
+            self._track((batch.var,))
         return y.to(xc.dtype)
 
 
@@ -473,14 +470,10 @@ class EvoNormS0(_EvoNorm):
         nonlinearity: bool = True, channel_dim: int = 1,
         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(
-            num_features, eps=eps, affine=affine, channel_dim=channel_dim, device=device,
-            dtype=dtype,
-        )
-        errors.check_eps(eps)
+        super().__init__(num_features, nonlinearity=nonlinearity, eps=eps, affine=affine,
+                         channel_dim=channel_dim, device=device, dtype=dtype)
         self.num_groups = resolve_groups(self.num_features, num_groups, group_size)
         self.axes = axes_lib.group(self.num_groups)
-        self._init_v(nonlinearity, device, dtype)
         self.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
