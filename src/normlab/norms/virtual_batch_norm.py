@@ -216,15 +216,12 @@ def virtual_batch_norm(
             "virtual_batch_norm: reference_mean and reference_var must be tensors of shape "
             f"(C,); got {type(reference_mean).__name__} and {type(reference_var).__name__}."
         )
-    c = reference_mean.shape[0] if reference_mean.dim() == 1 else -1
-    for key, t in (("reference_mean", reference_mean), ("reference_var", reference_var)):
-        if t.dim() != 1 or t.shape[0] != c:
-            raise errors.InputError(
-                f"virtual_batch_norm: {key} must have shape (C,) like reference_mean; got "
-                f"{tuple(t.shape)}. Pass one statistic per channel, e.g. from "
-                "VirtualBatchNorm.set_reference."
-            )
+    c = reference_mean.shape[0] if reference_mean.dim() == 1 else None  # x is checked against it
     errors.check_input("virtual_batch_norm", x, c, channel_dim)
+    c = x.shape[channel_dim]
+    for key, t in (("reference_mean", reference_mean), ("reference_var", reference_var)):
+        if t.shape != (c,):  # one statistic per channel, e.g. from VirtualBatchNorm.set_reference
+            raise errors.per_channel_shape("virtual_batch_norm", key, t.shape, c)
     size = reference_size
     if isinstance(size, Tensor) and size.numel() == 1 and not (
             size.is_floating_point() or size.is_complex()):
