@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from normlab import errors
+from normlab.core.docstrings import append_shared_args
 from normlab.core.tracing import fx_leaf, refuse_script
 from normlab.errors import ConfigError, InputError
 from normlab.rnn._step_batch_norm import StepBatchNorm, StepMoments
@@ -69,6 +70,18 @@ def _check_config(norm: object, max_length: object, momentum: object, gamma_init
         )
 
 
+#: The arguments NormLSTMCell and NormLSTM share, appended to both docstrings' Args.
+SHARED_ARGS = {
+    "bias": "learn the gate bias b = b_ih + b_hh (``bias_ih``, ``bias_hh``, as ``nn.LSTM``).",
+    "eps": "ε of every BN / LN, added to the variance.",
+    "momentum": "BN's running-statistics momentum, per step slot (PyTorch's convention; None, a "
+    "cumulative average, is refused: the slots see different numbers of batches). Unused by LN "
+    "and ``norm=None``.",
+    "device": "device of the parameters and buffers (torch.nn's factory argument).",
+    "dtype": "dtype of the parameters and buffers (torch.nn's factory argument).",
+}
+
+
 @fx_leaf  # FX records a call_module, as for nn.LSTM (normlab.core.tracing)
 class NormLSTMCell(nn.Module):
     r"""One step of a BN-LSTM, LN-LSTM or plain LSTM (equations: module docstring).
@@ -79,13 +92,6 @@ class NormLSTMCell(nn.Module):
         norm: ``"bn"`` (Cooijmans et al.), ``"ln"`` (Ba et al.) or None.
         max_length: BN's T_max, the running slots kept (steps past it reuse the last slot).
         gamma_init: the initial γ of the three BNs (the paper's 0.1); LN's α starts at 1.
-        bias: learn the gate bias b = b_ih + b_hh (``bias_ih``, ``bias_hh``, as ``nn.LSTM``).
-        eps: ε of every BN / LN, added to the variance.
-        momentum: BN's running-statistics momentum, per step slot (PyTorch's convention; None, a
-            cumulative average, is refused: the slots see different numbers of batches). Unused
-            by LN and ``norm=None``.
-        device: device of the parameters and buffers (torch.nn's factory argument).
-        dtype: dtype of the parameters and buffers (torch.nn's factory argument).
 
     Shape:
         input (N, input_size); h, c (N, H). ``forward(x, (h, c), step=t)`` returns (h', c');
@@ -280,13 +286,6 @@ class NormLSTM(nn.Module):
             ``min(t, num_steps_tracked - 1)`` (the last trained step's, past the training
             length: the paper's reuse rule).
         gamma_init: the initial γ of every BN (the paper's 0.1).
-        bias: learn the gate bias b = b_ih + b_hh (``bias_ih``, ``bias_hh``, as ``nn.LSTM``).
-        eps: ε of every BN / LN, added to the variance.
-        momentum: BN's running-statistics momentum, per step slot (PyTorch's convention; None, a
-            cumulative average, is refused: the slots see different numbers of batches). Unused
-            by LN and ``norm=None``.
-        device: device of the parameters and buffers (torch.nn's factory argument).
-        dtype: dtype of the parameters and buffers (torch.nn's factory argument).
 
     Shape:
         input (T, N, input_size), or (N, T, input_size) with ``batch_first``, or a
@@ -508,3 +507,7 @@ def _run_layer(
         return torch.stack(outs), h, c
     out = pad_packed_sequence(PackedSequence(torch.cat(outs), torch.tensor(counts)))[0]
     return out, torch.cat([h, *final_h[::-1]]), torch.cat([c, *final_c[::-1]])
+
+
+for _layer in (NormLSTMCell, NormLSTM):
+    append_shared_args(_layer, SHARED_ARGS)
