@@ -6,6 +6,7 @@ Expected values come from the float64 oracles in tests/oracles.py or from closed
 
 from __future__ import annotations
 
+import collections
 import copy
 import io
 import math
@@ -302,8 +303,6 @@ def test_checkpoint_continuation_is_bitwise(case: Case) -> None:
 
 
 def _state_without_counter(version: int | None) -> dict[str, Tensor]:
-    import collections
-
     trained = nn.BatchNorm2d(3)
     trained(torch.randn(4, 3, 2, 2))
     state = collections.OrderedDict(

@@ -156,7 +156,7 @@ def load_data(
 
 
 def _check_positive(argument: str, value: object, spec: str, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not errors.is_positive_int(value):
         raise data_error(
             spec, f"{argument} must be a positive int; got {value!r}", f"Pass e.g. {example}."
         )

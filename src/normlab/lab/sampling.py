@@ -126,7 +126,7 @@ def check_batch_sizes(batch_sizes: Iterable[int], n_train: int, data_name: str) 
 
 
 def _check_batch_size(batch_size: object, n_train: int, data_name: str) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    if not errors.is_positive_int(batch_size):
         raise bad_batch_size(batch_size)
     if batch_size > n_train:
         raise batch_size_too_large(batch_size, n_train, data_name)

@@ -327,8 +327,8 @@ class _EvoNorm(Norm):
     v: torch.nn.Parameter | None
 
     def __init__(self, num_features: int, *, nonlinearity: bool, **shared: Any) -> None:
-        super().__init__(num_features, **shared)  # eps, affine, channel_dim, device, dtype
-        errors.check_eps(shared["eps"])  # a number: None is not an EvoNorm ε
+        # eps, affine, channel_dim, device, dtype; ε must be a number (None is not an EvoNorm ε)
+        super().__init__(num_features, **{**shared, "eps": errors.check_eps(shared["eps"])})
         self.nonlinearity = bool(nonlinearity)
         v = torch.empty(num_features, device=shared["device"], dtype=shared["dtype"])
         self.register_parameter("v", torch.nn.Parameter(v) if nonlinearity else None)

@@ -271,14 +271,9 @@ class FilterResponseNorm(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features,
-            eps=eps,
-            affine=affine,
-            channel_dim=channel_dim,
-            device=device,
-            dtype=dtype,
+            num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
+            device=device, dtype=dtype,
         )
-        self.eps: float = errors.check_eps(eps)
         self.tlu, self.learn_eps = bool(tlu), bool(learn_eps)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         tau = nn.Parameter(torch.empty(num_features, **factory)) if self.tlu else None

@@ -314,14 +314,9 @@ class LpNorm(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features,
-            eps=eps,
-            affine=affine,
-            channel_dim=channel_dim,
-            device=device,
-            dtype=dtype,
+            num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
+            device=device, dtype=dtype,
         )
-        self.eps: float = errors.check_eps(eps)
         self.p = check_p(p)
         self.axes = resolve_over(over, num_groups, num_features)
         self.over = over if isinstance(over, str) else self.axes.describe()

@@ -53,7 +53,7 @@ def check_alpha(alpha: object) -> float:
 
 
 def check_window(window: object) -> int:
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    if not errors.is_positive_int(window):
         raise errors.ConfigError(
             f"window must be a positive int; got {window!r}. It is the number of training "
             "steps the short-term statistics average before they fold into the long-term "
@@ -289,14 +289,9 @@ class StreamingNorm(Norm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            num_features,
-            eps=eps,
-            affine=affine,
-            channel_dim=channel_dim,
-            device=device,
-            dtype=dtype,
+            num_features, eps=errors.check_eps(eps), affine=affine, channel_dim=channel_dim,
+            device=device, dtype=dtype,
         )
-        self.eps: float = errors.check_eps(eps)
         self.alpha = check_alpha(alpha)
         self.window = check_window(window)
         self._init_running_stats(True, momentum, device, dtype)

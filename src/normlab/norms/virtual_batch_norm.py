@@ -226,7 +226,7 @@ def virtual_batch_norm(
     if isinstance(size, Tensor) and size.numel() == 1 and not (
             size.is_floating_point() or size.is_complex()):
         size = int(size.item())
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if not errors.is_positive_int(size):
         raise errors.InputError(
             "virtual_batch_norm: reference_size must be an int >= 1 (N_R, the number of "
             f"examples in the reference batch) or a 1-element integer tensor; got {size!r}. "
