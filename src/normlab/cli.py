@@ -21,7 +21,8 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from normlab import __version__, cli_lab, cli_math, errors, registry
+from normlab import __version__, cli_claims, cli_lab, cli_math, errors, registry
+from normlab.cli_claims import add_claims_parser
 from normlab.cli_lab import add_report_parser, add_sweep_parser
 from normlab.core.axes import Axes
 from normlab.errors import NormlabError
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.set_defaults(run=cmd_describe)
     add_sweep_parser(sub).set_defaults(run=cli_lab.sweep)
     add_report_parser(sub).set_defaults(run=cli_lab.report)
+    add_claims_parser(sub).set_defaults(run=cli_claims.claims)
     return parser
 
 
