@@ -8,7 +8,7 @@ command line.
 
 from __future__ import annotations
 
-from normlab.claims import exact
+from normlab.claims import batch_composition, batch_size, exact, learning_rate
 from normlab.claims.ledger import (
     CONTRADICTED,
     NOT_REPRODUCED,
@@ -24,7 +24,12 @@ __all__ = [
     "Claim",
 ]  # fmt: skip
 
-_ALL: tuple[Claim, ...] = (exact.C04, exact.C05, exact.C07, exact.C15)
+_ALL: tuple[Claim, ...] = (
+    exact.C04, exact.C05, exact.C07, exact.C15,
+    learning_rate.C01,
+    batch_size.C03, batch_size.C17, batch_size.C22, batch_size.C25,
+    batch_composition.C08, batch_composition.C14,
+)
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in sorted(_ALL, key=lambda c: c.id)}
 """Every claim of the ledger by id, in id order."""

@@ -12,11 +12,13 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
 from normlab.lab.config import RunConfig
 from normlab.lab.data import DataSet, load_data
-from normlab.lab.runner import train_run
+from normlab.lab.runner import train_model
 
-__all__ = ["Errors", "final_errors", "run_records"]
+__all__ = ["Errors", "final_errors", "run_records", "trained"]
 
 Errors = dict[str, dict[str, list[float | None]]]
 """``errors[norm][str(batch_size)]``: the final test error (%) of each seed; None: diverged."""
@@ -29,8 +31,13 @@ def cached_data(spec: str, max_train: int | None) -> DataSet:
 
 
 @functools.lru_cache(maxsize=64)
+def trained(config: RunConfig) -> tuple[dict[str, Any], nn.Module]:
+    """The lab's record of ``config``'s run and its trained model (cached per process)."""
+    return train_model(config, cached_data(config.data, config.max_train))
+
+
 def _record(config: RunConfig) -> dict[str, Any]:
-    return train_run(config, cached_data(config.data, config.max_train))
+    return trained(config)[0]
 
 
 def run_records(

@@ -141,6 +141,13 @@ def train_run(
     config: RunConfig, data: DataSet, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Train one model and return its record (see ``store``): curve, test error, status."""
+    return train_model(config, data, progress)[0]
+
+
+def train_model(
+    config: RunConfig, data: DataSet, progress: ProgressFn | None = None
+) -> tuple[dict[str, Any], nn.Module]:
+    """`train_run`, also returning the trained model (what the claims ledger inspects)."""
     started = time.perf_counter()
     n_train = len(data.x_train)
     total = config.total_steps(n_train)
@@ -196,7 +203,7 @@ def train_run(
                 if progress is not None:
                     progress(Progress(config.run_id, step, total, mean_loss))
         test_error = curve[-1]["test_error"] if status == "ok" else None
-    return {
+    record = {
         "id": config.run_id,
         "config": config.as_dict(),
         "resolved_norm": norm,
@@ -207,3 +214,4 @@ def train_run(
         "time_s": round(time.perf_counter() - started, 3),
         "diverged_at_step": diverged_at,
     }
+    return record, model
