@@ -123,7 +123,7 @@ def test_every_registered_norm_trains_in_the_lab(digits) -> None:
     """What the demo used to check: each method (with its paper's extras) trains and evaluates."""
     for name in [*normlab.available(), "none"]:
         record = train_run(
-            RunConfig("digits", "resnet", name, 8, 0, epochs=None, steps=3, width=8), digits
+            RunConfig("digits", "resnet", name, 8, 0, epochs=None, steps=5, width=8), digits
         )
         assert record["status"] == "ok", name
         assert 0.0 <= record["test_error"] <= 1.0, name
@@ -163,7 +163,7 @@ def test_out_with_a_sweep_needs_resume(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     out.mkdir()
     store.write_meta(out, {"data": "digits"})
-    code = main(["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "2",
+    code = main(["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "5",
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
@@ -172,11 +172,11 @@ def test_out_with_a_sweep_needs_resume(tmp_path: Path, capsys) -> None:
 def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     base = ["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--out", str(out)]
-    assert main([*base, "--steps", "2", "--model", "mlp"]) == 0
+    assert main([*base, "--steps", "5", "--model", "mlp"]) == 0
     capsys.readouterr()
-    assert main([*base, "--steps", "3", "--model", "mlp", "--resume"]) == 2
+    assert main([*base, "--steps", "6", "--model", "mlp", "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "steps=2 (now 3)" in err and len(err.strip().splitlines()) == 1
+    assert "steps=5 (now 6)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_resume_needs_no_options_and_checks_those_given(tmp_path: Path, capsys) -> None:
@@ -295,3 +295,18 @@ def test_ctrl_c_stops_workers_and_says_how_to_resume(tmp_path: Path) -> None:
     assert len(lines) == 1 and "--resume" in lines[0], err
     kept = store.read_records(out)
     assert 1 <= len(kept) < 8
+
+
+def test_a_run_too_short_for_the_schedule_is_refused_before_any_work(tmp_path: Path) -> None:
+    """4 updates divide by zero in torch's one-cycle schedule; fewer have no warm-up step."""
+    out = tmp_path / "run"
+    proc = sweep_cli(*TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "4",
+                     "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert "--steps 4 gives 4 updates" in proc.stderr and "--steps 5 or more" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+    proc = sweep_cli(*TINY, "--norms", "bn", "--batch-sizes", "32", "--epochs", "1",
+                     "--out", str(out))
+    assert proc.returncode == 2 and "1 epoch(s) of 3 batches of 32" in proc.stderr
+    assert sweep_cli(*TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "5",
+                     "--out", str(out)).returncode == 0

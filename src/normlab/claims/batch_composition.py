@@ -111,7 +111,7 @@ C08 = Claim(
 
 SMALL_BATCH, LARGE_BATCH, GHOST = 16, 256, 16
 SIZES_C14: dict[str, dict[str, Any]] = {
-    "smoke": {"seeds": 1, "max_train": 512, "epochs": 1},
+    "smoke": {"seeds": 1, "max_train": 512, "epochs": 3},
     "quick": {"seeds": 3, "max_train": 2000, "epochs": 8},
     "full": {"seeds": 5, "max_train": None, "epochs": 16},
 }

@@ -34,12 +34,14 @@ from torch import Tensor, nn
 
 import normlab
 from normlab import registry
+from normlab.errors import ConfigError
 from normlab.lab.config import RunConfig
 from normlab.lab.data import DataSet
 from normlab.lab.models import NO_NORM, build_model, resolve_norm
 from normlab.lab.sampling import batch_indices
 from normlab.norms._training import hooks_of, model_hooks
 
+MIN_STEPS = 5  # the one-cycle schedule's warm-up needs a step: 4 updates divide by zero in torch
 REFERENCE_SIZE = 64
 EVAL_BATCH = 1024
 MOMENTUM = 0.9
@@ -137,6 +139,23 @@ def _batches(config: RunConfig, data: DataSet, generator: torch.Generator) -> It
         )
 
 
+def check_run_length(config: RunConfig, n_train: int) -> int:
+    """The run's number of updates; an error naming the fix when it is under `MIN_STEPS`."""
+    total = config.total_steps(n_train)
+    if total < MIN_STEPS:
+        how = (
+            f"--steps {config.steps}" if config.steps is not None
+            else f"{config.epochs} epoch(s) of {n_train // config.batch_size} batches of "
+            f"{config.batch_size} from {n_train} training examples"
+        )
+        raise ConfigError(
+            f"{how} gives {total} updates, but the one-cycle learning-rate schedule needs at "
+            f"least {MIN_STEPS}. Use --steps {MIN_STEPS} or more, more --epochs or --max-train, "
+            "or a smaller batch size."
+        )
+    return total
+
+
 def train_run(
     config: RunConfig, data: DataSet, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
@@ -150,7 +169,7 @@ def train_model(
     """`train_run`, also returning the trained model (what the claims ledger inspects)."""
     started = time.perf_counter()
     n_train = len(data.x_train)
-    total = config.total_steps(n_train)
+    total = check_run_length(config, n_train)
     per_epoch = n_train // config.batch_size
     eval_every = per_epoch if config.steps is None else max(1, math.ceil(total / 8))
     norm = resolve_norm(config.norm)

@@ -30,7 +30,7 @@ from normlab.lab.config import TRAINING_KEYS, RunConfig, Sweep
 from normlab.lab.data import DataSet, load_data
 from normlab.lab.models import build_model, default_model
 from normlab.lab.progress import SweepProgress
-from normlab.lab.runner import Progress, train_run, uses_reference
+from normlab.lab.runner import Progress, check_run_length, train_run, uses_reference
 from normlab.lab.sampling import check_batch_sizes, check_order
 
 
@@ -166,6 +166,8 @@ def run_sweep(
     check_order(sweep.order, data.y_train, sweep.batch_sizes)
     check_norms(sweep, model, data)
     configs = sweep.configs(model)
+    for config in configs:
+        check_run_length(config, len(data.x_train))
     finished = prepare_out(out, _meta(sweep, model, len(configs), command), resume=resume)
     done = {r["id"] for r in finished}
     todo = [c for c in configs if c.run_id not in done]
