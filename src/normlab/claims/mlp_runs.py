@@ -59,6 +59,7 @@ def train_mlp(
     build: Callable[[], nn.Module], seed: int, *, steps: int, checkpoints: Sequence[int],
     lr: float, optimizer: str = "sgd", momentum: float = 0.9, batch_size: int = 64,
     prepare: Callable[[nn.Module, Tensor], None] | None = None,
+    inspect: Callable[[nn.Module], Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``build()`` on flattened digits with cross-entropy; the loss curve and test error.
 
@@ -66,7 +67,8 @@ def train_mlp(
     with ``seed``. ``prepare(model, batch)`` (e.g. a data-dependent initialization) sees 256
     training examples before the first step. ``optimizer``: ``"sgd"`` (with ``momentum``) or
     ``"adam"``. Returns ``{"loss": [mean mini-batch loss up to each checkpoint], "test_error":
-    % in eval mode after the last step}``, with ``None`` after a divergence.
+    % in eval mode after the last step}``, with ``None`` after a divergence, and
+    ``"inspect": inspect(model)`` of the trained model (in eval mode) when given.
     """
     x_train, y_train, x_test, y_test = digits_flat()
     with one_thread():
@@ -101,7 +103,10 @@ def train_mlp(
         model.eval()
         with torch.no_grad():
             wrong = (model(x_test).argmax(1) != y_test).float().mean().item()
-    return {"loss": losses, "test_error": None if diverged else round(100 * wrong, 4)}
+        result = {"loss": losses, "test_error": None if diverged else round(100 * wrong, 4)}
+        if inspect is not None:
+            result["inspect"] = inspect(model)
+    return result
 
 
 def pick(runs: Sequence[Mapping[str, Any]], key: str, index: int | None = None) -> list[Any]:
