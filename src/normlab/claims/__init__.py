@@ -8,7 +8,7 @@ command line.
 
 from __future__ import annotations
 
-from normlab.claims import exact, propagation, reparam_training, weight_decay
+from normlab.claims import exact, gan, propagation, reparam_training, weight_decay
 from normlab.claims.ledger import (
     CONTRADICTED,
     NOT_REPRODUCED,
@@ -27,7 +27,7 @@ __all__ = [
 _ALL: tuple[Claim, ...] = (
     exact.C04, exact.C05, exact.C07, exact.C15,
     propagation.C02, propagation.C16, weight_decay.C20,
-    reparam_training.C19, reparam_training.C21, reparam_training.C23,
+    reparam_training.C19, reparam_training.C21, reparam_training.C23, gan.C10,
 )
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in sorted(_ALL, key=lambda c: c.id)}
