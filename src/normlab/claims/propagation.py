@@ -286,7 +286,7 @@ C16 = Claim(
     claim="SELU networks self-normalize: activations stay near mean 0 / variance 1 through many "
     "layers",
     source="Klambauer et al. 2017",
-    kind="X/E",
+    kind="E/X",
     rule="Exact (float64): for z ~ N(0,1), |E[selu(z)]| and |Var[selu(z)] − 1| (closed form) "
     "and torch's selu vs λ·(z or α(e^z − 1)) must be <= 1e-9, with ReLU's mean 1/√(2π) as the "
     "control (> 1e-3). Empirical: 64 Linear+SELU layers of width 256, LeCun-normal init "
