@@ -105,6 +105,7 @@ def figure_c02(n: Mapping[str, Any]) -> Any:
         f"C02: {n['depth']}-layer sigmoid MLP on digits",
         n["steps"], {"plain": n["plain"]["loss"], "BatchNorm": n["batch_norm"]["loss"]},
     )
+    fig.axes[0].legend(fontsize=8, loc="lower left")
     ax = fig.add_axes((0.62, 0.45, 0.3, 0.3))
     for name in ("plain", "batch_norm"):
         per_layer = list(zip(*n[name]["grad_norm_per_layer"], strict=True))

@@ -194,8 +194,8 @@ def figure_c20(n: Mapping[str, Any]) -> Any:
         ax_loss.plot(r["steps"], r["loss"]["decay"], "-", color=f"C{seed}", lw=2, alpha=0.5)
         ax_loss.plot(r["steps"], r["loss"]["matched"], ":", color="k", lw=1)
     ax_norm.set_ylabel("‖(W1, W2)‖")
-    ax_loss.set_ylabel("mini-batch loss (decay: colour; matched LR, no decay: dotted)")
-    ax_loss.yaxis.label.set_size(7)
+    ax_loss.set_ylabel("mini-batch loss")
+    ax_loss.set_title("decay: colour; LR-matched, no decay: dotted", fontsize=8)
     for ax in (ax_norm, ax_loss):
         ax.set_xlabel("step")
     ax_norm.legend(fontsize=6)
