@@ -8,7 +8,16 @@ command line.
 
 from __future__ import annotations
 
-from normlab.claims import batch_composition, batch_size, exact, learning_rate
+from normlab.claims import (
+    batch_composition,
+    batch_size,
+    exact,
+    gan,
+    learning_rate,
+    propagation,
+    reparam_training,
+    weight_decay,
+)
 from normlab.claims.ledger import (
     CONTRADICTED,
     NOT_REPRODUCED,
@@ -29,6 +38,8 @@ _ALL: tuple[Claim, ...] = (
     learning_rate.C01,
     batch_size.C03, batch_size.C17, batch_size.C22, batch_size.C25,
     batch_composition.C08, batch_composition.C14,
+    propagation.C02, propagation.C16, weight_decay.C20,
+    reparam_training.C19, reparam_training.C21, reparam_training.C23, gan.C10,
 )
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in sorted(_ALL, key=lambda c: c.id)}
