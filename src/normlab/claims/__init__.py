@@ -8,7 +8,7 @@ command line.
 
 from __future__ import annotations
 
-from normlab.claims import exact
+from normlab.claims import exact, recurrent
 from normlab.claims.ledger import (
     CONTRADICTED,
     NOT_REPRODUCED,
@@ -24,7 +24,10 @@ __all__ = [
     "Claim",
 ]  # fmt: skip
 
-_ALL: tuple[Claim, ...] = (exact.C04, exact.C05, exact.C07, exact.C15)
+_ALL: tuple[Claim, ...] = (
+    exact.C04, exact.C05, exact.C07, exact.C15,
+    recurrent.C06, recurrent.C18,
+)
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in sorted(_ALL, key=lambda c: c.id)}
 """Every claim of the ledger by id, in id order."""
