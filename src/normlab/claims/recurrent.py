@@ -143,7 +143,7 @@ C06 = Claim(
 )
 
 
-# ---------------------------------------------------------------- C18: recurrent BN converges faster
+# ------------------------------------------------------- C18: recurrent BN converges faster
 
 
 def decide_c18(n: Mapping[str, Any]) -> str:
