@@ -8,7 +8,7 @@ command line.
 
 from __future__ import annotations
 
-from normlab.claims import batch_mates, batch_noise, domain, exact, recurrent
+from normlab.claims import batch_instance, batch_mates, batch_noise, domain, exact, recurrent
 from normlab.claims.ledger import (
     CONTRADICTED,
     NOT_REPRODUCED,
@@ -27,7 +27,7 @@ __all__ = [
 _ALL: tuple[Claim, ...] = (
     exact.C04, exact.C05, exact.C07, exact.C15,
     recurrent.C06, recurrent.C18, domain.C12, domain.C13, batch_noise.C24,
-    batch_mates.C11,
+    batch_mates.C11, batch_instance.C09,
 )
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in sorted(_ALL, key=lambda c: c.id)}
