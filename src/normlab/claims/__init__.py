@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from normlab.claims import (
     batch_composition,
+    batch_instance,
+    batch_mates,
+    batch_noise,
     batch_size,
+    domain,
     exact,
     gan,
     learning_rate,
     propagation,
+    recurrent,
     reparam_training,
     weight_decay,
 )
@@ -40,6 +45,8 @@ _ALL: tuple[Claim, ...] = (
     batch_composition.C08, batch_composition.C14,
     propagation.C02, propagation.C16, weight_decay.C20,
     reparam_training.C19, reparam_training.C21, reparam_training.C23, gan.C10,
+    recurrent.C06, recurrent.C18, domain.C12, domain.C13, batch_noise.C24,
+    batch_mates.C11, batch_instance.C09,
 )
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in sorted(_ALL, key=lambda c: c.id)}
