@@ -39,7 +39,6 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import Moments
-from normlab.core.tracing import compiling
 
 Factor = float | Tensor
 Law = Callable[[Factor], Sequence[Tensor]]
