@@ -252,6 +252,13 @@ def is_weight_side(name: str) -> bool:
     return key in registry.known_weight_names()
 
 
+def canonical(spec: str) -> str:
+    """The registry name a spec or alias stands for: ``"gn:8"`` -> ``"group_norm"``."""
+    if is_weight_side(spec):
+        return registry.lookup_weight(spec).name
+    return registry.lookup(spec.partition(":")[0]).name
+
+
 __all__ = ["DEFAULT_SHAPES", "DTYPES", "LAYOUTS", "MODES", "Candidate", "Setting", "Skip",
-           "compiled", "composition", "group_norm_baseline", "is_weight_side",
+           "canonical", "compiled", "composition", "group_norm_baseline", "is_weight_side",
            "layouts_of", "norm_layer", "torch_counterpart", "weight_side"]

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from normlab import registry
 from normlab.bench import cases, timing
 from normlab.bench.cases import Candidate, Setting, Skip
 
@@ -91,13 +90,13 @@ def _candidates(spec: str, s: Setting, compile_: bool) -> tuple[
     """(candidates by role, reasons for the roles left out, facts about the layer)."""
     reasons: dict[str, str] = {}
     if cases.is_weight_side(spec):
-        name = registry.lookup_weight(spec).name
+        name = cases.canonical(spec)
         ours, twin = cases.weight_side(name, s)
         found = {"layer": ours, "torch": twin, "group_norm": cases.group_norm_baseline(s)}
         reasons["composition"] = "a weight-side method has no separate eager composition"
         reasons["floor"] = "a convolution or linear layer is compute-bound: no traffic floor"
         return found, reasons, {"kind": "weight", "spec": name}
-    name = registry.lookup(spec.partition(":")[0]).name
+    name = cases.canonical(spec)
     used, layer = cases.norm_layer(spec, s)
     x = s.tensor(0)
     found = {"layer": Candidate(f"normlab.{type(layer).__name__}", layer, x)}
@@ -120,9 +119,9 @@ def _candidates(spec: str, s: Setting, compile_: bool) -> tuple[
 
 def run_one(spec: str, s: Setting, config: Config, now: Callable[[], int]) -> dict[str, Any]:
     """The result record of one layer spec in one setting (status "ok" or "skipped")."""
-    record: dict[str, Any] = {"layer": spec, "shape": list(s.shape), "label": s.label,
-                              "layout": s.layout, "mode": s.mode, "dtype": s.dtype,
-                              "device": s.device}
+    record: dict[str, Any] = {"layer": cases.canonical(spec), "requested": spec,
+                              "shape": list(s.shape), "label": s.label, "layout": s.layout,
+                              "mode": s.mode, "dtype": s.dtype, "device": s.device}
     try:
         found, reasons, facts = _candidates(spec, s, config.compile)
         steps = {"layer": _steps(found["layer"], s.mode)}

@@ -12,7 +12,6 @@ per-round ratio (`ratio`), not a ratio of medians.
 from __future__ import annotations
 
 import gc
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -39,12 +38,19 @@ def clock(threads: int, device: str) -> tuple[str, Callable[[], int]]:
 
 
 def sampler(step: Step, now: Callable[[], int], target_s: float, most: int = 1000) -> Sample:
-    """A sample of ``step``: seconds per call over ``calls`` calls, ``calls`` set from one timed
-    call (run now, after the caller's warm-up) so that a sample lasts about ``target_s``."""
-    start = now()
-    step()
-    once = max(now() - start, 1) * 1e-9
-    calls = max(1, min(most, math.ceil(target_s / once)))
+    """A sample of ``step``: seconds per call over ``calls`` calls. ``calls`` doubles from 1
+    (run now, after the caller's warm-up) until that many calls last ``target_s / 2``, then
+    scales to about ``target_s`` (one slow first call does not set it)."""
+    calls, elapsed = 1, 0.0
+    while calls < most:
+        start = now()
+        for _ in range(calls):
+            step()
+        elapsed = max(now() - start, 1) * 1e-9
+        if elapsed >= target_s / 2:
+            break
+        calls *= 2
+    calls = max(1, min(most, round(calls * target_s / elapsed)))
 
     def sample() -> float:
         begin = now()
