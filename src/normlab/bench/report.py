@@ -96,7 +96,7 @@ def table(records: Sequence[dict[str, Any]], compiled: bool = False) -> list[str
                       f"{1e6 * med['layer/forward+backward']:.1f}",
                       *(_ratio_cell(rec, r) for r in roles),
                       f"{saved['layer'] / saved['input']:.2f}",
-                      f"spec {rec['spec']}" if rec["spec"] != rec["layer"] else ""]
+                      f"spec {rec['spec']}" if rec["spec"] != rec["requested"] else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
