@@ -19,10 +19,12 @@ from normlab.cli import main
 from normlab.cli_bench import parse_shape
 
 # a native kernel, a layer with a fast path, one needing a reference batch, one that needs
-# fewer groups than its default for C = 8, a parametrization, a helper that is no layer
-LAYERS = ("bn", "rms", "vbn", "group_norm", "wn", "selu")
+# fewer groups than its default for C = 8, a parametrization, a method published as layers
+# (CosineConv2d, CosineLinear: none for Conv1d), a helper that is no layer
+LAYERS = ("bn", "rms", "vbn", "group_norm", "wn", "cosine_norm", "selu")
 CANONICAL = {"bn": "batch_norm", "rms": "rms_norm", "vbn": "virtual_batch_norm",
-             "group_norm": "group_norm", "wn": "weight_norm", "selu": "selu"}
+             "group_norm": "group_norm", "wn": "weight_norm", "cosine_norm": "cosine_norm",
+             "selu": "selu"}
 TINY = ("--rounds", "2", "--warmup", "0")
 
 
@@ -62,6 +64,13 @@ def test_every_requested_layer_runs_or_is_skipped_with_a_reason(tiny_run) -> Non
                 assert r["status"] == "ok", r
     status = {r["layer"]: r["status"] for r in doc["results"]}
     assert status["selu"] == "skipped"  # an initializer: nothing to time per forward
+    cosine = {(r["label"], r["layout"]): r for r in doc["results"] if r["layer"] == "cosine_norm"}
+    first = cosine["2x8x4x4", "channels_first"]
+    assert first["timed"] == "normlab.CosineConv2d(8, 8, 3, padding=1)"
+    assert first["baselines"]["torch"] == \
+        "nn.Conv2d(8, 8, 3, padding=1), plain"
+    assert cosine["4x16x8 (N, L, C)", "channels_last"]["status"] == "ok"  # CosineLinear
+    assert "no Conv1d form" in cosine["4x8x16", "channels_first"]["reason"]
     for name in ("batch_norm", "rms_norm", "virtual_batch_norm", "group_norm", "weight_norm"):
         assert status[name] == "ok", name
     # GroupNorm's 32 groups do not divide C = 8: the method's fitting spec runs instead

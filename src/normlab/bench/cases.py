@@ -225,17 +225,35 @@ _TORCH_PARAMETRIZATIONS = {
 }
 
 
+def _own_layer(entry: registry.WeightEntry, host: nn.Module, label: str) -> Candidate:
+    """A method published as layers (``CosineConv2d``, ``NormPropLinear``): its layer of the
+    host's kind, built with the host's arguments. Raises `Skip` when it has none (an
+    initializer or a projection step runs once, not in every forward)."""
+    kind = type(host).__name__
+    names = [getattr(x, "__name__", str(x)) for x in entry.exports]
+    for cls in entry.exports:
+        if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__name__.endswith(kind):
+            c = host.weight.shape[1]
+            module = cls(c, c) if kind == "Linear" else cls(c, c, 3, padding=1)
+            return Candidate(f"normlab.{cls.__name__}{label[len('nn.' + kind):]}", module,
+                             torch.empty(0))
+    if any(isinstance(x, type) for x in entry.exports):
+        raise Skip(f"no {kind} form here (its layers and helpers: {', '.join(names)})")
+    raise Skip(f"not a layer: {', '.join(names)} run once on a model, not in every forward")
+
+
 def weight_side(name: str, s: Setting) -> tuple[Candidate, Candidate]:
     """(the parametrized layer, torch's parametrization of the same layer or the bare layer).
-    Raises `Skip` for a method that is not a parametrization (an initializer, a projection
-    step)."""
+    A method published as layers (cosine norm, normalization propagation) is its layer of the
+    same kind against the bare torch layer. Raises `Skip` for an initializer or a projection
+    step."""
     entry = registry.lookup_weight(name)
-    if entry.apply is None:
-        helpers = ", ".join(getattr(x, "__name__", str(x)) for x in entry.exports)
-        raise Skip(f"not a parametrization (its layers and helpers: {helpers}); "
-                   "time the layers in a model instead")
     label, host = _host(s)
     x = s.tensor(0)
+    if entry.apply is None:
+        own = _own_layer(entry, host, label)
+        return (Candidate(own.label, _placed(own.module, s), x),
+                Candidate(f"{label}, plain", _placed(host, s), x))
     ours = _placed(entry.apply(host), s)
     _, bare = _host(s)  # its own random weights: the cost does not depend on them
     if name in _TORCH_PARAMETRIZATIONS:

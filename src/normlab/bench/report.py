@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import tempfile
@@ -149,8 +150,20 @@ def _umask() -> int:
     return mask
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def to_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    """Strict JSON (a non-finite number, which no ratio should be, becomes null)."""
+    return json.dumps(_finite(doc), indent=1, allow_nan=False) + "\n"
 
 
 __all__ = ["RATIO_COLUMNS", "SCHEMA", "cpu_model", "document", "load_average", "machine",

@@ -95,7 +95,7 @@ def _candidates(spec: str, s: Setting, compile_: bool) -> tuple[
         found = {"layer": ours, "torch": twin, "group_norm": cases.group_norm_baseline(s)}
         reasons["composition"] = "a weight-side method has no separate eager composition"
         reasons["floor"] = "a convolution or linear layer is compute-bound: no traffic floor"
-        return found, reasons, {"kind": "weight", "spec": name}
+        return found, reasons, {"kind": "weight", "spec": spec}
     name = cases.canonical(spec)
     used, layer = cases.norm_layer(spec, s)
     x = s.tensor(0)
@@ -140,11 +140,16 @@ def run_one(spec: str, s: Setting, config: Config, now: Callable[[], int]) -> di
     flat = {f"{role}/{phase}": step for role, pair in steps.items()
             for phase, step in pair.items()}
     flat["copy"] = x.clone
-    for _ in range(config.warmup):
-        for step in flat.values():
-            step()
-    samples = {key: timing.sampler(step, now, config.target_s) for key, step in flat.items()}
-    times = timing.rotated_rounds(samples, config.rounds)
+    try:
+        for _ in range(config.warmup):
+            for step in flat.values():
+                step()
+        samples = {key: timing.sampler(step, now, config.target_s) for key, step in flat.items()}
+        times = timing.rotated_rounds(samples, config.rounds)
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as err:
+        # a step that ran once and fails later (state drifting, memory): report, go on
+        return {**record, "status": "skipped",
+                "reason": f"failed while timing: {type(err).__name__}: {err}"}
     ratios: dict[str, dict[str, float]] = {}
     for phase in PHASES:
         layer_times = times[f"layer/{phase}"]
@@ -154,7 +159,7 @@ def run_one(spec: str, s: Setting, config: Config, now: Callable[[], int]) -> di
             ratios[phase]["floor"] = timing.ratio(layer_times, times["copy"],
                                                   _FLOOR_PASSES[phase])
     return {
-        **record, "status": "ok", "input_shape": list(x.shape),
+        **record, "status": "ok", "timed": found["layer"].label, "input_shape": list(x.shape),
         "baselines": {role: found[role].label for role in steps if role != "layer"},
         "not_compared": reasons,
         "calls_per_sample": {k: v.calls for k, v in samples.items()},  # type: ignore[attr-defined]
