@@ -47,7 +47,10 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/normlab sweep $(DEMO_ARGS)
 
+# `normlab bench` (every layer, default shapes, both modes: table and raw numbers in
+# benchmarks/results/bench.{md,json}), then the scripts that pin the README's older tables.
 bench: $(STAMP)
+	$(BIN)/normlab bench --json benchmarks/results/bench.json --markdown benchmarks/results/bench.md
 	$(BIN)/python benchmarks/bench_classic.py
 	$(BIN)/python benchmarks/bench_batch_family.py
 	$(BIN)/python benchmarks/bench_fold.py

@@ -50,6 +50,7 @@ def test_wheel_holds_the_package_and_nothing_else(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "normlab/__init__.py" in names and "normlab/py.typed" in names
     assert "normlab/norms/batch_norm.py" in names
+    assert "normlab/bench/run.py" in names  # `normlab bench` works from the wheel
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "examples/"))]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "normlab = normlab.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

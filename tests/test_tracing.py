@@ -320,3 +320,32 @@ def test_weight_parametrization_export(case: WeightCase, training: bool) -> None
     x = torch.randn(case.input_shape, dtype=torch.float64)
     module = torch.export.export(copy.deepcopy(eager), (x,), strict=False).module()
     _same_run(eager, module, module, x, 1e-10)
+
+
+def test_eager_composition_runs_the_captured_composition_in_eager_mode() -> None:
+    """`eager_composition` (normlab bench's eager baseline): `compiling` is True inside, the
+    count says whether a layer asked, the switch is restored on exit (nested too), and the
+    composition computes what the fast path computes."""
+    from normlab.core.tracing import compiling, eager_composition
+
+    assert not compiling()
+    layer = normlab.RMSNorm(8)
+    x = torch.randn(4, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    layer = layer.double()
+    y_fast = layer(x)
+    (g_fast,) = torch.autograd.grad(y_fast.square().sum(), x)
+    with eager_composition() as asked:
+        assert asked() == 0
+        y = layer(x)
+        assert asked() > 0
+        with eager_composition():
+            assert compiling()
+        assert compiling()
+        (g,) = torch.autograd.grad(y.square().sum(), x)
+    assert not compiling()
+    assert y.grad_fn is not None and type(y.grad_fn) is not type(y_fast.grad_fn)
+    torch.testing.assert_close(y, y_fast)
+    torch.testing.assert_close(g, g_fast)
+    with eager_composition() as asked:
+        normlab.GroupNorm(8, num_groups=4)(x.float())  # the native kernel: nothing to ask
+        assert asked() == 0

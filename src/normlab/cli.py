@@ -1,4 +1,5 @@
-"""The ``normlab`` command: ``list``, ``describe NAME``, and the lab's ``sweep`` and ``report``.
+"""The ``normlab`` command: ``list``, ``describe NAME``, the lab's ``sweep`` and ``report``, and
+``bench``.
 
 The lab's subcommands import the lab beyond its configuration schema only when they run (it
 needs the ``lab`` extra).
@@ -21,7 +22,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from normlab import __version__, cli_claims, cli_lab, cli_math, errors, registry
+from normlab import __version__, cli_bench, cli_claims, cli_lab, cli_math, errors, registry
 from normlab.cli_claims import add_claims_parser
 from normlab.cli_lab import add_report_parser, add_sweep_parser
 from normlab.core.axes import Axes
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(sub).set_defaults(run=cli_lab.sweep)
     add_report_parser(sub).set_defaults(run=cli_lab.report)
     add_claims_parser(sub).set_defaults(run=cli_claims.claims)
+    cli_bench.add_bench_parser(sub).set_defaults(run=cli_bench.bench)
     return parser
 
 

@@ -39,7 +39,6 @@ import torch
 from torch import Tensor
 
 from normlab.core.moments import Moments
-from normlab.core.tracing import compiling
 
 Factor = float | Tensor
 Law = Callable[[Factor], Sequence[Tensor]]
@@ -105,7 +104,9 @@ def recomputing() -> bool:
     or not) recomputing a checkpointed segment. That forward already ran and already updated
     the running statistics; updating them again would count the batch twice (pytorch#96136).
     """
-    if compiling():  # a captured graph replays its update; checkpoint it outside the capture
+    # a captured graph replays its update; checkpoint it outside the capture. (Asked of torch,
+    # not of `compiling`: the eager compositions `eager_composition` times are no capture.)
+    if torch.compiler.is_compiling():
         return False
     return torch._C._current_graph_task_id() != -1
 

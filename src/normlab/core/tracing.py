@@ -8,6 +8,8 @@
   gradients, and the running statistics update in training mode.
 * **torch.export** and **torch.compile** trace the forward itself (`compiling` is True there);
   the few code paths that only suit eager execution ask `compiling`.
+* `eager_composition` makes `compiling` True in eager mode too, so that ``normlab bench`` can
+  time the composition a graph capture would trace against the layer's own fast path.
 * **TorchScript** cannot compile these forwards (custom autograd Functions, dataclasses,
   closures): ``torch.jit.script`` raises `errors.ConfigError` naming the module and the
   alternatives instead of a parser error deep inside normlab.
@@ -15,8 +17,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -29,9 +32,45 @@ M = TypeVar("M", bound=type[nn.Module])
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_composing = False  # inside `eager_composition`
+_asked = 0  # how often `compiling` answered True there
+
+
 def compiling() -> bool:
-    """True while torch.compile or torch.export (strict or not) traces the forward."""
+    """True while torch.compile or torch.export (strict or not) traces the forward, and inside
+    `eager_composition`."""
+    if _composing:
+        global _asked
+        _asked += 1
+        return True
     return torch.compiler.is_compiling()
+
+
+@contextlib.contextmanager
+def eager_composition() -> Iterator[Callable[[], int]]:
+    """Run the differentiable compositions that graph capture traces, in eager mode.
+
+    Inside the block `compiling` is True, so every layer that has a fast path (a custom
+    autograd Function, a hand-written backward) runs the plain composition of ATen operations
+    it hands to torch.compile and torch.export instead. Yields a callable: how many times a
+    layer asked `compiling` inside the block so far (0: the layer has no separate composition,
+    its forward is the same with or without the block). Not thread-safe; for benchmarks.
+
+    Example:
+        >>> with eager_composition() as asked:
+        ...     before = asked()
+        ...     compiling()
+        ...     asked() - before
+        True
+        1
+    """
+    global _composing, _asked
+    outer, start = _composing, _asked
+    _composing = True
+    try:
+        yield lambda: _asked - start
+    finally:
+        _composing = outer
 
 
 def eager_lru_cache(maxsize: int) -> Callable[[F], F]:
@@ -113,4 +152,7 @@ def refuse_script(self: nn.Module) -> nn.Module:
     raise not_scriptable(self)
 
 
-__all__ = ["compiling", "eager_lru_cache", "fx_leaf", "fx_root", "not_scriptable", "refuse_script"]
+__all__ = [
+    "compiling", "eager_composition", "eager_lru_cache", "fx_leaf", "fx_root", "not_scriptable",
+    "refuse_script",
+]
