@@ -26,7 +26,7 @@ __all__ = ["C03", "C17", "C22", "C25"]
 NORMS = ("batch_norm", "group_norm", "layer_norm", "instance_norm", "switchable_norm")
 SMALL, LARGE = 2, 32
 SWEEP: dict[str, dict[str, Any]] = {
-    "smoke": {"seeds": 1, "max_train": 64, "epochs": 1},
+    "smoke": {"seeds": 1, "max_train": 160, "epochs": 1},
     "quick": {"seeds": 3, "max_train": 2000, "epochs": 2},
     "full": {"seeds": 5, "max_train": None, "epochs": 8},
 }

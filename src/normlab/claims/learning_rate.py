@@ -22,7 +22,7 @@ NORMS = ("none", "batch_norm", "layer_norm")
 RATES = (0.05, 0.2, 0.8, 3.2, 12.8)
 TRAINS_WITHIN = 5.0  # points above the norm's best mean error on the grid
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"seeds": 1, "max_train": 96, "epochs": 1, "rates": (0.2, 12.8)},
+    "smoke": {"seeds": 1, "max_train": 160, "epochs": 1, "rates": (0.2, 12.8)},
     "quick": {"seeds": 3, "max_train": None, "epochs": 4, "rates": RATES},
     "full": {"seeds": 5, "max_train": None, "epochs": 10, "rates": RATES},
 }
