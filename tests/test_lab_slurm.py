@@ -18,7 +18,7 @@ from lab_cli import TINY, numbers
 from normlab.cli import main
 from normlab.lab import store
 
-SMALL = [*TINY, "--norms", "bn,gn", "--batch-sizes", "4,8", "--steps", "6", "--model", "mlp",
+SMALL = [*TINY, "--norms", "bn,ln", "--batch-sizes", "4", "--steps", "6", "--model", "mlp",
          "--width", "8", "--no-report"]
 
 
@@ -30,15 +30,15 @@ def test_a_slurm_sweep_gives_the_local_numbers_and_resumes(tmp_path: Path) -> No
              "--slurm-cpus", "1"]
     assert main(["sweep", *SMALL, *slurm, "--out", str(out)]) == 0
     assert numbers(out) == numbers(local)
-    assert len(numbers(out)) == 4
+    assert len(numbers(out)) == 2
     logs = list((out / "slurm").glob("*_log.out"))  # submitit's folder: OUT/slurm by default
-    assert len(logs) == 4, sorted(p.name for p in (out / "slurm").iterdir())
+    assert len(logs) == 2, sorted(p.name for p in (out / "slurm").iterdir())
 
     # a run lost (its line never written) is rerun on resume, the others are kept
     lines = (out / store.RESULTS).read_text().splitlines(keepends=True)
-    (out / store.RESULTS).write_text("".join(lines[:2]))
+    (out / store.RESULTS).write_text(lines[0])
     folder = tmp_path / "logs"
     assert main(["sweep", "--resume", "--out", str(out), "--quiet", "--no-report", *slurm,
                  "--slurm-folder", str(folder)]) == 0
     assert numbers(out) == numbers(local)
-    assert len(list(folder.glob("*_log.out"))) == 2
+    assert len(list(folder.glob("*_log.out"))) == 1
