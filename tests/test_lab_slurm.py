@@ -7,6 +7,8 @@ only where submitit is absent).
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("submitit")
 
-from lab_cli import TINY, numbers
+from lab_cli import TINY, numbers, sweep_until_finished_runs
 from normlab.cli import main
 from normlab.lab import store
 
@@ -42,3 +44,43 @@ def test_a_slurm_sweep_gives_the_local_numbers_and_resumes(tmp_path: Path) -> No
                  "--slurm-folder", str(folder)]) == 0
     assert numbers(out) == numbers(local)
     assert len(list(folder.glob("*_log.out"))) == 1
+
+
+def _running_with(text: str) -> list[str]:
+    """The command lines of the live processes that name ``text`` (zombies, reparented to a
+    PID 1 that never reaps them, count as ended)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):  # not a process, or one that just ended
+            continue
+        if text in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_cancels_the_jobs_and_says_how_to_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    slurm = ["--executor", "slurm", "--slurm-cluster", "local"]
+    # 2 short runs (batch 64: 100 steps) and 2 long ones (batch 4: 2400), all started at once
+    args = [*TINY, "--seeds", "2", "--norms", "bn", "--batch-sizes", "4,64", "--epochs", "100",
+            "--model", "mlp", "--width", "32", "--no-report", "--out", str(out), *slurm]
+    proc = sweep_until_finished_runs(args, out, 1)
+    assert len(list((out / "slurm").glob("*_submitted.pkl"))) == 4
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    # (submitit's local job controllers, which share this stderr, print the KeyboardInterrupt
+    # that cancelling them raises; on a SLURM cluster a job's output goes to its log)
+    ours = [line for line in err.splitlines() if line.startswith("normlab:")]
+    assert len(ours) == 1, err
+    assert f"--resume --out {out} --executor slurm --slurm-cluster local" in ours[0]
+    assert 1 <= len(store.read_records(out)) < 4
+    # the jobs cancelled: no process of theirs (controller or task) is left running
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _running_with(str(out / "slurm")):
+        time.sleep(0.2)
+    assert _running_with(str(out / "slurm")) == []
