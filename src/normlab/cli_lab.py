@@ -167,8 +167,9 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
                    "(pip install 'normlab[ray]'); slurm: one SLURM job per run through submitit "
                    "(pip install 'normlab[slurm]')")
     g.add_argument("--ray-address", default=None,
-                   help="the Ray cluster to join: auto (the one `ray start` made here), "
-                   "HOST:PORT or ray://HOST:10001 (default: start a local Ray instance)")
+                   help="the Ray cluster to join: auto (RAY_ADDRESS, or the one `ray start` "
+                   "made here), HOST:PORT or ray://HOST:10001 (default: start a local Ray "
+                   "instance for this sweep)")
     g.add_argument("--cpus-per-run", type=_positive_float, default=None,
                    help="CPUs each Ray task asks for (default 1)")
     g.add_argument("--gpus-per-run", type=_nonnegative_float, default=None,

@@ -1,12 +1,16 @@
 """`RayExecutor`: each run a Ray task (``--executor ray``; the ``ray`` extra).
 
-The driver connects to the cluster named by ``address`` (``"auto"``: the one ``ray start`` made
-on this machine; ``"ray://HOST:10001"``: a remote head through Ray Client), or starts a local Ray
-instance when none is given (and stops it at the end). Each task asks for ``cpus_per_run`` CPUs
-and ``gpus_per_run`` GPUs, and runs `normlab.lab.work.compute_run`, as a local worker does. The
-task returns the run's record to the driver, which alone writes the results store. Ray retries a
-task whose worker or node died; a run whose driver died is not recorded, and a resume reruns it.
-Progress is reported per finished run (a task sends nothing while it trains).
+The driver connects to the cluster named by ``address`` (``"auto"``: the one in ``RAY_ADDRESS``
+or the one ``ray start`` made on this machine; ``"HOST:6379"``: a head node;
+``"ray://HOST:10001"``: a remote head through Ray Client), or starts a local Ray instance when
+none is given (and stops it at the end). When this process already joined Ray (``ray.init``
+in a script or a test), the executor uses that connection as it is.
+
+Each task asks for ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs, and runs
+`normlab.lab.work.compute_run`, as a local worker does. The task returns the run's record to the
+driver, which alone writes the results store. Ray retries a task whose worker or node died; a
+run whose driver died is not recorded, and a resume reruns it. Progress is reported per finished
+run (a task sends nothing while it trains).
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ class RayExecutor:
         ray = self._ray
         if ray.is_initialized():
             return False
-        if self.address is None:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        if self.address is None:  # "local": a new instance, even where RAY_ADDRESS is set
+            ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
         else:
             ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
         return True
