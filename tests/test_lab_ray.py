@@ -25,6 +25,8 @@ from lab_cli import TINY, numbers, sweep_cli, sweep_until_finished_runs
 from normlab.cli import main
 from normlab.lab import store
 
+pytestmark = pytest.mark.cluster
+
 # 8 runs of about a second each: long enough to be stopped after the first ones land
 KILLABLE = [*TINY, "--norms", "bn,gn,ln,none", "--batch-sizes", "4,8", "--steps", "150",
             "--model", "mlp", "--width", "32", "--no-report"]

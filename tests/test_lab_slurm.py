@@ -20,6 +20,8 @@ from lab_cli import TINY, numbers, sweep_until_finished_runs
 from normlab.cli import main
 from normlab.lab import store
 
+pytestmark = pytest.mark.cluster
+
 SMALL = [*TINY, "--norms", "bn,ln", "--batch-sizes", "4", "--steps", "6", "--model", "mlp",
          "--width", "8", "--no-report"]
 
