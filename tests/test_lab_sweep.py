@@ -17,40 +17,13 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
 import normlab
+from lab_cli import TINY, sweep_cli, sweep_until_finished_runs
 from normlab.cli import main
 from normlab.lab import store
 from normlab.lab.data import load_data
 from normlab.lab.progress import LOG_INTERVAL_S
 from normlab.lab.runner import RunConfig, train_run
 from normlab.lab.sweep import Sweep, run_sweep
-
-TINY = ["--data", "digits", "--max-train", "96", "--seeds", "1", "--quiet"]
-
-
-def sweep_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m normlab sweep ARGS`` in a fresh interpreter (the entry point's code path)."""
-    return subprocess.run(
-        [sys.executable, "-m", "normlab", "sweep", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
-
-
-def sweep_until_finished_runs(args: list[str], out: Path, runs: int) -> subprocess.Popen[str]:
-    """``normlab sweep ARGS`` in the background, returned once ``runs`` runs are recorded in
-    ``out`` (the sweep must still be going: the test then interrupts it)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "normlab", "sweep", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
-    )
-    results = out / store.RESULTS
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        if results.exists() and results.read_bytes().count(b"\n") >= runs:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the sweep finished before it could be stopped; make it longer"
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be an integer >= 0")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -53,6 +63,16 @@ def comma_list(text: str) -> tuple[str, ...]:
 def comma_ints(text: str) -> tuple[int, ...]:
     """``"2,4,8"`` -> ``(2, 4, 8)``; each a positive integer."""
     return tuple(_positive_int(t) for t in comma_list(text))
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
 
 
 def _listed(items: tuple[object, ...]) -> str:
@@ -111,7 +131,8 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=_positive_int, default=None, action=_Typed,
                    help="use at most this many training examples")
     p.add_argument("--jobs", type=_positive_int, default=None,
-                   help="worker processes (default: the CPU cores this process may use)")
+                   help="worker processes of --executor local (default: the CPU cores this "
+                   "process may use)")
     p.add_argument("--out", default=None,
                    help="run directory (default runs/DATA-MODEL-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",
@@ -119,8 +140,102 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
                    "keeping its finished runs; its options are read from its meta.json (any "
                    "given again must agree)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_executor_options(p)
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     return p
+
+
+# Each option of a remote executor, with the --executor it belongs to (the defaults are None, so
+# that an option given to another executor is told from one left out).
+_EXECUTOR_OF = {
+    "jobs": "local", "ray_address": "ray", "cpus_per_run": "ray", "gpus_per_run": "ray",
+    "slurm_partition": "slurm", "slurm_time": "slurm", "slurm_cpus": "slurm",
+    "slurm_gpus": "slurm", "slurm_folder": "slurm", "slurm_cluster": "slurm",
+}
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and the options of each executor (for any command that runs runs)."""
+    g = p.add_argument_group(
+        "where the runs execute",
+        "Every executor computes the same numbers; this process alone writes results.jsonl, so "
+        "a sweep may be resumed with another executor. A run reads its data where it executes: "
+        "the built-in sets are generated there; a PATH must be one that every node sees.",
+    )
+    g.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
+                   help="local: worker processes here (default); ray: one Ray task per run "
+                   "(pip install 'normlab[ray]'); slurm: one SLURM job per run through submitit "
+                   "(pip install 'normlab[slurm]')")
+    g.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to join: auto (RAY_ADDRESS, or the one `ray start` "
+                   "made here), HOST:PORT or ray://HOST:10001 (default: start a local Ray "
+                   "instance for this sweep)")
+    g.add_argument("--cpus-per-run", type=_positive_float, default=None,
+                   help="CPUs each Ray task asks for (default 1)")
+    g.add_argument("--gpus-per-run", type=_nonnegative_float, default=None,
+                   help="GPUs each Ray task asks for, fractions allowed (default 0)")
+    g.add_argument("--slurm-partition", default=None, help="SLURM partition (default: the "
+                   "cluster's default)")
+    g.add_argument("--slurm-time", type=_positive_int, default=None,
+                   help="time limit of each job in minutes (default 60)")
+    g.add_argument("--slurm-cpus", type=_positive_int, default=None,
+                   help="CPUs per job (default 1)")
+    g.add_argument("--slurm-gpus", type=_nonnegative_int, default=None,
+                   help="GPUs per job (default 0)")
+    g.add_argument("--slurm-folder", default=None,
+                   help="submitit's job scripts, logs and results (default OUT/slurm)")
+    g.add_argument("--slurm-cluster", choices=("slurm", "local"), default=None,
+                   help="local: run the jobs as processes here through submitit's local "
+                   "executor, to try a setup without a cluster (default slurm)")
+
+
+def make_executor(args: argparse.Namespace, out: Path) -> Any:
+    """The executor that ``args`` ask for; an option of another executor is an error (exit 2),
+    and so is a missing extra (named with its install command)."""
+    misplaced = [
+        "--" + key.replace("_", "-") for key, owner in _EXECUTOR_OF.items()
+        if getattr(args, key, None) is not None and owner != args.executor
+    ]
+    if misplaced:
+        owners = sorted({_EXECUTOR_OF[m[2:].replace("-", "_")] for m in misplaced})
+        raise NormlabError(
+            f"{', '.join(misplaced)} {'is' if len(misplaced) == 1 else 'are'} for --executor "
+            f"{' / '.join(owners)}, not --executor {args.executor}. Drop "
+            f"{'it' if len(misplaced) == 1 else 'them'}, or pass --executor {owners[0]}."
+        )
+    from normlab.lab.sweep import usable_cores
+
+    if args.executor == "ray":
+        from normlab.lab.executors.ray import RayExecutor
+
+        return RayExecutor(
+            args.ray_address,
+            cpus_per_run=1 if args.cpus_per_run is None else args.cpus_per_run,
+            gpus_per_run=args.gpus_per_run or 0,
+        )
+    if args.executor == "slurm":
+        from normlab.lab.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor(
+            Path(args.slurm_folder) if args.slurm_folder else out / "slurm",
+            partition=args.slurm_partition, time_min=args.slurm_time or 60,
+            cpus=args.slurm_cpus or 1, gpus=args.slurm_gpus or 0,
+            cluster=args.slurm_cluster or "slurm",
+        )
+    from normlab.lab.executors.local import LocalExecutor
+
+    return LocalExecutor(args.jobs or usable_cores())
+
+
+def executor_args(args: argparse.Namespace) -> list[str]:
+    """The executor options of ``args`` as typed (for the resume command; --jobs left out)."""
+    if args.executor == "local":
+        return []
+    given = [
+        ("--" + key.replace("_", "-"), str(getattr(args, key))) for key in _EXECUTOR_OF
+        if key != "jobs" and getattr(args, key, None) is not None
+    ]
+    return ["--executor", args.executor, *(part for pair in given for part in pair)]
 
 
 def add_report_parser(sub: Any) -> argparse.ArgumentParser:
@@ -155,7 +270,7 @@ def sweep(args: argparse.Namespace) -> int:
     from normlab.lab import store
     from normlab.lab.config import DEMO, SWEEP_KEYS, Sweep, resumed_options
     from normlab.lab.report import write_report
-    from normlab.lab.sweep import latest_sweep, run_sweep, usable_cores
+    from normlab.lab.sweep import latest_sweep, run_sweep
 
     typed = getattr(args, "typed", set())
     if args.resume:
@@ -173,17 +288,20 @@ def sweep(args: argparse.Namespace) -> int:
             name = f"{options['data'].split(':')[0]}-{options['model']}-{stamp}"
             out = RUNS_ROOT / name
     plan = Sweep(**options)
+    executor = make_executor(args, out)
     command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv else "normlab sweep"
     try:
         records = run_sweep(
-            plan, out, jobs=args.jobs or usable_cores(), resume=args.resume,
+            plan, out, executor=executor, resume=args.resume,
             quiet=args.quiet, command=command,
         )
     except KeyboardInterrupt:
         done = len(store.read_records(out))
+        again = shlex.join(["normlab", "sweep", "--resume", "--out", str(out),
+                            *executor_args(args)])
         print(
             f"normlab: interrupted: {done} finished runs are kept in {out}/{store.RESULTS}; "
-            f"continue with: normlab sweep --resume --out {out}",
+            f"continue with: {again}",
             file=sys.stderr,
         )
         return 130

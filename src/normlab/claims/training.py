@@ -15,19 +15,13 @@ from typing import Any
 from torch import nn
 
 from normlab.lab.config import RunConfig
-from normlab.lab.data import DataSet, load_data
 from normlab.lab.runner import train_model
+from normlab.lab.work import cached_data
 
 __all__ = ["Errors", "final_errors", "run_records", "trained"]
 
 Errors = dict[str, dict[str, list[float | None]]]
 """``errors[norm][str(batch_size)]``: the final test error (%) of each seed; None: diverged."""
-
-
-@functools.lru_cache(maxsize=8)
-def cached_data(spec: str, max_train: int | None) -> DataSet:
-    """The data set of ``spec``, loaded once per process."""
-    return load_data(spec, max_train=max_train)
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,23 +1,19 @@
 """``normlab sweep``: every (norm, batch size, seed) run of a grid, in parallel, resumable.
 
-Each run is a pure function of its `RunConfig` (see ``runner``). Finished runs are appended to
-``results.jsonl`` by this process only, one whole line each, so a sweep killed at any moment
-resumes (``--resume``) with exactly the unfinished runs. Runs go to worker processes started with
-``spawn`` (never ``fork``, which can deadlock a process that already ran OpenMP code); each worker
-trains with one intra-op thread, so a run's numbers do not depend on ``--jobs``.
+Each run is a pure function of its `RunConfig` (see ``runner``). An executor
+(`normlab.lab.executors`: worker processes here, Ray tasks or SLURM jobs) computes the runs and
+hands each finished record back; this process alone appends it to ``results.jsonl``, one whole
+line each, so a sweep killed at any moment resumes (``--resume``, with any executor) with exactly
+the unfinished runs. Every run trains with one intra-op thread, so its numbers depend neither on
+``--jobs`` nor on the executor.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import platform
-import queue
-import signal
 import tempfile
-from collections.abc import Sequence
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +22,15 @@ import torch
 import normlab
 from normlab import errors
 from normlab.lab import store
-from normlab.lab.config import TRAINING_KEYS, RunConfig, Sweep
-from normlab.lab.data import DataSet, load_data
+from normlab.lab.config import TRAINING_KEYS, Sweep
+from normlab.lab.data import DataSet
+from normlab.lab.executors import Executor
+from normlab.lab.executors.local import LocalExecutor
 from normlab.lab.models import build_model, default_model
 from normlab.lab.progress import SweepProgress
-from normlab.lab.runner import Progress, check_run_length, train_run, uses_reference
+from normlab.lab.runner import check_run_length, uses_reference
 from normlab.lab.sampling import check_batch_sizes, check_order
-
-
-@lru_cache(maxsize=4)
-def _cached_data(spec: str, max_train: int | None) -> DataSet:
-    return load_data(spec, max_train=max_train)
-
-
-_progress_queue: Any = None
-
-
-def _ignore_interrupt() -> None:
-    """Ctrl-C is the main process's to handle: it stops the workers itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _init_worker(progress_queue: Any) -> None:
-    global _progress_queue
-    _ignore_interrupt()
-    _progress_queue = progress_queue
-
-
-def _send(progress: Progress) -> None:
-    if _progress_queue is not None:
-        _progress_queue.put(progress)
-
-
-def _work(config: RunConfig) -> dict[str, Any]:
-    return train_run(config, _cached_data(config.data, config.max_train), progress=_send)
+from normlab.lab.work import cached_data
 
 
 def check_norms(sweep: Sweep, model: str, data: DataSet) -> None:
@@ -155,12 +126,16 @@ def run_sweep(
     out: Path,
     *,
     jobs: int = 1,
+    executor: Executor | None = None,
     resume: bool = False,
     quiet: bool = False,
     command: str = "",
 ) -> list[dict[str, Any]]:
-    """Run every unfinished run of ``sweep`` into ``out``; returns all finished records."""
-    data = _cached_data(sweep.data, sweep.max_train)
+    """Run every unfinished run of ``sweep`` into ``out``; returns all finished records.
+
+    The runs go to ``executor`` (default: ``jobs`` local worker processes). On any exception,
+    Ctrl-C included, the runs not finished are cancelled and the finished ones stay recorded."""
+    data = cached_data(sweep.data, sweep.max_train)
     model = sweep.model or default_model(data.input_shape)
     check_batch_sizes(sweep.batch_sizes, len(data.x_train), data.name)
     check_order(sweep.order, data.y_train, sweep.batch_sizes)
@@ -176,67 +151,17 @@ def run_sweep(
         len(configs), sum(c.total_steps(n_train) for c in todo),
         done_runs=len(configs) - len(todo), quiet=quiet,
     )
+    executor = executor if executor is not None else LocalExecutor(jobs)
+    runs = executor.submit(todo, progress=bar.report)
     try:
-        if jobs <= 1 or len(todo) <= 1:
-            for config in todo:
-                record = train_run(config, data, progress=bar.report)
-                _finish(out, record, config, n_train, bar, finished)
-        else:
-            _run_parallel(out, todo, jobs, n_train, bar, finished)
-    finally:
-        bar.close()
-    return finished
-
-
-def _finish(
-    out: Path,
-    record: dict[str, Any],
-    config: RunConfig,
-    n_train: int,
-    bar: SweepProgress,
-    finished: list[dict[str, Any]],
-) -> None:
-    store.append_record(out, record)
-    finished.append(record)
-    bar.finished(record, config.total_steps(n_train))
-
-
-def _run_parallel(
-    out: Path,
-    todo: Sequence[RunConfig],
-    jobs: int,
-    n_train: int,
-    bar: SweepProgress,
-    finished: list[dict[str, Any]],
-) -> None:
-    context = multiprocessing.get_context("spawn")
-    # A plain queue handed over at spawn, not a Manager: a manager's server process would
-    # outlive a main process that is killed.
-    progress_queue = context.Queue()
-    pool = context.Pool(min(jobs, len(todo)), _init_worker, (progress_queue,))
-    try:
-        pending = [(pool.apply_async(_work, (config,)), config) for config in todo]
-        while pending:
-            pending[0][0].wait(0.2)
-            _drain(progress_queue, bar)
-            for item in [p for p in pending if p[0].ready()]:
-                pending.remove(item)
-                result, config = item
-                _finish(out, result.get(), config, n_train, bar, finished)
-        pool.close()
+        for config, record in runs:
+            store.append_record(out, record)
+            finished.append(record)
+            bar.finished(record, config.total_steps(n_train))
     except BaseException:
-        # Unfinished runs are dropped (a resume redoes them): stop the workers now rather
-        # than wait for their current runs.
-        pool.terminate()
+        executor.cancel()
         raise
     finally:
-        pool.join()
-        progress_queue.close()
-
-
-def _drain(progress_queue: Any, bar: SweepProgress) -> None:
-    while True:
-        try:
-            bar.report(progress_queue.get_nowait())
-        except queue.Empty:
-            return
+        runs.close()  # the executor releases its workers (or its local Ray instance)
+        bar.close()
+    return finished
