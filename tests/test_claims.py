@@ -138,3 +138,27 @@ def test_cli_runs_lists_and_names_unknown_claims(tmp_path: Path) -> None:
     assert typo.returncode == 2 and "--ful" in typo.stderr
     none = run_cli("--resume", cwd=tmp_path)
     assert none.returncode == 2 and "no ledger under runs/" in none.stderr
+
+
+def _without_time(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in records]
+
+
+def test_claims_in_worker_processes_equal_the_claims_run_here(tmp_path: Path) -> None:
+    from normlab.claims.run import compute_claim
+    from normlab.lab.executors.local import LocalExecutor
+
+    ids = ["C04", "C07", "C15"]
+    here = ledger_run.run_ledger(ids, tmp_path / "a", size="smoke", report=lambda _: None)
+    workers = LocalExecutor(2, compute=compute_claim)
+    there = ledger_run.run_ledger(ids, tmp_path / "b", size="smoke", report=lambda _: None,
+                                  executor=workers)
+    assert _without_time(there) == _without_time(here)
+    assert (tmp_path / "b" / "claims.md").read_text().count("| C") == 3
+
+
+def test_executor_options_of_another_executor_are_refused(tmp_path: Path) -> None:
+    proc = run_cli("C04", "--smoke", "--jobs", "2", "--executor", "ray",
+                   "--out", str(tmp_path / "l"))
+    assert proc.returncode == 2
+    assert "--jobs is for --executor local, not --executor ray" in proc.stderr

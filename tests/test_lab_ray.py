@@ -101,3 +101,17 @@ def test_a_killed_ray_sweep_resumes_to_the_local_numbers(
     again = sweep_cli("--resume", "--out", str(out), "--quiet", *ray_args)
     assert again.returncode == 0, again.stderr
     assert numbers(out) == local_numbers["killable"]
+
+
+def test_claims_as_ray_tasks_equal_the_claims_run_here(ray_address: str, tmp_path: Path) -> None:
+    """``normlab claims --executor ray``: each claim one Ray task, the driver writes the ledger."""
+    from normlab.claims.run import compute_claim, run_ledger
+    from normlab.lab.executors.ray import RayExecutor
+
+    ids = ["C07", "C15"]
+    here = run_ledger(ids, tmp_path / "here", size="smoke", report=lambda _: None)
+    there = run_ledger(ids, tmp_path / "ray", size="smoke", report=lambda _: None,
+                       executor=RayExecutor(ray_address, compute=compute_claim))
+    assert [{k: v for k, v in r.items() if k != "time_s"} for r in there] == [
+        {k: v for k, v in r.items() if k != "time_s"} for r in here
+    ]

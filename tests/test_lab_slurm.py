@@ -7,6 +7,7 @@ only where submitit is absent).
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -86,3 +87,20 @@ def test_ctrl_c_cancels_the_jobs_and_says_how_to_resume(tmp_path: Path) -> None:
     while time.monotonic() < deadline and _running_with(str(out / "slurm")):
         time.sleep(0.2)
     assert _running_with(str(out / "slurm")) == []
+
+
+def test_claims_through_submitit_equal_the_claims_run_here(tmp_path: Path, capsys) -> None:
+    """``normlab claims --executor slurm``: each claim one job; the driver writes the ledger."""
+    from normlab.claims import run as ledger_run
+
+    here = tmp_path / "here"
+    assert main(["claims", "C07", "C15", "--smoke", "--out", str(here)]) == 0
+    out = tmp_path / "slurm"
+    assert main(["claims", "C07", "C15", "--smoke", "--out", str(out), "--executor", "slurm",
+                 "--slurm-cluster", "local", "--slurm-time", "5"]) == 0
+    capsys.readouterr()
+    def kept(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "time_s"}
+                for r in json.loads((path / ledger_run.LEDGER_JSON).read_text())["claims"]]
+    assert kept(out) == kept(here)
+    assert len(list((out / "slurm").glob("*_log.out"))) == 2

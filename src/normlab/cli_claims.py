@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from normlab.cli_lab import _positive_int, add_executor_options, executor_args, make_executor
 from normlab.errors import NormlabError
 
 RUNS_ROOT = Path("runs")
@@ -25,11 +26,12 @@ def add_claims_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="*", metavar="ID", help="claims to run, e.g. C03 C25 (default all)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--full", dest="size", action="store_const", const="full",
-                      help="the stronger, longer size (more seeds and steps)")
+                      help="the stronger, longer size (more seeds and steps); default: the "
+                      "quick size, or on --resume the ledger's own")
     size.add_argument("--smoke", dest="size", action="store_const", const="smoke",
                       help="seconds per claim: checks that the experiments run, decides nothing "
                       "worth reporting")
-    p.set_defaults(size="quick")
+    p.set_defaults(size=None)
     p.add_argument("--out", default=None, help="ledger directory (default runs/claims-TIMESTAMP)")
     p.add_argument("--resume", action="store_true",
                    help="continue the ledger in --out (default: the latest under runs/), "
@@ -37,6 +39,10 @@ def add_claims_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the claims and their rules; run none")
     p.add_argument("--recheck", metavar="DIR", default=None,
                    help="recompute every verdict in DIR/claims.json by its rule; run none")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes, one claim each (default: the claims run one after "
+                   "another in this process, so that the claims reading one sweep train it once)")
+    add_executor_options(p)
     return p
 
 
@@ -85,14 +91,21 @@ def claims(args: argparse.Namespace) -> int:
         out = Path(args.out)
     else:
         out = RUNS_ROOT / f"claims-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    from normlab.claims.run import compute_claim
+
+    in_process = args.executor == "local" and args.jobs is None
+    executor = None if in_process else make_executor(args, out, compute=compute_claim)
     command = shlex.join(["normlab", *sys.argv[1:]]) if sys.argv else "normlab claims"
     try:
-        records = run_ledger(args.ids, out, size=args.size, resume=args.resume, command=command)
+        records = run_ledger(args.ids, out, size=args.size, resume=args.resume, command=command,
+                             executor=executor)
     except KeyboardInterrupt:
         done = len(store.read_records(out))
+        again = shlex.join(["normlab", "claims", "--resume", "--out", str(out),
+                            *executor_args(args)])
         print(
             f"normlab: interrupted: {done} finished claims are kept in {out}; continue with: "
-            f"normlab claims --resume --out {out}",
+            f"{again}",
             file=sys.stderr,
         )
         return 130

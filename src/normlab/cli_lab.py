@@ -189,9 +189,10 @@ def add_executor_options(p: argparse.ArgumentParser) -> None:
                    "executor, to try a setup without a cluster (default slurm)")
 
 
-def make_executor(args: argparse.Namespace, out: Path) -> Any:
+def make_executor(args: argparse.Namespace, out: Path, compute: Any = None) -> Any:
     """The executor that ``args`` ask for; an option of another executor is an error (exit 2),
-    and so is a missing extra (named with its install command)."""
+    and so is a missing extra (named with its install command). ``compute``: what each item
+    runs (default: a sweep's run, `normlab.lab.work.compute_run`)."""
     misplaced = [
         "--" + key.replace("_", "-") for key, owner in _EXECUTOR_OF.items()
         if getattr(args, key, None) is not None and owner != args.executor
@@ -204,14 +205,16 @@ def make_executor(args: argparse.Namespace, out: Path) -> Any:
             f"{'it' if len(misplaced) == 1 else 'them'}, or pass --executor {owners[0]}."
         )
     from normlab.lab.sweep import usable_cores
+    from normlab.lab.work import compute_run
 
+    compute = compute or compute_run
     if args.executor == "ray":
         from normlab.lab.executors.ray import RayExecutor
 
         return RayExecutor(
             args.ray_address,
             cpus_per_run=1 if args.cpus_per_run is None else args.cpus_per_run,
-            gpus_per_run=args.gpus_per_run or 0,
+            gpus_per_run=args.gpus_per_run or 0, compute=compute,
         )
     if args.executor == "slurm":
         from normlab.lab.executors.slurm import SlurmExecutor
@@ -220,11 +223,11 @@ def make_executor(args: argparse.Namespace, out: Path) -> Any:
             Path(args.slurm_folder) if args.slurm_folder else out / "slurm",
             partition=args.slurm_partition, time_min=args.slurm_time or 60,
             cpus=args.slurm_cpus or 1, gpus=args.slurm_gpus or 0,
-            cluster=args.slurm_cluster or "slurm",
+            cluster=args.slurm_cluster or "slurm", compute=compute,
         )
     from normlab.lab.executors.local import LocalExecutor
 
-    return LocalExecutor(args.jobs or usable_cores())
+    return LocalExecutor(args.jobs or usable_cores(), compute=compute)
 
 
 def executor_args(args: argparse.Namespace) -> list[str]:

@@ -5,6 +5,11 @@ finished claim, appended whole and synced: `normlab.lab.store`), ``claims.json``
 with the raw numbers), ``claims.md`` (the table) and one ``CNN.png`` per empirical claim. The
 last three are rewritten atomically after every claim, so an interrupted ledger leaves a
 readable partial one; ``resume=True`` runs only the claims not yet in ``results.jsonl``.
+
+Claims run in this process by default (one after another, so the claims that read the same
+sweep train it once). With an executor (`normlab.lab.executors`: worker processes, Ray tasks or
+SLURM jobs) each claim is one item, `compute_claim` of a `ClaimTask`, and this process alone
+writes the directory, as the sweep's driver does.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +34,10 @@ from normlab.claims.markdown import ledger_markdown, summarize_numbers
 from normlab.errors import ConfigError
 from normlab.lab import store
 
-__all__ = ["LEDGER_JSON", "LEDGER_MD", "recheck", "run_ledger", "select_claims"]
+__all__ = [
+    "LEDGER_JSON", "LEDGER_MD", "ClaimTask", "compute_claim", "recheck", "run_ledger",
+    "select_claims",
+]  # fmt: skip
 
 LEDGER_JSON = "claims.json"
 LEDGER_MD = "claims.md"
@@ -97,6 +106,34 @@ def _prepare(out: Path, meta: dict[str, Any], resume: bool) -> tuple[dict[str, A
     return meta, []
 
 
+@dataclass(frozen=True)
+class ClaimTask:
+    """One claim to run at one size: an executor's item."""
+
+    id: str
+    size: Size
+
+    @property
+    def run_id(self) -> str:
+        return self.id
+
+
+def compute_claim(task: ClaimTask, progress: Any = None) -> dict[str, Any]:
+    """The ledger record of ``task`` (wherever it runs; ``progress`` is not used)."""
+    return _record(CLAIMS[task.id], task.size)
+
+
+def _computed(todo: Sequence[Claim], size: Size, executor: Any) -> Iterator[dict[str, Any]]:
+    """Each claim's record as it finishes: here in order, or through ``executor``."""
+    if executor is None:
+        for claim in todo:
+            yield _record(claim, size)
+        return
+    tasks = [ClaimTask(claim.id, size) for claim in todo]
+    for _, record in executor.submit(tasks):
+        yield record
+
+
 def _record(claim: Claim, size: Size) -> dict[str, Any]:
     started = time.perf_counter()
     base = {"id": claim.id, "claim": claim.claim, "source": claim.source, "kind": claim.kind,
@@ -126,10 +163,17 @@ def _write_figure(out: Path, claim: Claim, numbers: Mapping[str, Any]) -> None:
 
 
 def run_ledger(
-    ids: Sequence[str], out: Path, *, size: Size = "quick", resume: bool = False,
-    report: Report | None = None, command: str = "normlab claims",
+    ids: Sequence[str], out: Path, *, size: Size | None = None, resume: bool = False,
+    report: Report | None = None, command: str = "normlab claims", executor: Any = None,
 ) -> list[dict[str, Any]]:
-    """Run the selected claims into ``out``; returns every record of the ledger, by id."""
+    """Run the selected claims into ``out``; returns every record of the ledger, by id.
+
+    ``size``: None is the resumed ledger's size, or ``"quick"`` for a new one. ``executor``: None
+    runs the claims here, one after another; an executor of `normlab.lab.executors` built with
+    ``compute=compute_claim`` runs each claim as one item.
+    """
+    if size is None:
+        size = store.read_meta(Path(out)).get("size", "quick") if resume else "quick"
     if size not in SIZES:
         raise ConfigError(f"size {size!r} is not one of {', '.join(SIZES)}")
     out = Path(out)
@@ -141,15 +185,20 @@ def run_ledger(
     done = {r["id"] for r in records}
     todo = [c for c in claims if c.id not in done]
     say(f"claims ledger ({size}): {len(done)} done, {len(todo)} to run, in {out}")
-    for number, claim in enumerate(todo, start=len(done) + 1):
-        say(f"[{number}/{len(claims)}] {claim.id}: {claim.claim[:70]}")
-        record = _record(claim, size)
+    if executor is None and todo:
+        say(f"[{len(done) + 1}/{len(claims)}] {todo[0].id}: {todo[0].claim[:70]}")
+    for number, record in enumerate(_computed(todo, size, executor), start=len(done) + 1):
+        claim = CLAIMS[record["id"]]
         if claim.figure is not None and claim.needs is None:
             _write_figure(out, claim, record["numbers"])
         store.append_record(out, record)
         records.append(record)
         _write_outputs(out, records, meta)
-        say(f"        {record['verdict']} ({record['time_s']:.1f} s): {record['summary'][:120]}")
+        say(f"        {claim.id} {record['verdict']} ({record['time_s']:.1f} s): "
+            f"{record['summary'][:110]}")
+        upcoming = todo[number - len(done)] if number - len(done) < len(todo) else None
+        if executor is None and upcoming is not None:
+            say(f"[{number + 1}/{len(claims)}] {upcoming.id}: {upcoming.claim[:70]}")
     if not todo:
         _write_outputs(out, records, meta)
     return sorted(records, key=lambda r: r["id"])

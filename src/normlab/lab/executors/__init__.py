@@ -3,15 +3,17 @@ through submitit (`slurm`).
 
 Every executor has the same small interface, `Executor`: ``submit(configs)`` yields each finished
 ``(config, record)`` in completion order, and ``cancel()`` stops the runs not finished yet. Each
-run is `normlab.lab.work.compute_run` wherever it executes, so its record does not depend on the
-executor; the caller (the driver) alone writes the results store. Ray and submitit are imported
-only when their executor is built (`needs`), so ``import normlab`` never requires them.
+run is the executor's ``compute`` function wherever it executes (`normlab.lab.work.compute_run`
+for a sweep's `RunConfig`; the claims ledger passes its own, one claim per item), so its record
+does not depend on the executor; the caller (the driver) alone writes the results store. Ray
+and submitit are imported only when their executor is built (`needs`), so ``import normlab``
+never requires them.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -19,12 +21,15 @@ from normlab.errors import ConfigError
 from normlab.lab.config import RunConfig
 from normlab.lab.runner import ProgressFn
 
-__all__ = ["EXECUTORS", "Executor", "Finished", "needs"]
+__all__ = ["EXECUTORS", "Compute", "Executor", "Finished", "needs"]
 
 EXECUTORS = ("local", "ray", "slurm")
 
 Finished = tuple[RunConfig, dict[str, Any]]
 """A finished run: its configuration and its record (see `normlab.lab.store`)."""
+
+Compute = Callable[..., dict[str, Any]]
+"""``compute(item, progress=None) -> record``: a module-level (picklable) pure function."""
 
 
 class Executor(Protocol):

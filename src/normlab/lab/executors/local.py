@@ -15,17 +15,19 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from normlab.lab.config import RunConfig
-from normlab.lab.executors import Finished
+from normlab.lab.executors import Compute, Finished
 from normlab.lab.runner import Progress, ProgressFn
 from normlab.lab.work import compute_run
 
 _progress_queue: Any = None
+_compute: Compute = compute_run
 
 
-def _init_worker(progress_queue: Any) -> None:
-    global _progress_queue
+def _init_worker(progress_queue: Any, compute: Compute) -> None:
+    global _progress_queue, _compute
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     _progress_queue = progress_queue
+    _compute = compute
 
 
 def _send(progress: Progress) -> None:
@@ -34,14 +36,15 @@ def _send(progress: Progress) -> None:
 
 
 def _work(config: RunConfig) -> dict[str, Any]:
-    return compute_run(config, progress=_send)
+    return _compute(config, progress=_send)
 
 
 class LocalExecutor:
     """Up to ``jobs`` runs at a time, each in a worker process with one intra-op thread."""
 
-    def __init__(self, jobs: int = 1) -> None:
+    def __init__(self, jobs: int = 1, compute: Compute = compute_run) -> None:
         self.jobs = jobs
+        self.compute = compute
         self._pool: Any = None
 
     def submit(
@@ -49,12 +52,12 @@ class LocalExecutor:
     ) -> Generator[Finished, None, None]:
         if self.jobs <= 1 or len(configs) <= 1:
             for config in configs:
-                yield config, compute_run(config, progress=progress)
+                yield config, self.compute(config, progress=progress)
             return
         context = multiprocessing.get_context("spawn")
         progress_queue = context.Queue()
         self._pool = pool = context.Pool(
-            min(self.jobs, len(configs)), _init_worker, (progress_queue,)
+            min(self.jobs, len(configs)), _init_worker, (progress_queue, self.compute)
         )
         try:
             pending = [(pool.apply_async(_work, (config,)), config) for config in configs]

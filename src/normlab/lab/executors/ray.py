@@ -20,7 +20,7 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from normlab.lab.config import RunConfig
-from normlab.lab.executors import Finished, needs
+from normlab.lab.executors import Compute, Finished, needs
 from normlab.lab.runner import ProgressFn
 from normlab.lab.work import compute_run
 
@@ -36,8 +36,10 @@ class RayExecutor:
         *,
         cpus_per_run: float = 1,
         gpus_per_run: float = 0,
+        compute: Compute = compute_run,
     ) -> None:
         self._ray = needs("ray", "ray")
+        self.compute = compute
         self.address = address
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
@@ -63,7 +65,7 @@ class RayExecutor:
         ray = self._ray
         started = self._connect()
         try:
-            task = ray.remote(compute_run).options(
+            task = ray.remote(self.compute).options(
                 num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run
             )
             self._pending = {task.remote(config): config for config in configs}

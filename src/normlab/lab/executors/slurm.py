@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from normlab.lab.config import RunConfig
-from normlab.lab.executors import Finished, needs
+from normlab.lab.executors import Compute, Finished, needs
 from normlab.lab.runner import ProgressFn
 from normlab.lab.work import compute_run
 
@@ -39,8 +39,10 @@ class SlurmExecutor:
         cpus: int = 1,
         gpus: int = 0,
         cluster: str = "slurm",
+        compute: Compute = compute_run,
     ) -> None:
         self._submitit = needs("submitit", "slurm")
+        self.compute = compute
         self.folder = Path(folder)
         self.parameters: dict[str, Any] = {
             "name": "normlab-sweep", "timeout_min": time_min, "cpus_per_task": cpus,
@@ -61,7 +63,7 @@ class SlurmExecutor:
         executor.update_parameters(**self.parameters)
         try:
             with executor.batch():
-                jobs = [executor.submit(compute_run, config) for config in configs]
+                jobs = [executor.submit(self.compute, config) for config in configs]
             self._pending = list(zip(jobs, configs, strict=True))
             while self._pending:
                 done = [item for item in self._pending if item[0].done()]
