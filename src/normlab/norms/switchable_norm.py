@@ -155,8 +155,8 @@ def _backward_parts(
     g_gamma = g_r.sum(0) if cfg.has_weight else None
     g_sigma2 = torch.mul(g_r, scale * r).mul_(-0.5)
     w_mean, w_var, wm, wv = parts["w_mean"], parts["w_var"], parts["wm"], parts["wv"]
-    g_w_mean = torch.stack([(g_mu * m).sum() for m in parts["means"]])
-    g_w_var = torch.stack([(g_sigma2 * v).sum() for v in parts["variances"]])
+    g_w_mean = torch.stack([g_mu * m for m in parts["means"]]).sum((1, 2))
+    g_w_var = torch.stack([g_sigma2 * v for v in parts["variances"]]).sum((1, 2))
     g_mean_logits = torch._softmax_backward_data(g_w_mean, w_mean, 0, w_mean.dtype)
     g_var_logits = torch._softmax_backward_data(g_w_var, w_var, 0, w_var.dtype)
     if cfg.use_in:
