@@ -114,8 +114,9 @@ def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
 
 
 @eager_lru_cache(maxsize=64)  # a plain call under graph capture
-def _sums(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
-    """The kernel's constant operands for ``rows`` slices, made once (only ever read)."""
+def cached_sums(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
+    """A `Sums` for up to ``rows`` slices: its constant operands made once (only ever read),
+    two ATen calls fewer per backward pass on small maps."""
     with torch.inference_mode(False), torch.no_grad():
         return Sums(rows, acc, device)
 
@@ -123,7 +124,7 @@ def _sums(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
 def instance_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """(Σ_S grad, Σ_S grad·x) for every (n, c) slice, each of shape (N, C), in float32 or wider."""
     n, c = x.shape[:2]
-    return _sums(n * c, accumulation_dtype(x.dtype), x.device)(grad, x)
+    return cached_sums(n * c, accumulation_dtype(x.dtype), x.device)(grad, x)
 
 
 def batch_moments(x: Tensor, eps: float) -> Moments:
