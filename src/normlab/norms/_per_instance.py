@@ -113,12 +113,18 @@ def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return channel_scale_shift(flat, scale.reshape(slices), shift.reshape(slices)).view(x.shape)
 
 
-@eager_lru_cache(maxsize=64)  # a plain call under graph capture
-def cached_sums(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
-    """A `Sums` for up to ``rows`` slices: its constant operands made once (only ever read),
-    two ATen calls fewer per backward pass on small maps."""
+@eager_lru_cache(maxsize=32)  # a plain call under graph capture
+def _sums_for(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
     with torch.inference_mode(False), torch.no_grad():
         return Sums(rows, acc, device)
+
+
+def cached_sums(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
+    """A `Sums` for up to ``rows`` slices whose constant operands are made once (only ever
+    read): two ATen calls fewer per backward pass on small maps. Cached per power of two of
+    ``rows`` (a `Sums` serves any smaller count), so varying batch sizes share an entry and
+    the cache holds at most twice the largest operands."""
+    return _sums_for(1 << max(rows - 1, 0).bit_length(), acc, device)
 
 
 def instance_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
