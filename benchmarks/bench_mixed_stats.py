@@ -6,7 +6,9 @@ thread; candidates run alternately round by round in one process; a round's time
 process CPU time (time.process_time_ns) of ``--calls`` steps; a ratio is the median of the
 per-round ratios to the native layer of the same round.
 
-    python benchmarks/bench_mixed_stats.py [--rounds 21] [--calls 0 (auto)] [--write]
+    python benchmarks/bench_mixed_stats.py [--rounds 21] [--calls 0] [--shapes 0,1,2] [--write]
+
+Before/after comparisons run it once per source tree (PYTHONPATH), alternating the trees.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--calls", type=int, default=0)
-    parser.add_argument("--only", default="")
+    parser.add_argument("--only", default="", help="comma-separated layer names")
+    parser.add_argument("--shapes", default="0,1,2", help="indices into SHAPES")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     lines = ["| shape | native | native ms | " + " | ".join(layers(SHAPES[0])) + " |",
              "|---|---|---:|" + "---:|" * len(layers(SHAPES[0]))]
-    for shape in SHAPES:
+    for shape in (SHAPES[int(i)] for i in args.shapes.split(",")):
         big = shape[0] == 32
         native = nn.GroupNorm(32, C) if big else nn.BatchNorm2d(C)
         chosen = {k: v for k, v in layers(shape).items() if not args.only or k in args.only}
