@@ -3,6 +3,7 @@ methods, against float64 references computed with plain tensor operations."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -14,9 +15,11 @@ from catalogue import close, make_input, randomize_, saved_storages
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     instance_affine,
+    moments_grad,
     restore_layout,
 )
 from normlab.norms._per_instance import (
+    SMALL_INPUT,
     channel_affine,
     instance_moments,
     instance_sums,
@@ -70,6 +73,32 @@ def test_channel_affine_and_sums(shape: tuple[int, ...]) -> None:
     dims = tuple(range(2, x.dim()))
     close(sum_dy, dy.sum(dims) if dims else dy, 1e-13)
     close(sum_dy_x, (dy * x).sum(dims) if dims else dy * x, 1e-13)
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_slice", "per_channel"])
+@pytest.mark.parametrize("dtype", [F64, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (4, 8, 24, 24)], ids=["small", "large"])
+def test_moments_grad_is_the_vjp_of_the_moments(
+    shape: tuple[int, ...], dtype: torch.dtype, per_channel: bool
+) -> None:
+    """Both paths (one addcmul up to SMALL_INPUT elements, the batch-norm kernel above) equal
+    autograd of ⟨g_μ, μ(x)⟩ + ⟨g_σ², σ²(x)⟩ through float64 var_mean."""
+    assert (math.prod(shape) <= SMALL_INPUT) == (shape[0] == 2)  # one case on each side
+    x = make_input(shape, F64, seed=6)
+    n, c = shape[:2]
+    g = torch.Generator().manual_seed(7)
+    stats = (c,) if per_channel else (n, c)
+    g_mean, g_var = (torch.randn(stats, generator=g, dtype=F64) for _ in range(2))
+    dims = (0, 2, 3) if per_channel else (2, 3)
+    leaf = x.clone().requires_grad_()
+    var, mean = torch.var_mean(leaf, dim=dims, correction=0)
+    (want,) = torch.autograd.grad((g_mean * mean).sum() + (g_var * var).sum(), leaf)
+    count = x.numel() // mean.numel()
+    got = moments_grad(
+        x.to(dtype), mean.detach().to(dtype), g_mean.to(dtype), g_var.to(dtype), count
+    )
+    assert got.dtype == dtype and got.shape == x.shape
+    close(got.to(F64), want, 1e-12 if dtype == F64 else 1e-5)
 
 
 def _mix(mean: Tensor, var: Tensor, weight: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:

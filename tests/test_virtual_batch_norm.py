@@ -120,7 +120,7 @@ def test_merged_variance_equals_m2_minus_mu_squared_in_float64() -> None:
     ref_var = torch.rand(6, generator=g, dtype=F64)
     for n_ref in (1, 2, 7, 100):
         w = 1.0 / (n_ref + 1)
-        coefficients = vbn_module._mixed_coefficients(1e-5, False, False)
+        coefficients = vbn_module.mixed_coefficients(1e-5, False, False)
         scale, shift = coefficients(mean, var, ref_mean, ref_var, w=w)
         m2 = w * (var + mean**2) + (1 - w) * (ref_var + ref_mean**2)
         mu = w * mean + (1 - w) * ref_mean

@@ -38,6 +38,7 @@ from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import dense, from_channels_first, in_layout, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import (
+    SMALL_INPUT,
     broadcast,
     channel_affine,
     instance_moments,
@@ -124,9 +125,15 @@ def _analytic_grads(
 def moments_grad(x: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor, count: int) -> Tensor:
     """dx = x·P + Q for cotangents (g_μ, g_σ²) of the mean μ and biased variance σ² of
     ``count`` values each, one per (n, c) slice or (shape (C,)) per channel: ∂μ/∂x = 1/count,
-    ∂σ²/∂x = 2(x − μ)/count, so P = 2·g_σ²/count and Q = g_μ/count − P·μ."""
+    ∂σ²/∂x = 2(x − μ)/count, so P = 2·g_σ²/count and Q = (g_μ − count·P·μ)/count.
+
+    Small input of the statistics' dtype (≤ `SMALL_INPUT` elements) takes one broadcasting
+    ``addcmul``: the per-element speed of the batch-norm kernel does not pay for its extra ATen
+    calls there."""
     p = g_var * (2.0 / count)
-    q = g_mean / count - p * mean
+    q = torch.addcmul(g_mean, p, mean, value=-count).div_(count)
+    if x.numel() <= SMALL_INPUT and x.dtype == p.dtype:
+        return torch.addcmul(broadcast(q, x.dim()), x, broadcast(p, x.dim()))
     if p.dim() == 1:  # per channel
         n, c = x.shape[:2]
         p, q = p.expand(n, c).contiguous(), q.expand(n, c).contiguous()

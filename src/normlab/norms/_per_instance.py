@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.backends import cudnn
 
 from normlab.core.moments import Moments, accumulation_dtype, merge_equal_counts
+from normlab.core.tracing import eager_lru_cache
 from normlab.norms._base import channel_scale_shift, kernel_params
 from normlab.norms._chunked import Sums
 
@@ -112,10 +113,24 @@ def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return channel_scale_shift(flat, scale.reshape(slices), shift.reshape(slices)).view(x.shape)
 
 
+@eager_lru_cache(maxsize=32)  # a plain call under graph capture
+def _sums_for(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
+    with torch.inference_mode(False), torch.no_grad():
+        return Sums(rows, acc, device)
+
+
+def cached_sums(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
+    """A `Sums` for up to ``rows`` slices whose constant operands are made once (only ever
+    read): two ATen calls fewer per backward pass on small maps. Cached per power of two of
+    ``rows`` (a `Sums` serves any smaller count), so varying batch sizes share an entry and
+    the cache holds at most twice the largest operands."""
+    return _sums_for(1 << max(rows - 1, 0).bit_length(), acc, device)
+
+
 def instance_sums(grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """(Σ_S grad, Σ_S grad·x) for every (n, c) slice, each of shape (N, C), in float32 or wider."""
     n, c = x.shape[:2]
-    return Sums(n * c, accumulation_dtype(x.dtype), x.device)(grad, x)
+    return cached_sums(n * c, accumulation_dtype(x.dtype), x.device)(grad, x)
 
 
 def batch_moments(x: Tensor, eps: float) -> Moments:

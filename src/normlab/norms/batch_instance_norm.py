@@ -108,14 +108,17 @@ def _backward_parts(
     g_bias = g_shift.sum(0)
     g_total = torch.addcmul(g_scale, mean, g_shift, value=-1)  # ∂L/∂A, B's dependence included
     g_a_b = torch.addcmul(g_total, g_shift, dev).sum(0)
-    g_w_i = (g_total * r_i).sum(0)
-    g_var = g_total * parts["w_i"] * (r_i * r_i * r_i) * -0.5
-    g_mean = -((parts["scale"] - parts["a_b"]) * g_shift)  # ∂B/∂μ_I = −A + a_B = −w_I r_I
+    g_r_i = g_total * r_i
+    g_w_i = g_r_i.sum(0)
+    g_var = torch.mul(g_r_i, r_i * r_i).mul_(parts["w_i"] * -0.5)  # −½ w_I r_I³ g
+    # ∂B/∂μ_I = −A + a_B = −w_I r_I
+    g_mean = torch.addcmul(parts["a_b"] * g_shift, parts["scale"], g_shift, value=-1)
     g_w_b = g_a_b * r_b
     if not cfg.running:  # through the merged batch moments μ_B, σ²_B
-        g_var_b = g_a_b * parts["w_b"] * (r_b * r_b * r_b) * -0.5
-        g_mean = torch.addcmul(g_mean, g_var_b, dev, value=2 / n) - parts["a_b"] * g_bias / n
-        g_var = g_var + g_var_b / n
+        g_var_b = (g_w_b * parts["w_b"]).mul_(r_b * r_b).mul_(-0.5)
+        g_mean = torch.addcmul(g_mean, g_var_b, dev, value=2 / n).addcmul_(
+            parts["a_b"], g_bias, value=-1 / n)
+        g_var = g_var.add_(g_var_b, alpha=1 / n)
     g_diff = g_w_b - g_w_i
     grads: list[Tensor | None] = [g_mean, g_var]
     if cfg.has_weight:

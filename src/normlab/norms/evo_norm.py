@@ -26,7 +26,7 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import merge_equal_counts
 from normlab.core.running import update_running_ema_
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
-from normlab.norms._chunked import Sums, per_row
+from normlab.norms._chunked import per_row
 from normlab.norms._norm_activation import (
     Epilogue,
     Rows,
@@ -38,7 +38,7 @@ from normlab.norms._norm_activation import (
     safe_slope,
     swish_,
 )
-from normlab.norms._per_instance import broadcast, group_statistics
+from normlab.norms._per_instance import broadcast, cached_sums, group_statistics
 
 __all__ = ["EvoNormB0", "EvoNormS0", "evo_norm_b0", "evo_norm_s0", "resolve_groups"]
 
@@ -112,7 +112,7 @@ class _B0(Epilogue):
         # two sweeps over ∂x in training: low-precision input gets a float32 ∂x until the end
         wide = self.training and rows.low
         dx = (rows.new(n, c, length) if wide else torch.empty_like(rows.x3)) if wanted[0] else None
-        sums = Sums.for_chunks(rows.chunks)
+        sums = cached_sums(rows.chunks.shape[0] * c, acc, rows.x3.device)
         sum_g, sum_qx, sum_t, sum_tx = (rows.new(n, c) for _ in range(4))
         lv, vv, gv, neg_v = per_row(left), per_row(vw), per_row(gamma), per_row(-vw)
         inst_scale = -gamma / (sigma_inst * length)  # times Σ t: σ_inst's share of P
@@ -212,7 +212,7 @@ class _S0(Epilogue):
         mean, rstd = saved
         groups, n, c, acc = self.groups, rows.n, rows.c, rows.acc
         size = c // groups
-        sums = Sums.for_chunks(rows.chunks)
+        sums = cached_sums(rows.chunks.shape[0] * c, acc, rows.x3.device)
         vw = v.to(acc)
         gamma = torch.ones_like(vw) if weight is None else weight.to(acc)
         r = rstd.repeat_interleave(size, dim=1)  # (N, C)

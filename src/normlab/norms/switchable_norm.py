@@ -143,24 +143,22 @@ def _backward_parts(
 ) -> list[Tensor | None]:
     """The VJP of (A, B) for (μ_IN, σ²_IN, λ, λ', [γ], [β]) at the cotangents (Σ dy·x, Σ dy).
 
-    ∂L/∂μ = −A ∂L/∂B; ∂L/∂A including B's dependence: ∂L/∂A − μ ∂L/∂B; ∂L/∂σ² = −½ r³ γ times
-    that; then the softmax mixes (∂L/∂λ = w ⊙ (g − ⟨w, g⟩)) and the merges
-    (∂μ_G/∂μ_i = ∂σ²_G/∂σ²_i = 1/n, ∂σ²_G/∂μ_i = 2(μ_i − μ_G)/n).
+    ∂L/∂μ = −A ∂L/∂B; ∂L/∂A including B's dependence: g = ∂L/∂A − μ ∂L/∂B; ∂L/∂γ = Σ_n g r,
+    ∂L/∂σ² = −½ r³ γ g = −½ (g r) A r; then the softmax mixes (∂L/∂λ = w ⊙ (g − ⟨w, g⟩), ATen's
+    softmax backward) and the merges (∂μ_G/∂μ_i = ∂σ²_G/∂σ²_i = 1/n, ∂σ²_G/∂μ_i =
+    2(μ_i − μ_G)/n). Every ATen call counts on small maps (issue 9), hence the grouping.
     """
     mean, mu, r, scale = parts["mean"], parts["mu"], parts["r"], parts["scale"]
     n, c = mean.shape
-    g_total = torch.addcmul(g_scale, mu, g_shift, value=-1)
-    g_mu = -(scale * g_shift)
-    g_gamma = None
-    if cfg.has_weight:
-        g_gamma = (g_total * r).sum(0)
-        g_total = g_total * params[2].to(mean.dtype)
-    g_sigma2 = g_total * (r * r * r) * -0.5
+    g_r = torch.addcmul(g_scale, mu, g_shift, value=-1).mul_(r)  # g·r
+    g_mu = torch.mul(scale, g_shift).neg_()
+    g_gamma = g_r.sum(0) if cfg.has_weight else None
+    g_sigma2 = torch.mul(g_r, scale * r).mul_(-0.5)
     w_mean, w_var, wm, wv = parts["w_mean"], parts["w_var"], parts["wm"], parts["wv"]
-    g_w_mean = torch.stack([(g_mu * m).sum() for m in parts["means"]])
-    g_w_var = torch.stack([(g_sigma2 * v).sum() for v in parts["variances"]])
-    g_mean_logits = w_mean * (g_w_mean - torch.dot(w_mean, g_w_mean))  # softmax VJP
-    g_var_logits = w_var * (g_w_var - torch.dot(w_var, g_w_var))
+    g_w_mean = torch.stack([g_mu * m for m in parts["means"]]).sum((1, 2))
+    g_w_var = torch.stack([g_sigma2 * v for v in parts["variances"]]).sum((1, 2))
+    g_mean_logits = torch._softmax_backward_data(g_w_mean, w_mean, 0, w_mean.dtype)
+    g_var_logits = torch._softmax_backward_data(g_w_var, w_var, 0, w_var.dtype)
     if cfg.use_in:
         g_mean, g_var, k = wm[0] * g_mu, wv[0] * g_sigma2, 1
     else:

@@ -19,7 +19,6 @@ gradients flow through them into the network that produced R, as in the referenc
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import weakref
 from collections.abc import Callable, Iterator
@@ -31,11 +30,9 @@ from torch import Tensor, nn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import Moments, merge_equal_counts
-from normlab.core.tracing import eager_lru_cache
 from normlab.norms._base import Norm, affine_params, normalize_by_moments
 from normlab.norms._instance_affine import (
     ChannelMoments,
-    Coefficients,
     contiguous_channels_first,
     instance_affine,
     normalize_and_apply,
@@ -43,6 +40,7 @@ from normlab.norms._instance_affine import (
 )
 from normlab.norms._per_instance import normalize_instances
 from normlab.norms._training import TrainingHooks
+from normlab.norms._virtual_coefficients import mixed_coefficients
 
 # -- errors raised by this method ------------------------------------------------------------
 
@@ -67,45 +65,6 @@ def invalid_reference_state(layer: str, key: str, problem: str) -> errors.Config
         f"{layer}: cannot load {key!r}: {problem}. The checkpoint is corrupted or belongs to "
         "another layer; load a valid state, or call reset_reference() and set_reference(x_ref)."
     )
-
-
-# -- coefficient functions on the (N, C) statistics ------------------------------------------------
-
-
-@eager_lru_cache(maxsize=128)  # a plain call under graph capture
-def _mixed_coefficients(eps: float, has_weight: bool, has_bias: bool, mixed: bool = True
-                        ) -> Coefficients:
-    """(A, B) of y = x·A + B for an example normalized with the statistics of R ∪ {x}, or with
-    ``mixed=False`` for the reference batch itself (its own statistics μ_R, σ²_R only).
-
-    Few, fused operations: this runs (and is differentiated) on tiny tensors every step, where
-    the per-operation overhead is the cost.
-    """
-
-    def coefficients(
-        mean: Tensor, var: Tensor, ref_mean: Tensor, ref_var: Tensor, *affine: Tensor,
-        w: float = 0.0,
-    ) -> tuple[Tensor, Tensor]:
-        mu, sigma2 = _as(ref_mean, mean), _as(ref_var, mean)
-        if mixed:
-            d = mean - mu
-            # w·m2_x + (1−w)·m2_R − μ(x)² = w·σ²_x + (1−w)·σ²_R + w(1−w)·d², no cancellation
-            sigma2 = torch.addcmul(torch.add(sigma2 * (1 - w), var, alpha=w), d, d,
-                                   value=w * (1 - w))
-            mu = torch.add(mu, d, alpha=w)
-        scale = torch.rsqrt(sigma2 + eps)
-        if has_weight:
-            scale = scale * _as(affine[0], mean)
-        shift = (torch.addcmul(_as(affine[-1], mean), mu, scale, value=-1.0) if has_bias
-                 else -(mu * scale))
-        return (scale, shift) if mixed else (scale.expand_as(mean), shift.expand_as(mean))
-
-    return coefficients
-
-
-def _as(t: Tensor, like: Tensor) -> Tensor:
-    """``t`` in the statistics' dtype (float32 for fp16/bf16 parameters)."""
-    return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
 # -- reference statistics --------------------------------------------------------------------------
@@ -151,7 +110,7 @@ def _reference_forward(
         )
     if reducer is not None:
         return normalize_by_moments(xc, ref, weight, bias, eps), ref_mean, ref_var, size
-    coefficients = _mixed_coefficients(eps, weight is not None, bias is not None, False)
+    coefficients = mixed_coefficients(eps, weight is not None, bias is not None, False)
     y = instance_affine(
         xc, coefficients, ref_mean, ref_var, *affine_params(weight, bias),
         moments=(moments[0], moments[1]), normalized=(x_hat, rstd),
@@ -169,9 +128,8 @@ def _virtual_batch_norm(
     """VBN of a contiguous channels-first ``xc`` (no checks)."""
     if xc.numel() == 0:
         return xc.clone()
-    coefficients = functools.partial(
-        _mixed_coefficients(eps, weight is not None, bias is not None),
-        w=1.0 / (reference_size + 1),
+    coefficients = mixed_coefficients(eps, weight is not None, bias is not None).at(
+        1.0 / (reference_size + 1)
     )
     return normalize_and_apply(
         xc, coefficients, reference_mean, reference_var, *affine_params(weight, bias), eps=eps
