@@ -240,10 +240,10 @@ def test_large_offset_within_error_model(path, ratio):
 @pytest.mark.parametrize(
     ("shape", "fmt", "expected"),
     [
-        ((4, 64, 32, 32), torch.contiguous_format, True),  # 2^18 elements, |S| = 1024
-        ((4, 64, 32, 32), torch.channels_last, False),  # torch's channels_last kernel is faster
-        ((16, 64, 8, 8), torch.contiguous_format, False),  # 2^16: below the threshold
-        ((4096, 64), torch.contiguous_format, False),  # |S| = 1 < MIN_POSITIONS
+        ((8, 64, 32, 32), torch.contiguous_format, True),  # 2^19 elements, |S| = 1024
+        ((8, 64, 32, 32), torch.channels_last, False),  # torch's channels_last kernel is faster
+        ((4, 64, 32, 32), torch.contiguous_format, False),  # 2^18: below the threshold
+        ((8192, 64), torch.contiguous_format, False),  # |S| = 1 < MIN_POSITIONS
     ],
     ids=["large", "channels_last", "small", "flat"],
 )

@@ -158,13 +158,13 @@ def update_by_kernel_(
     """Let a native kernel apply PyTorch's EMA law to ``buffers`` in place, under this module's
     guard, counter and factor: ``kernel(f)`` runs it with weight f and returns its output.
 
-    The buffers are copied first (one small stack) and put back when ``buffers[watch]`` comes
+    The buffers are copied first (one small ``cat``) and put back when ``buffers[watch]`` comes
     out non-finite: BN's variance is non-finite whenever any batch statistic is (a non-finite
     mean makes every (x − μ)² non-finite), and the EMA of finite values stays finite. Only for
     the CPU in eager mode (`native_ema_eligible`): it reads one scalar back. This is how a
-    BatchNorm training call costs three small ATen calls beyond torch.nn's own.
+    BatchNorm training call costs a few small ATen calls beyond torch.nn's own (26 against 20).
     """
-    backup = torch.stack(tuple(buffers))
+    backup = torch.cat(tuple(buffers))  # one call (stack would add a view per buffer)
     if recomputing():
         try:  # checkpoint's recompute may stop inside the kernel (it raises to end early)
             return kernel(_factor_now(num_batches_tracked, momentum, t=1))
@@ -182,8 +182,8 @@ def update_by_kernel_(
 def _restore(buffers: Sequence[Tensor], backup: Tensor) -> None:
     # through .data: the kernel's autograd node saved these buffers (it reads them only in
     # eval mode), and a version bump would fail its backward for nothing
-    for b, old in zip(buffers, backup, strict=True):
-        b.data.copy_(old)
+    for b, old in zip(buffers, backup.split([b.numel() for b in buffers]), strict=True):
+        b.data.copy_(old.view_as(b))
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ Where it pays (measured on the project's 2-core CPU, 1 thread, process time, fp3
 backward, ratio to ``torch.nn.BatchNorm2d``): (32, 64, 32, 32) 0.54x, (32, 64, 16, 16) and
 (32, 256, 8, 8) 0.6x, but (16, 64, 8, 8) 1.9x and (32, 64, 8, 8) 1.1x: about 25 small ATen calls
 and an autograd Function cost a fixed ~0.25 ms that only large tensors amortize; see
-`MIN_ELEMENTS`.
+`MIN_ELEMENTS` (2^19).
 """
 
 from __future__ import annotations
@@ -49,9 +49,12 @@ from normlab.norms._double_backward import recomputed_grads
 Optional = Tensor | None
 
 # Crossover against torch's kernel (benchmarks/bench_batch_norm_composed.py, results in
-# benchmarks/results/issue14_batch_norm.md): at 2^18 elements the two are even within noise
-# ((4, 64, 32, 32): 0.8-1.4x), from 2^19 on the composition wins by 35-45 %.
-MIN_ELEMENTS = 1 << 18
+# benchmarks/results/issue14_batch_norm.md; 1 thread, process time): the composition's fixed
+# cost is about 0.25 ms, its per-element cost about half the kernel's on NCHW. At 2^17 elements
+# it loses (1.1-2.2x the kernel's time), at 2^18 the two are even within noise (0.7-1.25x over
+# runs and shapes), from 2^19 on it wins ((32, 64, 16, 16): 0.6x, (32, 64, 32, 32): 0.55-0.65x).
+# The total size, not the elements per channel, decides: it is what amortizes the fixed cost.
+MIN_ELEMENTS = 1 << 19
 # Per-slice overhead of the group-norm kernels dominates short slices ((N, C) input: |S| = 1).
 MIN_POSITIONS = 32
 
@@ -60,9 +63,9 @@ def applies(x: Tensor, weight: Optional, bias: Optional) -> bool:
     """Whether `batch_norm_composed` takes a channels-first ``x``: eager CPU, contiguous,
     float32 / float64 with weight and bias of x's dtype, at least `MIN_ELEMENTS` elements and
     `MIN_POSITIONS` positions per (sample, channel) slice."""
-    return (
-        x.is_cpu and x.dtype in (torch.float32, torch.float64) and x.is_contiguous()
-        and x.numel() >= MIN_ELEMENTS and x.dim() >= 3
+    return (  # the size first: small input, where each call's overhead counts, stops there
+        x.numel() >= MIN_ELEMENTS and x.dim() >= 3
+        and x.is_cpu and x.dtype in (torch.float32, torch.float64) and x.is_contiguous()
         and x.numel() // (x.shape[0] * x.shape[1]) >= MIN_POSITIONS
         and (weight is None or weight.dtype == x.dtype)
         and (bias is None or bias.dtype == x.dtype)

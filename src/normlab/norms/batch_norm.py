@@ -1,12 +1,19 @@
 """Batch Normalization (Ioffe & Szegedy 2015, arXiv:1502.03167).
 
-Fast path: ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
-tensor becomes a channels_last NCHW view, which the kernel reads without a copy). In training
-on the CPU the kernel also applies the running-statistics EMA, under the guard and counter of
-`normlab.core.running.update_by_kernel_`: a call runs three small ATen calls beyond
-``torch.nn.BatchNorm2d``'s (28 against 20 per forward + backward, benchmarks/bench_per_call.py
---ops). Elsewhere (accelerators, torch.compile, low-precision buffers) the kernel writes the
-batch mean and unbiased variance into fresh buffers and `update_running_ema_` folds them in.
+Fast paths (training: `batch_norm_train_`):
+
+* large contiguous channels-first input on the CPU (at least 2^19 elements and 32 positions per
+  (sample, channel) slice, `normlab.norms._batch_norm_composed`): per-(n, c) moments from the
+  native group-norm kernel merged exactly over the batch, one affine pass, and a backward that
+  reads x and dy once for its sums; 0.55-0.6x ``torch.nn.BatchNorm2d``'s time on (32, 64, 32,
+  32) and (32, 64, 16, 16) (benchmarks/results/issue14_batch_norm.md);
+* otherwise ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
+  tensor becomes a channels_last NCHW view, which the kernel reads without a copy). In training
+  on the CPU the kernel also applies the running-statistics EMA, under the guard and counter of
+  `normlab.core.running.update_by_kernel_`: 26 ATen calls per forward + backward against
+  ``torch.nn.BatchNorm2d``'s 20 (benchmarks/bench_per_call.py --ops). Elsewhere (accelerators,
+  torch.compile, low-precision buffers) the kernel writes the batch mean and unbiased variance
+  into fresh buffers and `update_running_ema_` folds them in.
 """
 
 from __future__ import annotations

@@ -393,9 +393,11 @@ class GhostBatchNorm(Norm):
                 self.eps,
             )
             return from_channels_first(y, self.channel_dim)
-        self._check_set_size(x)
         if x.numel() and x.shape[0] <= self.ghost_batch_size and self.moments_reducer is None:
+            if x.numel() == self.num_features:  # one ghost batch: only then 1 value per set
+                self._check_set_size(x)
             return self._one_ghost_batch(x)  # plain BN: the same statistics and update
+        self._check_set_size(x)
         if x.numel() == 0:  # no ghost batch (under sync, this replica still joins the gather)
             empty = x.new_zeros(0, self.num_features, dtype=accumulation_dtype(x.dtype))
             y, stats = x.clone(), (empty, empty, (0, 0, 0), 0)
