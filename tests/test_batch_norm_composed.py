@@ -107,6 +107,19 @@ def test_cumulative_average_and_no_running_stats(path):
                                                 training=True), rtol=2e-5, atol=2e-5)
 
 
+def test_in_place_op_on_the_output(path):
+    """ReLU(inplace=True) after the layer (every ResNet): allowed, and the gradients stay right."""
+    m = _layer(3, F64)
+    x = _input((4, 3, 6, 6), torch.contiguous_format, F64).requires_grad_()
+    y = torch.relu_(m(x))
+    (dx,) = torch.autograd.grad(y, x, y.detach().cos())
+    xr = x.detach().requires_grad_()
+    yr = torch.relu(batch_norm_ref(xr, m.weight, m.bias, training=True, eps=m.eps))
+    (want,) = torch.autograd.grad(yr, xr, yr.detach().cos())
+    torch.testing.assert_close(y, yr, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, want, rtol=1e-10, atol=1e-10)
+
+
 def test_functional_matches_oracle(path):
     x = _input((2, 5, 7, 6), torch.contiguous_format, F64).requires_grad_()
     w, b = torch.rand(5, dtype=F64) + 0.5, torch.randn(5, dtype=F64)

@@ -81,14 +81,17 @@ class _ComposedBatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]  # autograd.Function's signature is (ctx, *args)
         ctx: Any, x: Tensor, weight: Optional, bias: Optional, mean: Tensor, var: Tensor,
-        eps: float, out: Tensor,
+        eps: float, scratch: list[Tensor],
     ) -> Tensor:
         rstd = (var + eps).rsqrt()
         scale = rstd if weight is None else rstd * weight
         shift = -mean * scale if bias is None else torch.addcmul(bias, mean, scale, value=-1)
         ctx.save_for_backward(x, weight, bias, mean, rstd, scale)
         ctx.eps = eps
-        return channel_scale_shift(x, scale, shift, out)
+        # into the group-norm kernel's spare x̂ buffer (handed over in a list: a tensor argument
+        # returned as the output would be a view of an input to autograd, and an in-place op
+        # on y, such as ReLU(inplace=True), would then be refused)
+        return channel_scale_shift(x, scale, shift, scratch.pop())
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Optional, ...]:  # type: ignore[override]
@@ -131,7 +134,7 @@ def batch_norm_composed(
             mean_nc.view(n, c), rstd_nc.view(n, c).pow(-2), 0, keepdim=False)
     if not math.isfinite(float(var.sum())):  # one C-sized read back (CPU only: no sync)
         return None
-    y = _ComposedBatchNorm.apply(x, weight, bias, mean, var, eps, spare)
+    y = _ComposedBatchNorm.apply(x, weight, bias, mean, var, eps, [spare])
     return y, Moments(mean, var, x.numel() // c)
 
 
