@@ -97,10 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-time", action="store_true",
                         help="time with process_time (robust to other processes; --threads 1)")
     parser.add_argument("--save", action="store_true", help=f"write {RESULTS.name}")
+    parser.add_argument("--shapes", nargs="*", metavar="N,C,H,W[,cl]",
+                        help="shapes to run instead of the default list (cl: channels_last)")
     args = parser.parse_args(argv)
+    shapes = SHAPES if not args.shapes else tuple(
+        tuple(int(v) if v.isdigit() else "channels_last" for v in spec.split(","))
+        for spec in args.shapes)
     load_before = start_run(args.threads)
     clock = time.process_time if args.cpu_time else time.perf_counter
-    lines = table(SHAPES, args.rounds, clock)
+    lines = table(shapes, args.rounds, clock)
     print("\n".join(lines))
     if args.save:
         setup = (f"fp32, training, forward + backward, {args.rounds} rounds in rotated order, "
