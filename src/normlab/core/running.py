@@ -16,8 +16,9 @@ accelerator, or while ``torch.compile`` traces, the update is branch-free (``tor
 it neither synchronizes with the device nor breaks a graph. In eager mode on the CPU a Python
 branch costs nothing (reading a CPU scalar is a memory load, not a device synchronization) and
 skips the ``where`` passes: the guard there is one sum, Σ s, read back as a float (finite
-unless some s is not finite or the sum overflows; only then is ``isfinite`` run). Not a BLAS
-dot product: its thread pool costs about 50 µs a call beside ATen's.
+unless some s is not finite or the sum overflows; only then is ``isfinite`` run); a short
+1-D tensor is summed in Python from ``tolist`` (no ATen call). Not a BLAS dot product: its
+thread pool costs about 50 µs a call beside ATen's.
 
 This module owns the guard, the counter and the factor (m, or 1/t for ``momentum=None``); a
 method supplies only its *update law*. Most methods move each buffer toward a batch value
@@ -59,11 +60,20 @@ def _eager_cpu(t: Tensor) -> bool:
     return t.is_cpu and not torch.compiler.is_compiling()
 
 
+# Up to this many values a 1-D tensor is summed in Python (``tolist``, no ATen reduction):
+# measured in a BatchNorm step on (2, 64, 4, 4), 1 thread, about 10 % of the step faster than
+# ``sum().item()``; ``tolist`` costs about 17 ns a value, so large tensors take the reduction.
+PYTHON_SUM_MAX = 256
+
+
 def _finite_now(tensors: Sequence[Tensor]) -> bool:
     """Every element finite, read on the CPU (see the module docstring)."""
     for t in tensors:
         # Σ s is not finite when some s is not, or when it overflows: then check exactly
-        if not math.isfinite(t.sum().item()) and not bool(torch.isfinite(t).all()):
+        # (a Python float sum of float32 values cannot overflow)
+        small = t.dim() == 1 and t.numel() <= PYTHON_SUM_MAX
+        total = sum(t.tolist()) if small else t.sum().item()
+        if not math.isfinite(total) and not bool(torch.isfinite(t).all()):
             return False
     return True
 
