@@ -12,6 +12,7 @@ counterparts; GhostBatchNorm, BatchRenorm, FrozenBatchNorm <= 1.3x nn.BatchNorm2
 SwitchableNorm, BatchInstanceNorm, VirtualBatchNorm, EvoNorm <= 2.0x nn.BatchNorm2d.
 
     python benchmarks/bench_per_call.py [--rounds 41] [--calls 20] [--threads 2]
+    python benchmarks/bench_per_call.py --threads 1 --cpu-time   # robust to other processes
     python benchmarks/bench_per_call.py --ops    # ATen calls per step: normlab BN vs nn BN
 
 Prints Markdown tables; ``--save`` also writes them to benchmarks/results/per_call.md.
@@ -86,6 +87,9 @@ CANDIDATES = [
 ]
 
 
+CLOCK: list[Callable[[], float]] = [time.perf_counter]  # --cpu-time: time.process_time
+
+
 def stepper(module: nn.Module, shape: tuple[int, ...], calls: int) -> Callable[[], float]:
     """A closure running ``calls`` forward + backward steps; returns seconds per step."""
     gen = torch.Generator().manual_seed(0)
@@ -93,11 +97,13 @@ def stepper(module: nn.Module, shape: tuple[int, ...], calls: int) -> Callable[[
     wrt = [x, *(p for p in module.parameters() if p.requires_grad)]
     grad_out = torch.randn(shape, generator=gen)
 
+    clock = CLOCK[0]
+
     def step() -> float:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(calls):
             torch.autograd.grad(module(x), wrt, grad_out)
-        return (time.perf_counter() - start) / calls
+        return (clock() - start) / calls
 
     return step
 
@@ -169,10 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="normlab candidates to run (default: all)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with process_time (robust to other processes; --threads 1)")
     parser.add_argument("--ops", action="store_true", help="print ATen op counts and exit")
     parser.add_argument("--save", action="store_true", help="write results/per_call.md")
     args = parser.parse_args(argv)
     load_before = start_run(args.threads)
+    if args.cpu_time:
+        CLOCK[0] = time.process_time
     if args.ops:
         for shape in SHAPES:
             print("\n".join(ops_table(shape)) + "\n")
@@ -180,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = ratio_table(SHAPES, args.rounds, args.calls, args.warmup, args.only)
     print("\n".join(lines))
     if args.save:
+        clock = "process" if args.cpu_time else "wall"
         setup = (f"fp32, training mode, forward + backward, {args.calls} steps per sample, "
+                 f"{args.threads} thread(s), {clock} time, "
                  f"{args.rounds} rounds in rotated order; ratio = median of per-round ratios")
         write_results(RESULTS, "Per-call cost: normlab vs torch.nn", setup, lines, load_before)
     return 0

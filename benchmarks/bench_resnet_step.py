@@ -10,6 +10,7 @@ median of the per-round ratios variant / torch.nn.
 Targets (issue 9): normlab BatchNorm <= 1.02x, SwitchableNorm <= 1.08x.
 
     python benchmarks/bench_resnet_step.py [--rounds 21] [--steps 3] [--threads 2]
+    python benchmarks/bench_resnet_step.py --threads 1 --cpu-time   # robust to other processes
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def stepper(model: nn.Module, steps: int) -> Callable[[], float]:
+def stepper(
+    model: nn.Module, steps: int, clock: Callable[[], float] = time.perf_counter
+) -> Callable[[], float]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 64, 64, generator=gen)
     target = torch.randint(0, 10, (16,), generator=gen)
@@ -80,12 +83,12 @@ def stepper(model: nn.Module, steps: int) -> Callable[[], float]:
     model.train()
 
     def step() -> float:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), target).backward()
             opt.step()
-        return (time.perf_counter() - start) / steps
+        return (clock() - start) / steps
 
     return step
 
@@ -96,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed sample")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with process_time (robust to other processes; --threads 1)")
     args = parser.parse_args(argv)
+    clock = time.process_time if args.cpu_time else time.perf_counter
     start_run(args.threads)
     base = ResNet18()
     variants = {
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "normlab BatchNorm": normlab.convert(base, "batch_norm"),
         "normlab SwitchableNorm": normlab.convert(base, "switchable_norm"),
     }
-    steps = {name: stepper(m, args.steps) for name, m in variants.items()}
+    steps = {name: stepper(m, args.steps, clock) for name, m in variants.items()}
     names = list(steps)
     times = rotated_rounds(steps, args.rounds, args.warmup)
     ref = times["nn.BatchNorm2d"]

@@ -8,6 +8,8 @@ rv_k = (1 - m)^k + (1 - (1 - m)^k) s2_unbiased; momentum=None is the cumulative 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given
@@ -229,3 +231,20 @@ def test_all_finite(values):
     t = torch.tensor(values, dtype=torch.float32)
     assert bool(all_finite(t)) == bool(torch.isfinite(t).all())
     assert bool(all_finite(torch.zeros(2), t)) == bool(torch.isfinite(t).all())
+
+
+@pytest.mark.parametrize("size", [3, 256, 257, 4096], ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_finite_check_on_both_sides_of_the_python_sum(size: int, dtype: torch.dtype) -> None:
+    """The guard's read-back (a Python sum up to PYTHON_SUM_MAX values, else one reduction)
+    finds every non-finite value, +inf and -inf together included, and passes finite values
+    whose sum overflows the dtype."""
+    assert running.PYTHON_SUM_MAX in (256,)  # the sizes above straddle it
+    finite = torch.full((size,), torch.finfo(dtype).max / 2, dtype=dtype)
+    assert running._finite_now((finite,))
+    assert running._finite_now((finite.view(1, -1), finite[: size // 2 + 1]))
+    for bad in ([math.nan], [math.inf], [-math.inf], [math.inf, -math.inf]):
+        t = torch.ones(size, dtype=dtype)
+        t[: len(bad)] = torch.tensor(bad, dtype=dtype)
+        assert not running._finite_now((t,)), bad
+        assert not running._finite_now((t.view(1, -1),)), bad

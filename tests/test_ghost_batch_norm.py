@@ -512,3 +512,41 @@ def test_axes_and_describe(capsys: pytest.CaptureFixture[str]) -> None:
     assert "y = γ · (x − μₖ) / √(σ²ₖ + ε) + β" in out  # the equation, as plain text
     assert "ghost_batch_size=128" in out
     assert "arXiv:1705.08741" in out
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+@pytest.mark.parametrize("momentum", [0.1, None], ids=str)
+def test_one_ghost_batch_takes_batch_norm_path_and_matches_oracle(
+    channel_dim: int, momentum: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """N <= ghost_batch_size: BN's kernel (no instance or permuted path), the oracle's output,
+    gradients and running statistics; the functional and an untracked layer alike."""
+    def ghost_path(*args: object, **kwargs: object) -> None:
+        raise AssertionError("one ghost batch took a ghost-batch path")
+
+    monkeypatch.setattr(gbn_module, "_ghost_train", ghost_path)
+    m = _gbn(5, 8, F64, momentum=momentum, channel_dim=channel_dim)
+    expected = {k: v.clone() for k, v in m.named_buffers()}
+    for step, batch in enumerate((8, 2, 1)):
+        shape = (batch, 5, 4, 3) if channel_dim == 1 else (batch, 4, 3, 5)
+        x = make_input(shape, F64, seed=60 + step).requires_grad_()
+        y = m(x)
+        up = make_input(shape, F64, seed=70)
+        grads = torch.autograd.grad(y, [x, m.weight, m.bias], up)
+        xr = x.detach().requires_grad_()
+        wr, br = (p.detach().clone().requires_grad_() for p in (m.weight, m.bias))
+        yr = ghost_batch_norm_ref(xr, wr, br, None, None, training=True, ghost_batch_size=8,
+                                  eps=m.eps, channel_dim=channel_dim)
+        close(y, yr, 1e-12, msg=f"step {step}")
+        for got, want in zip(grads, torch.autograd.grad(yr, [xr, wr, br], up), strict=True):
+            close(got, want, 1e-10, msg=f"grad, step {step}")
+        close(NF.ghost_batch_norm(x, weight=m.weight, bias=m.bias, training=True,
+                                  ghost_batch_size=8, channel_dim=channel_dim), yr, 1e-12)
+        expected = ghost_running_step_ref(expected, x.detach(), momentum, ghost_batch_size=8,
+                                          channel_dim=channel_dim)
+        close(m.running_mean, expected["running_mean"], 1e-12, msg=f"step {step}")
+        close(m.running_var, expected["running_var"], 1e-12, msg=f"step {step}")
+        assert torch.equal(m.num_batches_tracked, expected["num_batches_tracked"])
+    free = _gbn(5, 8, F64, track_running_stats=False, channel_dim=channel_dim)
+    close(free(x), ghost_batch_norm_ref(x, free.weight, free.bias, None, None, training=True,
+                                        ghost_batch_size=8, channel_dim=channel_dim), 1e-12)

@@ -16,8 +16,9 @@ accelerator, or while ``torch.compile`` traces, the update is branch-free (``tor
 it neither synchronizes with the device nor breaks a graph. In eager mode on the CPU a Python
 branch costs nothing (reading a CPU scalar is a memory load, not a device synchronization) and
 skips the ``where`` passes: the guard there is one sum, Σ s, read back as a float (finite
-unless some s is not finite or the sum overflows; only then is ``isfinite`` run). Not a BLAS
-dot product: its thread pool costs about 50 µs a call beside ATen's.
+unless some s is not finite or the sum overflows; only then is ``isfinite`` run); a short
+1-D tensor is summed in Python from ``tolist`` (no ATen call). Not a BLAS dot product: its
+thread pool costs about 50 µs a call beside ATen's.
 
 This module owns the guard, the counter and the factor (m, or 1/t for ``momentum=None``); a
 method supplies only its *update law*. Most methods move each buffer toward a batch value
@@ -58,11 +59,20 @@ def _eager_cpu(t: Tensor) -> bool:
     return t.is_cpu and not torch.compiler.is_compiling()
 
 
+# Up to this many values a 1-D tensor is summed in Python (``tolist``, no ATen reduction):
+# measured in a BatchNorm step on (2, 64, 4, 4), 1 thread, about 10 % of the step faster than
+# ``sum().item()``; ``tolist`` costs about 17 ns a value, so large tensors take the reduction.
+PYTHON_SUM_MAX = 256
+
+
 def _finite_now(tensors: Sequence[Tensor]) -> bool:
     """Every element finite, read on the CPU (see the module docstring)."""
     for t in tensors:
         # Σ s is not finite when some s is not, or when it overflows: then check exactly
-        if not math.isfinite(t.sum().item()) and not bool(torch.isfinite(t).all()):
+        # (a Python float sum of float32 values cannot overflow)
+        small = t.dim() == 1 and t.numel() <= PYTHON_SUM_MAX
+        total = sum(t.tolist()) if small else t.sum().item()
+        if not math.isfinite(total) and not bool(torch.isfinite(t).all()):
             return False
     return True
 
@@ -159,13 +169,13 @@ def update_by_kernel_(
     """Let a native kernel apply PyTorch's EMA law to ``buffers`` in place, under this module's
     guard, counter and factor: ``kernel(f)`` runs it with weight f and returns its output.
 
-    The buffers are copied first (one small stack) and put back when ``buffers[watch]`` comes
+    The buffers are copied first (one small ``cat``) and put back when ``buffers[watch]`` comes
     out non-finite: BN's variance is non-finite whenever any batch statistic is (a non-finite
     mean makes every (x − μ)² non-finite), and the EMA of finite values stays finite. Only for
     the CPU in eager mode (`native_ema_eligible`): it reads one scalar back. This is how a
-    BatchNorm training call costs three small ATen calls beyond torch.nn's own.
+    BatchNorm training call costs a few small ATen calls beyond torch.nn's own (23 against 20).
     """
-    backup = torch.stack(tuple(buffers))
+    backup = torch.cat(tuple(buffers))  # one call (stack would add a view per buffer)
     if recomputing():
         try:  # checkpoint's recompute may stop inside the kernel (it raises to end early)
             return kernel(_factor_now(num_batches_tracked, momentum, t=1))
@@ -183,8 +193,8 @@ def update_by_kernel_(
 def _restore(buffers: Sequence[Tensor], backup: Tensor) -> None:
     # through .data: the kernel's autograd node saved these buffers (it reads them only in
     # eval mode), and a version bump would fail its backward for nothing
-    for b, old in zip(buffers, backup, strict=True):
-        b.data.copy_(old)
+    for b, old in zip(buffers, backup.split([b.numel() for b in buffers]), strict=True):
+        b.data.copy_(old.view_as(b))
 
 
 @torch.no_grad()

@@ -1,12 +1,19 @@
 """Batch Normalization (Ioffe & Szegedy 2015, arXiv:1502.03167).
 
-Fast path: ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
-tensor becomes a channels_last NCHW view, which the kernel reads without a copy). In training
-on the CPU the kernel also applies the running-statistics EMA, under the guard and counter of
-`normlab.core.running.update_by_kernel_`: a call runs three small ATen calls beyond
-``torch.nn.BatchNorm2d``'s (28 against 20 per forward + backward, benchmarks/bench_per_call.py
---ops). Elsewhere (accelerators, torch.compile, low-precision buffers) the kernel writes the
-batch mean and unbiased variance into fresh buffers and `update_running_ema_` folds them in.
+Fast paths (training: `batch_norm_train_`):
+
+* large contiguous channels-first input on the CPU (at least 2^19 elements and 32 positions per
+  (sample, channel) slice, `normlab.norms._batch_norm_composed`): per-(n, c) moments from the
+  native group-norm kernel merged exactly over the batch, one affine pass, and a backward that
+  reads x and dy once for its sums; 0.55-0.6x ``torch.nn.BatchNorm2d``'s time on (32, 64, 32,
+  32) and (32, 64, 16, 16) (benchmarks/results/issue14_batch_norm.md);
+* otherwise ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
+  tensor becomes a channels_last NCHW view, which the kernel reads without a copy). In training
+  on the CPU the kernel also applies the running-statistics EMA, under the guard and counter of
+  `normlab.core.running.update_by_kernel_`: 23 ATen calls per forward + backward against
+  ``torch.nn.BatchNorm2d``'s 20 (benchmarks/bench_per_call.py --ops). Elsewhere (accelerators,
+  torch.compile, low-precision buffers) the kernel writes the batch mean and unbiased variance
+  into fresh buffers and `update_running_ema_` folds them in.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from torch.backends import cudnn
 from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.running import native_ema_eligible, update_by_kernel_, update_running_ema_
+from normlab.norms import _batch_norm_composed as composed
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -58,6 +66,10 @@ def _batch_norm(
 ) -> Tensor:
     if x.numel() == 0:
         return x.clone()
+    if use_batch_stats and composed.applies(x, weight, bias):
+        done = composed.batch_norm_composed(x, weight, bias, eps)
+        if done is not None:
+            return done[0]
     weight, bias = kernel_params(x, weight, bias, x.shape[1])
     if use_batch_stats:
         return torch.batch_norm(x, weight, bias, None, None, True, 0.0, eps, cudnn.enabled)
@@ -107,6 +119,41 @@ def batch_norm(
         check_set_size("batch_norm", axes_lib.BATCH, xc, 1)
     y = _batch_norm(xc, running_mean, running_var, weight, bias, use_batch, eps)
     return from_channels_first(y, channel_dim)
+
+
+def batch_norm_train_(
+    xc: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor,
+    running_var: Tensor, num_batches_tracked: Tensor | None, momentum: float | None, eps: float,
+) -> Tensor:
+    """Training-mode BN of a non-empty channels-first ``xc`` that moves the running buffers
+    toward the batch statistics in place (through `normlab.core.running`, their one writer).
+
+    Large contiguous input takes the per-(n, c)-kernel composition
+    (`normlab.norms._batch_norm_composed`); otherwise, on the CPU in eager mode, ATen's kernel
+    applies the EMA itself under the guard of `update_by_kernel_`; elsewhere the kernel writes
+    the batch statistics into fresh buffers that `update_running_ema_` folds in."""
+    if composed.applies(xc, weight, bias):
+        done = composed.batch_norm_composed(xc, weight, bias, eps)
+        if done is not None:  # else torch's kernel (it owns the non-finite rule)
+            y, batch = done
+            update_running_ema_(
+                (running_mean, running_var), (batch.mean, batch.unbiased_var),
+                num_batches_tracked, momentum, watch=batch.var,
+            )
+            return y
+    weight, bias = kernel_params(xc, weight, bias, xc.shape[1])
+    if native_ema_eligible((running_var,)) and running_var.dtype == (
+        xc.dtype if weight is None else weight.dtype
+    ):  # ATen's kernel applies the EMA; core.running guards and counts
+        return update_by_kernel_(
+            (running_mean, running_var), num_batches_tracked, momentum,
+            lambda f: torch.batch_norm(xc, weight, bias, running_mean, running_var, True, f, eps,
+                                       False),
+        )
+    y, stats, rows = batch_norm_and_stats(xc, weight, bias, eps)
+    update_running_ema_((running_mean, running_var), rows, num_batches_tracked, momentum,
+                        watch=stats)
+    return y
 
 
 class BatchNorm(Norm, TorchBatchNorm):
@@ -180,24 +227,9 @@ class BatchNorm(Norm, TorchBatchNorm):
             if x.numel() == self.num_features:  # the only way to get 1 value per channel
                 self._check_set_size(x)
             if self.training and running_mean is not None and xc.numel():
-                running_var = buffers["running_var"]
-                weight, bias = kernel_params(xc, params["weight"], params["bias"], xc.shape[1])
-                if native_ema_eligible((running_var,)) and running_var.dtype == (
-                    xc.dtype if weight is None else weight.dtype
-                ):  # ATen's kernel applies the EMA; core.running guards and counts
-                    eps = self.eps
-                    y = update_by_kernel_(
-                        (running_mean, running_var), buffers["num_batches_tracked"],
-                        self.momentum,
-                        lambda f: torch.batch_norm(
-                            xc, weight, bias, running_mean, running_var, True, f, eps, False
-                        ),
-                    )
-                    return from_channels_first(y, cd)
-                y, stats, rows = batch_norm_and_stats(xc, weight, bias, self.eps)
-                update_running_ema_(
-                    (running_mean, running_var), rows, buffers["num_batches_tracked"],
-                    self.momentum, watch=stats,
+                y = batch_norm_train_(
+                    xc, params["weight"], params["bias"], running_mean, buffers["running_var"],
+                    buffers["num_batches_tracked"], self.momentum, self.eps,
                 )
                 return from_channels_first(y, cd)
         y = _batch_norm(

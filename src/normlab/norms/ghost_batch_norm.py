@@ -6,26 +6,25 @@ batch-normalized with its own statistics, γ and β are shared. At inference GBN
 The two splitting rules (``split``: chunks of ``ghost_batch_size`` samples, or the reference
 code's ``x.chunk(N // g)``) are described in `ghost_plan`.
 
-Fast paths, with no Python loop over chunks (the number of kernel calls does not depend on the
-number of ghost batches), chosen by the number |S| of positions per (sample, channel) slice:
+Fast paths, with no Python loop over chunks, chosen by the batch and by the number |S| of
+positions per (sample, channel) slice:
 
+* one ghost batch (N <= ``ghost_batch_size``): plain BN, `normlab.norms.batch_norm`'s path;
 * |S| >= ``MIN_POSITIONS_PER_SLICE`` (images, long sequences), no copy of the input: the
   per-(sample, channel) moments of the group-norm kernel, merged exactly per chunk (equal
   counts: μ = mean_i μ_i, σ² = mean_i σ²_i + mean_i (μ_i − μ)²) on the tiny (N, C) tensors,
   and one affine pass y = x·A + B (`normlab.norms._instance_affine`, coefficients
-  `_forward_parts`, their VJP `_backward_parts`). The backward pass reads x and dy once for two
-  per-slice sums and writes dx in one affine pass plus one fused multiply-add. Only x and
-  (N, C) / per-chunk vectors are saved.
+  `_forward_parts`, their VJP `_backward_parts`); the backward reads x and dy once for two
+  per-slice sums and writes dx in one affine pass plus one fused multiply-add;
 * fewer positions ((N, C) input, short sequences): the chunks become extra channels of a
   permuted copy, (k·g, C, *S) -> (g, k·C, *S), with γ and β repeated k times, and ONE native
   batch-norm call normalizes every chunk (a remainder chunk is one more call).
 
-Measured on the project's 2-core CPU (fp32 (32, 64, 32, 32), 2 threads, fwd + bwd, ghost size
-8): the first path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time, the permuted path 1.8x (copies
-of x, y, dy and dx), an eager per-chunk composition 4-5x. The first path's fp32 rounding error
-grows like u·|μ|/σ (y = x·A + B is a fold, as in every native BN kernel's forward; its gradient
-is assembled from Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about 6x less
-accurate than the permuted path's, about 1e-5 of its largest entry.
+Measured (2-core CPU, fp32 (32, 64, 32, 32), 2 threads, fwd + bwd, ghost size 8): the second
+path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time, the permuted path 1.8x, an eager per-chunk
+composition 4-5x. The second path's fp32 error grows like u·|μ|/σ (a fold y = x·A + B; its
+gradient uses Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about 6x less accurate
+than the permuted path's, about 1e-5 of its largest entry.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ from normlab.core import axes as axes_lib
 from normlab.core.axes import Axes
 from normlab.core.cross_replica import CrossReplicaMoments
 from normlab.core.moments import accumulation_dtype
-from normlab.core.running import Factor, update_running_
 from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import (
     Norm,
@@ -50,6 +48,7 @@ from normlab.norms._base import (
     layout_of,
     to_channels_first,
 )
+from normlab.norms._ghost_running import ghost_terms, update_ghost_running_stats_
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     normalize_and_apply,
@@ -64,7 +63,7 @@ from normlab.norms._per_instance import (
     chunk_sum,
     per_chunk_sample,
 )
-from normlab.norms.batch_norm import _batch_norm
+from normlab.norms.batch_norm import _batch_norm, batch_norm_train_
 
 # -- errors raised by this method ------------------------------------------------------------
 
@@ -232,59 +231,6 @@ def _ghost_train(
     return restore_layout(y, layout, channel_dim), (mu, sigma2, plan, positions)
 
 
-@torch.no_grad()
-def ghost_terms(
-    chunk_mean: Tensor, chunk_var: Tensor, counts: list[int], momentum: float | None
-) -> Tensor:
-    """(2, C): Σ_i w_i μ_i and Σ_i w_i s²_i over one batch's K ghost batches i = 1..K in batch
-    order, s²_i = σ²_i·n_i/(n_i − 1) the unbiased variance (n_i = ``counts[i]`` values per
-    statistic); w_i = m(1 − m)^(K−i) with momentum m, w_i = 1 with ``momentum=None``."""
-    k = len(counts)
-    uvar = chunk_var * chunk_var.new_tensor([n / (n - 1) for n in counts]).unsqueeze(1)
-    if momentum is None:
-        return torch.stack([chunk_mean.sum(0), uvar.sum(0)])
-    w = chunk_mean.new_tensor([momentum * (1 - momentum) ** (k - 1 - i) for i in range(k)])
-    return torch.stack([(w.unsqueeze(1) * chunk_mean).sum(0), (w.unsqueeze(1) * uvar).sum(0)])
-
-
-@torch.no_grad()
-def update_ghost_running_stats_(
-    running_mean: Tensor, running_var: Tensor, num_batches_tracked: Tensor, ks: list[int],
-    terms: Tensor, momentum: float | None,
-) -> None:
-    r"""One training step's update of the running buffers from its ghost batches, in place.
-
-    ``terms`` (R, 2, C): the `ghost_terms` T_r of R batches of K_r = ``ks[r]`` ghost batches
-    whose ghost batches follow each other in that order (R = 1 in one process; under
-    `normlab.sync` one per replica, in rank order). With momentum m, the closed form of K = Σ K_r
-    PyTorch-convention EMA steps, one per ghost batch in order (the reference code's per-chunk
-    BN calls), for s = μ and the unbiased s², K_{>r} the ghost batches after batch r's:
-
-    $$ \hat s ← (1 - m)^K\,\hat s + \sum_{i=1}^{K} m (1 - m)^{K-i}\, s_i
-       = (1 - m)^K\,\hat s + \sum_r (1 - m)^{K_{>r}}\, T_r, $$
-
-    written to each buffer once. With ``momentum=None``: ŝ ← (1 − 1/t)·ŝ + (1/t)·Σ_r T_r / K,
-    t = ``num_batches_tracked`` after the increment, i.e. an equal-weight average over training
-    steps of each step's ghost-batch average. ``num_batches_tracked`` counts training steps
-    (forward calls), not ghost batches. Statistics that are not finite leave every buffer
-    unchanged (the guard of `normlab.core.running.update_running_stats_`).
-    """
-    k = sum(ks)
-    if k == 0:  # no replica had a sample
-        return
-
-    def law(factor: Factor) -> tuple[Tensor, Tensor]:
-        if momentum is None:  # factor = 1/t: the step's ghost-batch average, weight 1/t
-            keep, step = 1 - factor, terms.sum(0) * (factor / k)
-        else:
-            decay = terms.new_tensor([(1 - momentum) ** sum(ks[r + 1 :]) for r in range(len(ks))])
-            keep, step = (1 - momentum) ** k, (terms * decay.view(-1, 1, 1)).sum(0)
-        return (running_mean * keep + step[0].to(running_mean.dtype),
-                running_var * keep + step[1].to(running_var.dtype))
-
-    update_running_((running_mean, running_var), num_batches_tracked, momentum, law, watch=(terms,))
-
-
 def ghost_batch_norm(
     x: Tensor,
     running_mean: Tensor | None = None,
@@ -339,8 +285,10 @@ def ghost_batch_norm(
     if training:
         axes = Axes(("batch", "spatial"), ghost_batch_size=ghost_batch_size)
         check_set_size("ghost_batch_norm", axes, x, channel_dim)
-        if x.numel() == 0:
-            return x.clone()
+        if x.numel() == 0 or x.shape[0] <= ghost_batch_size:  # one ghost batch: plain BN
+            xc = to_channels_first(x, channel_dim)
+            return from_channels_first(_batch_norm(xc, None, None, weight, bias, True, eps),
+                                       channel_dim)
         return _ghost_train(x, weight, bias, ghost_batch_size, eps, channel_dim, split)[0]
     use_batch = running_mean is None
     if use_batch:
@@ -445,6 +393,10 @@ class GhostBatchNorm(Norm):
                 self.eps,
             )
             return from_channels_first(y, self.channel_dim)
+        if x.numel() and x.shape[0] <= self.ghost_batch_size and self.moments_reducer is None:
+            if x.numel() == self.num_features:  # one ghost batch: only then 1 value per set
+                self._check_set_size(x)
+            return self._one_ghost_batch(x)  # plain BN: the same statistics and update
         self._check_set_size(x)
         if x.numel() == 0:  # no ghost batch (under sync, this replica still joins the gather)
             empty = x.new_zeros(0, self.num_features, dtype=accumulation_dtype(x.dtype))
@@ -460,6 +412,15 @@ class GhostBatchNorm(Norm):
                 *self._step_terms(stats), self.momentum,
             )
         return y
+
+    def _one_ghost_batch(self, x: Tensor) -> Tensor:
+        """One ghost batch: BN's statistics, and BN's update (the ghost update with K = 1)."""
+        xc, w, b, mean = to_channels_first(x, self.channel_dim), self.weight, self.bias, \
+            self.running_mean
+        y = _batch_norm(xc, None, None, w, b, True, self.eps) if mean is None else (
+            batch_norm_train_(xc, w, b, mean, self.running_var, self.num_batches_tracked,
+                              self.momentum, self.eps))
+        return from_channels_first(y, self.channel_dim)
 
     def _step_terms(self, stats: tuple[Tensor, Tensor, Plan, int]) -> tuple[list[int], Tensor]:
         """(K_r, `ghost_terms`) of this step: this batch's (R = 1) or, under `normlab.sync`,
