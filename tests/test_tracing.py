@@ -349,3 +349,36 @@ def test_eager_composition_runs_the_captured_composition_in_eager_mode() -> None
     with eager_composition() as asked:
         normlab.GroupNorm(8, num_groups=4)(x.float())  # the native kernel: nothing to ask
         assert asked() == 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@MODES
+def test_eager_composition_computes_what_the_fast_path_computes(case: Case, training: bool) -> None:
+    """`normlab bench` times each layer's captured composition in eager mode: every catalogue
+    case must run there and give the fast path's output, gradients and state (a layer whose
+    fast path hands its statistics over differently broke here: Ghost BN's analytic
+    coefficients once left them unset)."""
+    from normlab.core.tracing import eager_composition
+
+    eager = _layer(case, torch.float64).train(training)
+    composed = copy.deepcopy(eager)
+
+    def run(x: Tensor) -> Any:
+        with eager_composition():
+            return composed(x)
+
+    _same_run(eager, run, composed, make_input(case.grad_shape), 1e-10)
+
+
+def test_eager_composition_of_ghost_batch_norm_on_a_map_that_takes_its_analytic_path() -> None:
+    """64 positions per slice: Ghost BN's analytic-coefficients path, not the permuted one."""
+    from normlab.core.tracing import eager_composition
+
+    eager = randomize_(normlab.GhostBatchNorm(6, ghost_batch_size=4).double())
+    composed = copy.deepcopy(eager)
+
+    def run(x: Tensor) -> Any:
+        with eager_composition():
+            return composed(x)
+
+    _same_run(eager, run, composed, torch.randn(12, 6, 8, 8, dtype=torch.float64), 1e-10)

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from normlab.core.tracing import compiling
+
 
 class _AnalyticFunction(torch.autograd.Function):
     """(A, B) = f(μ, σ², *params) of an `AnalyticCoefficients`, with its hand-written VJP."""
@@ -71,7 +73,7 @@ class AnalyticCoefficients:
 
     def parts(self, mean: Tensor, var: Tensor, params: tuple[Tensor, ...]) -> dict[str, Any]:
         """``forward_parts`` of these inputs; cached for the first call without tracking."""
-        if torch.compiler.is_compiling():  # no data pointers in a traced graph
+        if compiling():  # no data pointers in a traced graph (normlab.core.tracing)
             return self.forward_parts(self.cfg, mean, var, params)
         inputs = (mean, var, *params)
         if len(inputs) == len(self._inputs) and all(
@@ -85,7 +87,7 @@ class AnalyticCoefficients:
         return parts
 
     def __call__(self, mean: Tensor, var: Tensor, *params: Tensor) -> tuple[Tensor, Tensor]:
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        if torch.is_grad_enabled() and not compiling():
             # graph capture differentiates forward_parts itself (the Function's hand-written
             # VJP is for eager speed; torch.export would not call it)
             return _AnalyticFunction.apply(self, mean, var, *params)  # type: ignore[no-any-return]
