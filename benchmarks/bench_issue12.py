@@ -14,7 +14,8 @@ after a trim). ``--floors`` adds the cost of one pass of
 single ATen kernels on the same tensor (what the slower methods are made of).
 
 Targets (issue 12): each layer <= 1.5x GroupNorm (DynamicTanh <= 1.0x), saved <= 1.5x the input;
-NormLSTM <= 3x nn.LSTM.
+NormLSTM <= 3x nn.LSTM. Issue 14 adds the EvoNorm and RMSNorm rows (<= 1.5x; RMSNorm normalizes
+over C per position, on the same NCHW tensor).
 
     PYTHONPATH=src python benchmarks/bench_issue12.py [--threads 2] [--rounds 31] [--floors]
         [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save | --append]
@@ -41,8 +42,10 @@ from normlab.norms import _batch_affine
 from normlab.norms.adain import AdaIN
 from normlab.norms.divisive_norm import DivisiveNorm, _divisive_eager
 from normlab.norms.dynamic_tanh import DynamicTanh
+from normlab.norms.evo_norm import EvoNormB0, EvoNormS0
 from normlab.norms.filter_response_norm import FilterResponseNorm, frn_composed
 from normlab.norms.lp_norm import LpNorm, _lp_reference_forward
+from normlab.norms.rms_norm import RMSNorm
 from normlab.norms.streaming_norm import StreamingNorm, _BatchStats
 from normlab.rnn import NormLSTM
 
@@ -66,6 +69,9 @@ def layers() -> dict[str, nn.Module]:
         "LpNorm(64, p=2)": LpNorm(c, p=2),
         "StreamingNorm(64)": StreamingNorm(c),
         "DynamicTanh(64)": DynamicTanh(c),
+        "EvoNormB0(64)": EvoNormB0(c),
+        "EvoNormS0(64)": EvoNormS0(c),
+        "RMSNorm(64), NCHW": RMSNorm(c),
     }
     for m in found.values():  # parameters away from their initial values (no special cases)
         with torch.no_grad():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import oracles
+from normlab.norms import _chunked as chunked
 from normlab.norms import _rms_channels_first as channels_first
 from normlab.norms.rms_norm import RMSNorm, rms_norm
 
@@ -79,3 +80,22 @@ def test_saves_the_input_and_one_statistic_per_position():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         m(x)
     assert sum(seen.values()) <= x.numel() * 4 * (1 + 1 / 8) + m.weight.numel() * 4
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_several_chunks_match_one(monkeypatch: pytest.MonkeyPatch, affine: bool):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 4, 3, 3, generator=gen, dtype=torch.float64).requires_grad_()
+    w = torch.randn(4, generator=gen, dtype=torch.float64).requires_grad_() if affine else None
+    g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    wanted = [x] if w is None else [x, w]
+    y64 = oracles.rms_norm_ref(x, w, eps=1e-3)
+    want = torch.autograd.grad(y64, wanted, g)
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * 4 * 9)  # chunks of 2, 2 and 1 samples
+    y = rms_norm(x, w, eps=1e-3)
+    torch.testing.assert_close(y, y64)
+    for a, b in zip(torch.autograd.grad(y, wanted, g), want, strict=True):
+        torch.testing.assert_close(a, b)
+    if w is not None:  # ∂γ alone (∂x not wanted) takes the scratch buffer
+        (gw,) = torch.autograd.grad(rms_norm(x.detach(), w, eps=1e-3), [w], g)
+        torch.testing.assert_close(gw, want[1])

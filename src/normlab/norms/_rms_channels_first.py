@@ -13,8 +13,10 @@ Backward, with g = ∂L/∂y and s_{n,p} = Σ_c γ_c g x (a GEMV of γ against g
 $$ ∂x = γ_c\\, r\\, g - x\\, \\frac{r^3 s}{C},\\qquad ∂γ_c = Σ_{n,p} g\\, x\\, r. $$
 
 Forward: one squaring pass, one GEMV, one output pass and an in-place γ pass; backward: one
-product pass, one GEMV, and ∂x built in that product's buffer (three passes, two in place). It
-saves x and r (1/C of x). For ``create_graph=True`` the backward differentiates a recomputation
+product pass, one GEMV, and ∂x built in that product's buffer (three passes, two in place).
+Every pass runs over cache-sized chunks of a few samples (`normlab.norms._chunked`), so only
+the first read of x (and of g) and the last write of the output come from memory. It saves x
+and r (1/C of x). For ``create_graph=True`` the backward differentiates a recomputation
 from differentiable operations (normlab.norms._double_backward).
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from normlab.norms._chunked import Chunks
 from normlab.norms._double_backward import recomputed_grads
 
 FAST_DTYPES = (torch.float32, torch.float64)
@@ -51,12 +54,16 @@ class RMSChannelsFirst(torch.autograd.Function):
     ) -> Tensor:
         n, c = x.shape[:2]
         x3 = x.view(n, c, -1)
-        y = torch.square(x3)  # the output's buffer holds x² until the statistic is read
+        y = torch.empty_like(x3)
+        r = x.new_empty(n, 1, x3.shape[2])
         mean_row = torch.full((1, 1, c), 1.0 / c, dtype=x.dtype, device=x.device)
-        r = torch.bmm(mean_row.expand(n, 1, c), y).add_(eps).rsqrt_()  # (N, 1, L)
-        torch.mul(x3, r, out=y)
-        if weight is not None:
-            y.mul_(weight.view(1, c, 1))
+        for a, b in Chunks(x3, x.dtype).ranges:  # a few samples at a time, in cache
+            xc, yc, rc = x3[a:b], y[a:b], r[a:b]
+            torch.square(xc, out=yc)  # the output's chunk holds x² until the statistic is read
+            torch.bmm(mean_row.expand(b - a, 1, c), yc, out=rc).add_(eps).rsqrt_()
+            torch.mul(xc, rc, out=yc)
+            if weight is not None:
+                yc.mul_(weight.view(1, c, 1))
         ctx.save_for_backward(x, weight, r)
         ctx.eps = eps
         return y.view(x.shape)
@@ -72,21 +79,29 @@ class RMSChannelsFirst(torch.autograd.Function):
             return gx, gw, None
         n, c = x.shape[:2]
         x3, g3 = x.view(n, c, -1), grad.reshape(n, c, -1)
-        q = g3 * x3
         row = (torch.ones(1, 1, c, dtype=x.dtype, device=x.device) if weight is None
                else weight.to(x.dtype).view(1, 1, c))
-        # −r³ s / C, (N, 1, L); bmm, not matmul: matmul may fold q into a transposed copy
-        coef = torch.bmm(row.expand(n, 1, c), q).mul_(r.square().mul_(r)).div_(-c)
-        grad_weight = None
-        if weight is not None and ctx.needs_input_grad[1]:
-            grad_weight = q.mul_(r).sum((0, 2)).to(weight.dtype)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.mul(g3, r, out=q)  # q is spent: ∂x takes its buffer
+        want_w = weight is not None and ctx.needs_input_grad[1]
+        grad_weight = x.new_zeros(c) if want_w else None
+        grad_x = torch.empty_like(x3) if ctx.needs_input_grad[0] else None
+        chunks = Chunks(x3, x.dtype)
+        (spare,) = chunks.buffers(1) if grad_x is None else (None,)
+        for a, b in chunks.ranges:
+            xc, gc, rc = x3[a:b], g3[a:b], r[a:b]
+            # q = g·x in ∂x's own chunk; s = Σ_c γ_c q by a batched GEMV
+            q = torch.mul(gc, xc, out=spare[: b - a] if grad_x is None else grad_x[a:b])
+            # −r³ s / C, (k, 1, L); bmm, not matmul: matmul may fold q into a transposed copy
+            coef = torch.bmm(row.expand(b - a, 1, c), q).mul_(rc.square().mul_(rc)).div_(-c)
+            if grad_weight is not None:
+                grad_weight += q.mul_(rc).sum((0, 2))
+            if grad_x is None:
+                continue
+            dxc = torch.mul(gc, rc, out=q)  # q is spent: ∂x = γ r g − x r³ s / C
             if weight is not None:
-                grad_x.mul_(weight.view(1, c, 1))
-            grad_x = grad_x.addcmul_(x3, coef).view(x.shape)
-        return grad_x, grad_weight, None
+                dxc.mul_(weight.view(1, c, 1))
+            dxc.addcmul_(xc, coef)
+        return (None if grad_x is None else grad_x.view(x.shape),
+                None if grad_weight is None else grad_weight.to(weight.dtype), None)
 
 
 __all__ = ["RMSChannelsFirst", "applies"]
