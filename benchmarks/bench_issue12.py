@@ -18,7 +18,7 @@ NormLSTM <= 3x nn.LSTM. Issue 14 adds the EvoNorm and RMSNorm rows (<= 1.5x; RMS
 over C per position, on the same NCHW tensor).
 
     PYTHONPATH=src python benchmarks/bench_issue12.py [--threads 2] [--rounds 31] [--floors]
-        [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save | --append]
+        [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save | --append] [--results PATH]
 """
 
 from __future__ import annotations
@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-heap", action="store_true",
                    help="glibc mallopt: no trimming, no mmap for tensors (no page-fault noise)")
     p.add_argument("--save", action="store_true", help="write benchmarks/results/issue12.md")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the file --save / --append write (default: results/issue12.md)")
     p.add_argument("--append", action="store_true",
                    help="add this run to benchmarks/results/issue12.md, below the earlier ones")
     a = p.parse_args(argv)
@@ -371,12 +373,13 @@ def main(argv: list[str] | None = None) -> int:
                  f"{'process_time' if a.threads == 1 else 'wall'}"
                  f"{'; glibc heap kept (--keep-heap)' if a.keep_heap else ''}; pid {os.getpid()}")
         title = "Issue 12: activation normalizers and NormLSTM"
-        if a.append and RESULTS.exists():  # one more run under the file's earlier ones
-            earlier = RESULTS.read_text()
-            write_results(RESULTS, title, setup, lines, load)
-            RESULTS.write_text(earlier + "\n---\n\n" + RESULTS.read_text().replace("# ", "## ", 1))
+        out = a.results
+        if a.append and out.exists():  # one more run under the file's earlier ones
+            earlier = out.read_text()
+            write_results(out, title, setup, lines, load)
+            out.write_text(earlier + "\n---\n\n" + out.read_text().replace("# ", "## ", 1))
         else:
-            write_results(RESULTS, title, setup, lines, load)
+            write_results(out, title, setup, lines, load)
     return 0
 
 
