@@ -14,10 +14,11 @@ after a trim). ``--floors`` adds the cost of one pass of
 single ATen kernels on the same tensor (what the slower methods are made of).
 
 Targets (issue 12): each layer <= 1.5x GroupNorm (DynamicTanh <= 1.0x), saved <= 1.5x the input;
-NormLSTM <= 3x nn.LSTM.
+NormLSTM <= 3x nn.LSTM. Issue 14 adds the EvoNorm and RMSNorm rows (<= 1.5x; RMSNorm normalizes
+over C per position, on the same NCHW tensor).
 
     PYTHONPATH=src python benchmarks/bench_issue12.py [--threads 2] [--rounds 31] [--floors]
-        [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save | --append]
+        [--lstm-rounds 15] [--chunk 524288] [--keep-heap] [--save | --append] [--results PATH]
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from normlab.norms import _batch_affine
 from normlab.norms.adain import AdaIN
 from normlab.norms.divisive_norm import DivisiveNorm, _divisive_eager
 from normlab.norms.dynamic_tanh import DynamicTanh
+from normlab.norms.evo_norm import EvoNormB0, EvoNormS0
 from normlab.norms.filter_response_norm import FilterResponseNorm, frn_composed
 from normlab.norms.lp_norm import LpNorm, _lp_reference_forward
+from normlab.norms.rms_norm import RMSNorm
 from normlab.norms.streaming_norm import StreamingNorm, _BatchStats
 from normlab.rnn import NormLSTM
 
@@ -66,6 +69,9 @@ def layers() -> dict[str, nn.Module]:
         "LpNorm(64, p=2)": LpNorm(c, p=2),
         "StreamingNorm(64)": StreamingNorm(c),
         "DynamicTanh(64)": DynamicTanh(c),
+        "EvoNormB0(64)": EvoNormB0(c),
+        "EvoNormS0(64)": EvoNormS0(c),
+        "RMSNorm(64), NCHW": RMSNorm(c),
     }
     for m in found.values():  # parameters away from their initial values (no special cases)
         with torch.no_grad():
@@ -338,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-heap", action="store_true",
                    help="glibc mallopt: no trimming, no mmap for tensors (no page-fault noise)")
     p.add_argument("--save", action="store_true", help="write benchmarks/results/issue12.md")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the file --save / --append write (default: results/issue12.md)")
     p.add_argument("--append", action="store_true",
                    help="add this run to benchmarks/results/issue12.md, below the earlier ones")
     a = p.parse_args(argv)
@@ -365,12 +373,13 @@ def main(argv: list[str] | None = None) -> int:
                  f"{'process_time' if a.threads == 1 else 'wall'}"
                  f"{'; glibc heap kept (--keep-heap)' if a.keep_heap else ''}; pid {os.getpid()}")
         title = "Issue 12: activation normalizers and NormLSTM"
-        if a.append and RESULTS.exists():  # one more run under the file's earlier ones
-            earlier = RESULTS.read_text()
-            write_results(RESULTS, title, setup, lines, load)
-            RESULTS.write_text(earlier + "\n---\n\n" + RESULTS.read_text().replace("# ", "## ", 1))
+        out = a.results
+        if a.append and out.exists():  # one more run under the file's earlier ones
+            earlier = out.read_text()
+            write_results(out, title, setup, lines, load)
+            out.write_text(earlier + "\n---\n\n" + out.read_text().replace("# ", "## ", 1))
         else:
-            write_results(RESULTS, title, setup, lines, load)
+            write_results(out, title, setup, lines, load)
     return 0
 
 

@@ -15,6 +15,7 @@ from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
 from normlab.core.tracing import compiling
+from normlab.norms import _rms_channels_first as channels_first
 from normlab.norms._base import Norm, finfo_eps
 
 
@@ -80,6 +81,8 @@ def _rms_norm(x: Tensor, weight: Tensor | None, eps: float | None, channel_dim: 
         return x.clone()
     if compiling():  # normlab.core.tracing
         return _composed(x, weight, finfo_eps(eps, x), channel_dim)
+    if channels_first.applies(x, channel_dim):  # (N, C, *S) contiguous: sums over C as GEMVs
+        return channels_first.RMSChannelsFirst.apply(x, weight, finfo_eps(eps, x))
     return _RMSNormFunction.apply(x, weight, finfo_eps(eps, x), channel_dim)
 
 
