@@ -190,3 +190,34 @@ def test_group_norm_group_size_sets_num_groups_and_axes():
     default = normlab.GroupNorm(64)
     assert default.num_groups == 32
     assert default.axes.set_size((2, 64, 5)) == 2 * 5
+
+
+@pytest.mark.parametrize(("axes", "text"), [
+    (Axes(("batch", "spatial")), "over (N, *S): one statistic per channel"),
+    (Axes(("spatial", "batch")), "over (N, *S): one statistic per channel"),
+    (Axes(("batch", "spatial"), ghost_batch_size=16),
+     "over (ghost batches of 16, *S): one statistic per (ghost batch, channel)"),
+    (Axes(("channel", "spatial")), "over (C, *S): one statistic per sample"),
+    (Axes(("channel", "spatial"), groups=4),
+     "over (C/4, *S): one statistic per (sample, group of channels)"),
+    (Axes(("spatial",)), "over (*S): one statistic per (sample, channel)"),
+    (Axes(("channel",)), "over (C): one statistic per (sample, position)"),
+], ids=["bn", "bn-roles-in-any-order", "ghost", "ln", "gn", "in", "ln-per-position"])
+def test_describe_names_the_set_and_what_owns_each_statistic(axes: Axes, text: str) -> None:
+    """The sentence users read in set-size errors and `normlab describe`, written out."""
+    assert axes.describe() == text
+
+
+def test_ghost_batches_hold_at_most_their_size() -> None:
+    """A ghost batch holds min(N, size) samples: the set size and the number of statistics."""
+    ghost = Axes(("batch", "spatial"), ghost_batch_size=4)
+    assert ghost.set_size((10, 3, 5)) == 4 * 5
+    assert ghost.set_size((2, 3, 5)) == 2 * 5
+    assert ghost.set_size((10, 5, 3), channel_dim=-1) == 4 * 5
+    assert Axes(("spatial",), ghost_batch_size=4).set_size((10, 3, 5)) == 5
+
+
+def test_unknown_roles_are_refused_and_roles_are_kept_in_canonical_order() -> None:
+    with pytest.raises(ValueError, match="sample"):
+        Axes(("sample",))  # type: ignore[arg-type]
+    assert Axes(("spatial", "channel", "batch")).reduce == ("batch", "channel", "spatial")
