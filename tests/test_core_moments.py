@@ -571,3 +571,13 @@ def test_of_batch_of_a_non_empty_batch_equals_two_pass_moments() -> None:
     close(m.mean, mean)
     close(m.var, var)
     assert int(m.count) == count
+
+
+def test_merge_equal_counts_keeps_the_merged_dim_by_default() -> None:
+    """The layers broadcast the merged moments back over the sets (keepdim defaults to True)."""
+    from normlab.core.moments import merge_equal_counts
+
+    mean, var = torch.randn(3, 4, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
+    mu, sigma2, dev = merge_equal_counts(mean, var, 1)
+    assert mu.shape == sigma2.shape == (3, 1) and dev.shape == (3, 4)
+    close(mu, mean.mean(1, keepdim=True))
