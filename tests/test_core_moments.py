@@ -581,3 +581,15 @@ def test_merge_equal_counts_keeps_the_merged_dim_by_default() -> None:
     mu, sigma2, dev = merge_equal_counts(mean, var, 1)
     assert mu.shape == sigma2.shape == (3, 1) and dev.shape == (3, 4)
     close(mu, mean.mean(1, keepdim=True))
+
+
+@pytest.mark.parametrize(("mean", "var", "finite"), [
+    (1.0, 2.0, True),
+    (float("nan"), 2.0, False),
+    (1.0, float("inf"), False),  # values of ±3e19: each mean finite, the variance overflows
+    (float("-inf"), 2.0, False),
+])
+def test_is_finite_needs_every_mean_and_variance_finite(mean, var, finite) -> None:
+    m = Moments(torch.tensor([0.0, mean]), torch.tensor([1.0, var]), 4)
+    assert bool(m.is_finite()) is finite
+    assert bool(Moments.from_tensor(torch.tensor([[3e19, -3e19]]), (1,)).is_finite()) is False
