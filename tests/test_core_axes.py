@@ -200,9 +200,11 @@ def test_group_norm_group_size_sets_num_groups_and_axes():
     (Axes(("channel", "spatial")), "over (C, *S): one statistic per sample"),
     (Axes(("channel", "spatial"), groups=4),
      "over (C/4, *S): one statistic per (sample, group of channels)"),
+    (Axes(("channel", "spatial"), groups=2),
+     "over (C/2, *S): one statistic per (sample, group of channels)"),
     (Axes(("spatial",)), "over (*S): one statistic per (sample, channel)"),
     (Axes(("channel",)), "over (C): one statistic per (sample, position)"),
-], ids=["bn", "bn-roles-in-any-order", "ghost", "ln", "gn", "in", "ln-per-position"])
+], ids=["bn", "bn-roles-in-any-order", "ghost", "ln", "gn", "gn2", "in", "ln-per-position"])
 def test_describe_names_the_set_and_what_owns_each_statistic(axes: Axes, text: str) -> None:
     """The sentence users read in set-size errors and `normlab describe`, written out."""
     assert axes.describe() == text
@@ -221,3 +223,14 @@ def test_unknown_roles_are_refused_and_roles_are_kept_in_canonical_order() -> No
     with pytest.raises(ValueError, match="sample"):
         Axes(("sample",))  # type: ignore[arg-type]
     assert Axes(("spatial", "channel", "batch")).reduce == ("batch", "channel", "spatial")
+
+
+@pytest.mark.parametrize("channel_dim", CHANNEL_DIMS)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_count_is_the_number_of_statistics(kind: str, channel_dim: int) -> None:
+    """One statistic per set: BN one per channel, LN one per sample, IN one per (sample,
+    channel), GN one per (sample, group), per-position LN one per (sample, position)."""
+    shape = _shape(4, channel_dim)  # N=3, C=8, S=(5, 2)
+    n, c, positions = 3, 8, 5 * 2
+    expected = {"bn": c, "ln": n, "in": n * c, "gn": n * 4, "ln_pp": n * positions}[kind]
+    assert _axes(kind).count(shape, channel_dim=channel_dim) == expected
