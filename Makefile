@@ -59,12 +59,13 @@ bench: $(STAMP)
 # Mutation testing, before resolving an issue that touches core/, the shared kernel and
 # state-loading code or surgery/ (not in CI, not in `make test`): mutmut over the modules of
 # [tool.mutmut] in pyproject.toml, niced, one worker (mutants/ keeps its results, so a second run
-# only retests what changed); the per-module score; then the semantic mutants of
+# only retests what changed; OMP_NUM_THREADS=1: a forked worker whose parent started OpenMP
+# threads can hang); the per-module score; then the semantic mutants of
 # tests/semantic_mutants/ (each must fail its tests). MUTANTS: mutant-name globs to run a part,
 # e.g. `make mutate MUTANTS='normlab.core.moments*'`. Results: benchmarks/results/mutation.md.
 MUTANTS ?=
 mutate: $(STAMP)
-	nice -n 15 $(BIN)/mutmut run --max-children 1 $(MUTANTS)
+	OMP_NUM_THREADS=1 nice -n 15 $(BIN)/mutmut run --max-children 1 $(MUTANTS)
 	$(BIN)/python scripts/mutation_score.py
 	nice -n 15 $(BIN)/python scripts/semantic_mutants.py
 
