@@ -108,6 +108,7 @@ def test_set_size(kind, ndim, channel_dim):
     shape = _shape(ndim, channel_dim)
     got = _axes(kind).set_size(shape, channel_dim=channel_dim)
     assert int(got) == _expected_set_size(kind, shape, channel_dim)
+    assert type(got) is int  # a number of values (it appears in set-size errors)
 
 
 def test_set_size_concrete_values():
@@ -233,4 +234,13 @@ def test_count_is_the_number_of_statistics(kind: str, channel_dim: int) -> None:
     shape = _shape(4, channel_dim)  # N=3, C=8, S=(5, 2)
     n, c, positions = 3, 8, 5 * 2
     expected = {"bn": c, "ln": n, "in": n * c, "gn": n * 4, "ln_pp": n * positions}[kind]
-    assert _axes(kind).count(shape, channel_dim=channel_dim) == expected
+    count = _axes(kind).count(shape, channel_dim=channel_dim)
+    assert count == expected and type(count) is int
+    if channel_dim == 1:  # the default
+        assert _axes(kind).count(shape) == expected
+
+
+def test_count_with_one_value_per_set_is_the_number_of_values() -> None:
+    """InstanceNorm on (N, C): each statistic holds a single value, so N·C statistics."""
+    assert Axes(("spatial",)).count((3, 8)) == 24
+    assert Axes(("channel",)).count((3, 1, 5), channel_dim=1) == 15
