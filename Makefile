@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_FLAGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 
-.PHONY: venv test lint docs demo bench clean distclean
+.PHONY: venv test lint docs demo bench mutate clean distclean
 
 venv: $(STAMP)
 
@@ -59,8 +59,21 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_reparam.py --save
 	$(BIN)/python benchmarks/bench_issue12.py --save
 
+# Mutation testing, before resolving an issue that touches core/, the shared kernel and
+# state-loading code or surgery/ (not in CI, not in `make test`): mutmut over the modules of
+# [tool.mutmut] in pyproject.toml, niced, one worker (mutants/ keeps its results, so a second run
+# only retests what changed; OMP_NUM_THREADS=1: a forked worker whose parent started OpenMP
+# threads can hang); the per-module score; then the semantic mutants of
+# tests/semantic_mutants/ (each must fail its tests). MUTANTS: mutant-name globs to run a part,
+# e.g. `make mutate MUTANTS='normlab.core.moments*'`. Results: benchmarks/results/mutation.md.
+MUTANTS ?=
+mutate: $(STAMP)
+	OMP_NUM_THREADS=1 nice -n 15 $(BIN)/mutmut run --max-children 1 $(MUTANTS)
+	$(BIN)/python scripts/mutation_score.py
+	nice -n 15 $(BIN)/python scripts/semantic_mutants.py
+
 clean:
-	rm -rf build dist site src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf build dist site mutants src/*.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean

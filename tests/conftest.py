@@ -32,4 +32,5 @@ def _seed_and_default_dtype() -> Iterator[None]:
 
 # Per-method catalogue cases are imported by catalogue.py; importing one first (as
 # --doctest-modules would) makes a circular import.
-collect_ignore_glob = ["cases_*.py", "weight_cases_*.py", "toy_norms/*"]
+# semantic_mutants/ is data for scripts/semantic_mutants.py, not tests.
+collect_ignore_glob = ["cases_*.py", "weight_cases_*.py", "toy_norms/*", "semantic_mutants/*"]

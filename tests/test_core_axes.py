@@ -108,6 +108,7 @@ def test_set_size(kind, ndim, channel_dim):
     shape = _shape(ndim, channel_dim)
     got = _axes(kind).set_size(shape, channel_dim=channel_dim)
     assert int(got) == _expected_set_size(kind, shape, channel_dim)
+    assert type(got) is int  # a number of values (it appears in set-size errors)
 
 
 def test_set_size_concrete_values():
@@ -190,3 +191,56 @@ def test_group_norm_group_size_sets_num_groups_and_axes():
     default = normlab.GroupNorm(64)
     assert default.num_groups == 32
     assert default.axes.set_size((2, 64, 5)) == 2 * 5
+
+
+@pytest.mark.parametrize(("axes", "text"), [
+    (Axes(("batch", "spatial")), "over (N, *S): one statistic per channel"),
+    (Axes(("spatial", "batch")), "over (N, *S): one statistic per channel"),
+    (Axes(("batch", "spatial"), ghost_batch_size=16),
+     "over (ghost batches of 16, *S): one statistic per (ghost batch, channel)"),
+    (Axes(("channel", "spatial")), "over (C, *S): one statistic per sample"),
+    (Axes(("channel", "spatial"), groups=4),
+     "over (C/4, *S): one statistic per (sample, group of channels)"),
+    (Axes(("channel", "spatial"), groups=2),
+     "over (C/2, *S): one statistic per (sample, group of channels)"),
+    (Axes(("spatial",)), "over (*S): one statistic per (sample, channel)"),
+    (Axes(("channel",)), "over (C): one statistic per (sample, position)"),
+], ids=["bn", "bn-roles-in-any-order", "ghost", "ln", "gn", "gn2", "in", "ln-per-position"])
+def test_describe_names_the_set_and_what_owns_each_statistic(axes: Axes, text: str) -> None:
+    """The sentence users read in set-size errors and `normlab describe`, written out."""
+    assert axes.describe() == text
+
+
+def test_ghost_batches_hold_at_most_their_size() -> None:
+    """A ghost batch holds min(N, size) samples: the set size and the number of statistics."""
+    ghost = Axes(("batch", "spatial"), ghost_batch_size=4)
+    assert ghost.set_size((10, 3, 5)) == 4 * 5
+    assert ghost.set_size((2, 3, 5)) == 2 * 5
+    assert ghost.set_size((10, 5, 3), channel_dim=-1) == 4 * 5
+    assert Axes(("spatial",), ghost_batch_size=4).set_size((10, 3, 5)) == 5
+
+
+def test_unknown_roles_are_refused_and_roles_are_kept_in_canonical_order() -> None:
+    with pytest.raises(ValueError, match="sample"):
+        Axes(("sample",))  # type: ignore[arg-type]
+    assert Axes(("spatial", "channel", "batch")).reduce == ("batch", "channel", "spatial")
+
+
+@pytest.mark.parametrize("channel_dim", CHANNEL_DIMS)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_count_is_the_number_of_statistics(kind: str, channel_dim: int) -> None:
+    """One statistic per set: BN one per channel, LN one per sample, IN one per (sample,
+    channel), GN one per (sample, group), per-position LN one per (sample, position)."""
+    shape = _shape(4, channel_dim)  # N=3, C=8, S=(5, 2)
+    n, c, positions = 3, 8, 5 * 2
+    expected = {"bn": c, "ln": n, "in": n * c, "gn": n * 4, "ln_pp": n * positions}[kind]
+    count = _axes(kind).count(shape, channel_dim=channel_dim)
+    assert count == expected and type(count) is int
+    if channel_dim == 1:  # the default
+        assert _axes(kind).count(shape) == expected
+
+
+def test_count_with_one_value_per_set_is_the_number_of_values() -> None:
+    """InstanceNorm on (N, C): each statistic holds a single value, so N·C statistics."""
+    assert Axes(("spatial",)).count((3, 8)) == 24
+    assert Axes(("channel",)).count((3, 1, 5), channel_dim=1) == 15

@@ -487,3 +487,109 @@ def test_reduce_with_per_set_counts_weights_each_set_by_its_count() -> None:
         close(reduced.var[col], var)
         close(reduced.unbiased_var[col], union.var(correction=1))
         assert int(reduced.count[col]) == count
+
+
+def test_sets_with_zero_or_one_value_merge_and_reduce_exactly() -> None:
+    """An empty set (a replica or group with no samples) adds nothing, and two empty sets merge
+    into zero moments with count 0 (finite: no 0/0); a set of one value keeps that value."""
+    left, right = _ragged_sets([0, 1, 0, 3], seed=4), _ragged_sets([0, 0, 1, 0], seed=5)
+    merged = _stacked(left).merge(_stacked(right))
+    assert torch.isfinite(merged.mean).all() and torch.isfinite(merged.var).all()
+    close(merged.mean[0], 0.0)
+    close(merged.var[0], 0.0)
+    for i in (1, 2, 3):
+        mean, var, count = ref_moments(torch.cat([left[i], right[i]]), (0,))
+        close(merged.mean[i], mean)
+        close(merged.var[i], var)
+        assert int(merged.count[i]) == count
+    grid = Moments(torch.stack([merged.mean, _stacked(left).mean]),
+                   torch.stack([merged.var, _stacked(left).var]),
+                   torch.stack([merged.count, torch.tensor([0, 1, 0, 3])]))
+    reduced = grid.reduce(0)  # column 0: no values at all; column 2: the one value of right[2]
+    close(reduced.mean[0], 0.0)
+    close(reduced.var[0], 0.0)
+    assert int(reduced.count[0]) == 0
+    close(reduced.mean[2], right[2][0])
+    close(reduced.var[2], 0.0)
+    assert int(reduced.count[2]) == 1
+
+
+def test_merge_of_a_common_count_with_per_set_counts() -> None:
+    """A set size shared by every set (an int) merges with sizes that differ per set."""
+    gen = torch.Generator().manual_seed(6)
+    common = 3.0 + torch.randn(2, 4, dtype=torch.float64, generator=gen)  # 2 sets of 4 values
+    ragged = _ragged_sets([2, 0], seed=7)
+    for merged in (Moments.from_tensor(common, (1,)).merge(_stacked(ragged)),
+                   _stacked(ragged).merge(Moments.from_tensor(common, (1,)))):
+        for i in range(2):
+            mean, var, count = ref_moments(torch.cat([common[i], ragged[i]]), (0,))
+            close(merged.mean[i], mean)
+            close(merged.var[i], var)
+            assert int(torch.as_tensor(merged.count)[i]) == count
+
+
+@pytest.mark.parametrize(("shape", "dims", "stat_shape"), [
+    ((0, 3, 4), (0, 2), (3,)),
+    ((2, 0, 5), (-2,), (2, 5)),
+    ((2, 3, 0), (0, -1), (3,)),
+])
+def test_moments_of_an_empty_set_are_zero_with_count_zero(shape, dims, stat_shape) -> None:
+    """No values: mean and variance 0 (not NaN) with the statistics' shape, count 0, and the
+    empty set adds nothing when merged with another set, on either side."""
+    x = torch.randn(shape, dtype=torch.float64)
+    for m in (Moments.from_tensor(x, dims), Moments.of_batch(x, dims)):
+        assert m.mean.shape == stat_shape and m.var.shape == stat_shape
+        assert torch.equal(m.mean, torch.zeros(stat_shape, dtype=torch.float64))
+        assert torch.equal(m.var, torch.zeros(stat_shape, dtype=torch.float64))
+        assert int(m.count) == 0
+        assert torch.equal(m.unbiased_var, m.var)
+    full = torch.randn(tuple(s or 2 for s in shape), dtype=torch.float64)
+    other = Moments.from_tensor(full, dims)
+    mean, var, count = ref_moments(full, tuple(d % full.dim() for d in dims))
+    for merged in (Moments.from_tensor(x, dims).merge(other),
+                   other.merge(Moments.from_tensor(x, dims))):
+        close(merged.mean, mean)
+        close(merged.var, var)
+        assert int(merged.count) == count
+
+
+def test_of_batch_keeps_an_empty_batch_in_the_graph() -> None:
+    """A replica with no samples still reaches backward (zero gradient, not None), so the
+    merge's backward collective runs on it too; fp16 input gives float32 statistics."""
+    for dtype, stat_dtype in ((torch.float64, torch.float64), (torch.float16, torch.float32)):
+        x = torch.randn(0, 3, 4, dtype=dtype, requires_grad=True)
+        m = Moments.of_batch(x, (0, 2))
+        assert m.mean.dtype == m.var.dtype == stat_dtype
+        (m.mean.sum() + m.var.sum()).backward()
+        assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_of_batch_of_a_non_empty_batch_equals_two_pass_moments() -> None:
+    x = torch.randn(5, 3, 4, dtype=torch.float64) * 2 + 7
+    m = Moments.of_batch(x, (0, 2))
+    mean, var, count = ref_moments(x, (0, 2))
+    close(m.mean, mean)
+    close(m.var, var)
+    assert int(m.count) == count
+
+
+def test_merge_equal_counts_keeps_the_merged_dim_by_default() -> None:
+    """The layers broadcast the merged moments back over the sets (keepdim defaults to True)."""
+    from normlab.core.moments import merge_equal_counts
+
+    mean, var = torch.randn(3, 4, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
+    mu, sigma2, dev = merge_equal_counts(mean, var, 1)
+    assert mu.shape == sigma2.shape == (3, 1) and dev.shape == (3, 4)
+    close(mu, mean.mean(1, keepdim=True))
+
+
+@pytest.mark.parametrize(("mean", "var", "finite"), [
+    (1.0, 2.0, True),
+    (float("nan"), 2.0, False),
+    (1.0, float("inf"), False),  # values of ±3e19: each mean finite, the variance overflows
+    (float("-inf"), 2.0, False),
+])
+def test_is_finite_needs_every_mean_and_variance_finite(mean, var, finite) -> None:
+    m = Moments(torch.tensor([0.0, mean]), torch.tensor([1.0, var]), 4)
+    assert bool(m.is_finite()) is finite
+    assert bool(Moments.from_tensor(torch.tensor([[3e19, -3e19]]), (1,)).is_finite()) is False

@@ -248,3 +248,14 @@ def test_finite_check_on_both_sides_of_the_python_sum(size: int, dtype: torch.dt
         t[: len(bad)] = torch.tensor(bad, dtype=dtype)
         assert not running._finite_now((t,)), bad
         assert not running._finite_now((t.view(1, -1),)), bad
+
+
+def test_huge_but_finite_statistics_are_folded_in():
+    """Per-channel variances near float32's limit are finite, though their sum overflows: the
+    guard must tell the two apart (it checks exactly when the cheap sum is not finite)."""
+    rm, rv, nbt = fresh_buffers(torch.float32)
+    huge = Moments(torch.full((C,), 1e30), torch.full((C,), 1e38), 2)  # unbiased: 2e38 each
+    update_running_stats_(rm, rv, nbt, huge, 1.0)
+    assert int(nbt) == 1
+    torch.testing.assert_close(rv, torch.full((C,), 2e38), rtol=1e-6, atol=0)
+    torch.testing.assert_close(rm, torch.full((C,), 1e30), rtol=1e-6, atol=0)

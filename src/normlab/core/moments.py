@@ -81,13 +81,14 @@ class Moments:
         """`from_tensor` whose statistics stay attached to ``x``'s graph when the set is empty.
 
         A replica with no samples still takes part in a cross-replica merge, forward and
-        backward: its zero statistics are ``0 · Σx`` so that autograd reaches the merge's
-        backward collective on that replica too (an unreached collective hangs the others).
+        backward: its zero statistics are ``Σx`` over the empty set, so that autograd reaches
+        the merge's backward collective on that replica too (an unreached collective hangs the
+        others).
         """
         dims = tuple(dims)
         if all(x.shape[d] for d in dims):
             return cls.from_tensor(x, dims)
-        zeros = x.to(accumulation_dtype(x.dtype)).sum(dims) * 0
+        zeros = x.to(accumulation_dtype(x.dtype)).sum(dims)  # a sum over no values: zeros
         return cls(zeros, zeros.clone(), 0)
 
     @property
@@ -111,10 +112,9 @@ class Moments:
             total = na + nb
             wa, wb = na / total, nb / total
         else:
-            ta = torch.as_tensor(na, dtype=self.mean.dtype, device=self.mean.device)
-            tb = torch.as_tensor(nb, dtype=self.mean.dtype, device=self.mean.device)
-            total = ta + tb
-            wa, wb = ta / total.clamp(min=1), tb / total.clamp(min=1)
+            total = torch.as_tensor(na + nb, dtype=self.mean.dtype, device=self.mean.device)
+            size = total.clamp(min=1)  # two empty sets: weights 0, not 0/0
+            wa, wb = na / size, nb / size
         delta = other.mean - self.mean
         mean = self.mean + delta * wb
         var = self.var * wa + other.var * wb + delta.square() * (wa * wb)
