@@ -154,7 +154,7 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, capsys) -> None:
 
 def test_resume_needs_no_options_and_checks_those_given(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    assert main(["sweep", *TINY, "--norms", "bn,ln", "--batch-sizes", "4", "--steps", "3",
+    assert main(["sweep", *TINY, "--norms", "bn,ln", "--batch-sizes", "4", "--steps", "5",
                  "--model", "mlp", "--width", "8", "--jobs", "1", "--out", str(out),
                  "--no-report"]) == 0
     first, _ = store.read_records(out)
@@ -173,16 +173,16 @@ def test_resume_needs_no_options_and_checks_those_given(tmp_path: Path, capsys) 
     assert (meta["command"], meta["created"]) == (before["command"], before["created"])
 
     # typed again: agreeing options are fine (norms as a set), others are named
-    assert main(["sweep", "--resume", "--out", str(out), "--norms", "ln,bn", "--steps", "3",
+    assert main(["sweep", "--resume", "--out", str(out), "--norms", "ln,bn", "--steps", "5",
                  "--quiet", "--no-report"]) == 0
     capsys.readouterr()
-    assert main(["sweep", "--resume", "--out", str(out), "--steps", "4", "--seeds", "2",
+    assert main(["sweep", "--resume", "--out", str(out), "--steps", "6", "--seeds", "2",
                  "--batch-sizes", "4", "--width", "8"]) == 2
     err = capsys.readouterr().err
-    assert "steps=3 (now 4), seeds=1 (now 2)" in err and len(err.strip().splitlines()) == 1
+    assert "steps=5 (now 6), seeds=1 (now 2)" in err and len(err.strip().splitlines()) == 1
     assert "width" not in err and "batch_sizes" not in err
     assert main(["sweep", "--resume", "--out", str(out), "--epochs", "2"]) == 2
-    assert "steps=3, not epochs (now epochs=2)" in capsys.readouterr().err
+    assert "steps=5, not epochs (now epochs=2)" in capsys.readouterr().err
     assert len(store.read_records(out)) == 2
 
 
@@ -193,7 +193,7 @@ def test_resume_without_a_sweep_is_an_error_not_a_new_sweep(
     out = tmp_path / "run"
     if made:
         out.mkdir()
-    assert main(["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "2",
+    assert main(["sweep", *TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "5",
                  "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "nothing to resume" in err and str(out) in err
@@ -201,7 +201,7 @@ def test_resume_without_a_sweep_is_an_error_not_a_new_sweep(
     assert out.exists() == made and (not made or list(out.iterdir()) == [])
     with pytest.raises(normlab.errors.ConfigError, match="no sweep there to resume"):
         plan = Sweep(data="digits", norms=("bn",), batch_sizes=(4,), seeds=1, model="mlp",
-                     epochs=None, steps=2, width=8, max_train=96)
+                     epochs=None, steps=5, width=8, max_train=96)
         run_sweep(plan, tmp_path / "empty", resume=True, quiet=True)
 
 
@@ -213,7 +213,7 @@ def test_resume_without_a_sweep_is_an_error_not_a_new_sweep(
         (["--model", "resnt"], "Did you mean 'resnet'"),
         (["--batch-sizes", "4,4096"], "4096"),
         (["--batch-sizes", "4,x"], "'x' is not an integer"),
-        (["--steps", "2", "--epochs", "2"], "not allowed with"),
+        (["--steps", "5", "--epochs", "2"], "not allowed with"),
         (["--data", "cifar10:/nonexistent/cifar"], "/nonexistent/cifar"),
         (["--order", "sortd"], "Did you mean 'sorted'"),
         (["--norms", "in", "--model", "mlp"], "--norms in"),
@@ -222,7 +222,7 @@ def test_resume_without_a_sweep_is_an_error_not_a_new_sweep(
 def test_bad_input_is_one_line_exit_2(
     args: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["sweep", *TINY, "--out", str(tmp_path / "run"), "--steps", "2", *args])
+    code = main(["sweep", *TINY, "--out", str(tmp_path / "run"), "--steps", "5", *args])
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2
@@ -233,12 +233,12 @@ def test_bad_input_is_one_line_exit_2(
 def test_errors_through_the_entry_point_are_one_line_exit_2(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    proc = sweep_cli(*TINY, "--norms", "bnn", "--batch-sizes", "4", "--steps", "2",
+    proc = sweep_cli(*TINY, "--norms", "bnn", "--batch-sizes", "4", "--steps", "5",
                      "--out", str(tmp_path / "run"))
     assert proc.returncode == 2
     assert proc.stderr.startswith("normlab: error: Unknown norm 'bnn'. Did you mean 'bn'")
     assert len(proc.stderr.strip().splitlines()) == 1
-    proc = sweep_cli(*TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "2",
+    proc = sweep_cli(*TINY, "--norms", "bn", "--batch-sizes", "4", "--steps", "5",
                      "--out", str(blocker / "run"))
     assert proc.returncode == 2
     assert "is not a writable directory" in proc.stderr
