@@ -83,6 +83,10 @@ class RayExecutor:
                 ray.shutdown()
 
     def cancel(self) -> None:
+        # force=False: a running task gets KeyboardInterrupt and ends as cancelled. A forced
+        # cancel kills the worker process, and a reply already in flight then aborted the
+        # driver inside Ray once ("Tried to complete task that was not pending", Ray 2.60, in a
+        # loaded make test).
         for ref in list(self._pending):
-            self._ray.cancel(ref, force=True)
+            self._ray.cancel(ref, force=False)
         self._pending = {}
