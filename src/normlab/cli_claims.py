@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from normlab.cli_lab import _positive_int, add_executor_options, executor_args, make_executor
+from normlab.cli_lab import _positive_int, add_executor_options, interrupted, make_executor
 from normlab.errors import NormlabError
 
 RUNS_ROOT = Path("runs")
@@ -83,7 +83,6 @@ def claims(args: argparse.Namespace) -> int:
     if args.recheck is not None:
         return _recheck(args.recheck)
     from normlab.claims.run import LEDGER_MD, run_ledger
-    from normlab.lab import store
 
     if args.resume:
         out = Path(args.out) if args.out is not None else _latest(RUNS_ROOT)
@@ -100,15 +99,7 @@ def claims(args: argparse.Namespace) -> int:
         records = run_ledger(args.ids, out, size=args.size, resume=args.resume, command=command,
                              executor=executor)
     except KeyboardInterrupt:
-        done = len(store.read_records(out))
-        again = shlex.join(["normlab", "claims", "--resume", "--out", str(out),
-                            *executor_args(args)])
-        print(
-            f"normlab: interrupted: {done} finished claims are kept in {out}; continue with: "
-            f"{again}",
-            file=sys.stderr,
-        )
-        return 130
+        return interrupted("claims", out, args, "finished claims")
     for r in records:
         print(f"{r['id']}: {r['verdict']}")
     print(f"ledger: {out / LEDGER_MD}")

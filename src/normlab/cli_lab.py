@@ -230,6 +230,17 @@ def make_executor(args: argparse.Namespace, out: Path, compute: Any = None) -> A
     return LocalExecutor(args.jobs or usable_cores(), compute=compute)
 
 
+def interrupted(command: str, out: Path, args: argparse.Namespace, what: str) -> int:
+    """After Ctrl-C: say what ``out`` keeps and the command that continues; exit status 130."""
+    from normlab.lab import store
+
+    done = len(store.read_records(out))
+    again = shlex.join(["normlab", command, "--resume", "--out", str(out), *executor_args(args)])
+    print(f"normlab: interrupted: {done} {what} are kept in {out}/{store.RESULTS}; continue "
+          f"with: {again}", file=sys.stderr)
+    return 130
+
+
 def executor_args(args: argparse.Namespace) -> list[str]:
     """The executor options of ``args`` as typed (for the resume command; --jobs left out)."""
     if args.executor == "local":
@@ -270,7 +281,6 @@ def _lab(command: str) -> None:
 def sweep(args: argparse.Namespace) -> int:
     """``normlab sweep``: the options become a `Sweep`, field by field."""
     _lab("sweep")
-    from normlab.lab import store
     from normlab.lab.config import DEMO, SWEEP_KEYS, Sweep, resumed_options
     from normlab.lab.report import write_report
     from normlab.lab.sweep import latest_sweep, run_sweep
@@ -299,15 +309,7 @@ def sweep(args: argparse.Namespace) -> int:
             quiet=args.quiet, command=command,
         )
     except KeyboardInterrupt:
-        done = len(store.read_records(out))
-        again = shlex.join(["normlab", "sweep", "--resume", "--out", str(out),
-                            *executor_args(args)])
-        print(
-            f"normlab: interrupted: {done} finished runs are kept in {out}/{store.RESULTS}; "
-            f"continue with: {again}",
-            file=sys.stderr,
-        )
-        return 130
+        return interrupted("sweep", out, args, "finished runs")
     diverged = sum(r["status"] != "ok" for r in records)
     print(f"{len(records)} runs in {out}/results.jsonl ({diverged} diverged)")
     if not args.no_report:
