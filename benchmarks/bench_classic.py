@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 import normlab
+from normlab.bench import timing
 
 NCHW = (32, 64, 32, 32)
 NHWC = (32, 32, 32, 64)
@@ -136,26 +137,11 @@ def rounds(
 def rotated_rounds(
     steps: dict[str, Callable[[], float]], rounds: int, warmup: int
 ) -> dict[str, list[float]]:
-    """Times of every step, one entry per round; each round runs them all in an order rotated
-    by one (and reversed every other round), gc off, so drift hits every candidate alike."""
-    names = list(steps)
+    """`normlab.bench.timing.rotated_rounds` after ``warmup`` untimed calls of every step."""
     for _ in range(warmup):
-        for name in names:
-            steps[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    gc.disable()
-    try:
-        for r in range(rounds):
-            k = r % len(names)
-            order = names[k:] + names[:k]
-            if r % 2:
-                order.reverse()
-            for name in order:
-                times[name].append(steps[name]())
-    finally:
-        gc.enable()
-    return times
+        for step in steps.values():
+            step()
+    return timing.rotated_rounds(steps, rounds)
 
 
 def measure(case: Case, repeats: int, warmup: int) -> tuple[float, float, float]:

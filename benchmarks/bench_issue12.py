@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 import normlab.norms._chunked as chunked
 from bench_classic import rotated_rounds, start_run, write_results
+from normlab.bench.timing import saved_bytes
 from normlab.core import axes as axes_lib
 from normlab.norms import _batch_affine
 from normlab.norms.adain import AdaIN
@@ -96,20 +97,6 @@ def layer_step(
         return now() - start
 
     return step
-
-
-def saved_bytes(run: Callable[[], object]) -> int:
-    """Bytes of the distinct storages autograd saves for backward during ``run()``."""
-    seen: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        run()
-    return sum(seen.values())
 
 
 def ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
