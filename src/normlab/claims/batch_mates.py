@@ -18,16 +18,11 @@ A deviation is max |a − b| / max |b| over the compared tensors.
 from __future__ import annotations
 
 import copy
-import datetime
-import tempfile
-import traceback
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,12 +30,13 @@ import normlab
 from normlab.claims.exact import CONTROL_MIN, TOLERANCE
 from normlab.claims.fit import deterministic
 from normlab.claims.ledger import CONTRADICTED, NOT_REPRODUCED, REPRODUCED, Claim, Numbers, Size
+from normlab.distributed._ranks import run_ranks
 
 __all__ = ["C11"]
 
 F64 = torch.float64
 WORLD = 2
-TIMEOUT_S = 120.0  # collectives; the parent waits this long plus 60 s, then kills its workers
+TIMEOUT_S = 120.0  # collectives; the parent waits this long plus 30 s, then kills its workers
 FEATURES, HIDDEN, CLASSES = 6, 8, 3
 _PER_RANK: dict[str, int] = {"smoke": 8, "quick": 16, "full": 64}
 
@@ -85,64 +81,22 @@ def _batch_mates(g: torch.Generator) -> dict[str, float]:
     return out
 
 
-def _rank_main(rank: int, init_file: str, out_dir: str, state: dict[str, Any]) -> None:
+def _rank_main(rank: int, world_size: int, state: dict[str, Any]) -> dict[str, Tensor]:
     """One worker: per-worker BN and synced BN on this rank's half; averaged loss and grads."""
-    path = Path(out_dir) / f"rank{rank}.pt"
-    try:
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                                world_size=WORLD,
-                                timeout=datetime.timedelta(seconds=TIMEOUT_S))  # fmt: skip
-        try:
-            half = len(state["x"]) // WORLD
-            x = state["x"][rank * half : (rank + 1) * half]
-            y = state["y"][rank * half : (rank + 1) * half]
-            result = {}
-            for name in ("per_worker", "sync"):
-                model = _net("bn").train()
-                model.load_state_dict(state["weights"])
-                if name == "sync":
-                    model = normlab.sync(model)
-                loss, grad = _loss_and_grad(model, x, y)
-                both = torch.cat([loss.reshape(1), grad])
-                dist.all_reduce(both)  # the data-parallel average of losses and gradients
-                result[name] = both / WORLD
-        finally:
-            dist.destroy_process_group()
-        torch.save({"ok": True, "result": result}, path)
-    except BaseException:  # reported to the parent, which raises it
-        torch.save({"ok": False, "error": traceback.format_exc()}, path)
-
-
-def _run_ranks(state: dict[str, Any]) -> list[dict[str, Tensor]]:
-    """Every rank's averaged (loss, gradient) per mode; raises a rank's error or a timeout."""
-    with tempfile.TemporaryDirectory() as tmp:
-        context = mp.get_context("spawn")
-        init_file = str(Path(tmp) / "rendezvous")
-        procs = [
-            context.Process(target=_rank_main, args=(r, init_file, tmp, state), daemon=True)
-            for r in range(WORLD)
-        ]
-        for p in procs:
-            p.start()
-        try:
-            for p in procs:
-                p.join(TIMEOUT_S + 60.0)
-        finally:
-            for p in procs:
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-        results = []
-        for r in range(WORLD):
-            path = Path(tmp) / f"rank{r}.pt"
-            if not path.exists():
-                raise RuntimeError(f"C11: rank {r} wrote no result (timed out or killed)")
-            record = torch.load(path, weights_only=False)
-            if not record["ok"]:
-                raise RuntimeError(f"C11: rank {r} failed:\n{record['error']}")
-            results.append(record["result"])
-        return results
+    half = len(state["x"]) // world_size
+    x = state["x"][rank * half : (rank + 1) * half]
+    y = state["y"][rank * half : (rank + 1) * half]
+    result = {}
+    for name in ("per_worker", "sync"):
+        model = _net("bn").train()
+        model.load_state_dict(state["weights"])
+        if name == "sync":
+            model = normlab.sync(model)
+        loss, grad = _loss_and_grad(model, x, y)
+        both = torch.cat([loss.reshape(1), grad])
+        dist.all_reduce(both)  # the data-parallel average of losses and gradients
+        result[name] = both / world_size
+    return result
 
 
 def measure_c11(size: Size) -> Numbers:
@@ -160,7 +114,7 @@ def _measure(per_rank: int) -> Numbers:
     full = _net("bn").train()
     full.load_state_dict(weights)
     loss, grad = _loss_and_grad(full, x, y)
-    ranks = _run_ranks({"x": x, "y": y, "weights": weights})
+    ranks = run_ranks(WORLD, _rank_main, {"x": x, "y": y, "weights": weights}, timeout=TIMEOUT_S)
     out: dict[str, Any] = {
         "batch_size_per_rank": per_rank,
         "bn_train_sample_output_vs_batch_mates": mates["bn_train"],
