@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 import normlab
 from catalogue import close, make_input, randomize_, saved_storages
+from normlab.norms import _chunked as chunked
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     instance_affine,
@@ -212,3 +213,61 @@ def test_methods_read_the_input_in_one_statistics_pass(make: Callable[[], nn.Mod
         lambda: torch.autograd.grad(out[0], [x, *m.parameters()], g), x.numel()
     )
     assert len(backward) <= 4, backward
+
+
+# -- large input: one in-place BN-inference pass forward, chunked dx backward ----------------
+
+
+@pytest.mark.parametrize("run", [_apply, _apply_in_place], ids=["fresh", "in_place"])
+def test_instance_affine_large_input_over_several_chunks(
+    run: Callable[..., Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above SMALL_INPUT the output is one BN-inference pass and dx is built chunk by chunk
+    (2 samples a chunk here, the last one a tail): the float64 reference still holds."""
+    shape = (5, 4, 40, 48)  # 38400 elements > SMALL_INPUT
+    assert math.prod(shape) > SMALL_INPUT
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * math.prod(shape[1:]))
+    x = make_input(shape, F64, seed=9).requires_grad_()
+    weight = torch.linspace(0.5, 2.0, shape[1], dtype=F64).requires_grad_()
+    shift = torch.linspace(-1.0, 1.0, shape[1], dtype=F64).requires_grad_()
+    y = run(x, weight, shift)
+    expected = _mix_ref(x, weight, shift)
+    close(y, expected, 1e-12)
+    dy = make_input(shape, F64, seed=10)
+    got = torch.autograd.grad(y, (x, weight, shift), dy)
+    want = torch.autograd.grad(expected, (x, weight, shift), dy)
+    for g, w in zip(got, want, strict=True):
+        close(g, w, 1e-11)
+
+
+def test_instance_affine_large_low_precision_matches_reference() -> None:
+    x32 = make_input((4, 6, 32, 32), torch.float32, seed=11)  # 24576 elements > SMALL_INPUT
+    weight, shift = torch.linspace(0.5, 2.0, 6), torch.linspace(-1.0, 1.0, 6)
+    for dtype in (torch.float16, torch.bfloat16):
+        x = x32.to(dtype).requires_grad_()
+        y = _apply_in_place(x, weight, shift)
+        assert y.dtype == dtype
+        y.float().square().sum().backward()
+        assert x.grad is not None and x.grad.dtype == dtype
+        ref_x = x.detach().to(F64).requires_grad_()
+        ref = _mix_ref(ref_x, weight.to(F64), shift.to(F64))
+        ref.square().sum().backward()
+        tol = 1e-2 if dtype == torch.float16 else 5e-2
+        close(y.to(F64), ref, tol)
+        close(x.grad.to(F64), ref_x.grad, 5 * tol)
+
+
+def test_large_input_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large input: forward = the statistics kernel and one in-place BN-inference pass;
+    backward = one sums pass, then per chunk one BN-inference pass and one addcmul_."""
+    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * 6 * 32 * 32)
+    m = normlab.SwitchableNorm(6).train()
+    x = torch.randn(4, 6, 32, 32, requires_grad=True)
+    out: list[Tensor] = []
+    forward = full_size_ops(lambda: out.append(m(x)), x.numel())
+    assert forward == ["aten.native_group_norm.default", "aten.native_batch_norm.out"]
+    g = torch.randn_like(x)
+    backward = full_size_ops(
+        lambda: torch.autograd.grad(out[0], [x, *m.parameters()], g), x.numel()
+    )
+    assert backward == ["aten.native_group_norm_backward.default", "aten.empty_like.default"]
