@@ -67,12 +67,6 @@ class Rows:
         make = torch.zeros if zero else torch.empty
         return make(*shape, dtype=self.acc, device=self.x3.device)
 
-    def per_sample(self, t: Optional, fill: float) -> Tensor:
-        """A per-channel ``t`` (``fill`` when None) as a contiguous (N, C) accumulation-dtype
-        tensor: the per-(n, c) operand of `slice_affine_into`'s BN-inference pass."""
-        t = self.new(self.c).fill_(fill) if t is None else t.to(self.acc)
-        return t.expand(self.n, self.c).contiguous()
-
     def cast(self, t: Optional) -> Optional:
         """``t`` in the accumulation dtype (None stays None)."""
         return None if t is None else t.to(self.acc)
