@@ -6,16 +6,21 @@ Python checks, no autograd), forward + backward, timed in alternating rounds aga
 ``nn.GroupNorm(32, 64)``'s forward + backward (autograd, parameter gradients included): one
 thread, ``time.process_time_ns``, ratio = median of per-round ratios. Prints the 1-minute load.
 
-    python benchmarks/bench_mixedspeed_floor.py [--rounds 15] [--only NAME,...]
+    python benchmarks/bench_mixedspeed_floor.py [--rounds 15] [--only NAME,...] [--old-evo PATH]
+
+"old:" rows are main's passes: for SN/BIN/VBN patched in (`old_paths`), for EvoNorm main's
+evo_norm.py loaded from PATH (``git show main:src/normlab/norms/evo_norm.py > PATH``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -148,7 +153,19 @@ def kernels(t: dict[str, Tensor]) -> dict[str, Callable[[], object]]:
     }
 
 
-def layers() -> dict[str, nn.Module]:
+def old_evo_module(path: str | None) -> Any:
+    """``evo_norm.py`` of another tree (``--old-evo``, e.g. main's, saved with ``git show``)
+    loaded under another name: its EvoNorm classes, on this tree's helpers."""
+    if not path:
+        return None
+    spec = importlib.util.spec_from_file_location("evo_norm_old", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def layers(old_evo: Any = None) -> dict[str, nn.Module]:
     import normlab
 
     vbn = normlab.VirtualBatchNorm(C)
@@ -159,7 +176,8 @@ def layers() -> dict[str, nn.Module]:
             "old: VirtualBatchNorm": vbn,
             "layer: BatchInstanceNorm": normlab.BatchInstanceNorm(C),
             "layer: VirtualBatchNorm": vbn, "layer: EvoNormB0": normlab.EvoNormB0(C),
-            "layer: EvoNormS0": normlab.EvoNormS0(C)}
+            "layer: EvoNormS0": normlab.EvoNormS0(C)} | ({} if old_evo is None else {
+            "old: EvoNormB0": old_evo.EvoNormB0(C), "old: EvoNormS0": old_evo.EvoNormS0(C)})
 
 
 def layer_step(m: nn.Module, x: Tensor, dy: Tensor, old: bool = False) -> Callable[[], object]:
@@ -204,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--only", default="", help="comma-separated substrings of candidate names")
+    p.add_argument("--old-evo", default="", help="another tree's evo_norm.py to compare with")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     t = setup()
@@ -216,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
 
     chosen = [s for s in a.only.split(",") if s]
     steps = {"nn.GroupNorm(32, 64) fwd+bwd": gn_step}
-    for name, layer in layers().items():
+    for name, layer in layers(old_evo_module(a.old_evo)).items():
         if not chosen or any(c in name for c in chosen):
-            steps[name] = layer_step(layer, t["x"], t["dy"], name.startswith("old"))
+            old = name.startswith("old") and "Evo" not in name  # old EvoNorm: its own module
+            steps[name] = layer_step(layer, t["x"], t["dy"], old)
     steps.update({k: v for k, v in kernels(t).items() if not chosen or any(s in k for s in chosen)})
     now = time.process_time_ns
     for s in steps.values():
