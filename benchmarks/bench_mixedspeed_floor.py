@@ -6,21 +6,17 @@ Python checks, no autograd), forward + backward, timed in alternating rounds aga
 ``nn.GroupNorm(32, 64)``'s forward + backward (autograd, parameter gradients included): one
 thread, ``time.process_time_ns``, ratio = median of per-round ratios. Prints the 1-minute load.
 
-    python benchmarks/bench_mixedspeed_floor.py [--rounds 15] [--only NAME,...] [--old-evo PATH]
+    python benchmarks/bench_mixedspeed_floor.py [--rounds 15] [--only NAME,...]
 
-"old:" rows are main's passes: for SN/BIN/VBN patched in (`old_paths`), for EvoNorm main's
-evo_norm.py loaded from PATH (``git show main:src/normlab/norms/evo_norm.py > PATH``).
+EvoNorm's kernel sequences are in ``bench_mixedspeed_evo.py`` (same runner).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
 import os
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -153,76 +149,33 @@ def kernels(t: dict[str, Tensor]) -> dict[str, Callable[[], object]]:
     }
 
 
-def old_evo_module(path: str | None) -> Any:
-    """``evo_norm.py`` of another tree (``--old-evo``, e.g. main's, saved with ``git show``)
-    loaded under another name: its EvoNorm classes, on this tree's helpers."""
-    if not path:
-        return None
-    spec = importlib.util.spec_from_file_location("evo_norm_old", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def layers(old_evo: Any = None) -> dict[str, nn.Module]:
+def layers() -> dict[str, nn.Module]:
     import normlab
 
     vbn = normlab.VirtualBatchNorm(C)
     vbn.set_reference(torch.randn(N, C, H, W, generator=torch.Generator().manual_seed(1)))
     return {"layer: SwitchableNorm": normlab.SwitchableNorm(C),
-            "old: SwitchableNorm": normlab.SwitchableNorm(C),
-            "old: BatchInstanceNorm": normlab.BatchInstanceNorm(C),
-            "old: VirtualBatchNorm": vbn,
             "layer: BatchInstanceNorm": normlab.BatchInstanceNorm(C),
             "layer: VirtualBatchNorm": vbn, "layer: EvoNormB0": normlab.EvoNormB0(C),
-            "layer: EvoNormS0": normlab.EvoNormS0(C)} | ({} if old_evo is None else {
-            "old: EvoNormB0": old_evo.EvoNormB0(C), "old: EvoNormS0": old_evo.EvoNormS0(C)})
+            "layer: EvoNormS0": normlab.EvoNormS0(C)}
 
 
-def layer_step(m: nn.Module, x: Tensor, dy: Tensor, old: bool = False) -> Callable[[], object]:
+def layer_step(m: nn.Module, x: Tensor, dy: Tensor) -> Callable[[], object]:
     xg = x.clone().requires_grad_()
     params = list(m.train().parameters())
-    if not old:
-        return lambda: torch.autograd.grad(m(xg), [xg, *params], dy)
-
-    def step() -> object:
-        with old_paths():
-            return torch.autograd.grad(m(xg), [xg, *params], dy)
-
-    return step
+    return lambda: torch.autograd.grad(m(xg), [xg, *params], dy)
 
 
-@contextlib.contextmanager
-def old_paths() -> Iterator[None]:
-    """Main's passes before this branch (x̂·s then + t, two whole passes; dx = x·P + Q into a
-    fresh tensor, then addcmul_ of dy·A over the whole tensor), patched in for A/B rounds."""
-    from normlab.norms import _instance_affine as ia
-
-    def two_passes(src: Tensor, scale: Tensor, shift: Tensor, out: Tensor) -> Tensor:
-        view = scale.shape + (1,) * (src.dim() - 2)
-        return src.mul_(scale.view(view)).add_(shift.view(view))
-
-    def whole(x: Tensor, dy: Tensor, scale: Tensor, mean: Tensor, g_mean: Tensor,
-              g_var: Tensor) -> Tensor:
-        n, c = mean.shape
-        dx = ia.moments_grad(x, mean, g_mean, g_var, x.numel() // max(mean.numel(), 1))
-        dx.view(n, c, -1).addcmul_(dy.reshape(n, c, -1), scale.reshape(n, c, 1))
-        return dx
-
-    saved = ia.slice_affine_into, ia.affine_input_grad
-    ia.slice_affine_into, ia.affine_input_grad = two_passes, whole
-    try:
-        yield
-    finally:
-        ia.slice_affine_into, ia.affine_input_grad = saved
+Kernels = Callable[[dict[str, Tensor]], dict[str, Callable[[], object]]]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, kernels_of: Kernels | None = None,
+         description: str | None = None) -> int:
+    """Time the layers and the kernel sequences of ``kernels_of`` (default: this file's)
+    against nn.GroupNorm(32, 64) and print a markdown table."""
+    p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--only", default="", help="comma-separated substrings of candidate names")
-    p.add_argument("--old-evo", default="", help="another tree's evo_norm.py to compare with")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     t = setup()
@@ -234,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.autograd.grad(gn(xg), [xg, *params], t["dy"])
 
     chosen = [s for s in a.only.split(",") if s]
-    steps = {"nn.GroupNorm(32, 64) fwd+bwd": gn_step}
-    for name, layer in layers(old_evo_module(a.old_evo)).items():
+    steps: dict[str, Callable[[], object]] = {"nn.GroupNorm(32, 64) fwd+bwd": gn_step}
+    for name, layer in layers().items():
         if not chosen or any(c in name for c in chosen):
-            old = name.startswith("old") and "Evo" not in name  # old EvoNorm: its own module
-            steps[name] = layer_step(layer, t["x"], t["dy"], old)
-    steps.update({k: v for k, v in kernels(t).items() if not chosen or any(s in k for s in chosen)})
+            steps[name] = layer_step(layer, t["x"], t["dy"])
+    found = (kernels_of or kernels)(t)
+    steps.update({k: v for k, v in found.items() if not chosen or any(s in k for s in chosen)})
     now = time.process_time_ns
     for s in steps.values():
         for _ in range(3):
@@ -250,13 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     base = times["nn.GroupNorm(32, 64) fwd+bwd"]
     load1 = os.getloadavg()[0]
     print(f"1 thread, process_time, {a.rounds} rounds; 1-min load {load0:.2f} -> {load1:.2f}")
-    print("| candidate | median ms | ratio to GroupNorm step | ratio to old |")
-    print("|---|---:|---:|---:|")
+    print("| candidate | median ms | ratio to GroupNorm step |\n|---|---:|---:|")
     for k, v in times.items():
         med = sorted(v)[len(v) // 2]
-        old = times.get(k.replace("layer:", "old:")) if k.startswith("layer:") else None
-        vs_old = f"{timing.ratio(v, old):.2f}" if old else ""
-        print(f"| {k} | {med * 1e3:.3f} | {timing.ratio(v, base):.2f} | {vs_old} |")
+        print(f"| {k} | {med * 1e3:.3f} | {timing.ratio(v, base):.2f} |")
     return 0
 
 

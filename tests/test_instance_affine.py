@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 import normlab
 from catalogue import close, make_input, randomize_, saved_storages
-from normlab.norms import _chunked as chunked
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     instance_affine,
@@ -219,14 +218,11 @@ def test_methods_read_the_input_in_one_statistics_pass(make: Callable[[], nn.Mod
 
 
 @pytest.mark.parametrize("run", [_apply, _apply_in_place], ids=["fresh", "in_place"])
-def test_instance_affine_large_input_over_several_chunks(
-    run: Callable[..., Tensor], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Above SMALL_INPUT the output is one BN-inference pass and dx is built chunk by chunk
-    (2 samples a chunk here, the last one a tail): the float64 reference still holds."""
+def test_instance_affine_large_input(run: Callable[..., Tensor]) -> None:
+    """Above SMALL_INPUT (x̂·s + t in place; dx = x·P + Q by the BN-inference kernel, then
+    + dy·A) against the float64 reference."""
     shape = (5, 4, 40, 48)  # 38400 elements > SMALL_INPUT
     assert math.prod(shape) > SMALL_INPUT
-    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * math.prod(shape[1:]))
     x = make_input(shape, F64, seed=9).requires_grad_()
     weight = torch.linspace(0.5, 2.0, shape[1], dtype=F64).requires_grad_()
     shift = torch.linspace(-1.0, 1.0, shape[1], dtype=F64).requires_grad_()
@@ -257,17 +253,17 @@ def test_instance_affine_large_low_precision_matches_reference() -> None:
         close(x.grad.to(F64), ref_x.grad, 5 * tol)
 
 
-def test_large_input_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large input: forward = the statistics kernel and one in-place BN-inference pass;
-    backward = one sums pass, then per chunk one BN-inference pass and one addcmul_."""
-    monkeypatch.setattr(chunked, "CHUNK_ELEMENTS", 2 * 6 * 32 * 32)
+def test_large_input_passes() -> None:
+    """Large input: forward = the statistics kernel, then x̂·s + t in place; backward = one
+    fused sums pass, x·P + Q (BN-inference kernel), dy·A (issue 14's pass plan plus one)."""
     m = normlab.SwitchableNorm(6).train()
     x = torch.randn(4, 6, 32, 32, requires_grad=True)
     out: list[Tensor] = []
     forward = full_size_ops(lambda: out.append(m(x)), x.numel())
-    assert forward == ["aten.native_group_norm.default", "aten.native_batch_norm.out"]
+    assert forward == ["aten.native_group_norm.default", "aten.mul_.Tensor", "aten.add_.Tensor"]
     g = torch.randn_like(x)
     backward = full_size_ops(
         lambda: torch.autograd.grad(out[0], [x, *m.parameters()], g), x.numel()
     )
-    assert backward == ["aten.native_group_norm_backward.default", "aten.empty_like.default"]
+    assert backward == ["aten.native_group_norm_backward.default",
+                        "aten.native_batch_norm.default", "aten.addcmul_.default"]

@@ -36,7 +36,6 @@ from normlab.core.moments import Moments, accumulation_dtype, merge_equal_counts
 from normlab.core.tracing import compiling
 from normlab.norms._analytic_coefficients import AnalyticCoefficients
 from normlab.norms._base import dense, from_channels_first, in_layout, to_channels_first
-from normlab.norms._chunked import Chunks
 from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import (
     SMALL_INPUT,
@@ -45,7 +44,6 @@ from normlab.norms._per_instance import (
     instance_moments,
     instance_sums,
     normalize_instances,
-    slice_affine_into,
 )
 
 # (mean, var, *params) -> (A, B), all of shape (N, C) (or broadcastable to it)
@@ -81,12 +79,10 @@ class _InstanceAffine(torch.autograd.Function):
         ctx.save_for_backward(x, mean, var, *params)
         if normalized is None:
             return channel_affine(x, scale, shift)
-        y, centered_shift = normalized.x_hat, torch.addcmul(shift, scale, mean)
-        if y.numel() > SMALL_INPUT:  # one in-place BN-inference pass over x̂
-            slice_affine_into(y, scale / normalized.rstd, centered_shift, y)
-            return y
-        view = mean.shape + (1,) * (x.dim() - 2)  # small: two calls beat the kernel's setup
-        return y.mul_((scale / normalized.rstd).view(view)).add_(centered_shift.view(view))
+        n, c = mean.shape
+        view = (n, c) + (1,) * (x.dim() - 2)
+        y = normalized.x_hat.mul_((scale / normalized.rstd).view(view))
+        return y.add_(torch.addcmul(shift, scale, mean).view(view))
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
@@ -119,34 +115,11 @@ def _analytic_grads(
     scale = _full(scale.detach(), mean)
     g_mean = torch.zeros_like(mean) if found[0] is None else found[0]
     g_var = torch.zeros_like(var) if found[1] is None else found[1]
-    return [affine_input_grad(x, dy, scale, mean, g_mean, g_var), *found[2:]]
-
-
-def affine_input_grad(
-    x: Tensor, dy: Tensor, scale: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor
-) -> Tensor:
-    """dx = dy·A + x·P + Q (see the module docstring) for per-(n, c) ``scale`` = A and the
-    cotangents (g_μ, g_σ²) of the slices' moments ``mean``, σ².
-
-    Large CPU input runs over chunks of a few samples (`normlab.norms._chunked.Chunks`):
-    x·P + Q in one BN-inference pass into the chunk of dx, then ``addcmul_`` of dy·A while
-    that chunk is still in cache, so that dx leaves the cache once (measured 0.7x the time of
-    the two whole-tensor passes, 1 thread, (32, 64, 32, 32) fp32)."""
     n, c = mean.shape
-    count = x.numel() // max(mean.numel(), 1)
-    if x.numel() <= SMALL_INPUT:
-        dx = moments_grad(x, mean, g_mean, g_var, count)
-        # in place: a second full-size temporary costs more in page faults than the kernel
-        dx.view(n, c, -1).addcmul_(dy.reshape(n, c, -1), scale.reshape(n, c, 1))
-        return dx
-    p = g_var * (2.0 / count)
-    q = torch.addcmul(g_mean, p, mean, value=-count).div_(count)
-    dx = torch.empty_like(x)
-    x3, dy3, dx3 = x.view(n, c, -1), dy.reshape(n, c, -1), dx.view(n, c, -1)
-    for a, b in Chunks(x3, p.dtype).ranges:
-        slice_affine_into(x3[a:b], p[a:b], q[a:b], dx3[a:b])
-        dx3[a:b].addcmul_(dy3[a:b], scale[a:b].unsqueeze(-1))
-    return dx
+    dx = moments_grad(x, mean, g_mean, g_var, x.numel() // max(mean.numel(), 1))
+    # in place: a second full-size temporary costs more in page faults than the slower kernel
+    dx.view(n, c, -1).addcmul_(dy.reshape(n, c, -1), scale.reshape(n, c, 1))
+    return [dx, *found[2:]]
 
 
 def moments_grad(x: Tensor, mean: Tensor, g_mean: Tensor, g_var: Tensor, count: int) -> Tensor:

@@ -113,23 +113,6 @@ def channel_affine(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return channel_scale_shift(flat, scale.reshape(slices), shift.reshape(slices)).view(x.shape)
 
 
-def slice_affine_into(src: Tensor, scale: Tensor, shift: Tensor, out: Tensor) -> Tensor:
-    """out ← src·scale[n, c] + shift[n, c] in one BN-inference pass, ``src`` and ``out``
-    contiguous channels-first of the same shape (``out`` may be ``src``: the kernel reads
-    each element before writing it), ``scale`` and ``shift`` (k, C) in the accumulation
-    dtype. The kernel's constant mean 0 / variance 1 operands come from `cached_sums`' cache,
-    so a call is one ATen kernel and no fresh allocation (no autograd history)."""
-    slices, positions = _slices(src)
-    consts = cached_sums(slices, scale.dtype, src.device)
-    flat = out.view(1, slices, positions)
-    empty = scale.new_empty(0)
-    return torch.ops.aten.native_batch_norm.out(
-        src.reshape(1, slices, positions), scale.reshape(slices), shift.reshape(slices),
-        consts.zero[0, :slices], consts.one[:slices], False, 0.0, 0.0,
-        out=flat, save_mean=empty, save_invstd=empty,
-    )[0]
-
-
 @eager_lru_cache(maxsize=32)  # a plain call under graph capture
 def _sums_for(rows: int, acc: torch.dtype, device: torch.device) -> Sums:
     with torch.inference_mode(False), torch.no_grad():
