@@ -6,7 +6,10 @@ Python checks, no autograd), forward + backward, timed in alternating rounds aga
 ``nn.GroupNorm(32, 64)``'s forward + backward (autograd, parameter gradients included): one
 thread, ``time.process_time_ns``, ratio = median of per-round ratios. Prints the 1-minute load.
 
-    python benchmarks/bench_mixedspeed_floor.py [--rounds 15] [--only NAME,...]
+    python benchmarks/bench_mixedspeed_floor.py [--rounds 15] [--only NAME,...] [--overhead]
+
+``--overhead`` adds each layer on a (2, 64, 4, 4) input: its per-call cost (Python, the
+autograd Function, the ~60-90 ATen calls on (N, C) tensors), nearly free of data passes.
 
 EvoNorm's kernel sequences are in ``bench_mixedspeed_evo.py`` (same runner).
 """
@@ -69,11 +72,6 @@ def kernels(t: dict[str, Tensor]) -> dict[str, Callable[[], object]]:
     def out_fresh() -> object:  # y = x·A + B into a fresh tensor
         return bn_inf(x3)
 
-    def out_mul_add() -> object:  # current: x̂·s + t in place, two passes
-        y = torch.empty_like(x3)
-        y.copy_(x3)
-        return y
-
     def dx_current() -> object:
         dx = bn_inf(x3)
         dx.view(N, C, L).addcmul_(dy.view(N, C, L), a.view(N, C, 1))
@@ -88,18 +86,6 @@ def kernels(t: dict[str, Tensor]) -> dict[str, Callable[[], object]]:
             o = dx[i:j]
             bn_inf(xs[i:j].reshape(1, -1, L), o.view(1, -1, L))
             o.addcmul_(ds[i:j], a2[i:j].unsqueeze(-1))
-        return dx
-
-    def dx_chunked_mul() -> object:  # dy·A into dx (BN-inf), then += x·P (mul into scratch)
-        dx = torch.empty_like(x3).view(N, C, L)
-        xs, ds = x.view(N, C, L), dy.view(N, C, L)
-        tmp = torch.empty(CHUNK, C, L)
-        a2 = a.view(N, C)
-        for i in range(0, N, CHUNK):
-            j = i + CHUNK
-            o = dx[i:j]
-            bn_inf(ds[i:j].reshape(1, -1, L), o.view(1, -1, L))
-            o.add_(torch.mul(xs[i:j], a2[i:j].unsqueeze(-1), out=tmp))
         return dx
 
     def gn_bw_dx() -> object:  # a GN backward computing dx itself (sums inside)
@@ -124,20 +110,25 @@ def kernels(t: dict[str, Tensor]) -> dict[str, Callable[[], object]]:
         sums()
         return dx_chunked()
 
+    def floor_one_pass() -> object:  # Σx, Σx² moments: cancels for |μ| ≫ σ (not exact)
+        raw_moments()
+        out_fresh()
+        sums()
+        return dx_current()
+
     def current_plan() -> object:
         y = gn_stats()[0]
         y.mul_(a.view(N, C, 1, 1)).add_(b.view(N, C, 1, 1))
         sums()
         return dx_current()
 
-    _ = out_mul_add, dx_chunked_mul
     return {
         "stats: native_group_norm (writes x̂)": gn_stats,
         "stats: var_mean over rows": var_mean,
         "stats: batch_norm_update_stats (1, NC, L)": update_stats,
         "stats: sum + vector_norm (one-pass)": raw_moments,
         "output: BN-inference x -> fresh y": out_fresh,
-        "output: BN-inference in place": lambda: bn_inf(x3, x3.clone()),
+        "output: clone, then BN-inference x -> the copy": lambda: bn_inf(x3, x3.clone()),
         "sums: group_norm_backward (Σdy, Σdy·x)": sums,
         "dx: BN-inf x·P+Q fresh + addcmul_ (current)": dx_current,
         "dx: chunked BN-inf + addcmul_ in cache": dx_chunked,
@@ -146,6 +137,7 @@ def kernels(t: dict[str, Tensor]) -> dict[str, Callable[[], object]]:
         "plan: GN stats, BN-inf in place, sums, chunked dx": floor_gnstats_inplace,
         "plan: var_mean, BN-inf fresh, sums, chunked dx": floor_varmean,
         "plan: update_stats, BN-inf fresh, sums, chunked dx": floor_update_stats,
+        "plan: one-pass Σx, Σx², BN-inf fresh, sums, dx (inexact)": floor_one_pass,
     }
 
 
@@ -176,6 +168,8 @@ def main(argv: list[str] | None = None, kernels_of: Kernels | None = None,
     p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--only", default="", help="comma-separated substrings of candidate names")
+    p.add_argument("--overhead", action="store_true",
+                   help="also time each layer on a (2, 64, 4, 4) input (the per-call cost)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     t = setup()
@@ -188,9 +182,12 @@ def main(argv: list[str] | None = None, kernels_of: Kernels | None = None,
 
     chosen = [s for s in a.only.split(",") if s]
     steps: dict[str, Callable[[], object]] = {"nn.GroupNorm(32, 64) fwd+bwd": gn_step}
+    tiny = torch.randn(2, C, 4, 4, generator=torch.Generator().manual_seed(3))
     for name, layer in layers().items():
         if not chosen or any(c in name for c in chosen):
             steps[name] = layer_step(layer, t["x"], t["dy"])
+            if a.overhead:  # the same layer on a (2, 64, 4, 4) input: its per-call cost
+                steps[f"{name} on (2, 64, 4, 4)"] = layer_step(layer, tiny, torch.ones_like(tiny))
     found = (kernels_of or kernels)(t)
     steps.update({k: v for k, v in found.items() if not chosen or any(s in k for s in chosen)})
     now = time.process_time_ns
