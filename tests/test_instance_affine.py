@@ -267,3 +267,32 @@ def test_large_input_passes() -> None:
     )
     assert backward == ["aten.native_group_norm_backward.default",
                         "aten.native_batch_norm.default", "aten.addcmul_.default"]
+
+
+def test_channels_last_backward_reads_a_contiguous_dy() -> None:
+    """A channels_last output gets a channels_last dy back: the backward makes it contiguous
+    once (for the sums) and every later full-size pass reads that copy, never the strided dy."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    m = normlab.SwitchableNorm(6).train()
+    x = torch.randn(4, 6, 32, 32).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = m(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    dy = torch.randn_like(y)
+    assert dy.is_contiguous(memory_format=torch.channels_last)
+    seen: list[tuple[str, bool]] = []
+
+    class Strides(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            for t in args:
+                if isinstance(t, Tensor) and t.numel() == x.numel():
+                    seen.append((str(func), t.is_contiguous()))
+            return func(*args, **(kwargs or {}))
+
+    with Strides():
+        torch.autograd.grad(y, [x, *m.parameters()], dy)
+    copies = [name for name, _ in seen if name in ("aten.clone.default", "aten.copy_.default")]
+    assert len(copies) == 1, seen
+    passes = [(name, c) for name, c in seen if "view" not in name and name not in copies]
+    assert passes and all(c for _, c in passes), passes
