@@ -212,3 +212,87 @@ def test_methods_read_the_input_in_one_statistics_pass(make: Callable[[], nn.Mod
         lambda: torch.autograd.grad(out[0], [x, *m.parameters()], g), x.numel()
     )
     assert len(backward) <= 4, backward
+
+
+# -- large input: one in-place BN-inference pass forward, chunked dx backward ----------------
+
+
+@pytest.mark.parametrize("run", [_apply, _apply_in_place], ids=["fresh", "in_place"])
+def test_instance_affine_large_input(run: Callable[..., Tensor]) -> None:
+    """Above SMALL_INPUT (x̂·s + t in place; dx = x·P + Q by the BN-inference kernel, then
+    + dy·A) against the float64 reference."""
+    shape = (5, 4, 40, 48)  # 38400 elements > SMALL_INPUT
+    assert math.prod(shape) > SMALL_INPUT
+    x = make_input(shape, F64, seed=9).requires_grad_()
+    weight = torch.linspace(0.5, 2.0, shape[1], dtype=F64).requires_grad_()
+    shift = torch.linspace(-1.0, 1.0, shape[1], dtype=F64).requires_grad_()
+    y = run(x, weight, shift)
+    expected = _mix_ref(x, weight, shift)
+    close(y, expected, 1e-12)
+    dy = make_input(shape, F64, seed=10)
+    got = torch.autograd.grad(y, (x, weight, shift), dy)
+    want = torch.autograd.grad(expected, (x, weight, shift), dy)
+    for g, w in zip(got, want, strict=True):
+        close(g, w, 1e-11)
+
+
+def test_instance_affine_large_low_precision_matches_reference() -> None:
+    x32 = make_input((4, 6, 32, 32), torch.float32, seed=11)  # 24576 elements > SMALL_INPUT
+    weight, shift = torch.linspace(0.5, 2.0, 6), torch.linspace(-1.0, 1.0, 6)
+    for dtype in (torch.float16, torch.bfloat16):
+        x = x32.to(dtype).requires_grad_()
+        y = _apply_in_place(x, weight, shift)
+        assert y.dtype == dtype
+        y.float().square().sum().backward()
+        assert x.grad is not None and x.grad.dtype == dtype
+        ref_x = x.detach().to(F64).requires_grad_()
+        ref = _mix_ref(ref_x, weight.to(F64), shift.to(F64))
+        ref.square().sum().backward()
+        tol = 1e-2 if dtype == torch.float16 else 5e-2
+        close(y.to(F64), ref, tol)
+        close(x.grad.to(F64), ref_x.grad, 5 * tol)
+
+
+def test_large_input_passes() -> None:
+    """Large input: forward = the statistics kernel, then x̂·s + t in place; backward = one
+    fused sums pass, x·P + Q (BN-inference kernel), dy·A (issue 14's pass plan plus one)."""
+    m = normlab.SwitchableNorm(6).train()
+    x = torch.randn(4, 6, 32, 32, requires_grad=True)
+    out: list[Tensor] = []
+    forward = full_size_ops(lambda: out.append(m(x)), x.numel())
+    assert forward == ["aten.native_group_norm.default", "aten.mul_.Tensor", "aten.add_.Tensor"]
+    g = torch.randn_like(x)
+    backward = full_size_ops(
+        lambda: torch.autograd.grad(out[0], [x, *m.parameters()], g), x.numel()
+    )
+    assert backward == ["aten.native_group_norm_backward.default",
+                        "aten.native_batch_norm.default", "aten.addcmul_.default"]
+
+
+def test_channels_last_backward_reads_a_contiguous_dy() -> None:
+    """A channels_last output gets a channels_last dy back: the backward makes it contiguous
+    once (for the sums) and every later full-size pass reads that copy, never the strided dy."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    m = normlab.SwitchableNorm(6).train()
+    x = torch.randn(4, 6, 32, 32).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = m(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    dy = torch.randn_like(y)
+    assert dy.is_contiguous(memory_format=torch.channels_last)
+    seen: list[tuple[str, bool]] = []
+
+    class Strides(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            for t in args:
+                if isinstance(t, Tensor) and t.numel() == x.numel():
+                    seen.append((str(func), t.is_contiguous()))
+            return func(*args, **(kwargs or {}))
+
+    with Strides():
+        torch.autograd.grad(y, [x, *m.parameters()], dy)
+    copies = [name for name, _ in seen if name in ("aten.clone.default", "aten.copy_.default")]
+    assert len(copies) == 1, seen
+    passes = [(name, c) for name, c in seen if "view" not in name and name not in copies]
+    assert passes and all(c for _, c in passes), passes

@@ -105,6 +105,10 @@ def _analytic_grads(
     wanted: list[bool],
     dy: Tensor,
 ) -> list[Tensor | None]:
+    # one contiguous copy for both reads: a channels_last output hands back a channels_last dy,
+    # which the sums would copy anyway and the strided addcmul_ below read 5x slower (2.8 ms
+    # vs ~0.5 ms at (32, 64, 32, 32) fp32, 1 thread)
+    dy = dy.contiguous()
     sum_dy, sum_dy_x = instance_sums(dy, x)
     vjp = getattr(coefficients, "vjp", None)
     if vjp is not None:
