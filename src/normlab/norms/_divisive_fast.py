@@ -46,6 +46,18 @@ Sizes = tuple[int, ...] | None  # one window size per spatial dim, or None (all 
 _MIN_POSITIONS = 64  # fewer positions per sample: whole-tensor reductions
 
 
+def _memory_order(x: Tensor) -> Tensor | None:
+    """``x`` itself when contiguous, its (N, *S, C) view when channels-last dense (a
+    contiguous permutation), else None."""
+    if x.is_contiguous():
+        return x
+    if x.dim() >= 3:
+        moved = x.movedim(1, -1)
+        if moved.is_contiguous():
+            return moved
+    return None
+
+
 def whole_sample(
     x: Tensor, weight: Tensor | None, bias: Tensor | None, sigma2: float, channel_dim: int
 ) -> Tensor:
@@ -61,8 +73,11 @@ def whole_sample(
     backward (x and two scalars per sample saved); double backward is the kernel's own. Rank-2
     input (no positions) is the same map: the boxes are then the identity and a = m = μ.
     """
-    if weight is None and bias is None and x.is_contiguous():  # 1 group: the order is moot
-        return torch.group_norm(x.view(x.shape[0], 1, -1), 1, None, None, sigma2).view(x.shape)
+    memory = _memory_order(x) if weight is None and bias is None else None
+    if memory is not None:  # one group, no affine: the order of a sample's values is moot
+        flat = memory.view(x.shape[0], 1, -1)
+        y = torch.group_norm(flat, 1, None, None, sigma2).view(memory.shape)
+        return y if memory is x else y.movedim(-1, 1)  # channels_last: back to x's strides
     xc, layout = dense(to_channels_first(x, channel_dim))
     y = torch.group_norm(xc, 1, weight, bias, sigma2)
     return from_channels_first(in_layout(y, layout), channel_dim)
