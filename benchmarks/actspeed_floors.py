@@ -406,6 +406,60 @@ def streaming_native_bn(x: Tensor, g: Tensor) -> Callable[[], tuple[Tensor, ...]
     return step
 
 
+# -- parts: the layer's chunked FRN + TLU backward with one pass left out (not a correct
+# gradient; its time shows what that pass costs in situ), and DyT's sigmoid passes alone -----
+
+def frn_backward_without(skip: str) -> Callable[[Tensor, Tensor], Step]:
+    """FRN + TLU's backward as the layer runs it (chunks of 8 samples), without ``skip``:
+    'mask' (dz = g), 'sum_g' (Σg for ∂τ), 'sums' (the fused Σdz, Σdz·x), 'addcmul' (the
+    x term of ∂x); '' leaves nothing out."""
+    def build(x: Tensor, g: Tensor) -> Step:
+        x3, g3, length, gamma, beta, tau = _frn_setup(x, g)
+        n, c = x3.shape[:2]
+        r = torch.linalg.vector_norm(x3, dim=2).square_().div_(length).add_(1e-6).rsqrt_()
+        scale, thr = r * gamma, (tau - beta).view(1, -1, 1)
+        coef = -scale * r * r / length
+
+        def step() -> Tensor:
+            dx = torch.empty_like(x3)
+            k_sum, g_sum = torch.zeros(n, c), torch.zeros(c)
+            for a in range(0, n, 8):
+                xc, gc, dxc, rs = x3[a:a + 8], g3[a:a + 8], dx[a:a + 8], scale[a:a + 8, :, None]
+                dz = gc if skip == "mask" else torch.mul(xc, rs, out=dxc).gt_(thr).mul_(gc)
+                if skip != "sum_g":
+                    g_sum += gc.sum((0, 2))
+                if skip != "sums":
+                    k_sum[a:a + 8] = _row_sums(dz, xc)[1]
+                torch.mul(dz, rs, out=dxc) if skip == "mask" else dxc.mul_(rs)
+                if skip != "addcmul":
+                    dxc.addcmul_(xc, (coef[a:a + 8] * k_sum[a:a + 8]).unsqueeze(-1))
+            return dx
+
+        return step
+
+    return build
+
+
+def dyt_sigmoids_only(x: Tensor, g: Tensor) -> Step:
+    """The two full-tensor sigmoid passes DyT needs (forward, and its recomputation in the
+    backward), nothing else: a lower bound of any plan that saves only x."""
+    x3 = x.reshape(x.shape[0], x.shape[1], -1)
+    work = torch.empty_like(x3)
+
+    def step() -> None:
+        _sigmoid(x3, 1.0, out=torch.empty_like(x3))
+        _sigmoid(x3, 1.0, out=work)
+
+    return step
+
+
+PARTS: dict[str, dict[str, Callable[[Tensor, Tensor], Step]]] = {
+    "frn": {f"part: chunked backward only{'' if not k else ', without ' + k}":
+            frn_backward_without(k) for k in ("", "mask", "sum_g", "sums", "addcmul")},
+    "dyt": {"part: the two sigmoid passes alone": dyt_sigmoids_only},
+}
+
+
 def check(plans: dict[str, Plan], x: Tensor, g: Tensor) -> None:
     """Every plan's outputs equal the first plan's (float32 tolerance)."""
     first = None

@@ -7,10 +7,11 @@ the same tensor: ``normlab.bench.timing``'s samples, rounds rotated and reversed
 ``--before`` git ref (default ``main``) extracted into a temporary package ``normlab_before``
 (every ``normlab`` name rewritten), so before and after alternate in the same process and the
 same heap. ``--floors`` adds, per layer, the bare ATen kernel sequences of candidate pass plans
-(no checks, no autograd: the kernels on the same tensor, forward + backward) and other
-compositions. Page faults per step (``ru_minflt``, load-independent) are printed with each
-row: glibc returns freed 8 MB tensors to the kernel depending on the heap's history, and a
-fresh tensor's first touch costs ~2048 faults; ``--keep-heap`` turns that off (mallopt).
+(no checks, no autograd: the kernels on the same tensor, forward + backward), other
+compositions, and parts (a plan with one pass left out, or some passes alone). Page faults per
+step (``ru_minflt``, load-independent) are printed with each row: glibc returns freed 8 MB
+tensors to the kernel depending on the heap's history, and a fresh tensor's first touch costs
+~2048 faults; ``--keep-heap`` turns that off (mallopt).
 
     PYTHONPATH=src python benchmarks/bench_actspeed.py [--layers frn,dn,...] [--rounds 15]
         [--before main] [--floors] [--keep-heap] [--channels-last] [--md FILE]
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from actspeed_floors import FLOORS
+from actspeed_floors import FLOORS, PARTS
 from normlab.bench.timing import ratio, rotated_rounds, sampler
 
 SHAPE = (32, 64, 32, 32)
@@ -114,6 +115,37 @@ def compare(cands: dict[str, Step], rounds: int, target_s: float) -> list[str]:
     return rows
 
 
+def overhead(layers: list[str], make: object) -> list[str]:
+    """'| layer | ATen calls per step | µs per step |' on a (2, 64, 2, 2) input: the fixed cost
+    of a step (Python, autograd, small operations), next to native GroupNorm's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    x, g = torch.randn(2, 64, 2, 2), torch.randn(2, 64, 2, 2)
+    rows = []
+    for name in ["nn.GroupNorm(32, 64)", *layers]:
+        module = nn.GroupNorm(32, 64) if name.startswith("nn.") else LAYERS[name](make)
+        step = train_step(module, x, g)
+        for _ in range(5):
+            step()
+        Count.calls = 0
+        with Count():
+            step()
+        start = time.process_time_ns()
+        for _ in range(200):
+            step()
+        us = (time.process_time_ns() - start) / 200 / 1e3
+        rows.append(f"| {name} | {Count.calls} | {us:.0f} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", default="frn,dn,lp,streaming,rms,dyt")
@@ -123,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--floors", action="store_true")
     p.add_argument("--keep-heap", action="store_true")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--overhead", action="store_true",
+                   help="also count ATen calls and time a step on a (2, 64, 2, 2) input")
     p.add_argument("--md", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -148,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         if old is not None:
             cands[f"{layer}: {a.before}"] = train_step(LAYERS[layer](old), x, g)
         if a.floors:
-            for name, make in FLOORS.get(layer, {}).items():
-                cands[f"{layer}: {name}"] = make(x, g)
+            for name, make in {**FLOORS.get(layer, {}), **PARTS.get(layer, {})}.items():
+                cands[f"{layer}: {name}"] = make(x.contiguous(), g.contiguous())
         lines += compare(cands, a.rounds, a.target_s)
+    if a.overhead:
+        lines += ["", "| layer | ATen calls per step | µs per step, (2, 64, 2, 2) |",
+                  "|---|---:|---:|", *overhead(a.layers.split(","), normlab)]
     if a.md:
         a.md.write_text("\n".join(lines) + "\n")
     return 0
