@@ -61,6 +61,7 @@ CASES: tuple[Case, ...] = (
     _dn(),
     _dn("windows_3_1_channels_3_5", sum_window=3, sup_window=1, sum_channels=3, sup_channels=5),
     _dn("whole_layer", sum_window=None, sup_window=None, eps=1e-5),
+    _dn("whole_layer_affine", sum_window=None, sup_window=None, affine=True),
     _dn("no_center", center=False, sup_channels=3),
     _dn("learn_sigma_affine", learn_sigma=True, affine=True, eps=1.0),
 )

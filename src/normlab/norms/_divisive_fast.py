@@ -38,12 +38,49 @@ import torch
 from torch import Tensor
 
 from normlab.core.tracing import compiling, eager_lru_cache
-from normlab.norms._base import from_channels_first, to_channels_first
+from normlab.norms._base import dense, from_channels_first, in_layout, to_channels_first
 from normlab.norms._double_backward import recomputed_grads
 
 Sizes = tuple[int, ...] | None  # one window size per spatial dim, or None (all positions)
 
 _MIN_POSITIONS = 64  # fewer positions per sample: whole-tensor reductions
+
+
+def _memory_order(x: Tensor) -> Tensor | None:
+    """``x`` itself when contiguous, its (N, *S, C) view when channels-last dense (a
+    contiguous permutation), else None."""
+    if x.is_contiguous():
+        return x
+    if x.dim() >= 3:
+        moved = x.movedim(1, -1)
+        if moved.is_contiguous():
+            return moved
+    return None
+
+
+def whole_sample(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, sigma2: float, channel_dim: int
+) -> Tensor:
+    r"""Centered divisive normalization whose fields span the whole sample: ATen's group norm
+    with one group (a LayerNorm over (C, *S) with ε = σ²), forward and backward.
+
+    With A = B = all channels × all positions, a = mean_p m_p = μ (the sample mean), and
+    e = mean_p q_p = mean_{C,S} (z − μ)² = σ_s² (its biased variance), so
+
+    $$ y = \frac{z − μ}{\sqrt{σ_s^2 + σ^2}}\,γ + β, $$
+
+    exactly ``group_norm(z, 1, γ, β, eps=σ²)``: one statistics read, one output pass, a fused
+    backward (x and two scalars per sample saved); double backward is the kernel's own. Rank-2
+    input (no positions) is the same map: the boxes are then the identity and a = m = μ.
+    """
+    memory = _memory_order(x) if weight is None and bias is None else None
+    if memory is not None:  # one group, no affine: the order of a sample's values is moot
+        flat = memory.view(x.shape[0], 1, -1)
+        y = torch.group_norm(flat, 1, None, None, sigma2).view(memory.shape)
+        return y if memory is x else y.movedim(-1, 1)  # channels_last: back to x's strides
+    xc, layout = dense(to_channels_first(x, channel_dim))
+    y = torch.group_norm(xc, 1, weight, bias, sigma2)
+    return from_channels_first(in_layout(y, layout), channel_dim)
 
 
 def supported(x: Tensor) -> bool:
@@ -201,4 +238,4 @@ def divisive_all_channels(
     )
 
 
-__all__ = ["divisive_all_channels", "supported"]
+__all__ = ["divisive_all_channels", "supported", "whole_sample"]

@@ -160,11 +160,14 @@ def _divisive_norm(
         "channel_dim": channel_dim,
         "layer": layer,
     }
-    if sum_channels is None and sup_channels is None and weight is None and bias is None:
+    if sum_channels is None and sup_channels is None and not isinstance(sigma2, Tensor):
         shape = tuple(to_channels_first(x, channel_dim).shape)
-        if not isinstance(sigma2, Tensor) and fast.supported(x):
-            sum_sizes = _sizes(sum_window, shape, layer, "sum_window") if center else None
-            sup_sizes = _sizes(sup_window, shape, layer, "sup_window")
+        sum_sizes = _sizes(sum_window, shape, layer, "sum_window") if center else None
+        sup_sizes = _sizes(sup_window, shape, layer, "sup_window")
+        whole = (len(shape) == 2 or (sum_window is None and sup_window is None)) and center
+        if whole and fast.supported(x):  # fields = the whole sample: a LayerNorm
+            return fast.whole_sample(x, weight, bias, float(sigma2), channel_dim)
+        if weight is None and bias is None and fast.supported(x):
 
             def eager(x: Tensor) -> Tensor:
                 return _divisive_eager(x, None, None, sigma2, **fields)

@@ -13,6 +13,8 @@ tanh(u) = 2·sigmoid(2u) − 1 and folds the 2 and the −1 into the affine:
 y = (2γ)·sigmoid(2αx) + (β − γ). The backward, ∂y/∂x = 4αγ·s(1 − s) with s = sigmoid(2αx),
 is one ``sigmoid_backward`` pass. It runs on the norm-activation kernel
 (`normlab.norms._norm_activation`): cache-sized chunks, x the only full-size tensor saved.
+Memory with channels innermost (channels_last, a Transformer's (N, L, C)) runs the same passes
+on its (M, C) matrix, without layout copies (`normlab.norms._dyt_kernels`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from normlab import errors
+from normlab.norms import _dyt_kernels
 from normlab.norms._base import Norm, from_channels_first, to_channels_first
 from normlab.norms._chunked import Sums, per_row
+from normlab.norms._dyt_kernels import sigmoid_
 from normlab.norms._norm_activation import (
     Epilogue,
     Rows,
@@ -36,22 +40,6 @@ from normlab.norms._norm_activation import (
 __all__ = ["DynamicTanh", "dynamic_tanh"]
 
 
-# softplus_backward(g, x, β, θ) = g·e^{βx}/(e^{βx} + 1) = g·sigmoid(βx), or g where βx > θ.
-# Float32 only: θ = 30 lies where float32's sigmoid already rounds to 1 (from 16.64) and e^θ is
-# finite (to 88.7); float64's sigmoid(30) = 1 − 9e-14 is not 1, so float64 keeps ``sigmoid_``
-_SATURATED = 30.0
-
-
-def _sigmoid_(x: Tensor, two_alpha: Tensor, out: Tensor) -> Tensor:
-    """out ← sigmoid(2α·x). On CPU one fused pass, the product 2α·x inside the sigmoid kernel
-    of ATen's ``softplus_backward`` (grad 1); elsewhere a multiply then ``sigmoid_``."""
-    if x.device.type != "cpu" or out.dtype != torch.float32:
-        return torch.mul(x, two_alpha, out=out).sigmoid_()
-    one = torch.ones((), dtype=x.dtype).expand_as(x)
-    return torch.ops.aten.softplus_backward.grad_input(
-        one, x, float(two_alpha), _SATURATED, grad_input=out)
-
-
 class _DyT(Epilogue):
     """DyT of a contiguous channels-first x with the analytic backward.
 
@@ -59,7 +47,7 @@ class _DyT(Epilogue):
 
     $$ ∂x = 4αγ\\,h,\\quad ∂α = 4 Σ_c γ_c Σ h x,\\quad ∂γ = Σ dy (2s − 1),\\quad ∂β = Σ dy. $$
 
-    Passes: forward 1 (s, `_sigmoid_`) + 2 (affine); backward 1 (s), one fused Σ dy, Σ dy·s read,
+    Passes: forward 1 (s, `sigmoid_`) + 2 (affine); backward 1 (s), one fused Σ dy, Σ dy·s read,
     1 (h, ``sigmoid_backward``), one fused Σ h·x read, 1 (∂x). Saved: x.
     """
 
@@ -75,7 +63,7 @@ class _DyT(Epilogue):
         shift = per_row(-gamma if bias is None else bias.to(acc) - gamma)
         y = torch.empty_like(x)
         for _, _, yc, (xc,), _ in rows.sweep(y.view_as(rows.x3), (rows.x3,)):
-            _sigmoid_(xc, two_alpha, yc).mul_(scale).add_(shift)
+            sigmoid_(xc, two_alpha, yc).mul_(scale).add_(shift)
         return y, (), ()
 
     def backward(
@@ -93,7 +81,7 @@ class _DyT(Epilogue):
         sources = (rows.x3, grad.view_as(rows.x3))
         # s, then h, then ∂x live in ∂x's own chunk (a scratch chunk when ∂x is not wanted)
         for i, j, dxc, (xc, gc), bufs in rows.sweep(dx, sources, int(dx is None)):
-            s = _sigmoid_(xc, two_alpha, bufs[0] if dxc is None else dxc)
+            s = sigmoid_(xc, two_alpha, bufs[0] if dxc is None else dxc)
             if affine_wanted:
                 sum_g[i:j], sum_gs[i:j] = sums(gc, s)
             h = torch.ops.aten.sigmoid_backward.grad_input(gc, s, grad_input=s)  # dy·s(1 − s)
@@ -114,6 +102,14 @@ class _DyT(Epilogue):
         """Differentiable DyT of a channels-first x (float32 or wider): double backward only."""
         alpha, weight, bias = params
         return affine_only(torch.tanh(alpha * x), weight, bias)  # type: ignore[operator]
+
+
+def _dyt(xc: Tensor, alpha: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
+    """DyT of a channels-first x: on its memory's (M, C) matrix when channels are innermost
+    (channels_last, (N, *S, C) tokens; `normlab.norms._dyt_kernels`), else `_DyT`."""
+    if _dyt_kernels.applies(xc, alpha, weight, bias):
+        return _dyt_kernels.dyt_last_dim(xc, alpha, weight, bias)
+    return norm_activation(xc, _DyT(), alpha, weight, bias)[0]
 
 
 def _check_alpha(layer: str, alpha: object) -> None:
@@ -149,8 +145,7 @@ def dynamic_tanh(
     layer = "dynamic_tanh"
     xc, _, channel_dim, _ = check_functional(layer, x, channel_dim, 1.0, weight=weight, bias=bias)
     _check_alpha(layer, alpha)
-    y, _ = norm_activation(xc, _DyT(), alpha, weight, bias)
-    return from_channels_first(y, channel_dim)
+    return from_channels_first(_dyt(xc, alpha, weight, bias), channel_dim)
 
 
 class DynamicTanh(Norm):
@@ -223,8 +218,7 @@ class DynamicTanh(Norm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
-        y, _ = norm_activation(xc, _DyT(), self.alpha, self.weight, self.bias)
-        return from_channels_first(y, self.channel_dim)
+        return from_channels_first(_dyt(xc, self.alpha, self.weight, self.bias), self.channel_dim)
 
 
 # -- registry entries (discovered by normlab.norms; the registry and normlab.* derive from them) --

@@ -12,7 +12,9 @@ No reference repository: the specification is the paper's TensorFlow snippet. Th
 `Epilogue` of `normlab.norms._norm_activation` (the FRN + TLU toy of
 tests/test_norm_activation.py, promoted): ν² from one read of x, the output written by
 ``mul``, ``add_`` and ``clamp_`` passes over cache-sized chunks, and a backward that saves x and
-the (N, C) factor 1/sqrt(ν² + ε) only and rebuilds the TLU's mask from them.
+the (N, C) factor 1/sqrt(ν² + ε) only and rebuilds the TLU's mask from them. Memory with
+channels innermost (channels_last, ``channel_dim=-1``) runs the same math on its (N, L, C)
+tensor without layout copies (`normlab.norms._frn_last_dim`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 
 from normlab import errors
 from normlab.core import axes as axes_lib
+from normlab.norms import _frn_last_dim
 from normlab.norms._base import (
     Norm,
     channel_scale_shift,
@@ -171,6 +174,22 @@ def frn_composed(
     return torch.where(z > floor, z, floor)  # ties: the gradient goes to τ
 
 
+def _frn(
+    xc: Tensor, eps: float, weight: Tensor | None, bias: Tensor | None, tau: Tensor | None,
+    eps_l: Tensor | None,
+) -> Tensor:
+    """FRN (+ TLU) of a channels-first x: on its memory's (N, L, C) tensor when channels are
+    innermost (`normlab.norms._frn_last_dim`, no layout copies), else the `_FRN` epilogue."""
+    if _frn_last_dim.applies(xc, weight, bias, tau, eps_l):
+
+        def composed(x: Tensor, *params: Tensor | None) -> Tensor:
+            w, b, t, e = params
+            return frn_composed(x, w, b, t, _total_eps(eps, e))
+
+        return _frn_last_dim.frn_rows(xc, weight, bias, tau, eps_l, eps, composed)
+    return norm_activation(xc, _FRN(eps), weight, bias, tau, eps_l)[0]
+
+
 def _check_eps_l(layer: str, eps_l: Tensor | None) -> None:
     if eps_l is not None and (not isinstance(eps_l, Tensor) or eps_l.numel() != 1):
         shape = tuple(eps_l.shape) if isinstance(eps_l, Tensor) else type(eps_l).__name__
@@ -217,8 +236,7 @@ def filter_response_norm(
         layer, x, channel_dim, eps, weight=weight, bias=bias, tau=tau
     )
     _check_eps_l(layer, eps_l)
-    y, _ = norm_activation(xc, _FRN(eps), weight, bias, tau, eps_l)
-    return from_channels_first(y, channel_dim)
+    return from_channels_first(_frn(xc, eps, weight, bias, tau, eps_l), channel_dim)
 
 
 class FilterResponseNorm(Norm):
@@ -293,7 +311,7 @@ class FilterResponseNorm(Norm):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         xc = to_channels_first(x, self.channel_dim)
-        y, _ = norm_activation(xc, _FRN(self.eps), self.weight, self.bias, self.tau, self.eps_l)
+        y = _frn(xc, self.eps, self.weight, self.bias, self.tau, self.eps_l)
         return from_channels_first(y, self.channel_dim)
 
 

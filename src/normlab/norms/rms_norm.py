@@ -16,6 +16,7 @@ from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
 from normlab.core.tracing import compiling
 from normlab.norms import _rms_channels_first as channels_first
+from normlab.norms import _rms_last_dim as last_dim
 from normlab.norms._base import Norm, finfo_eps
 
 
@@ -81,8 +82,10 @@ def _rms_norm(x: Tensor, weight: Tensor | None, eps: float | None, channel_dim: 
         return x.clone()
     if compiling():  # normlab.core.tracing
         return _composed(x, weight, finfo_eps(eps, x), channel_dim)
-    if channels_first.applies(x, channel_dim):  # (N, C, *S) contiguous: sums over C as GEMVs
+    if x.dim() > 2 and channels_first.applies(x, channel_dim):  # (N, C, *S): GEMVs over C
         return channels_first.RMSChannelsFirst.apply(x, weight, finfo_eps(eps, x))
+    if last_dim.applies(x, weight, channel_dim):  # channels innermost: tokens, channels_last
+        return last_dim.rms_rows(x, weight, finfo_eps(eps, x), channel_dim)
     return _RMSNormFunction.apply(x, weight, finfo_eps(eps, x), channel_dim)
 
 
