@@ -213,9 +213,9 @@ def _permuted_path(
     ONE native group-norm call normalizes every full chunk with γ and β as they are (its
     per-channel affine is Ghost BN's) and returns the per-(chunk, channel) mean and
     1/sqrt(σ² + ε) (σ² = that⁻² − ε, clamped at 0, exact to about ulp(σ² + ε)); its backward
-    (and double backward) is ATen's. The remainder chunk, if any, is one native batch-norm
-    call. Costs one copy each of x, y, dy and dx (the permutes): on small maps far less than
-    the ATen calls it saves (benchmarks/results/issue9_smallmaps.md).
+    (and double backward) is ATen's. A remainder chunk is one native batch-norm call on a
+    copy. Costs a copy each of x, y, dy and dx (permutes), far less on small maps than the
+    ATen calls it saves (benchmarks/results/issue9_smallmaps.md); saves about x's bytes.
     """
     c = xc.shape[1]
     rest = xc.shape[2:]
@@ -232,7 +232,7 @@ def _permuted_path(
         means.append(mean.detach())  # (full, C), as are rstd and the variances
         variances.append((rstd.detach().pow(-2) - eps).clamp_min_(0.0))
     if tail:
-        y, moments = batch_norm_with_moments(xc[full * size :], weight, bias, eps)
+        y, moments = batch_norm_with_moments(xc[full * size :].clone(), weight, bias, eps)
         ys.append(y)
         means.append(moments.mean.view(1, c))
         variances.append(moments.var.view(1, c))
