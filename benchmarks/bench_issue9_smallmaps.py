@@ -7,8 +7,9 @@ random grad_output), fp32, on (2, 64, 4, 4) and (16, 64, 8, 8), against ``torch.
 from ``git show`` under other module names beside this tree's normlab (their helpers are this
 tree's), and BatchNorm before is this tree's with core.running's old ``cat`` backup, so before
 and after alternate round by round in one process: with other jobs on the machine, only such
-ratios compare. One thread, ``time.process_time_ns``, rotated order, ratio = median of the per-round ratios. ``--ops`` prints the ATen calls per step instead
-(TorchDispatchMode, every call, views included).
+ratios compare. One thread, ``time.process_time_ns``, rotated order, ratio = median of the
+per-round ratios. ``--ops`` prints the ATen calls per step instead (TorchDispatchMode, every
+call, views included).
 
 ``--mixed``: the floor evidence for the mixed-statistics layers (SN, BIN, VBN, EvoNorm; target
 <= 2.0x): each layer and the floors of bench_function_floor.py / bench_switchable_floor.py with
