@@ -5,11 +5,10 @@ random grad_output), fp32, on (2, 64, 4, 4) and (16, 64, 8, 8), against ``torch.
 (issue 9's targets: Ghost BN, Batch Renorm, Frozen BN <= 1.3x, BatchNorm <= 1.10x). The
 "before" layers are the method files of git revision ``--before`` (default ``main``), loaded
 from ``git show`` under other module names beside this tree's normlab (their helpers are this
-tree's), and BatchNorm before is this tree's with core.running's old ``cat`` backup, so before
-and after alternate round by round in one process: with other jobs on the machine, only such
-ratios compare. One thread, ``time.process_time_ns``, rotated order, ratio = median of the
-per-round ratios. ``--ops`` prints the ATen calls per step instead (TorchDispatchMode, every
-call, views included).
+tree's), so before and after alternate round by round in one process: with other jobs on the
+machine, only such ratios compare. One thread, ``time.process_time_ns``, rotated order, ratio =
+median of the per-round ratios. ``--ops`` prints the ATen calls per step instead
+(TorchDispatchMode, every call, views included).
 
 ``--mixed``: the floor evidence for the mixed-statistics layers (SN, BIN, VBN, EvoNorm; target
 <= 2.0x): each layer and the floors of bench_function_floor.py / bench_switchable_floor.py with
@@ -31,18 +30,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import normlab
 from bench_renorm_floor import Step, module
 from normlab.bench import timing
-from normlab.core import running
 
 C = 64
 SHAPES = ((2, C, 4, 4), (16, C, 8, 8))
@@ -89,29 +87,12 @@ def mixed() -> dict[str, Callable[[tuple[int, ...]], Step]]:
     }
 
 
-def _cat_backup(buffers: Sequence[Tensor]) -> Tensor:
-    return torch.cat(tuple(buffers))  # the backup of `update_by_kernel_` before issue 9
-
-
-def cat_backup(layer: nn.Module) -> Step:
-    """``layer`` with core.running's backup as before (one ``cat``), the rest unchanged."""
-    def f(x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        saved, running._backup = running._backup, _cat_backup
-        try:
-            return layer(x), list(layer.parameters())
-        finally:
-            running._backup = saved
-
-    return f
-
-
 def candidates(rev: str) -> dict[str, Callable[[tuple[int, ...]], Step]]:
     ghost, frozen = load_before(rev, "ghost_batch_norm"), load_before(rev, "frozen_batch_norm")
     clip = {"warmup_steps": 0, "rmax_ramp_end": 0, "dmax_ramp_end": 0}
     return {
         "nn.BatchNorm2d": lambda s: module(nn.BatchNorm2d(C)),
-        "BatchNorm, before (cat backup)": lambda s: cat_backup(normlab.BatchNorm(C)),
-        "BatchNorm, after": lambda s: module(normlab.BatchNorm(C)),
+        "BatchNorm (unchanged)": lambda s: module(normlab.BatchNorm(C)),
         "FrozenBatchNorm, before": lambda s: module(frozen.FrozenBatchNorm(C)),
         "FrozenBatchNorm, after": lambda s: module(normlab.FrozenBatchNorm(C)),
         "GhostBatchNorm(8), before": lambda s: module(ghost.GhostBatchNorm(C, ghost_batch_size=8)),

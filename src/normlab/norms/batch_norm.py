@@ -10,10 +10,10 @@ Fast paths (training: `batch_norm_train_`):
 * otherwise ATen's native batch-norm kernel, on a channels-first view of the input (an NHWC
   tensor becomes a channels_last NCHW view, which the kernel reads without a copy). In training
   on the CPU the kernel also applies the running-statistics EMA, under the guard and counter of
-  `normlab.core.running.update_by_kernel_`: no kernel beyond ``torch.nn.BatchNorm2d``'s on
-  small maps (benchmarks/bench_per_call.py --ops). Elsewhere (accelerators, torch.compile,
-  low-precision buffers) the kernel writes the batch mean and unbiased variance into fresh
-  buffers and `update_running_ema_` folds them in.
+  `normlab.core.running.update_by_kernel_`: 23 ATen calls per forward + backward against
+  ``torch.nn.BatchNorm2d``'s 20 (benchmarks/bench_per_call.py --ops). Elsewhere (accelerators,
+  torch.compile, low-precision buffers) the kernel writes the batch mean and unbiased variance
+  into fresh buffers and `update_running_ema_` folds them in.
 """
 
 from __future__ import annotations
