@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from normlab.core.running import Factor, update_running_
+from normlab.core.running import Factor, update_running_, update_running_ema_
+from normlab.core.tracing import eager_lru_cache
 
 
 @torch.no_grad()
@@ -64,4 +65,42 @@ def update_ghost_running_stats_(
     update_running_((running_mean, running_var), num_batches_tracked, momentum, law, watch=(terms,))
 
 
-__all__ = ["ghost_terms", "update_ghost_running_stats_"]
+@eager_lru_cache(maxsize=32)  # a plain call under graph capture
+def _ema_weights(
+    counts: tuple[int, ...], momentum: float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, float]:
+    """((2, K, 1) weights, f) of `update_ghost_running_ema_`; made once, only ever read."""
+    k = len(counts)
+    f = 1 - (1 - momentum) ** k
+    w = [momentum * (1 - momentum) ** (k - 1 - i) / f for i in range(k)]
+    unbiased = [wi * n / (n - 1) for wi, n in zip(w, counts, strict=True)]
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.tensor([w, unbiased], dtype=dtype, device=device).unsqueeze(2), f
+
+
+def update_ghost_running_ema_(
+    running_mean: Tensor, running_var: Tensor, num_batches_tracked: Tensor | None,
+    chunk_mean: Tensor, chunk_var: Tensor, counts: list[int], momentum: float,
+) -> None:
+    r"""`update_ghost_running_stats_` for one process (R = 1) and a momentum m > 0, as ONE
+    EMA step of `normlab.core.running.update_running_ema_` (its guard, counter and fused
+    lerp): the closed form over the K ghost batches is
+
+    $$ \hat s ← (1 - m)^K\,\hat s + \sum_i w_i s_i = (1 - f)\,\hat s + f\,T,\qquad
+       f = 1 - (1 - m)^K,\quad T = \sum_i \frac{w_i}{f} s_i, $$
+
+    w_i = m(1 − m)^(K−i), s = μ_k and the unbiased σ²_k (biased ``chunk_var`` times
+    n_i/(n_i − 1)), both weighted sums in one multiply and one sum with weights made once
+    per (counts, m). A few ATen calls instead of about thirty: what Ghost BN's running update
+    costs on small maps (benchmarks/results/issue9_smallmaps.md).
+    """
+    weights, f = _ema_weights(tuple(counts), momentum, chunk_mean.dtype, chunk_mean.device)
+    # mul + sum, not bmm: BLAS's thread pool costs tens of µs a call beside ATen's kernels
+    targets = torch.stack((chunk_mean, chunk_var)).mul_(weights).sum(1)
+    update_running_ema_(
+        (running_mean, running_var), targets.unbind(0), num_batches_tracked, f,
+        watch=targets.view(-1),
+    )
+
+
+__all__ = ["ghost_terms", "update_ghost_running_ema_", "update_ghost_running_stats_"]

@@ -13,9 +13,10 @@ pytorch/vision#2169, PR #2190). Backward, when γ and β are frozen: dx = dy·a 
 a = γ/sqrt(σ̂² + ε), one per-channel affine pass of the same kernel over dy, and nothing but a
 saved for it. ATen's own eval-mode backward computes the same product as (dy·(σ̂² + ε)^-½)·γ
 (so the two differ by at most an ulp or two) in a per-channel serial loop that costs several
-times more than the forward on CPU. With a trainable γ, β (``trainable_affine=True``, or
-parameters that require grad handed to the functional) the layer is exactly torch's
-``F.batch_norm(training=False)``, autograd included.
+times more than the forward on CPU (on small maps, up to ``_SMALL`` elements, the call count
+sets the cost, and that plain autograd path is the faster one: it is taken there). With a
+trainable γ, β (``trainable_affine=True``, or parameters that require grad handed to the
+functional) the layer is exactly torch's ``F.batch_norm(training=False)``, autograd included.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ def frozen_eps_not_positive(source: str, eps: object) -> ConfigError:
     )
 
 
-# Below this many elements a call's cost is its number of ATen calls, not its passes over
-# memory: one broadcast multiply wins on (2, 64, 4, 4), the kernel pass on (16, 64, 8, 8)
-# (1.7x; benchmarks/bench_per_call.py).
-_SMALL = 1 << 14
+# Up to this many elements a call's cost is its number of ATen calls, not its passes over
+# memory: plain autograd through ATen's eval kernel (no Python backward; it saves x) beats
+# `_FrozenInference`. Measured (1 thread, fp32, fwd + bwd, x nn.BatchNorm2d in training, load
+# 8.5): (2, 64, 4, 4) 0.55 vs 1.51, (16, 64, 8, 8) 0.34 vs 0.59, (16, 64, 16, 16) 0.51 vs 0.63,
+# (32, 64, 16, 16) 0.64 vs 0.33 (benchmarks/results/issue9_smallmaps.md).
+_SMALL = 1 << 18
 
 
 class _FrozenInference(torch.autograd.Function):
@@ -92,9 +95,7 @@ class _FrozenInference(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
         (scale,) = ctx.saved_tensors
-        if torch.is_grad_enabled() or dy.numel() <= _SMALL:
-            # double backward: a differentiable (linear) map of dy; small dy: one broadcast
-            # multiply costs less than the three calls below
+        if torch.is_grad_enabled():  # double backward: a differentiable (linear) map of dy
             view = (1, -1) + (1,) * (dy.dim() - 2)
             dx = (dy * scale.view(view)).to(dy.dtype)
         else:  # dy·a + 0 in one pass
@@ -111,7 +112,8 @@ def _frozen(
     eps: float,
 ) -> Tensor:
     """BN inference of a channels-first ``x``; the fast backward when the affine is constant."""
-    if compiling() or any(t is not None and t.requires_grad for t in (weight, bias)):
+    if (x.numel() <= _SMALL or compiling()
+            or any(t is not None and t.requires_grad for t in (weight, bias))):
         return _batch_norm(x, running_mean, running_var, weight, bias, False, eps)
     return _FrozenInference.apply(x, running_mean, running_var, weight, bias, eps)
 

@@ -10,21 +10,25 @@ Fast paths, with no Python loop over chunks, chosen by the batch and by the numb
 positions per (sample, channel) slice:
 
 * one ghost batch (N <= ``ghost_batch_size``): plain BN, `normlab.norms.batch_norm`'s path;
-* |S| >= ``MIN_POSITIONS_PER_SLICE`` (images, long sequences), no copy of the input: the
-  per-(sample, channel) moments of the group-norm kernel, merged exactly per chunk (equal
-  counts: μ = mean_i μ_i, σ² = mean_i σ²_i + mean_i (μ_i − μ)²) on the tiny (N, C) tensors,
-  and one affine pass y = x·A + B (`normlab.norms._instance_affine`, coefficients
-  `_forward_parts`, their VJP `_backward_parts`); the backward reads x and dy once for two
-  per-slice sums and writes dx in one affine pass plus one fused multiply-add;
-* fewer positions ((N, C) input, short sequences): the chunks become extra channels of a
-  permuted copy, (k·g, C, *S) -> (g, k·C, *S), with γ and β repeated k times, and ONE native
-  batch-norm call normalizes every chunk (a remainder chunk is one more call).
+* |S| >= ``MIN_POSITIONS_PER_SLICE`` and over ``SMALL_MAP_VALUES`` values per channel (large
+  maps), no copy of the input: the per-(sample, channel) moments of the group-norm kernel,
+  merged exactly per chunk (equal counts: μ = mean_i μ_i, σ² = mean_i σ²_i + mean_i
+  (μ_i − μ)²) on the tiny (N, C) tensors, and one affine pass y = x·A + B
+  (`normlab.norms._instance_affine`, coefficients `_forward_parts`, their VJP
+  `_backward_parts`); the backward reads x and dy once for two per-slice sums and writes dx in
+  one affine pass plus one fused multiply-add;
+* fewer positions ((N, C) input, short sequences) or small maps: the chunks become the
+  samples of a group norm on a permuted copy, (k·g, C, *S) -> (k, C, g·|S|), one group per
+  channel, and ONE native group-norm call normalizes every chunk with γ, β as they are (a
+  remainder chunk is one native batch-norm call more); see `_permuted_path`.
+
+A step's running-statistics update is one fused EMA step (`update_ghost_running_ema_`).
 
 Measured (2-core CPU, fp32 (32, 64, 32, 32), 2 threads, fwd + bwd, ghost size 8): the second
-path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time, the permuted path 1.8x, an eager per-chunk
-composition 4-5x. The second path's fp32 error grows like u·|μ|/σ (a fold y = x·A + B; its
-gradient uses Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about 6x less accurate
-than the permuted path's, about 1e-5 of its largest entry.
+path at 0.9-1.2x ``torch.nn.BatchNorm2d``'s time, the permuted path 1.2x (1 thread), an eager
+per-chunk composition 4-5x. The second path's fp32 error grows like u·|μ|/σ (a fold
+y = x·A + B; its gradient uses Σ dy·x − μ·Σ dy): at |μ|/σ = 1e3 its input gradient is about
+6x less accurate than the permuted path's, about 1e-5 of its largest entry.
 """
 
 from __future__ import annotations
@@ -45,10 +49,15 @@ from normlab.norms._base import (
     affine_params,
     check_set_size,
     from_channels_first,
+    kernel_params,
     layout_of,
     to_channels_first,
 )
-from normlab.norms._ghost_running import ghost_terms, update_ghost_running_stats_
+from normlab.norms._ghost_running import (
+    ghost_terms,
+    update_ghost_running_ema_,
+    update_ghost_running_stats_,
+)
 from normlab.norms._instance_affine import (
     contiguous_channels_first,
     normalize_and_apply,
@@ -130,11 +139,25 @@ def ghost_plan(
 
 # Below this many positions per (sample, channel) slice the per-slice kernels of the instance
 # path are dominated by per-slice overhead (for (N, C) input each slice is one value), and one
-# native batch-norm call on a permuted copy is faster. Measured on the project's 2-core CPU,
+# native kernel call on a permuted copy is faster. Measured on the project's 2-core CPU,
 # fp32, 1M elements, C = 64, ghost size 32, fwd + bwd: at |S| = 1 the instance path is ~10x
 # slower than the permuted one, at |S| = 16 they are even, from |S| = 64 on the instance path
-# wins (it copies nothing).
+# wins (it copies nothing). 1 turns the permuted path off (how tests pin the instance path).
 MIN_POSITIONS_PER_SLICE = 32
+
+# Up to this many values per channel (N·|S|) the permuted path wins whatever |S|: on small maps
+# the instance path's ~60 small ATen calls, not the copies, set the cost. Measured (1 thread,
+# fp32, C = 64, ghost size 8, fwd + bwd, x nn.BatchNorm2d): (16, 64, 8, 8) 1.6 vs 3.0,
+# (16, 64, 12, 12) 1.1 vs 1.8, (16, 64, 16, 16) 1.3 vs 1.1, (128, 64, 8, 8) 1.2 vs 0.9
+# (benchmarks/results/issue9_smallmaps.md).
+SMALL_MAP_VALUES = 3072
+
+
+def _permuted(batch: int, positions: int) -> bool:
+    """Whether Ghost BN's training path is the permuted one (`_permuted_path`)."""
+    return MIN_POSITIONS_PER_SLICE > 1 and (
+        positions < MIN_POSITIONS_PER_SLICE or batch * positions <= SMALL_MAP_VALUES
+    )
 
 
 def _forward_parts(
@@ -184,25 +207,32 @@ def _backward_parts(
 def _permuted_path(
     xc: Tensor, weight: Tensor | None, bias: Tensor | None, plan: Plan, eps: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The chunks become extra channels: (k·g, C, *S) -> (g, k·C, *S), one native BN call.
+    """The full chunks as the samples of a group norm: (k·g, C, *S) -> (k, C, g, *S), one
+    group per channel, so every group is one (ghost batch, channel) set of g·|S| values.
 
-    γ and β are repeated k times (their gradients sum back through ``repeat``); the remainder
-    chunk, if any, is one more native call. Costs a copy of x, y, dy and dx (permutes).
+    ONE native group-norm call normalizes every full chunk with γ and β as they are (its
+    per-channel affine is Ghost BN's) and returns the per-(chunk, channel) mean and
+    1/sqrt(σ² + ε) (σ² = that⁻² − ε, clamped at 0, exact to about ulp(σ² + ε)); its backward
+    (and double backward) is ATen's. A remainder chunk is one native batch-norm call on a
+    copy. Costs a copy each of x, y, dy and dx (permutes), far less on small maps than the
+    ATen calls it saves (benchmarks/results/issue9_smallmaps.md); saves about x's bytes.
     """
     c = xc.shape[1]
     rest = xc.shape[2:]
     full, size, tail = plan
     ys, means, variances = [], [], []
     if full:
-        main = xc[: full * size].reshape(full, size, c, *rest).transpose(0, 1)
-        w = None if weight is None else weight.repeat(full)
-        b = None if bias is None else bias.repeat(full)
-        y, moments = batch_norm_with_moments(main.reshape(size, full * c, *rest), w, b, eps)
-        ys.append(y.reshape(size, full, c, *rest).transpose(0, 1).reshape(full * size, c, *rest))
-        means.append(moments.mean.view(full, c))
-        variances.append(moments.var.view(full, c))
+        main = xc[: full * size] if tail else xc  # a slice's backward writes zeros first
+        grouped = main.unflatten(0, (full, size)).transpose(1, 2).contiguous()
+        w, b = kernel_params(xc, weight, bias, c)
+        y, mean, rstd = torch.ops.aten.native_group_norm(
+            grouped, w, b, full, c, grouped.numel() // (full * c), c, eps
+        )
+        ys.append(y.transpose(1, 2).reshape(full * size, c, *rest))
+        means.append(mean.detach())  # (full, C), as are rstd and the variances
+        variances.append((rstd.detach().pow(-2) - eps).clamp_min_(0.0))
     if tail:
-        y, moments = batch_norm_with_moments(xc[full * size :], weight, bias, eps)
+        y, moments = batch_norm_with_moments(xc[full * size :].clone(), weight, bias, eps)
         ys.append(y)
         means.append(moments.mean.view(1, c))
         variances.append(moments.var.view(1, c))
@@ -218,7 +248,7 @@ def _ghost_train(
     n, c = xc.shape[:2]
     positions = xc.numel() // (n * c)
     plan = ghost_plan(n, ghost_batch_size, positions, split)
-    if positions < MIN_POSITIONS_PER_SLICE:
+    if _permuted(n, positions):
         y, mu, sigma2 = _permuted_path(xc, weight, bias, plan, eps)
         layout = layout_of(xc)  # the output keeps a channels_last input's layout
         return restore_layout(y, layout, channel_dim), (mu.detach(), sigma2.detach(), plan,
@@ -406,7 +436,16 @@ class GhostBatchNorm(Norm):
                 x, self.weight, self.bias, self.ghost_batch_size, self.eps, self.channel_dim,
                 self.split,
             )
-        if self.running_mean is not None:
+        momentum = self.momentum
+        if self.running_mean is None:
+            return y
+        if self.moments_reducer is None and momentum is not None and momentum > 0 and x.numel():
+            mu, sigma2, plan, positions = stats
+            update_ghost_running_ema_(
+                self.running_mean, self.running_var, self.num_batches_tracked, mu, sigma2,
+                [size * positions for size in chunk_sizes(plan)], momentum,
+            )
+        else:
             update_ghost_running_stats_(
                 self.running_mean, self.running_var, self.num_batches_tracked,
                 *self._step_terms(stats), self.momentum,
