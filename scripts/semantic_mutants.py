@@ -4,7 +4,7 @@ Two sets: ``gaps`` (gaps.py, the gaps of issue 17) and ``review`` (review.py, an
 set written by a reviewer from the source alone); ``--set all`` (the default) runs both.
 
 First all the selected patches' tests run once on an unpatched copy and must pass. Then, for
-every patch: copy src/ and tests/ (and pyproject.toml, for pytest's configuration) into a
+every patch: copy src/, tests/ and benchmarks/ (and pyproject.toml, for pytest's configuration) into a
 temporary directory, apply the patch there (never in place), run the patch's tests against the
 copy (``-x``: the first failure decides), and expect failures. Prints one line per patch, e.g.
 
@@ -44,7 +44,7 @@ class PatchRotted(RuntimeError):
 
 def copy_tree(dest: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".hypothesis")
-    for name in ("src", "tests"):
+    for name in ("src", "tests", "benchmarks"):  # some tests load benchmarks/eager baselines
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
 

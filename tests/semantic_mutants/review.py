@@ -119,6 +119,7 @@ PATCHES: tuple[Patch, ...] = (
         "            if value.shape != (self.num_features,):",
         "            if value.dim() != 1:",
         (T + "test_state.py::test_load_rejects_invalid_running_var",
+         T + "test_state.py::test_load_refuses_statistics_of_another_length_and_loads_nothing",
          T + "test_frozen_batch_norm.py::test_load_rejects_invalid_statistics"),
     ),
     Patch(
@@ -135,7 +136,8 @@ PATCHES: tuple[Patch, ...] = (
         "    positions",
         "    layout = layout_of(x)\n    weight, bias = kernel_params(x, weight, bias, c)\n"
         "    positions",
-        (T + "test_numerics.py", T + "test_parity_torch.py"),
+        (T + "test_numerics.py", T + "test_parity_torch.py",
+         T + "test_contract.py::test_fp32_accuracy_with_large_mean_in_every_layout"),
     ),
     Patch(
         "r16", "per-channel training BN keeps the unbiased variance as its batch variance",
@@ -143,13 +145,6 @@ PATCHES: tuple[Patch, ...] = (
         "return y, Moments(mean, unbiased * ((n - 1) / n), n)",
         "return y, Moments(mean, unbiased, n)",
         (T + "test_ghost_batch_norm.py", T + "test_state.py"),
-    ),
-    Patch(
-        "r17", "batch moments of large input counted per (sample, channel) slice",
-        NORMS + "_per_instance.py",
-        "            count = x.numel() // (x.shape[0] * x.shape[1])\n            return Moments(",
-        "            count = x.numel() // x.shape[1]\n            return Moments(",
-        (T + "test_batch_renorm.py", T + "test_state.py"),
     ),
     Patch(
         "r18", "instance_moments returns σ instead of σ²",
@@ -204,7 +199,8 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "r25", "FrozenBatchNorm's fast backward forgets γ",
         NORMS + "frozen_batch_norm.py",
-        "            scale = scale * weight.to(acc)\n        ctx.save_for_backward(scale)",
+        "        if weight is not None:\n            scale = scale * weight.to(acc)\n"
+        "        ctx.save_for_backward(scale)",
         "        ctx.save_for_backward(scale)",
         (T + "test_frozen_batch_norm.py",),
     ),
@@ -270,7 +266,8 @@ PATCHES: tuple[Patch, ...] = (
         NORMS + "rms_norm.py",
         "grad_weight = (grad * x_hat).sum(others).to(weight.dtype)",
         "grad_weight = grad.sum(others).to(weight.dtype)",
-        (T + "test_parity_torch.py", T + "test_numerics.py"),
+        (T + "test_parity_torch.py", T + "test_numerics.py",
+         T + "test_contract.py::test_channel_dim_last_matches_channel_dim_1"),
     ),
     Patch(
         "r35", "channels-first RMSNorm backward with r² instead of r³",
