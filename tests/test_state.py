@@ -187,6 +187,25 @@ def test_reset_running_stats(case: Case) -> None:
         assert torch.equal(value, params[key]), "reset_running_stats must not touch parameters"
 
 
+@running_cases
+def test_reset_layer_trains_like_a_freshly_built_one(case: Case) -> None:
+    """reset_running_stats forgets everything the layer accumulated, in every buffer (a
+    method's own counters and accumulators too): afterwards its state, and its next training
+    step, are those of a freshly built layer with the same parameters."""
+    fresh = case.make(dtype=F64).train()
+    m = randomize_(case.make(dtype=F64)).train()
+    with torch.no_grad():
+        for name, value in m.named_parameters():
+            fresh.get_parameter(name).copy_(value)
+    for x in _batches(case, 3):
+        m(x)
+    m.reset_running_stats()
+    assert_state_equal(snapshot(m), snapshot(fresh))
+    x = _batches(case, 4)[-1]
+    assert torch.equal(m(x), fresh(x))
+    assert_state_equal(snapshot(m), snapshot(fresh))
+
+
 # layers built with (or defaulting to) track_running_stats=False
 UNTRACKED = [c for c in CASES if getattr(c.make(), "track_running_stats", None) is False]
 
