@@ -4,9 +4,10 @@ Two sets: ``gaps`` (gaps.py, the gaps of issue 17) and ``review`` (review.py, an
 set written by a reviewer from the source alone); ``--set all`` (the default) runs both.
 
 First all the selected patches' tests run once on an unpatched copy and must pass. Then, for
-every patch: copy src/, tests/ and benchmarks/ (and pyproject.toml, for pytest's configuration) into a
-temporary directory, apply the patch there (never in place), run the patch's tests against the
-copy (``-x``: the first failure decides), and expect failures. Prints one line per patch, e.g.
+every patch: copy src/, tests/ and benchmarks/ (some tests load its eager baselines) and
+pyproject.toml (pytest's configuration) into a temporary directory, apply the patch there
+(never in place), run the patch's tests against the copy (``-x``: the first failure decides),
+and expect failures. Prints one line per patch, e.g.
 
     gap 3 (variance overflow guard watches the mean, not the variance): broken → 1 failed;
     fixed → passed
