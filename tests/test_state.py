@@ -103,6 +103,25 @@ def test_running_stats_match_oracle(case: Case, momentum: float | None) -> None:
         assert torch.equal(m.running_var, torch.ones_like(m.running_var))
 
 
+TORCH_LAW = [c for c in RUNNING_CASES if c.running_step is None]
+
+
+@pytest.mark.parametrize("case", TORCH_LAW, ids=[c.id for c in TORCH_LAW])
+def test_two_values_per_statistic_store_the_unbiased_variance(case: Case) -> None:
+    """n = 2 values per statistic, the smallest set with a variance: the stored variance is
+    s² = σ²·2/(2 − 1), as torch.nn stores it (momentum 1: the buffers are the batch's)."""
+    c = case.num_features
+    per_instance = _per_instance(case)
+    x = make_input((3, c, 2) if per_instance else (1, c, 2), F64, seed=5)
+    m = randomize_(case.make(dtype=F64, momentum=1.0)).train()
+    m(x)
+    zeros, ones = torch.zeros(c, dtype=F64), torch.ones(c, dtype=F64)
+    mean, var, _ = oracles.running_stats_step_ref(zeros, ones, 0, x, 1.0,
+                                                  per_instance=per_instance)
+    close(m.running_mean, mean, 1e-12, msg="running_mean")
+    close(m.running_var, var, 1e-12, msg="running_var")
+
+
 @pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0], ids=str)
 def test_one_step_closed_form(momentum: float) -> None:
     """From (0, 1): rm = m·μ_B and rv = (1 − m) + m·σ²_B·n/(n − 1), σ² biased."""
@@ -168,6 +187,25 @@ def test_reset_running_stats(case: Case) -> None:
         assert torch.equal(value, params[key]), "reset_running_stats must not touch parameters"
 
 
+@running_cases
+def test_reset_layer_trains_like_a_freshly_built_one(case: Case) -> None:
+    """reset_running_stats forgets everything the layer accumulated, in every buffer (a
+    method's own counters and accumulators too): afterwards its state, and its next training
+    step, are those of a freshly built layer with the same parameters."""
+    fresh = case.make(dtype=F64).train()
+    m = randomize_(case.make(dtype=F64)).train()
+    with torch.no_grad():
+        for name, value in m.named_parameters():
+            fresh.get_parameter(name).copy_(value)
+    for x in _batches(case, 3):
+        m(x)
+    m.reset_running_stats()
+    assert_state_equal(snapshot(m), snapshot(fresh))
+    x = _batches(case, 4)[-1]
+    assert torch.equal(m(x), fresh(x))
+    assert_state_equal(snapshot(m), snapshot(fresh))
+
+
 # layers built with (or defaulting to) track_running_stats=False
 UNTRACKED = [c for c in CASES if getattr(c.make(), "track_running_stats", None) is False]
 
@@ -198,6 +236,22 @@ def test_load_rejects_invalid_running_var(case: Case, bad: float) -> None:
     target = randomize_(case.make(), seed=7)
     before = snapshot(target)
     with pytest.raises(NormlabError, match="running_var"):
+        target.load_state_dict(state)
+    assert_state_equal(snapshot(target), before)
+
+
+@running_cases
+def test_load_refuses_statistics_of_another_length_and_loads_nothing(case: Case) -> None:
+    """A checkpoint of a layer with another channel count: a NormlabError naming the buffer and
+    the shapes, raised before anything is copied (torch's own size check copies the other
+    tensors first and then raises a RuntimeError)."""
+    state = randomize_(case.make()).state_dict()
+    key = "running_mean" if "running_mean" in state else "running_var"
+    state[key] = torch.cat([state[key], state[key][:1]])
+    target = randomize_(case.make(), seed=7)
+    before = snapshot(target)
+    c = case.num_features
+    with pytest.raises(NormlabError, match=rf"'{key}': shape \({c + 1},\), expected \({c},\)"):
         target.load_state_dict(state)
     assert_state_equal(snapshot(target), before)
 

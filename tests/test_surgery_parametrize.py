@@ -172,3 +172,34 @@ def test_fold_bakes_spectral_norm_without_a_power_iteration() -> None:
     torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
     for key, value in _power_vectors(net).items():
         assert torch.equal(value, before[key]), key
+
+
+def test_default_works_on_a_copy_and_leaves_the_model_alone() -> None:
+    model = _net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    new = normlab.parametrize(model, "weight_norm")
+    assert new is not model
+    assert not any(torch_parametrize.is_parametrized(m) for m in model.modules())
+    assert model.state_dict().keys() == before.keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    back = normlab.unparametrize(new)
+    assert back is not new
+    assert all(torch_parametrize.is_parametrized(new[i]) for i in (0, 3, 5))
+    assert not any(torch_parametrize.is_parametrized(m) for m in back.modules())
+
+
+def test_unparametrize_in_training_mode_bakes_the_eval_weight() -> None:
+    """Whatever mode the model is in, the baked weight is the effective weight of eval mode:
+    spectral norm's stored u, v, with no power iteration, so the deployed model computes what
+    the parametrized one computes in eval."""
+    net = normlab.parametrize(_net(), "spectral_norm")
+    _randomize_bn(net[1])
+    x = torch.randn(2, 3, 6, 6)
+    net.train()(x)  # a few power iterations: u, v are not at their fixed point
+    before = _power_vectors(net)
+    expected = copy.deepcopy(net).eval()(x)
+    baked = normlab.unparametrize(net.train())
+    torch.testing.assert_close(baked.eval()(x), expected, rtol=1e-6, atol=1e-6)
+    for key, value in _power_vectors(net).items():
+        assert torch.equal(value, before[key]), key
