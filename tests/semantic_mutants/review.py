@@ -308,8 +308,8 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "r40", "Ghost BN's running EMA weighs its ghost batches in reverse order",
         NORMS + "_ghost_running.py",
-        "momentum * (1 - momentum) ** (k - 1 - i)",
-        "momentum * (1 - momentum) ** i",
+        "momentum * (1 - momentum) ** (k - 1 - i) / f",
+        "momentum * (1 - momentum) ** i / f",
         (T + "test_ghost_batch_norm.py",),
     ),
     Patch(

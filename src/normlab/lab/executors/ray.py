@@ -44,6 +44,7 @@ class RayExecutor:
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
         self._pending: dict[Any, RunConfig] = {}
+        self._started = False  # this executor's ray.init made the connection
 
     def _connect(self) -> bool:
         """Join the cluster (or start a local instance); True when this call started Ray."""
@@ -63,7 +64,7 @@ class RayExecutor:
         if not configs:
             return
         ray = self._ray
-        started = self._connect()
+        started = self._started = self._connect()
         try:
             task = ray.remote(self.compute).options(
                 num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run
@@ -81,12 +82,19 @@ class RayExecutor:
             self._pending = {}
             if started:
                 ray.shutdown()
+                self._started = False
 
     def cancel(self) -> None:
-        # force=False: a running task gets KeyboardInterrupt and ends as cancelled. A forced
-        # cancel kills the worker process, and a reply already in flight then aborted the
-        # driver inside Ray once ("Tried to complete task that was not pending", Ray 2.60, in a
-        # loaded make test).
-        for ref in list(self._pending):
+        # A connection this executor made is closed: Ray ends the driver's job and kills its
+        # tasks. Cancelling task by task raced replies already in flight and aborted the driver
+        # inside Ray ("Tried to complete task that was not pending", Ray 2.60, in a loaded
+        # make test), with force=True and force=False alike. A connection the caller made stays
+        # open, so its tasks are cancelled one by one (force=False: a running task gets
+        # KeyboardInterrupt and ends as cancelled).
+        pending, self._pending = list(self._pending), {}
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
+            return
+        for ref in pending:
             self._ray.cancel(ref, force=False)
-        self._pending = {}
