@@ -9,7 +9,8 @@ kernel thousands of times, far too slow to rerun for each mutant. This file runs
   Virtual BN, Ghost BN, AdaIN, EvoNorm-B0 (their per-(n, c) kernels), Batch Renorm
   (`batch_moments`);
 * `normlab.norms.frozen_batch_norm`: FrozenBatchNorm, frozen and trainable affine;
-* `normlab.norms._batch_norm_composed`: BatchNorm on an input of ≥ 2^19 elements.
+* `normlab.norms._batch_norm_composed`: BatchNorm on an input of ≥ 2^19 elements;
+* `normlab.norms._base`'s group-norm kernel and ε rule: InstanceNorm, LayerNorm, RMSNorm.
 
 and adds what the catalogue's small shapes never reach: inputs above the kernels' size
 thresholds (`SMALL_INPUT` = 2^14 elements, BatchNorm's composed path at 2^19), in every layout,
@@ -44,6 +45,7 @@ KERNEL_IDS = (
     "evo_norm_b0",
     "frozen_batch_norm", "frozen_batch_norm-affine_false", "frozen_batch_norm-trainable_affine",
     "batch_norm",
+    "instance_norm-affine", "layer_norm", "rms_norm-eps",
 )
 KERNEL_CASES = [c for c in CASES if c.id in KERNEL_IDS]
 MODES = [(c, True) for c in KERNEL_CASES] + [(c, False) for c in KERNEL_CASES
@@ -94,6 +96,50 @@ def test_state_dict_roundtrip_bitwise(case: Case) -> None:
 @cases
 def test_eval_forward_leaves_state_unchanged(case: Case) -> None:
     contract.test_eval_forward_leaves_state_unchanged(case)
+
+
+@cases
+def test_repr_contains_hyperparameters(case: Case) -> None:
+    contract.test_repr_contains_hyperparameters(case)
+    text = repr(case.make())  # channels first: the default, not shown
+    assert text.startswith(f"{case.cls.__name__}({case.num_features}, ")
+    assert "channel_dim" not in text
+
+
+@cases
+def test_factory_kwargs_reach_params_and_buffers(case: Case) -> None:
+    contract.test_factory_kwargs_reach_params_and_buffers(case, F64)
+
+
+@cases
+def test_device_kwarg_meta(case: Case) -> None:
+    contract.test_device_kwarg_meta(case)
+
+
+@mode_cases
+def test_bf16_matches_float64_oracle(case: Case, training: bool) -> None:
+    contract.test_bf16_smoke(case, training)
+
+
+# the layers built on `normlab.norms._base.dense` / `in_layout` (RMSNorm's elementwise
+# composition keeps the input's strides instead)
+CHANNELS_FIRST = [(c, t) for c, t in MODES if c.name != "rms_norm"]
+
+
+@pytest.mark.parametrize(("case", "training"), CHANNELS_FIRST,
+                         ids=[f"{c.id}-{'train' if t else 'eval'}" for c, t in CHANNELS_FIRST])
+def test_output_keeps_the_input_memory_format(case: Case, training: bool) -> None:
+    """channels_last (3d) input gives channels_last (3d) output, any other strided input a
+    contiguous one, small and above `SMALL_INPUT` alike (what the next layer reads fastest)."""
+    m = randomize_(case.make()).train(training)
+    c = case.num_features
+    for shape in ((2, c, 4, 3), (4, c, 32, 24)):
+        x = make_input(shape, F32, seed=1)
+        assert m(x.to(memory_format=torch.channels_last)).is_contiguous(
+            memory_format=torch.channels_last), shape
+        assert m(x.transpose(2, 3)).is_contiguous(), shape
+    x5 = make_input((2, c, 3, 4, 5), F32, seed=2).to(memory_format=torch.channels_last_3d)
+    assert m(x5).is_contiguous(memory_format=torch.channels_last_3d)
 
 
 @pytest.mark.parametrize(("case", "momentum"), RUNNING, ids=[f"{c.id}-{m}" for c, m in RUNNING])
