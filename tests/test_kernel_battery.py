@@ -208,8 +208,12 @@ def test_gradients_match_float64_oracle(
     close(back(leaf.grad).to(F64), back(xo.grad), tol, msg=f"input grad {layout}")
     expected_params = param_grads(oracle)
     assert param_grads(m).keys() == expected_params.keys()
+    # fp32 parameter gradients sum ~10^5 products per channel: torch's own channels_last BN
+    # kernel is ~1 % off the float64 value there with one thread, so only gross errors show
+    # in fp32; fp64 checks them to 1e-9
+    param_tol = 1e-9 if dtype == F64 else 5e-2
     for key, grad in param_grads(m).items():
-        close(grad.to(F64), expected_params[key], tol * 10, msg=f"{key} grad {layout}")
+        close(grad.to(F64), expected_params[key], param_tol, msg=f"{key} grad {layout}")
     if training and case.has_running_stats:
         _check_running_step(case, m, before, x64, tol)
 
