@@ -392,13 +392,14 @@ def test_functional_is_bn_eval_and_takes_no_statistic_gradients() -> None:
     assert torch.equal(y, bn(x))
     y.sum().backward()
     assert mean.grad is None, "the statistics are constants"
-    for name, args in (("running_mean", (None, bn.running_var)),
+    for name, args in (("running_mean", ([0.0] * 6, bn.running_var)),
                        ("running_var", (bn.running_mean, None))):
         with pytest.raises(InputError) as excinfo:
             NF.frozen_batch_norm(x, *args)  # type: ignore[arg-type]
+        got = "list" if name == "running_mean" else "NoneType"
         assert str(excinfo.value) == (
             f"frozen_batch_norm: {name} must be a tensor of per-channel statistics; got "
-            "NoneType. Pass the running statistics of a trained BatchNorm.")
+            f"{got}. Pass the running statistics of a trained BatchNorm.")
     with pytest.raises(InputError, match=r"^frozen_batch_norm expected .*\(N, 5, \*S\)"):
         NF.frozen_batch_norm(x, torch.zeros(5), torch.ones(5))
 

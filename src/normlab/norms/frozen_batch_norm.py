@@ -289,8 +289,8 @@ class FrozenBatchNorm(Norm):
             raise nothing_to_freeze(
                 source, "it is not a BatchNorm layer whose inference function is BN's"
             )
-        mean = getattr(bn, "running_mean", None)
-        var = getattr(bn, "running_var", None)
+        # every BN-eval layer has both attributes (None when it keeps no statistics)
+        mean, var = bn.running_mean, bn.running_var
         if not isinstance(mean, Tensor) or not isinstance(var, Tensor):
             raise nothing_to_freeze(
                 source, "it keeps no running statistics (track_running_stats=False)"
