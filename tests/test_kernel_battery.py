@@ -142,6 +142,31 @@ def test_output_keeps_the_input_memory_format(case: Case, training: bool) -> Non
     assert m(x5).is_contiguous(memory_format=torch.channels_last_3d)
 
 
+WITH_PARAMS = [(c, t) for c, t in MODES if len(list(c.make().parameters())) > 1]
+
+
+@pytest.mark.parametrize(("case", "training"), WITH_PARAMS,
+                         ids=[f"{c.id}-{'train' if t else 'eval'}" for c, t in WITH_PARAMS])
+def test_a_parameter_alone_gets_the_gradient_it_gets_with_all(case: Case, training: bool) -> None:
+    """Freezing some parameters (requires_grad=False, e.g. a frozen bias) changes nothing in
+    the gradients of the others, in the small and the large kernel paths."""
+    base = randomize_(case.make(dtype=F64)).train(training)
+    names = [name for name, _ in base.named_parameters()]
+    for shape in ((3, case.num_features, 4, 2), _shape(case, "large", training)):
+        x, g = make_input(shape, F64, seed=5), make_input(shape, F64, seed=6)
+        everything = copy.deepcopy(base)
+        everything(x).backward(g)
+        expected = param_grads(everything)
+        for name in names:
+            alone = copy.deepcopy(base)
+            for other, p in alone.named_parameters():
+                p.requires_grad_(other == name)
+            alone(x).backward(g)
+            got = param_grads(alone)
+            assert got.keys() == {name}, (shape, name, got.keys())
+            close(got[name], expected[name], 1e-12, msg=f"{name} alone, {shape}")
+
+
 @pytest.mark.parametrize(("case", "momentum"), RUNNING, ids=[f"{c.id}-{m}" for c, m in RUNNING])
 def test_running_stats_match_oracle(case: Case, momentum: float | None) -> None:
     state.test_running_stats_match_oracle(case, momentum)
