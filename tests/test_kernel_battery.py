@@ -261,3 +261,38 @@ def _check_running_step(case: Case, m: nn.Module, before: dict[str, Tensor], x: 
             close(actual.to(F64), value, tol, msg=f"{key} after a large step")
         else:
             assert int(actual) == int(value), key
+
+
+# -- the per-instance helpers' own contracts -----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (4, 3, 5), (2, 3, 64, 48)], ids=str)
+@pytest.mark.parametrize("dtype", [F32, F64, torch.bfloat16], ids=str)
+def test_batch_norm_with_moments_returns_the_moments_it_normalized_with(
+    shape: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    """(y, moments): y is training-mode BN of x, the moments its mean and biased variance over
+    (N, *S) with their count N·|S| (an int: every channel has the same count), float32 or
+    wider."""
+    from normlab.norms._per_instance import batch_norm_with_moments
+
+    x = make_input(shape, dtype, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    weight = (torch.rand(3, generator=gen) + 0.5).to(dtype)
+    bias = torch.randn(3, generator=gen).to(dtype)
+    y, moments = batch_norm_with_moments(x, weight, bias, 1e-5)
+    x64 = x.double()
+    dims = (0, *range(2, x.dim()))
+    var, mean = torch.var_mean(x64, dim=dims, correction=0)
+    view = (1, 3) + (1,) * (x.dim() - 2)
+    expected = (x64 - mean.view(view)) / (var.view(view) + 1e-5).sqrt()
+    expected = expected * weight.double().view(view) + bias.double().view(view)
+    tol = {F32: 1e-5, F64: 1e-12, torch.bfloat16: 3e-2}[dtype]
+    assert y.dtype == dtype
+    close(y.double(), expected, tol)
+    stat_tol = 1e-12 if dtype == F64 else 1e-5  # bf16 input: exact float32 statistics
+    close(moments.mean.double(), mean, stat_tol)
+    close(moments.var.double(), var, stat_tol)
+    assert moments.mean.dtype == (F64 if dtype == F64 else F32)
+    count = x.numel() // 3
+    assert isinstance(moments.count, int) and moments.count == count
