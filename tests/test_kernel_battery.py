@@ -31,6 +31,7 @@ import test_contract as contract
 import test_double_backward as double_backward
 import test_state as state
 from catalogue import CASES, Case, close, make_input, param_grads, randomize_
+from normlab.core.tracing import eager_composition
 
 F64, F32 = torch.float64, torch.float32
 
@@ -241,6 +242,15 @@ def test_gradients_match_float64_oracle(
         close(grad.to(F64), expected_params[key], param_tol, msg=f"{key} grad {layout}")
     if training and case.has_running_stats:
         _check_running_step(case, m, before, x64, tol)
+
+
+@mode_cases
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_traced_composition_matches_float64_oracle(case: Case, training: bool, size: str) -> None:
+    """What torch.compile / torch.export trace (`normlab.core.tracing.eager_composition` runs it
+    eagerly): the same output, gradients and running statistics as the oracle."""
+    with eager_composition():
+        test_gradients_match_float64_oracle(case, training, "channels_last", F64, size)
 
 
 def _check_running_step(case: Case, m: nn.Module, before: dict[str, Tensor], x: Tensor,
