@@ -244,6 +244,7 @@ def test_layer_attributes_mirror_a_tracked_torch_batch_norm() -> None:
     """What tools read off a BN (surgery, torch's update_bn-style loops): no momentum, tracked
     statistics, a long counter at 0, every buffer on the requested device."""
     frozen = normlab.FrozenBatchNorm(6)
+    assert list(frozen.parameters()) == [], "frozen affine by default"
     assert frozen.momentum is None and frozen.track_running_stats is True
     assert frozen.num_batches_tracked.dtype == torch.long
     assert int(frozen.num_batches_tracked) == 0

@@ -10,7 +10,8 @@ kernel thousands of times, far too slow to rerun for each mutant. This file runs
   (`batch_moments`);
 * `normlab.norms.frozen_batch_norm`: FrozenBatchNorm, frozen and trainable affine;
 * `normlab.norms._batch_norm_composed`: BatchNorm on an input of ≥ 2^19 elements;
-* `normlab.norms._base`'s group-norm kernel and ε rule: InstanceNorm, LayerNorm, RMSNorm.
+* `normlab.norms._base`'s group-norm kernel and ε rule: InstanceNorm, LayerNorm, GroupNorm,
+  RMSNorm.
 
 and adds what the catalogue's small shapes never reach: inputs above the kernels' size
 thresholds (`SMALL_INPUT` = 2^14 elements, BatchNorm's composed path at 2^19), in every layout,
@@ -46,7 +47,7 @@ KERNEL_IDS = (
     "evo_norm_b0",
     "frozen_batch_norm", "frozen_batch_norm-affine_false", "frozen_batch_norm-trainable_affine",
     "batch_norm",
-    "instance_norm-affine", "layer_norm", "rms_norm-eps",
+    "instance_norm-affine", "layer_norm", "rms_norm-eps", "group_norm-affine_false",
 )
 KERNEL_CASES = [c for c in CASES if c.id in KERNEL_IDS]
 MODES = [(c, True) for c in KERNEL_CASES] + [(c, False) for c in KERNEL_CASES
@@ -306,3 +307,15 @@ def test_batch_norm_with_moments_returns_the_moments_it_normalized_with(
     assert moments.mean.dtype == (F64 if dtype == F64 else F32)
     count = x.numel() // 3
     assert isinstance(moments.count, int) and moments.count == count
+
+
+def test_one_value_per_statistic_error_names_the_layer_its_sets_and_the_fixes() -> None:
+    import normlab
+
+    with pytest.raises(normlab.NormlabError) as excinfo:
+        normlab.BatchNorm(6).train()(torch.randn(1, 6))
+    assert str(excinfo.value) == (
+        "BatchNorm(6) computes each statistic over (N, *S), which holds 1 value per statistic "
+        "for input of shape (1, 6): the output would be a constant. Use a larger batch "
+        "(DataLoader(drop_last=True) avoids a last batch of 1), call .eval() to use running "
+        "statistics, or use a per-sample norm such as GroupNorm.")
