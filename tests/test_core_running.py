@@ -259,3 +259,14 @@ def test_huge_but_finite_statistics_are_folded_in():
     assert int(nbt) == 1
     torch.testing.assert_close(rv, torch.full((C,), 2e38), rtol=1e-6, atol=0)
     torch.testing.assert_close(rm, torch.full((C,), 1e30), rtol=1e-6, atol=0)
+
+
+def test_cumulative_average_without_a_counter_is_refused_by_name() -> None:
+    """momentum=None weighs the t-th batch 1/t: without num_batches_tracked there is no t."""
+    rm, rv = torch.zeros(3), torch.ones(3)
+    batch = Moments(torch.ones(3), torch.ones(3), 4)
+    with pytest.raises(
+        ValueError, match=r"^momentum=None \(cumulative average\) needs num_batches_tracked\.$"
+    ):
+        update_running_stats_(rm, rv, None, batch, None)
+    assert torch.equal(rm, torch.zeros(3)) and torch.equal(rv, torch.ones(3))

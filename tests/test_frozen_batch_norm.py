@@ -197,24 +197,87 @@ def test_from_batch_norm_can_keep_the_affine_trainable() -> None:
     assert torch.equal(frozen.weight, bn.weight) and frozen.weight is not bn.weight
 
 
+_UNTRACKED = "it keeps no running statistics (track_running_stats=False)"
+_NOT_BN = "it is not a BatchNorm layer whose inference function is BN's"
+# the fix every "nothing to freeze" error ends with
+_FREEZE_FIX = (
+    "Pass a BatchNorm with running statistics (track_running_stats=True), e.g. "
+    "torch.nn.BatchNorm2d or normlab.BatchNorm, or build FrozenBatchNorm(num_features) and load "
+    "a state_dict."
+)
+_EPS_FIX = (
+    "its eps is 0.0, and a frozen BN needs eps > 0 (with eps=0 a running_var that is 0, e.g. "
+    "underflowed in fp16, gives inf/NaN). Set a positive eps on the source first (e.g. bn.eps "
+    "= 1e-5, which changes its output slightly) or build FrozenBatchNorm(num_features, eps=...) "
+    "and load its state_dict."
+)
+
+
 @pytest.mark.parametrize(
-    ("source", "match"),
+    ("source", "reason"),
     [
-        (nn.BatchNorm2d(4, track_running_stats=False), "track_running_stats=False"),
-        (normlab.BatchNorm(4, track_running_stats=False), "track_running_stats=False"),
-        (nn.Linear(4, 4), "not a BatchNorm layer"),
-        (normlab.LayerNorm(4), "not a BatchNorm layer"),
-        (normlab.SwitchableNorm(4), "not a BatchNorm layer"),
-        (nn.LazyBatchNorm2d(), "lazy layer"),
-        (nn.BatchNorm2d(4, eps=0.0), "eps > 0"),
+        (nn.BatchNorm2d(4, track_running_stats=False), f"{_UNTRACKED}. {_FREEZE_FIX}"),
+        (normlab.BatchNorm(4, track_running_stats=False), f"{_UNTRACKED}. {_FREEZE_FIX}"),
+        (nn.Linear(4, 4), f"{_NOT_BN}. {_FREEZE_FIX}"),
+        (normlab.LayerNorm(4), f"{_NOT_BN}. {_FREEZE_FIX}"),
+        (normlab.SwitchableNorm(4), f"{_NOT_BN}. {_FREEZE_FIX}"),
+        (nn.LazyBatchNorm2d(), f"it is a lazy layer that has not seen input. {_FREEZE_FIX}"),
+        (nn.BatchNorm2d(4, eps=0.0), _EPS_FIX),
     ],
     ids=["torch_untracked", "normlab_untracked", "linear", "layer_norm", "switchable", "lazy",
          "eps_zero"],
 )
-def test_from_batch_norm_rejects_what_cannot_be_frozen(source: nn.Module, match: str) -> None:
-    with pytest.raises(ConfigError, match=match) as excinfo:
+def test_from_batch_norm_rejects_what_cannot_be_frozen(source: nn.Module, reason: str) -> None:
+    """The error names the source, what is wrong with it and the way out, word for word."""
+    with pytest.raises(ConfigError) as excinfo:
         normlab.FrozenBatchNorm.from_batch_norm(source)
-    assert type(source).__name__ in str(excinfo.value)
+    expected = f"FrozenBatchNorm.from_batch_norm: cannot freeze {type(source).__name__}: {reason}"
+    assert str(excinfo.value) == expected
+
+
+def test_from_batch_norm_keeps_the_trainable_choice_in_the_layer() -> None:
+    frozen = normlab.FrozenBatchNorm.from_batch_norm(_trained_bn((4, 6, 3)), trainable_affine=True)
+    assert frozen.trainable_affine is True and "trainable_affine=True" in repr(frozen)
+
+
+def test_layer_attributes_mirror_a_tracked_torch_batch_norm() -> None:
+    """What tools read off a BN (surgery, torch's update_bn-style loops): no momentum, tracked
+    statistics, a long counter at 0, every buffer on the requested device."""
+    frozen = normlab.FrozenBatchNorm(6)
+    assert list(frozen.parameters()) == [], "frozen affine by default"
+    assert frozen.momentum is None and frozen.track_running_stats is True
+    assert frozen.num_batches_tracked.dtype == torch.long
+    assert int(frozen.num_batches_tracked) == 0
+    meta = normlab.FrozenBatchNorm(6, device="meta", dtype=F64)
+    for name, t in meta.named_buffers():
+        assert t.device.type == "meta", name
+    assert meta.running_var.dtype == F64 and meta.num_batches_tracked.dtype == torch.long
+
+
+def test_affine_false_has_no_weight_and_bias_even_when_trainable() -> None:
+    for trainable in (False, True):
+        frozen = normlab.FrozenBatchNorm(6, affine=False, trainable_affine=trainable)
+        assert frozen.weight is None and frozen.bias is None
+        assert list(frozen.parameters()) == []
+        # the None entries come last: torch.export (2.13, non-strict) numbers the root's
+        # buffers counting the None ones and runs off its list when one comes first
+        assert list(frozen._buffers)[:3] == ["running_mean", "running_var", "num_batches_tracked"]
+        assert all(frozen._buffers[k] is not None for k in list(frozen._buffers)[:3])
+
+
+def test_fp16_gradient_with_large_scale_stays_finite() -> None:
+    """a = γ/sqrt(σ̂² + ε) is formed in float32 for fp16 input: γ = 1000 over σ̂² = 0 gives
+    a ≈ 3.2e5, beyond fp16's 65504, while dy·a is well inside it."""
+    frozen = normlab.FrozenBatchNorm(2, dtype=torch.float16)
+    with torch.no_grad():
+        frozen.running_var.zero_()
+        frozen.weight.fill_(1000.0)
+    x = torch.full((3, 2, 4), 1e-3, dtype=torch.float16, requires_grad=True)
+    up = torch.full((3, 2, 4), 1e-3, dtype=torch.float16)
+    frozen(x).backward(up)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    expected = 1e-3 * 1000.0 / math.sqrt(1e-5)
+    torch.testing.assert_close(x.grad.float(), torch.full((3, 2, 4), expected), rtol=2e-3, atol=0)
 
 
 # -- state dicts (interchangeable with torch.nn BN; value-preserving) ------------------------------
@@ -330,10 +393,23 @@ def test_functional_is_bn_eval_and_takes_no_statistic_gradients() -> None:
     assert torch.equal(y, bn(x))
     y.sum().backward()
     assert mean.grad is None, "the statistics are constants"
-    with pytest.raises(InputError, match="running_var must be a tensor"):
-        NF.frozen_batch_norm(x, bn.running_mean, None)  # type: ignore[arg-type]
-    with pytest.raises(InputError, match=r"\(N, 5, \*S\)"):
+    for name, args in (("running_mean", ([0.0] * 6, bn.running_var)),
+                       ("running_var", (bn.running_mean, None))):
+        with pytest.raises(InputError) as excinfo:
+            NF.frozen_batch_norm(x, *args)  # type: ignore[arg-type]
+        got = "list" if name == "running_mean" else "NoneType"
+        assert str(excinfo.value) == (
+            f"frozen_batch_norm: {name} must be a tensor of per-channel statistics; got "
+            f"{got}. Pass the running statistics of a trained BatchNorm.")
+    with pytest.raises(InputError, match=r"^frozen_batch_norm expected .*\(N, 5, \*S\)"):
         NF.frozen_batch_norm(x, torch.zeros(5), torch.ones(5))
+
+
+def test_functional_default_eps_is_torch_batch_norm_default() -> None:
+    bn = _trained_bn((4, 6, 3))
+    x = make_input((4, 6, 3), F32, seed=11)
+    args = (bn.running_mean, bn.running_var, bn.weight, bn.bias)
+    assert torch.equal(NF.frozen_batch_norm(x, *args), nn.functional.batch_norm(x, *args))
 
 
 def test_registry_and_describe(capsys: pytest.CaptureFixture[str]) -> None:

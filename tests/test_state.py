@@ -400,6 +400,72 @@ def test_negative_counter_is_refused_and_nothing_is_loaded() -> None:
     assert_state_equal(snapshot(layer), before)
 
 
+_INVALID_FIX = ("The checkpoint is corrupted or belongs to another layer; load a valid state or "
+                "call reset_running_stats().")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("running_mean", torch.zeros(4), "shape (4,), expected (3,)"),
+        ("running_var", torch.ones(3, 1), "shape (3, 1), expected (3,)"),
+        ("running_mean", torch.tensor([0.0, math.inf, 0.0]), "it holds NaN or Inf values"),
+        ("running_var", torch.tensor([1.0, -2.0, -0.5]), "negative variance -2.0"),
+        ("num_batches_tracked", torch.tensor(-3), "negative (-3)"),
+    ],
+    ids=["mean_shape", "var_shape", "mean_inf", "var_negative", "counter_negative"],
+)
+def test_invalid_state_error_names_layer_key_problem_and_fix(
+    key: str, value: Tensor, problem: str
+) -> None:
+    layer = normlab.BatchNorm(3)
+    before = snapshot(layer)
+    state = layer.state_dict()
+    state[key] = value
+    with pytest.raises(NormlabError) as excinfo:
+        layer.load_state_dict(state)
+    assert str(excinfo.value) == f"BatchNorm(3): cannot load {key!r}: {problem}. {_INVALID_FIX}"
+    assert_state_equal(snapshot(layer), before)
+
+
+def test_counter_must_be_an_integer_scalar_where_the_layer_needs_one() -> None:
+    """Virtual BN's reference_size (an integer count): a float or a vector is refused by name."""
+    layer = normlab.VirtualBatchNorm(3)
+    layer.set_reference(torch.randn(4, 3))
+    for bad in (torch.tensor(4.0), torch.tensor([4, 4]), torch.tensor(4 + 0j)):
+        state = layer.state_dict()
+        state["reference_size"] = bad
+        with pytest.raises(NormlabError) as excinfo:
+            layer.load_state_dict(state)
+        assert str(excinfo.value).startswith(
+            f"VirtualBatchNorm(3): cannot load 'reference_size': expected an integer scalar, got "
+            f"{bad.dtype} of shape {tuple(bad.shape)}. ")
+
+
+def test_float_counter_loads_as_torch_batch_norm_loads_it() -> None:
+    """A counter a converter wrote as a float loads into the long buffer, as in torch.nn."""
+    state = normlab.BatchNorm(3).state_dict()
+    state["num_batches_tracked"] = torch.tensor(7.0)
+    layer, twin = normlab.BatchNorm(3), nn.BatchNorm1d(3)
+    layer.load_state_dict(state)
+    twin.load_state_dict(state)
+    assert layer.num_batches_tracked.dtype == torch.long
+    assert int(layer.num_batches_tracked) == int(twin.num_batches_tracked) == 7
+
+
+def test_load_reports_unused_keys_and_shape_mismatches_as_torch_does() -> None:
+    layer = normlab.BatchNorm(3)
+    state = layer.state_dict()
+    state["extra"] = torch.zeros(1)
+    result = layer.load_state_dict(state, strict=False)
+    assert result.unexpected_keys == ["extra"] and result.missing_keys == []
+    state = normlab.BatchNorm(3).state_dict()
+    state["weight"] = torch.ones(4)
+    with pytest.raises(RuntimeError, match=r"size mismatch for weight: copying a param with "
+                                           r"shape torch\.Size\(\[4\]\)"):
+        layer.load_state_dict(state)
+
+
 # -- activation checkpointing ----------------------------------------------------------------
 
 
@@ -456,6 +522,7 @@ def test_meta_construction_loads_a_checkpoint_without_its_counter(case: Case) ->
     counter = getattr(shell, "num_batches_tracked", None)
     if counter is not None:
         assert counter.device.type == "cpu" and int(counter) == 0
+        assert counter.dtype == torch.long
 
 
 @running_cases

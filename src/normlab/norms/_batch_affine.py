@@ -9,8 +9,8 @@ $$ y = x\\,A_c + B_c, \\quad A = \\frac{\\gamma}{\\sqrt{\\sigma^2 + \\epsilon}},
 Forward: the batch moments in one read (`batch_moments`, exact two-pass merge of per-(n, c)
 moments), y in one BN-inference pass, written into the statistics kernel's spare x̂ buffer.
 Backward: per-(n, c) Σdy and Σdy·x in one read (`Sums`), so ∂L/∂A_c = Σdy·x and
-∂L/∂B_c = Σdy; F's vector-Jacobian product (``stats.vjp`` when F carries one, else autograd
-through the C-sized graph of F) gives ∂L/∂μ_B, ∂L/∂σ²_B (and ∂L/∂γ, ∂L/∂β); with
+∂L/∂B_c = Σdy; F's vector-Jacobian product (``stats.vjp``, which F must carry) gives
+∂L/∂μ_B, ∂L/∂σ²_B (and ∂L/∂γ, ∂L/∂β); with
 ∂μ_B/∂x = 1/M and ∂σ²_B/∂x = 2(x − μ_B)/M (biased σ²_B),
 
 $$ \\frac{\\partial L}{\\partial x} = dy\\,A + x\\,P + Q, \\quad
@@ -38,19 +38,8 @@ from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import batch_moments_and_scratch
 
 Optional = Tensor | None
+# F: (μ_B, σ²_B) -> (μ, σ²), with a method vjp(μ_B, σ²_B, g_μ, g_σ²) -> (g_μ_B, g_σ²_B)
 Stats = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-
-
-def _coefficients(
-    stats: Stats, mean_b: Tensor, var_b: Tensor, weight: Optional, bias: Optional, eps: float
-) -> tuple[Tensor, Tensor]:
-    """(A, B) of the docstring from differentiable operations."""
-    mean, var = stats(mean_b, var_b)
-    scale = (var + eps).rsqrt()
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale
-    return scale, shift if bias is None else shift + bias
 
 
 def _analytic_vjp(
@@ -108,12 +97,8 @@ class _BatchAffine(torch.autograd.Function):
         n, c = x.shape[:2]
         x3, dy3 = x.view(n, c, -1), dy.contiguous().view(n, c, -1)
         sum_dy, sum_dyx = (t.sum(0) for t in Sums(n * c, x.dtype, x.device)(dy3, x3))
-        if hasattr(stats, "vjp"):
-            g_mean, g_var, g_weight, g_bias = _analytic_vjp(
-                stats, mean_b, var_b, (mean, rstd, scale), weight, sum_dy, sum_dyx)
-        else:
-            g_mean, g_var, g_weight, g_bias = _autograd_vjp(
-                stats, mean_b, var_b, weight, bias, eps, sum_dy, sum_dyx)
+        g_mean, g_var, g_weight, g_bias = _analytic_vjp(
+            stats, mean_b, var_b, (mean, rstd, scale), weight, sum_dy, sum_dyx)
         dx = None
         if wanted[0]:
             count = x3.shape[0] * x3.shape[2]
@@ -124,24 +109,6 @@ class _BatchAffine(torch.autograd.Function):
             dx = dx3.view(x.shape)
         return (dx, g_weight if wanted[1] else None,
                 g_bias if wanted[2] and bias is not None else None, *none)
-
-
-def _autograd_vjp(
-    stats: Stats, mean_b: Tensor, var_b: Tensor, weight: Optional, bias: Optional, eps: float,
-    sum_dy: Tensor, sum_dyx: Tensor,
-) -> tuple[Tensor, Tensor, Optional, Optional]:
-    """`_analytic_vjp` by autograd through `_coefficients` (statistics without a ``vjp``)."""
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_() for t in (mean_b, var_b)]
-        params = [None if t is None else t.detach().requires_grad_() for t in (weight, bias)]
-        a, b = _coefficients(stats, *leaves, *params, eps)
-        inputs = [*leaves, *(t for t in params if t is not None)]
-        grads = list(torch.autograd.grad((a, b), inputs, (sum_dyx, sum_dy), allow_unused=True))
-    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True)]
-    g_mean, g_var, *g_params = grads
-    g_weight = g_params.pop(0) if weight is not None else None
-    g_bias = g_params.pop(0) if bias is not None else None
-    return g_mean, g_var, g_weight, g_bias
 
 
 def eager(x: Tensor, weight: Optional, bias: Optional, stats: Stats, eps: float) -> Tensor:

@@ -291,8 +291,8 @@ class FrozenBatchNorm(Norm):
             raise nothing_to_freeze(
                 source, "it is not a BatchNorm layer whose inference function is BN's"
             )
-        mean = getattr(bn, "running_mean", None)
-        var = getattr(bn, "running_var", None)
+        # every BN-eval layer has these attributes (None when it keeps no statistics / affine)
+        mean, var = bn.running_mean, bn.running_var
         if not isinstance(mean, Tensor) or not isinstance(var, Tensor):
             raise nothing_to_freeze(
                 source, "it keeps no running statistics (track_running_stats=False)"
@@ -302,7 +302,7 @@ class FrozenBatchNorm(Norm):
         eps = bn.eps
         if not isinstance(eps, (int, float)) or not eps > 0:
             raise frozen_eps_not_positive(source, eps)
-        weight, bias = getattr(bn, "weight", None), getattr(bn, "bias", None)
+        weight, bias = bn.weight, bn.bias
         frozen = cls(
             mean.shape[0], eps=float(eps), affine=weight is not None,
             trainable_affine=trainable_affine, channel_dim=getattr(bn, "channel_dim", 1),
@@ -311,7 +311,7 @@ class FrozenBatchNorm(Norm):
         with torch.no_grad():
             frozen.running_mean = mean.detach().clone()
             frozen.running_var = var.detach().clone()
-            count = getattr(bn, "num_batches_tracked", None)
+            count = bn.num_batches_tracked
             if isinstance(count, Tensor):
                 frozen.num_batches_tracked = count.detach().clone()
             for name, value in (("weight", weight), ("bias", bias)):
