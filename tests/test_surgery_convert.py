@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import normlab
+import timm_stand_ins
 from catalogue import keeps_bn_statistics, small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.norms import FrozenBatchNorm, GroupNorm, LayerNorm, VirtualBatchNorm
@@ -352,3 +353,41 @@ def test_instance_statistics_never_become_batch_statistics(make_source, target: 
         if getattr(fresh, name, None) is not None:
             assert torch.equal(getattr(layer, name), getattr(fresh, name)), name
     assert torch.equal(layer.weight, source.weight) and torch.equal(layer.bias, source.bias)
+
+
+@pytest.mark.parametrize(
+    ("make", "spec", "shape"),
+    [
+        (lambda: timm_stand_ins.BatchNormAct2d(8, act=nn.SiLU), "frozen_bn", (2, 8, 4, 4)),
+        (lambda: timm_stand_ins.GroupNormAct(8, 4, act=nn.GELU), "gn:4", (2, 8, 4, 4)),
+        (lambda: timm_stand_ins.LayerNormAct2d(8, act=nn.SiLU), "ln", (2, 8, 4, 4)),
+        (lambda: timm_stand_ins.LayerNormAct(8), "ln", (2, 5, 8)),
+        (lambda: timm_stand_ins.FrozenBatchNormAct2d(8, act=nn.GELU), "bn", (2, 8, 4, 4)),
+    ],
+    ids=["bn-act", "gn-act", "ln-act-2d", "ln-act", "frozen-bn-act"],
+)
+def test_timm_norm_act_layers_convert_their_norm_and_keep_drop_and_act(
+    make: Callable[[], nn.Module], spec: str, shape: tuple[int, ...]
+) -> None:
+    """timm's norm + activation layers (stand-ins with timm's structure, tests/timm_stand_ins.py)
+    become Sequential(norm, drop, act) computing what they computed; the original is kept."""
+    layer = make()
+    with torch.no_grad():
+        for t in (*layer.parameters(), *layer.buffers()):
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5)
+    layer.eval()
+    new = convert_layer(layer, spec).eval()
+    assert list(new._modules) == ["norm", "drop", "act"]
+    assert type(new.act) is type(layer.act) and new.act is not layer.act
+    assert layer.act is not None and list(layer._modules) == ["drop", "act"]
+    x = torch.randn(shape)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), layer(x), rtol=1e-5, atol=1e-5)
+
+    net = nn.Sequential(layer)
+    converted, report = convert_with_report(net, spec)
+    assert report[0].carried[-2:] == ("drop", "act")
+    assert report[0].new_type is nn.Sequential and isinstance(net[0], type(layer))
+    with torch.no_grad():
+        torch.testing.assert_close(converted.eval()(x), layer(x), rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import timm_stand_ins
 from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.norms import VirtualBatchNorm
@@ -250,3 +251,22 @@ def test_torchvision_model() -> None:
     assert all(torch.equal(b, state[n]) for n, b in net.named_buffers())
     unfreeze(net)
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_timm_bn_act_freezes_its_bn_and_affine_but_not_its_activation() -> None:
+    """timm's BatchNormAct2d (a stand-in with timm's structure): the BN runs in eval, its γ, β
+    stop requiring grad, the DropBlock-like drop keeps training and PReLU's slope keeps training."""
+    layer = timm_stand_ins.BatchNormAct2d(4, act=nn.PReLU, drop=lambda: nn.Dropout(0.5))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), layer)
+    report = freeze(net, affine=True)
+    assert [(r.path, r.statistics, r.parameters) for r in report] == [
+        ("1", True, ("weight", "bias"))
+    ]
+    before = layer.running_mean.clone()
+    net.train()
+    out = net(torch.randn(8, 3, 6, 6) + 3.0)
+    assert torch.equal(layer.running_mean, before) and layer.training
+    assert (out == 0).any()  # the dropout still drops
+    assert layer.act.weight.requires_grad and not layer.weight.requires_grad
+    unfreeze(net)
+    assert layer.weight.requires_grad

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import timm_stand_ins
 from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.surgery import freeze, recalibrate
@@ -382,3 +383,22 @@ def test_timm_resnet() -> None:
     recalibrate(net, batches)
     _check(net, expected, rtol=1e-5, atol=1e-6)
 
+
+
+def test_timm_bn_act_is_recalibrated_like_its_bn_and_frozen_bn_act_is_kept() -> None:
+    """timm's BatchNormAct2d (stand-ins with timm's structure): precise statistics of its
+    input; FrozenBatchNormAct2d keeps its statistics (it is frozen on purpose)."""
+    act = timm_stand_ins.BatchNormAct2d(4, act=nn.SiLU)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), act, nn.Conv2d(4, 5, 1),
+                        timm_stand_ins.BatchNormAct2d(5), timm_stand_ins.FrozenBatchNormAct2d(5))
+    batch = torch.randn(6, 3, 7, 7)
+    report = recalibrate(net.eval(), [batch])
+    assert [r.path for r in report] == ["1", "3"]
+    with torch.no_grad():
+        z1 = net[0](batch)
+        z2 = net[2](nn.functional.silu(nn.functional.batch_norm(
+            z1, None, None, act.weight, act.bias, training=True, eps=act.eps)))
+    for layer, z in ((net[1], z1), (net[3], z2)):
+        torch.testing.assert_close(layer.running_mean, z.mean((0, 2, 3)))
+        torch.testing.assert_close(layer.running_var, z.var((0, 2, 3)))
+    assert torch.equal(net[4].running_mean, torch.zeros(5))
