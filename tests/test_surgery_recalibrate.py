@@ -402,3 +402,71 @@ def test_timm_bn_act_is_recalibrated_like_its_bn_and_frozen_bn_act_is_kept() -> 
         torch.testing.assert_close(layer.running_mean, z.mean((0, 2, 3)))
         torch.testing.assert_close(layer.running_var, z.var((0, 2, 3)))
     assert torch.equal(net[4].running_mean, torch.zeros(5))
+
+
+@pytest.fixture
+def one_replica_group() -> Iterator[object]:
+    """A real gloo process group of one process (tests/test_distributed_recalibrate.py runs
+    several): recalibrate's cross-replica path, run in this process."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialized")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield dist.group.WORLD
+    finally:
+        dist.destroy_process_group()
+
+
+def _every_kind(dtype: torch.dtype = torch.float64) -> nn.Module:
+    """One layer of each kind of running statistics, and one that never sees input."""
+    net = nn.ModuleDict({
+        "bn": nn.BatchNorm2d(3),  # "batch", unbiased variance
+        "brn": registry.create("brn", 3, warmup_steps=0),  # "batch_biased"
+        "inorm": nn.InstanceNorm2d(3, track_running_stats=True),  # "instance"
+        "evo": registry.create("evo_norm_b0", 3),  # running_var only
+        "unused": nn.BatchNorm2d(3),
+    }).to(dtype)
+
+    class Chain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = net
+
+        def forward(self, x: Tensor) -> Tensor:
+            for name in ("bn", "brn", "inorm", "evo"):
+                x = self.layers[name](x)
+            return x
+
+    return _stale(Chain())
+
+
+def test_a_one_replica_group_gives_the_single_process_statistics(one_replica_group: object) -> None:
+    batches = _batches(torch.float64)
+    alone = _every_kind()
+    merged = copy.deepcopy(alone)
+    expected = recalibrate(alone, batches)
+    report = recalibrate(merged, batches, process_group=one_replica_group)
+    assert [(r.path, r.count, r.batches) for r in report] == [
+        (r.path, r.count, r.batches) for r in expected
+    ]
+    values = 6 * 256 + 3 * 144 + 5 * 256  # per channel over (N, H, W) of the three batches
+    assert [r.count for r in report] == [values, values, 6 + 3 + 5, values, 0]
+    for key, value in alone.state_dict().items():
+        torch.testing.assert_close(merged.state_dict()[key], value, rtol=1e-12, atol=1e-12,
+                                   msg=key)
+
+
+def test_a_failing_batch_in_a_group_raises_its_own_error_and_keeps_the_statistics(
+    one_replica_group: object,
+) -> None:
+    net = _every_kind()
+    before = copy.deepcopy(net.state_dict())
+    bad = _batches(torch.float64)
+    bad[1][0, 0, 0, 0] = float("nan")
+    with pytest.raises(errors.InputError, match=r"layers\.bn .*NaN or Inf values in batch 1"):
+        recalibrate(net, bad, process_group=one_replica_group)
+    for key, value in before.items():
+        assert torch.equal(net.state_dict()[key], value), key
+    with pytest.raises(errors.ConfigError, match="yielded no batch"):
+        recalibrate(net, [], process_group=one_replica_group)
