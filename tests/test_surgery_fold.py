@@ -426,7 +426,14 @@ REFUSALS: dict[str, tuple[Callable[[], object], dict[str, object], str]] = {
     "untraceable-child": (lambda: UntraceableChild().eval(), {},
                           r"could not trace module 'block' \(Inner\)"),
     "bad-path": (lambda: Untraceable().eval(), {"pairs": [("conv", "bnn")]},
-                 r"pairs= names the bn 'bnn', which is not a module path.*Did you mean 'bn'"),
+                 r"pairs= names the bn 'bnn', which is not a module path.*Did you mean 'bn', 'bn2'\?"
+                 r" Paths of that kind: 'bn', 'bn2' \(see model.named_modules\(\)\)"),
+    "bad-conv-path-many": (lambda: _seq(*[nn.Linear(4, 4) for _ in range(21)], nn.BatchNorm1d(4)),
+                           {"pairs": [("fc", "21")]},
+                           r"names the conv 'fc', which is not a module path of the model\. "
+                           r"Paths of that kind: '0', '1', .*'19', \.\.\. \(see"),
+    "bad-conv-path-none": (lambda: _seq(nn.BatchNorm1d(4)), {"pairs": [("fc", "0")]},
+                           r"names the conv 'fc'.* Paths of that kind: none \(see"),
     "bad-pairs-type": (lambda: Untraceable().eval(), {"pairs": ("conv", "bn")},
                        r"pairs must be a list of \(conv path, bn path\) tuples of str; got "
                        r"\('conv', 'bn'\)"),

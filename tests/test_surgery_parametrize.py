@@ -172,3 +172,22 @@ def test_fold_bakes_spectral_norm_without_a_power_iteration() -> None:
     torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
     for key, value in _power_vectors(net).items():
         assert torch.equal(value, before[key]), key
+
+
+class _Double(nn.Module):
+    """A parametrization that is not normlab's."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return 2 * w
+
+
+def test_unparametrize_refuses_a_tensor_that_mixes_in_foreign_parametrizations() -> None:
+    net = normlab.parametrize(_net(), "ws", only="0")
+    torch_parametrize.register_parametrization(net[0], "weight", _Double())
+    torch_parametrize.register_parametrization(net[5], "weight", _Double())  # foreign only
+    with pytest.raises(ConfigError, match=r"unparametrize: 0\.weight also has parametrizations "
+                       r"that are not normlab's \(_Double\).*remove_parametrizations, or skip="):
+        normlab.unparametrize(net)
+    out = normlab.unparametrize(net, skip="0")
+    assert torch_parametrize.is_parametrized(out[0])  # skipped
+    assert isinstance(out[5].parametrizations.weight[0], _Double)  # not normlab's: left alone

@@ -25,6 +25,8 @@ def test_replaces_by_path_inside_sequential_indices() -> None:
     assert isinstance(new[1][1], nn.ReLU)
     assert report == [Replacement("1.0", nn.BatchNorm1d, nn.Identity)]
     assert str(report[0]) == "1.0: BatchNorm1d -> Identity"
+    carried = Replacement("1.0", nn.BatchNorm1d, nn.GroupNorm, ("eps", "weight"))
+    assert str(carried) == "1.0: BatchNorm1d -> GroupNorm (carried: eps, weight)"
 
 
 def test_replaces_inside_module_dict_and_module_list() -> None:
