@@ -426,7 +426,8 @@ REFUSALS: dict[str, tuple[Callable[[], object], dict[str, object], str]] = {
     "untraceable-child": (lambda: UntraceableChild().eval(), {},
                           r"could not trace module 'block' \(Inner\)"),
     "bad-path": (lambda: Untraceable().eval(), {"pairs": [("conv", "bnn")]},
-                 r"pairs= names the bn 'bnn', which is not a module path.*Did you mean 'bn', 'bn2'\?"
+                 r"pairs= names the bn 'bnn', which is not a module path.*"
+                 r"Did you mean 'bn', 'bn2'\?"
                  r" Paths of that kind: 'bn', 'bn2' \(see model.named_modules\(\)\)"),
     "bad-conv-path-many": (lambda: _seq(*[nn.Linear(4, 4) for _ in range(21)], nn.BatchNorm1d(4)),
                            {"pairs": [("fc", "21")]},
@@ -504,6 +505,8 @@ def test_refusal_changes_nothing_in_place() -> None:
 def test_fold_pair_refuses_training_bn() -> None:
     with pytest.raises(errors.ConfigError, match=r"\(bn \(BatchNorm2d\) is in training mode"):
         fold_pair(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    with pytest.raises(errors.ConfigError, match=r"fold: conv \(ReLU\) is not a Conv1d/2d/3d"):
+        fold_pair(nn.ReLU(), nn.BatchNorm2d(4).eval())
 
 
 @pytest.mark.parametrize("name", normlab.available())

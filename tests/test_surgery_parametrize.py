@@ -43,6 +43,8 @@ def test_report_names_every_target_and_the_original_type() -> None:
     ]
     assert str(report[1]) == "3.weight: weight_norm (ConvTranspose2d)"
     assert isinstance(new[3], nn.ConvTranspose2d)  # torch's generated class derives from it
+    _, report = normlab.surgery.parametrize_with_report(nn.Linear(3, 2), "weight_norm")
+    assert [str(r) for r in report] == ["<root>.weight: weight_norm (Linear)"]
 
 
 def test_only_and_skip_select_by_class_and_path() -> None:

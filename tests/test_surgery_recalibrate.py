@@ -470,3 +470,15 @@ def test_a_failing_batch_in_a_group_raises_its_own_error_and_keeps_the_statistic
         assert torch.equal(net.state_dict()[key], value), key
     with pytest.raises(errors.ConfigError, match="yielded no batch"):
         recalibrate(net, [], process_group=one_replica_group)
+
+
+def test_process_group_without_torch_distributed_says_how_to_fix() -> None:
+    net = _every_kind()
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(errors.ConfigError, match=r"process_group=<object object at .*> asks to "
+                       r"merge statistics across replicas, but torch.distributed is not "
+                       r"initialized\. Call torch\.distributed\.init_process_group\(\.\.\.\) "
+                       r"first .*or pass process_group=None"):
+        recalibrate(net, _batches(torch.float64), process_group=object())
+    for key, value in before.items():
+        assert torch.equal(net.state_dict()[key], value), key
