@@ -240,6 +240,20 @@ def test_bad_arguments() -> None:
         freeze([nn.BatchNorm2d(2)])  # type: ignore[arg-type]
     with pytest.raises(errors.ConfigError, match="skip must be"):
         freeze(resnet_like(), skip=3)  # type: ignore[arg-type]
+    with pytest.raises(errors.ConfigError, match=r"^unfreeze: only='layr1' matches no module"):
+        unfreeze(resnet_like(), only="layr1")
+    with pytest.raises(errors.ConfigError, match=r"^unfreeze: model must be a torch"):
+        unfreeze({"bn": nn.BatchNorm2d(2)})  # type: ignore[arg-type]
+
+
+def test_report_text_of_a_layer_without_statistics() -> None:
+    """A single layer is a model too (path ``<root>``); a LayerNorm has only its affine."""
+    assert [str(r) for r in freeze(nn.LayerNorm(4))] == [
+        "<root> (LayerNorm): no running statistics"
+    ]
+    assert [str(r) for r in freeze(nn.LayerNorm(4), affine=True)] == [
+        "<root> (LayerNorm): no running statistics; frozen parameters: weight, bias"
+    ]
 
 
 def test_torchvision_model() -> None:
