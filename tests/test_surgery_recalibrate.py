@@ -302,28 +302,54 @@ def test_frozen_and_unused_layers_keep_their_statistics() -> None:
 
 
 def test_errors() -> None:
+    """Each error names the argument or batch, the value received and the fix."""
     model = resnet_like()
-    with pytest.raises(errors.ConfigError, match="yielded no batch"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: batches yielded no batch "
+                       r"\(num_batches=None\)\. Pass a non-empty iterable of input batches, e\.g\. "
+                       r"a DataLoader"):
         recalibrate(model, [])
-    with pytest.raises(errors.ConfigError, match="no layer with running statistics"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: Sequential holds no layer with "
+                       r"running statistics\. Recalibration \(precise BN / AdaBN\) re-estimates"):
         recalibrate(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), [torch.randn(2, 2)])
     frozen = resnet_like()
     freeze(frozen)
-    with pytest.raises(errors.ConfigError, match="all frozen"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: ResNetLike holds 9 layer\(s\) "
+                       r"with running statistics, all frozen\..*Unfreeze them first"):
         recalibrate(frozen, _batches())
     with pytest.raises(errors.UnknownNameError, match="Did you mean 'adabn'"):
         recalibrate(model, _batches(), mode="adabm")
     for bad in (0, -1, True, 2.5):
-        with pytest.raises(errors.ConfigError, match="num_batches must be a positive int"):
+        with pytest.raises(errors.ConfigError, match=r"^recalibrate: num_batches must be a "
+                           rf"positive int or None \(all batches\); got {bad!r}\..*"
+                           r"num_batches=200"):
             recalibrate(model, _batches(), num_batches=bad)  # type: ignore[arg-type]
-    with pytest.raises(errors.InputError, match="batch 0: it is a str"):
+    fix = r"\. A batch is a tensor, an \(inputs, targets\) tuple.*pass forward=lambda model"
+    with pytest.raises(errors.InputError, match=r"^recalibrate: batch 0: it is a str" + fix):
         recalibrate(model, ["not a tensor"])
-    with pytest.raises(errors.InputError, match="without key 'x'"):
+    with pytest.raises(errors.InputError, match=r"^recalibrate: batch 1: it is an empty tuple"):
+        recalibrate(model, [_batches()[0], ()])
+    with pytest.raises(errors.InputError, match=r"batch 0: it is a dict without key 'x' "
+                       r"\(keys: \['image'\]\)" + fix):
         recalibrate(model, [{"image": torch.randn(2, 3, 16, 16)}])
-    with pytest.raises(errors.ConfigError, match="must be a torch"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: model must be a torch"):
         recalibrate(model.state_dict(), _batches())  # type: ignore[arg-type]
-    with pytest.raises(errors.ConfigError, match="lazy layer that has not seen input"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: 1 \(LazyBatchNorm2d.*\) is a "
+                       r"lazy layer that has not seen input yet.*Run one forward pass first"):
         recalibrate(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), _batches())
+
+
+def test_report_text() -> None:
+    report = recalibrate(nn.BatchNorm1d(3), [torch.randn(4, 3), torch.randn(2, 3)])
+    assert [str(r) for r in report] == [
+        "<root> (BatchNorm1d): precise statistics of 6 values per channel"
+    ]
+    net = nn.ModuleDict({"used": nn.BatchNorm1d(3), "unused": nn.BatchNorm1d(3)})
+    net.forward = lambda x: net["used"](x)  # type: ignore[method-assign]
+    report = recalibrate(net, [torch.randn(4, 3)], mode="adabn")
+    assert [str(r) for r in report] == [
+        "used (BatchNorm1d): adabn statistics of 4 values per channel",
+        "unused (BatchNorm1d): no input in 1 batches, statistics unchanged",
+    ]
 
 
 def test_adabn_recovers_accuracy_on_a_shifted_domain() -> None:
