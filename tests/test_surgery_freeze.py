@@ -115,7 +115,8 @@ def _mode_state(model: nn.Module) -> list[tuple]:
         (
             path, type(m), m.training, getattr(m, "momentum", None),
             tuple((n, p.requires_grad) for n, p in m.named_parameters(recurse=False)),
-            tuple(m._forward_pre_hooks), tuple(m._forward_hooks), hasattr(m, "_normlab_frozen"),
+            tuple(m._forward_pre_hooks), tuple(m._forward_hooks),
+            tuple(m._forward_hooks_always_called), hasattr(m, "_normlab_frozen"),
         )
         for path, m in model.named_modules()
     ]
