@@ -252,9 +252,22 @@ def test_report_text_of_a_layer_without_statistics() -> None:
     assert [str(r) for r in freeze(nn.LayerNorm(4))] == [
         "<root> (LayerNorm): no running statistics"
     ]
-    assert [str(r) for r in freeze(nn.LayerNorm(4), affine=True)] == [
+    layer = nn.LayerNorm(4)
+    frozen = freeze(layer, affine=True)
+    assert [str(r) for r in frozen] == [
         "<root> (LayerNorm): no running statistics; frozen parameters: weight, bias"
     ]
+    assert unfreeze(layer) == frozen  # unfreeze reports what it restored, in the same terms
+
+
+def test_unfreeze_reports_what_freeze_did() -> None:
+    model = resnet_like()
+    frozen = freeze(model, only="layer1")
+    also = freeze(model, only="bn1", affine=True)
+    assert [(r.layer_type, r.statistics, r.parameters) for r in also] == [
+        (nn.BatchNorm2d, True, ("weight", "bias"))
+    ]
+    assert unfreeze(model) == also + frozen  # model order
 
 
 def test_torchvision_model() -> None:
