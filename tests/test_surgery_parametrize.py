@@ -72,8 +72,16 @@ def test_shared_module_is_parametrized_once() -> None:
 
 
 def test_nothing_selected_and_twice_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="no module of the model was selected"):
-        normlab.parametrize(nn.Sequential(nn.ReLU()), "weight_norm")
+    with pytest.raises(ConfigError, match=r"^parametrize: no module of the model was selected "
+                       r"for 'weight_norm' \(only=None, skip='1'\); it applies to nn\.Linear and "
+                       r"nn\.Conv\*d / nn\.ConvTranspose\*d by default\. Check the paths"):
+        normlab.parametrize(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), "wn", skip="1")
+    with pytest.raises(ConfigError, match=r"^parametrize: 'cosine_norm' is not a parametrization; "
+                       r"use normlab\.CosineLinear, normlab\.CosineConv2d\.$"):
+        normlab.parametrize(nn.Linear(2, 2), "cosine_norm")
+    for tool in (normlab.parametrize, normlab.unparametrize):
+        with pytest.raises(ConfigError, match=rf"^{tool.__name__}: model must be a torch"):
+            tool(nn.Linear(2, 2).state_dict(), "wn")  # type: ignore[arg-type]
     net = normlab.parametrize(_net(), "weight_norm")
     with pytest.raises(ConfigError, match="twice"):
         normlab.parametrize(net, "weight_norm")
@@ -101,7 +109,8 @@ def test_unparametrize_without_bake_restores_the_original_or_explains() -> None:
     original = net[0].parametrizations.weight.original.detach().clone()
     out = normlab.unparametrize(net, bake=False)
     assert torch.equal(out[0].weight, original)
-    with pytest.raises(ConfigError, match="several original tensors"):
+    with pytest.raises(ConfigError, match=r"^unparametrize\(bake=False\): 0\.weight "
+                       r"\(weight_norm\) keeps several original tensors .*Use bake=True"):
         normlab.unparametrize(normlab.parametrize(_net(), "wn"), bake=False)
 
 
