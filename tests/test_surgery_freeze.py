@@ -237,8 +237,11 @@ def test_other_architectures_report_what_they_freeze(build: Callable[[], nn.Modu
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(errors.ConfigError, match="must be a torch"):
+    with pytest.raises(errors.ConfigError, match=r"^freeze: model must be a torch\.nn\.Module; "
+                       r"got list\. Pass the network itself"):
         freeze([nn.BatchNorm2d(2)])  # type: ignore[arg-type]
+    with pytest.raises(errors.ConfigError, match=r"^freeze: skip='layr1' matches no module"):
+        freeze(resnet_like(), skip="layr1")
     with pytest.raises(errors.ConfigError, match="skip must be"):
         freeze(resnet_like(), skip=3)  # type: ignore[arg-type]
     with pytest.raises(errors.ConfigError, match=r"^unfreeze: only='layr1' matches no module"):
