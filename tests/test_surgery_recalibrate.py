@@ -481,6 +481,9 @@ def test_a_one_replica_group_gives_the_single_process_statistics(one_replica_gro
     for key, value in alone.state_dict().items():
         torch.testing.assert_close(merged.state_dict()[key], value, rtol=1e-12, atol=1e-12,
                                    msg=key)
+    wrapped = nn.parallel.DistributedDataParallel(copy.deepcopy(alone))
+    report = recalibrate(wrapped, batches, process_group=one_replica_group)
+    assert [r.path for r in report] == [r.path for r in expected]  # the wrapper looked through
 
 
 def test_a_failing_batch_in_a_group_raises_its_own_error_and_keeps_the_statistics(
