@@ -220,6 +220,14 @@ def test_prior_requires_grad_is_restored_and_filters_apply() -> None:
     assert unfreeze(model) == []
 
 
+def test_class_selectors_pick_layers_by_type() -> None:
+    mobile = mobilenet_like()
+    assert [r.path for r in freeze(mobile, only=nn.BatchNorm1d)] == ["classifier.1"]
+    skipped = [r.path for r in freeze(mobilenet_like(), skip=nn.BatchNorm1d)]
+    assert skipped and "classifier.1" not in skipped
+    assert [r.path for r in unfreeze(mobile, skip=nn.BatchNorm2d)] == ["classifier.1"]
+
+
 def freeze_record(layer: nn.Module) -> tuple[str, ...]:
     return tuple(layer._normlab_frozen.requires_grad)
 
