@@ -112,6 +112,37 @@ def test_unparametrize_without_bake_restores_the_original_or_explains() -> None:
     with pytest.raises(ConfigError, match=r"^unparametrize\(bake=False\): 0\.weight "
                        r"\(weight_norm\) keeps several original tensors .*Use bake=True"):
         normlab.unparametrize(normlab.parametrize(_net(), "wn"), bake=False)
+    with pytest.raises(ConfigError) as info:
+        normlab.unparametrize(normlab.parametrize(nn.Linear(2, 2), "wn"), bake=False)
+    assert str(info.value) == (
+        "unparametrize(bake=False): <root>.weight (weight_norm) keeps several original tensors "
+        "(e.g. weight norm's g and v), so there is no single unnormalized weight to restore. "
+        "Use bake=True (the effective weight) instead."
+    )
+
+
+class _Kernel(nn.Module):
+    """A layer whose weight is called ``kernel`` (reached with only= and name=)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.kernel.T
+
+
+def test_a_tensor_with_another_name_is_parametrized_and_baked() -> None:
+    net, report = normlab.surgery.parametrize_with_report(
+        nn.Sequential(_Kernel()), "weight_norm", name="kernel", only="0"
+    )
+    assert [str(r) for r in report] == ["0.kernel: weight_norm (_Kernel)"]
+    x = torch.randn(2, 3)
+    expected = net(x)
+    baked = normlab.unparametrize(net)
+    assert not torch_parametrize.is_parametrized(baked[0])
+    assert isinstance(baked[0].kernel, nn.Parameter)
+    torch.testing.assert_close(baked(x), expected)
 
 
 def test_fold_bakes_weight_side_methods_and_folds_the_bn() -> None:
@@ -199,6 +230,17 @@ def test_unparametrize_refuses_a_tensor_that_mixes_in_foreign_parametrizations()
     with pytest.raises(ConfigError, match=r"unparametrize: 0\.weight also has parametrizations "
                        r"that are not normlab's \(_Double\).*remove_parametrizations, or skip="):
         normlab.unparametrize(net)
+    root = normlab.parametrize(nn.Linear(2, 2), "ws")
+    for _ in range(2):
+        torch_parametrize.register_parametrization(root, "weight", _Double())
+    with pytest.raises(ConfigError) as info:
+        normlab.unparametrize(root)
+    assert str(info.value) == (
+        "unparametrize: <root>.weight also has parametrizations that are not normlab's "
+        "(_Double, _Double); torch can only remove all of a tensor's parametrizations at once. "
+        "Remove them with torch.nn.utils.parametrize.remove_parametrizations, or skip= this "
+        "module."
+    )
     out = normlab.unparametrize(net, skip="0")
     assert torch_parametrize.is_parametrized(out[0])  # skipped
     assert isinstance(out[5].parametrizations.weight[0], _Double)  # not normlab's: left alone
