@@ -80,11 +80,27 @@ def test_nothing_selected_and_twice_are_config_errors() -> None:
                        r"use normlab\.CosineLinear, normlab\.CosineConv2d\.$"):
         normlab.parametrize(nn.Linear(2, 2), "cosine_norm")
     for tool in (normlab.parametrize, normlab.unparametrize):
-        with pytest.raises(ConfigError, match=rf"^{tool.__name__}: model must be a torch"):
+        with pytest.raises(ConfigError, match=rf"^{tool.__name__}: model must be a torch\.nn\."
+                           r"Module; got OrderedDict\."):
             tool(nn.Linear(2, 2).state_dict(), "wn")  # type: ignore[arg-type]
     net = normlab.parametrize(_net(), "weight_norm")
     with pytest.raises(ConfigError, match="twice"):
         normlab.parametrize(net, "weight_norm")
+
+
+def test_method_arguments_reach_the_method_and_the_original_is_untouched() -> None:
+    model = _net()
+    for tool in (normlab.parametrize, lambda *a, **k: normlab.surgery.parametrize_with_report(
+            *a, **k)[0]):
+        net = tool(model, "spectral_norm", n_power_iterations=3)
+        assert net is not model and not torch_parametrize.is_parametrized(model[0])
+        assert net[0].parametrizations.weight[0].n_power_iterations == 3
+
+
+def test_a_second_method_reports_the_layer_class_not_torchs_generated_one() -> None:
+    net = normlab.parametrize(_net(), "wn", only="0")
+    _, report = normlab.surgery.parametrize_with_report(net, "ws", only="0")
+    assert [(r.path, r.module_type) for r in report] == [("0", nn.Conv2d)]
 
 
 def test_inplace_mutates_and_returns_the_model() -> None:
@@ -133,10 +149,12 @@ class _Kernel(nn.Module):
 
 
 def test_a_tensor_with_another_name_is_parametrized_and_baked() -> None:
-    net, report = normlab.surgery.parametrize_with_report(
+    _, report = normlab.surgery.parametrize_with_report(
         nn.Sequential(_Kernel()), "weight_norm", name="kernel", only="0"
     )
     assert [str(r) for r in report] == ["0.kernel: weight_norm (_Kernel)"]
+    net = normlab.parametrize(nn.Sequential(_Kernel()), "weight_norm", name="kernel", only="0")
+    assert torch_parametrize.is_parametrized(net[0], "kernel")
     x = torch.randn(2, 3)
     expected = net(x)
     baked = normlab.unparametrize(net)
