@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import normlab
 import timm_stand_ins
 from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
@@ -451,7 +452,9 @@ def _every_kind(dtype: torch.dtype = torch.float64) -> nn.Module:
         "brn": registry.create("brn", 3, warmup_steps=0),  # "batch_biased"
         "inorm": nn.InstanceNorm2d(3, track_running_stats=True),  # "instance"
         "evo": registry.create("evo_norm_b0", 3),  # running_var only
+        "nbn": registry.create("bn", 3),  # normlab's (normlab.sync gives it a reducer)
         "unused": nn.BatchNorm2d(3),
+        "unused_in": nn.InstanceNorm2d(3, track_running_stats=True),
     }).to(dtype)
 
     class Chain(nn.Module):
@@ -460,7 +463,7 @@ def _every_kind(dtype: torch.dtype = torch.float64) -> nn.Module:
             self.layers = net
 
         def forward(self, x: Tensor) -> Tensor:
-            for name in ("bn", "brn", "inorm", "evo"):
+            for name in ("bn", "brn", "inorm", "evo", "nbn"):
                 x = self.layers[name](x)
             return x
 
@@ -470,20 +473,28 @@ def _every_kind(dtype: torch.dtype = torch.float64) -> nn.Module:
 def test_a_one_replica_group_gives_the_single_process_statistics(one_replica_group: object) -> None:
     batches = _batches(torch.float64)
     alone = _every_kind()
-    merged = copy.deepcopy(alone)
+    merged, wrapped, synced = (copy.deepcopy(alone) for _ in range(3))
     expected = recalibrate(alone, batches)
     report = recalibrate(merged, batches, process_group=one_replica_group)
     assert [(r.path, r.count, r.batches) for r in report] == [
         (r.path, r.count, r.batches) for r in expected
     ]
     values = 6 * 256 + 3 * 144 + 5 * 256  # per channel over (N, H, W) of the three batches
-    assert [r.count for r in report] == [values, values, 6 + 3 + 5, values, 0]
+    assert [r.count for r in report] == [values, values, 6 + 3 + 5, values, values, 0, 0]
     for key, value in alone.state_dict().items():
         torch.testing.assert_close(merged.state_dict()[key], value, rtol=1e-12, atol=1e-12,
                                    msg=key)
-    wrapped = nn.parallel.DistributedDataParallel(copy.deepcopy(alone))
+    wrapped = nn.parallel.DistributedDataParallel(wrapped)
     report = recalibrate(wrapped, batches, process_group=one_replica_group)
     assert [r.path for r in report] == [r.path for r in expected]  # the wrapper looked through
+    synced = normlab.sync(synced, one_replica_group, only="layers.nbn")
+    reducer = synced.layers.nbn.moments_reducer
+    assert reducer is not None
+    recalibrate(synced, batches, process_group=one_replica_group)
+    assert synced.layers.nbn.moments_reducer is reducer  # given back after the passes
+    for key, value in alone.state_dict().items():
+        torch.testing.assert_close(synced.state_dict()[key], value, rtol=1e-12, atol=1e-12,
+                                   msg=key)
 
 
 def test_a_failing_batch_in_a_group_raises_its_own_error_and_keeps_the_statistics(
@@ -511,3 +522,40 @@ def test_process_group_without_torch_distributed_says_how_to_fix() -> None:
         recalibrate(net, _batches(torch.float64), process_group=object())
     for key, value in before.items():
         assert torch.equal(net.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("poison", ["nan", "overflow"])
+@pytest.mark.parametrize("layer", ["bn", "inorm"])
+def test_a_batch_whose_statistics_are_not_finite_is_refused(layer: str, poison: str) -> None:
+    """NaN in the input, or finite values whose variance overflows float64 (±1e200: the mean
+    stays finite), make the population statistics meaningless: refused, nothing written."""
+    net = _every_kind()
+    before = copy.deepcopy(net.state_dict())
+    bad = _batches(torch.float64)
+    if poison == "nan":
+        bad[2][1, 0, 0, 0] = float("nan")
+    else:
+        bad[2][:, 0] = torch.tensor([1e200, -1e200]).repeat(bad[2][:, 0].numel() // 2).view_as(
+            bad[2][:, 0])
+    if layer == "inorm":  # reaches the instance norm only: the layers before it see a clean batch
+        net.layers["bn"] = nn.Identity()
+        net.layers["brn"] = nn.Identity()
+    else:
+        net.forward = lambda x: net.layers["bn"](x)  # type: ignore[method-assign]
+    with pytest.raises(errors.InputError, match=rf"the input of layers\.{layer} \(.*\) holds NaN "
+                       r"or Inf values in batch 2; the population statistics would be NaN"):
+        recalibrate(net, bad)
+    for key, value in net.state_dict().items():
+        if key in before:
+            assert torch.equal(value, before[key]), key
+
+
+def test_channels_last_layers_are_recalibrated_over_their_channel_dim() -> None:
+    """A normlab BN with channel_dim=-1 on (N, L, C): one statistic per C over (N, L)."""
+    layer = registry.create("bn", 5, channel_dim=-1).double()
+    batches = [torch.randn(4, 7, 5, dtype=torch.float64) * 2 + 1 for _ in range(2)]
+    report = recalibrate(layer, batches)
+    values = torch.cat(batches).reshape(-1, 5)
+    assert report[0].count == 56
+    torch.testing.assert_close(layer.running_mean, values.mean(0))
+    torch.testing.assert_close(layer.running_var, values.var(0))
