@@ -58,9 +58,10 @@ def test_only_and_skip_select_by_class_and_path() -> None:
 
 def test_only_reaches_a_module_outside_the_default_targets() -> None:
     model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4))
-    net = normlab.parametrize(model, "weight_norm", only="0")
-    assert torch_parametrize.is_parametrized(net[0], "weight")
-    assert not torch_parametrize.is_parametrized(net[1])
+    for only in ("0", nn.Embedding):
+        net = normlab.parametrize(model, "weight_norm", only=only)
+        assert torch_parametrize.is_parametrized(net[0], "weight")
+        assert not torch_parametrize.is_parametrized(net[1])
 
 
 def test_shared_module_is_parametrized_once() -> None:
@@ -73,9 +74,11 @@ def test_shared_module_is_parametrized_once() -> None:
 
 def test_nothing_selected_and_twice_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"^parametrize: no module of the model was selected "
-                       r"for 'weight_norm' \(only=None, skip='1'\); it applies to nn\.Linear and "
-                       r"nn\.Conv\*d / nn\.ConvTranspose\*d by default\. Check the paths"):
-        normlab.parametrize(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), "wn", skip="1")
+                       r"for 'weight_norm' \(only=\['0', '1'\], skip='1'\); it applies to "
+                       r"nn\.Linear and nn\.Conv\*d / nn\.ConvTranspose\*d by default\. Check the "
+                       r"paths"):
+        normlab.parametrize(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), "wn", only=["0", "1"],
+                            skip="1")
     with pytest.raises(ConfigError, match=r"^parametrize: 'cosine_norm' is not a parametrization; "
                        r"use normlab\.CosineLinear, normlab\.CosineConv2d\.$"):
         normlab.parametrize(nn.Linear(2, 2), "cosine_norm")
@@ -116,6 +119,7 @@ def test_unparametrize_by_method_keeps_the_others() -> None:
     expected = net.eval()(x)
     out = normlab.unparametrize(net, "weight_standardization")
     assert not torch_parametrize.is_parametrized(out[0])
+    assert torch_parametrize.is_parametrized(net[0])  # a copy by default
     assert torch_parametrize.is_parametrized(out[5])
     torch.testing.assert_close(out(x), expected)
 
