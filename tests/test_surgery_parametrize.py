@@ -266,3 +266,11 @@ def test_unparametrize_refuses_a_tensor_that_mixes_in_foreign_parametrizations()
     out = normlab.unparametrize(net, skip="0")
     assert torch_parametrize.is_parametrized(out[0])  # skipped
     assert isinstance(out[5].parametrizations.weight[0], _Double)  # not normlab's: left alone
+
+
+def test_unparametrize_selects_by_class_and_path() -> None:
+    net = normlab.parametrize(_net(), "ws")  # layers 0 (Conv2d), 3 (ConvTranspose2d), 5 (Linear)
+    out = normlab.unparametrize(net, skip=nn.Conv2d)
+    assert [torch_parametrize.is_parametrized(out[i]) for i in (0, 3, 5)] == [True, False, False]
+    out = normlab.unparametrize(net, only="3")
+    assert [torch_parametrize.is_parametrized(out[i]) for i in (0, 3, 5)] == [True, False, True]
