@@ -274,3 +274,13 @@ def test_unparametrize_selects_by_class_and_path() -> None:
     assert [torch_parametrize.is_parametrized(out[i]) for i in (0, 3, 5)] == [True, False, False]
     out = normlab.unparametrize(net, only="3")
     assert [torch_parametrize.is_parametrized(out[i]) for i in (0, 3, 5)] == [True, False, True]
+
+
+def test_unparametrize_by_method_goes_on_to_the_next_tensor_of_a_layer() -> None:
+    layer = _Kernel()
+    layer.gate = nn.Parameter(torch.randn(4, 3))
+    net = normlab.parametrize(nn.Sequential(layer), "wn", name="kernel", only="0")
+    net = normlab.parametrize(net, "ws", name="gate", only="0", inplace=True)
+    out = normlab.unparametrize(net, "ws")
+    assert torch_parametrize.is_parametrized(out[0], "kernel")  # weight norm: kept
+    assert not torch_parametrize.is_parametrized(out[0], "gate")
