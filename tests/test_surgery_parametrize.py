@@ -82,10 +82,6 @@ def test_nothing_selected_and_twice_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"^parametrize: 'cosine_norm' is not a parametrization; "
                        r"use normlab\.CosineLinear, normlab\.CosineConv2d\.$"):
         normlab.parametrize(nn.Linear(2, 2), "cosine_norm")
-    for tool in (normlab.parametrize, normlab.unparametrize):
-        with pytest.raises(ConfigError, match=rf"^{tool.__name__}: model must be a torch\.nn\."
-                           r"Module; got OrderedDict\."):
-            tool(nn.Linear(2, 2).state_dict(), "wn")  # type: ignore[arg-type]
     net = normlab.parametrize(_net(), "weight_norm")
     with pytest.raises(ConfigError, match="twice"):
         normlab.parametrize(net, "weight_norm")
@@ -104,6 +100,13 @@ def test_a_second_method_reports_the_layer_class_not_torchs_generated_one() -> N
     net = normlab.parametrize(_net(), "wn", only="0")
     _, report = normlab.surgery.parametrize_with_report(net, "ws", only="0")
     assert [(r.path, r.module_type) for r in report] == [("0", nn.Conv2d)]
+
+
+@pytest.mark.parametrize("tool", [normlab.parametrize, normlab.unparametrize])
+def test_not_a_model_names_the_tool_and_the_type(tool) -> None:
+    with pytest.raises(ConfigError, match=rf"^{tool.__name__}: model must be a torch\.nn\."
+                       r"Module; got OrderedDict\. Pass the network itself"):
+        tool(nn.Linear(2, 2).state_dict(), "wn")
 
 
 def test_inplace_mutates_and_returns_the_model() -> None:
