@@ -307,11 +307,22 @@ def test_errors() -> None:
     model = resnet_like()
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: batches yielded no batch "
                        r"\(num_batches=None\)\. Pass a non-empty iterable of input batches, e\.g\. "
-                       r"a DataLoader"):
+                       r"a DataLoader over the training set \(precise BN\) or over unlabeled "
+                       r"target-domain data \(AdaBN\)\.$"):
         recalibrate(model, [])
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: Sequential holds no layer with "
                        r"running statistics\. Recalibration \(precise BN / AdaBN\) re-estimates"):
         recalibrate(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), [torch.randn(2, 2)])
+    with pytest.raises(errors.ConfigError) as info:
+        recalibrate(nn.LayerNorm(2), [torch.randn(2, 2)])
+    assert str(info.value) == (
+        "recalibrate: LayerNorm holds no layer with running statistics. Recalibration (precise "
+        "BN / AdaBN) re-estimates the running statistics of BatchNorm-like layers (torch.nn "
+        "BatchNorm*d / SyncBatchNorm, normlab BatchNorm, GhostBatchNorm, BatchRenorm, "
+        "SwitchableNorm, BatchInstanceNorm, EvoNormB0, InstanceNorm with "
+        "track_running_stats=True); layers frozen by normlab.freeze or FrozenBatchNorm keep "
+        "theirs. Unfreeze them first if you mean to."
+    )
     frozen = resnet_like()
     freeze(frozen)
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: ResNetLike holds 9 layer\(s\) "
@@ -324,7 +335,8 @@ def test_errors() -> None:
                            rf"positive int or None \(all batches\); got {bad!r}\..*"
                            r"num_batches=200"):
             recalibrate(model, _batches(), num_batches=bad)  # type: ignore[arg-type]
-    fix = r"\. A batch is a tensor, an \(inputs, targets\) tuple.*pass forward=lambda model"
+    fix = (r"\. A batch is a tensor, an \(inputs, targets\) tuple.*; for anything else pass "
+           r"forward=lambda model, batch: model\(\.\.\.\)\.$")
     with pytest.raises(errors.InputError, match=r"^recalibrate: batch 0: it is a str" + fix):
         recalibrate(model, ["not a tensor"])
     with pytest.raises(errors.InputError, match=r"^recalibrate: batch 1: it is an empty tuple"):
@@ -335,7 +347,8 @@ def test_errors() -> None:
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: model must be a torch"):
         recalibrate(model.state_dict(), _batches())  # type: ignore[arg-type]
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: 1 \(LazyBatchNorm2d.*\) is a "
-                       r"lazy layer that has not seen input yet.*Run one forward pass first"):
+                       r"lazy layer that has not seen input yet, so it has no statistics to "
+                       r"work on\. Run one forward pass first \(it materializes the layer\)\.$"):
         recalibrate(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), _batches())
 
 
@@ -527,8 +540,8 @@ def test_process_group_without_torch_distributed_says_how_to_fix() -> None:
 @pytest.mark.parametrize("poison", ["nan", "overflow"])
 @pytest.mark.parametrize("layer", ["bn", "inorm"])
 def test_a_batch_whose_statistics_are_not_finite_is_refused(layer: str, poison: str) -> None:
-    """NaN in the input, or finite values whose variance overflows float64 (±1e200: the mean
-    stays finite), make the population statistics meaningless: refused, nothing written."""
+    """NaN in the input, or finite values whose variance overflows float64 (±1e200), make the
+    population statistics meaningless: refused, nothing written."""
     net = _every_kind()
     before = copy.deepcopy(net.state_dict())
     bad = _batches(torch.float64)
@@ -543,7 +556,9 @@ def test_a_batch_whose_statistics_are_not_finite_is_refused(layer: str, poison: 
     else:
         net.forward = lambda x: net.layers["bn"](x)  # type: ignore[method-assign]
     with pytest.raises(errors.InputError, match=rf"the input of layers\.{layer} \(.*\) holds NaN "
-                       r"or Inf values in batch 2; the population statistics would be NaN"):
+                       r"or Inf values in batch 2; the population statistics would be NaN\. "
+                       r"Check the data and the layers before it; every running statistic was "
+                       r"left as it was\.$"):
         recalibrate(net, bad)
     for key, value in net.state_dict().items():
         if key in before:
@@ -559,3 +574,14 @@ def test_channels_last_layers_are_recalibrated_over_their_channel_dim() -> None:
     assert report[0].count == 56
     torch.testing.assert_close(layer.running_mean, values.mean(0))
     torch.testing.assert_close(layer.running_var, values.var(0))
+
+
+def test_float32_statistics_are_the_population_statistics_rounded_once() -> None:
+    """Merged in float64 (precise BN's exactness), then rounded to the buffers' float32 once:
+    bitwise the float64 statistics of all values (a float32 accumulation is ~1e-7 off)."""
+    batches = [1000 + torch.randn(64, 3, 8, 8) for _ in range(3)]
+    layer = nn.BatchNorm2d(3)
+    recalibrate(layer, batches)
+    values = torch.cat(batches).double()
+    assert torch.equal(layer.running_mean, values.mean((0, 2, 3)).float())
+    assert torch.equal(layer.running_var, values.var((0, 2, 3)).float())
