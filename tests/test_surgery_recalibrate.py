@@ -328,7 +328,8 @@ def test_errors() -> None:
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: ResNetLike holds 9 layer\(s\) "
                        r"with running statistics, all frozen\..*Unfreeze them first"):
         recalibrate(frozen, _batches())
-    with pytest.raises(errors.UnknownNameError, match="Did you mean 'adabn'"):
+    with pytest.raises(errors.UnknownNameError, match=r"^Unknown recalibration mode 'adabm'\. Did "
+                       r"you mean 'adabn'\? Known: precise, adabn\.$"):
         recalibrate(model, _batches(), mode="adabm")
     for bad in (0, -1, True, 2.5):
         with pytest.raises(errors.ConfigError, match=r"^recalibrate: num_batches must be a "
@@ -344,7 +345,8 @@ def test_errors() -> None:
     with pytest.raises(errors.InputError, match=r"batch 0: it is a dict without key 'x' "
                        r"\(keys: \['image'\]\)" + fix):
         recalibrate(model, [{"image": torch.randn(2, 3, 16, 16)}])
-    with pytest.raises(errors.ConfigError, match=r"^recalibrate: model must be a torch"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: model must be a torch\.nn\."
+                       r"Module; got OrderedDict\."):
         recalibrate(model.state_dict(), _batches())  # type: ignore[arg-type]
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: 1 \(LazyBatchNorm2d.*\) is a "
                        r"lazy layer that has not seen input yet, so it has no statistics to "
