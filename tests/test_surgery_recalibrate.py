@@ -261,6 +261,7 @@ def test_num_batches_limits_what_is_pulled() -> None:
     limited = copy.deepcopy(model)
     report = recalibrate(limited, stream(), num_batches=2)
     assert pulled == [0, 1] and report[0].batches == 2
+    assert recalibrate(copy.deepcopy(model), batches, num_batches=1)[0].batches == 1
     _check(limited, _reference(model, batches[:2]), rtol=1e-5, atol=1e-6)
 
 
@@ -587,3 +588,13 @@ def test_float32_statistics_are_the_population_statistics_rounded_once() -> None
     values = torch.cat(batches).double()
     assert torch.equal(layer.running_mean, values.mean((0, 2, 3)).float())
     assert torch.equal(layer.running_var, values.var((0, 2, 3)).float())
+
+
+def test_a_layer_given_its_input_by_keyword_is_reported_unchanged() -> None:
+    """recalibrate reads a layer's input from its positional arguments: a layer called as
+    ``bn(input=x)`` is reported with no input and keeps its statistics (no crash)."""
+    net = nn.ModuleDict({"bn": nn.BatchNorm1d(3)})
+    net.forward = lambda x: net["bn"](input=x)  # type: ignore[method-assign]
+    report = recalibrate(net, [torch.randn(4, 3) + 5])
+    assert [(r.path, r.count) for r in report] == [("bn", 0)]
+    assert torch.equal(net["bn"].running_mean, torch.zeros(3))
