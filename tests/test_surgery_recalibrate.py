@@ -311,6 +311,9 @@ def test_errors() -> None:
                        r"a DataLoader over the training set \(precise BN\) or over unlabeled "
                        r"target-domain data \(AdaBN\)\.$"):
         recalibrate(model, [])
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: batches yielded no batch "
+                       r"\(num_batches=5\)\."):
+        recalibrate(model, iter([]), num_batches=5)
     with pytest.raises(errors.ConfigError, match=r"^recalibrate: Sequential holds no layer with "
                        r"running statistics\. Recalibration \(precise BN / AdaBN\) re-estimates"):
         recalibrate(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), [torch.randn(2, 2)])
