@@ -186,3 +186,16 @@ def test_unmatched_selector_on_a_model_without_submodules() -> None:
     with pytest.raises(errors.ConfigError, match=r"Paths look like: none \(the model has no "
                        r"submodule\) \(see"):
         freeze(nn.BatchNorm1d(2), only="bn")
+
+
+def test_selector_errors_through_a_tool_name_the_argument_and_suggest_the_last_name() -> None:
+    from normlab.surgery import freeze
+
+    with pytest.raises(errors.ConfigError, match=r"^only must be a module path .*Examples: "
+                       r"only='layer1'"):
+        freeze(nn.BatchNorm1d(2), only=3)  # type: ignore[arg-type]
+    inner = nn.ModuleDict({"bn1": nn.BatchNorm1d(2)})
+    net = nn.ModuleDict({"block": nn.ModuleDict({"inner": inner})})  # block.inner.bn1
+    with pytest.raises(errors.ConfigError, match=r"only='bn2' matches no module path.*Did you mean "
+                       r"'bn1'\?"):
+        freeze(net, only="bn2")
