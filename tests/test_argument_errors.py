@@ -80,18 +80,21 @@ def _net() -> nn.Sequential:
     ],
     ids=["convert", "freeze", "unfreeze", "parametrize", "unparametrize", "sync"],
 )
-def test_selectors_that_match_nothing(call) -> None:
+def test_selectors_that_match_nothing(call, request: pytest.FixtureRequest) -> None:
+    tool = request.node.callspec.id  # the error names the tool it came from
     with pytest.raises(errors.ConfigError) as info:
         call(_net(), only="3.bn1")
     text = str(info.value)
+    assert text.startswith(f"{tool}: only='3.bn1'")
     assert "only='3.bn1' matches no module path of the model, so it would select nothing" in text
     assert "Did you mean '3.1'" in text or "Did you mean" in text
     assert "Paths look like: '0', '1', '2', '3', '3.0', '3.1'" in text
-    with pytest.raises(errors.ConfigError, match=r"skip='head' matches no module path.*leave "
-                       r"nothing out"):
+    with pytest.raises(errors.ConfigError,
+                       match=rf"^{tool}: skip='head' matches no module path.*leave nothing out"):
         call(_net(), skip=["1", "head"])
-    with pytest.raises(errors.ConfigError, match=r"only=BatchNorm1d matches no module of the "
-                       r"model.*Did you mean 'BatchNorm2d'\?.*Classes in the model: BatchNorm2d,"):
+    with pytest.raises(errors.ConfigError, match=rf"^{tool}: only=BatchNorm1d matches no module "
+                       r"of the model.*Did you mean 'BatchNorm2d'\?.*Classes in the model: "
+                       r"BatchNorm2d,"):
         call(_net(), only=nn.BatchNorm1d)
 
 

@@ -5,7 +5,6 @@ replica that fails."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from torch import Tensor, nn
 
 import normlab
 from distributed_harness import run_ranks
-from normlab.errors import ConfigError, InputError
+from normlab.errors import InputError
 from normlab.surgery import recalibrate
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
@@ -142,11 +141,4 @@ def test_ddp_wrapper_uneven_batches_and_a_failing_replica() -> None:
             assert torch.equal(after[name], value), (rank, name)
         assert ("NaN" if rank == 1 else "other replica") in message, message
 
-
-def test_process_group_without_torch_distributed_says_how_to_fix() -> None:
-    net = make_net()
-    before = copy.deepcopy(buffers(net))
-    with pytest.raises(ConfigError, match=r"process_group=.*init_process_group"):
-        recalibrate(net, [torch.randn(2, 3, 5, 5, dtype=F64)], process_group=object())
-    for name, value in before.items():
-        assert torch.equal(buffers(net)[name], value)
+# recalibrate(process_group=...) without torch.distributed: tests/test_surgery_recalibrate.py

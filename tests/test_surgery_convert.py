@@ -4,6 +4,7 @@ the refusals, and the skip= / only= filters."""
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -11,11 +12,12 @@ import torch
 from torch import nn
 
 import normlab
+import timm_stand_ins
 from catalogue import keeps_bn_statistics, small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.norms import FrozenBatchNorm, GroupNorm, LayerNorm, VirtualBatchNorm
 from normlab.norms.virtual_batch_norm import reference_pass
-from normlab.surgery import convert, convert_layer, convert_with_report, freeze
+from normlab.surgery import convert, convert_layer, convert_with_report, freeze, layers
 from normlab.surgery.layers import is_norm
 from surgery_models import (
     IMAGE_SHAPE,
@@ -352,3 +354,122 @@ def test_instance_statistics_never_become_batch_statistics(make_source, target: 
         if getattr(fresh, name, None) is not None:
             assert torch.equal(getattr(layer, name), getattr(fresh, name)), name
     assert torch.equal(layer.weight, source.weight) and torch.equal(layer.bias, source.bias)
+
+
+@pytest.mark.parametrize(
+    ("make", "spec", "shape"),
+    [
+        (lambda: timm_stand_ins.BatchNormAct2d(8, act=nn.SiLU), "frozen_bn", (2, 8, 4, 4)),
+        (lambda: timm_stand_ins.GroupNormAct(8, 4, act=nn.GELU), "gn:4", (2, 8, 4, 4)),
+        (lambda: timm_stand_ins.LayerNormAct2d(8, act=nn.SiLU), "ln", (2, 8, 4, 4)),
+        (lambda: timm_stand_ins.LayerNormAct(8), "ln", (2, 5, 8)),
+        (lambda: timm_stand_ins.FrozenBatchNormAct2d(8, act=nn.GELU), "bn", (2, 8, 4, 4)),
+    ],
+    ids=["bn-act", "gn-act", "ln-act-2d", "ln-act", "frozen-bn-act"],
+)
+def test_timm_norm_act_layers_convert_their_norm_and_keep_drop_and_act(
+    make: Callable[[], nn.Module], spec: str, shape: tuple[int, ...]
+) -> None:
+    """timm's norm + activation layers (stand-ins with timm's structure, tests/timm_stand_ins.py)
+    become Sequential(norm, drop, act) computing what they computed; the original is kept."""
+    layer = make()
+    with torch.no_grad():
+        for t in (*layer.parameters(), *layer.buffers()):
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5)
+    layer.eval()
+    new = convert_layer(layer, spec).eval()
+    assert list(new._modules) == ["norm", "drop", "act"]
+    assert type(new.act) is type(layer.act) and new.act is not layer.act
+    assert layer.act is not None and list(layer._modules) == ["drop", "act"]
+    x = torch.randn(shape)
+    with torch.no_grad():
+        torch.testing.assert_close(new(x), layer(x), rtol=1e-5, atol=1e-5)
+
+    net = nn.Sequential(layer)
+    converted, report = convert_with_report(net, spec)
+    assert report[0].carried[-2:] == ("drop", "act")
+    assert report[0].new_type is nn.Sequential and isinstance(net[0], type(layer))
+    with torch.no_grad():
+        torch.testing.assert_close(converted.eval()(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+class _WithRunningMean(nn.Module):
+    """Not a norm layer, but it holds a running_mean buffer: taken to keep batch statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(3))
+
+
+# module -> (is_norm, channels, channel_dim, is_affine, running_stats, stats_kind, per_position,
+#            frozen_stats): what every surgery tool reads about a layer (normlab.surgery.layers)
+LAYER_FACTS: dict[str, tuple[Callable[[], nn.Module], tuple[object, ...]]] = {
+    "bn": (lambda: nn.BatchNorm2d(4), (True, 4, 1, True, "batch", "batch", None, False)),
+    "bn-plain": (lambda: nn.BatchNorm1d(4, affine=False, track_running_stats=False),
+                 (True, 4, 1, False, None, None, None, False)),
+    "in": (lambda: nn.InstanceNorm2d(4), (True, 4, 1, False, None, None, None, False)),
+    "in-tracked": (lambda: nn.InstanceNorm1d(4, affine=True, track_running_stats=True),
+                   (True, 4, 1, True, "instance", "instance", None, False)),
+    "gn": (lambda: nn.GroupNorm(2, 6), (True, 6, 1, True, None, None, None, False)),
+    "ln": (lambda: nn.LayerNorm(5, elementwise_affine=False),
+           (True, 5, -1, False, None, None, True, False)),
+    "ln-2d": (lambda: nn.LayerNorm((2, 3)), (True, None, -1, True, None, None, True, False)),
+    "rms": (lambda: nn.RMSNorm(5), (True, 5, -1, True, None, None, True, False)),
+    "brn": (lambda: registry.create("brn", 4), (True, 4, 1, True, "batch_biased", "batch", None,
+                                                 False)),
+    "nl-ln-pos": (lambda: LayerNorm(4, per_position=True, channel_dim=-1),
+                  (True, 4, -1, True, None, None, True, False)),
+    "nl-ln": (lambda: LayerNorm(4), (True, 4, 1, True, None, None, False, False)),
+    "nl-gn": (lambda: GroupNorm(4, num_groups=2), (True, 4, 1, True, None, None, None, False)),
+    "frozen": (lambda: FrozenBatchNorm(4), (True, 4, 1, True, "batch", "batch", None, True)),
+    "frozen-act": (lambda: timm_stand_ins.FrozenBatchNormAct2d(3),
+                   (True, 3, 1, True, "batch", "batch", None, True)),
+    "ln-act": (lambda: timm_stand_ins.LayerNormAct(3), (True, 3, -1, True, None, None, True,
+                                                        False)),
+    "buffer-only": (_WithRunningMean, (False, None, 1, False, "batch", "batch", None, False)),
+    "linear": (lambda: nn.Linear(2, 3), (False, None, 1, True, None, None, None, False)),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYER_FACTS))
+def test_what_the_surgery_tools_read_about_a_layer(case: str) -> None:
+    make, expected = LAYER_FACTS[case]
+    m = make()
+    got = (layers.is_norm(m), layers.channels(m), layers.channel_dim(m), layers.is_affine(m),
+           layers.running_stats(m), layers.stats_kind(m), layers.per_position(m),
+           layers.frozen_stats(m))
+    assert got == expected
+    # what the class keeps when it tracks statistics (torch classes by their base classes)
+    by_class = {"in": "instance", "bn-plain": "batch", "buffer-only": None, "frozen-act": None}
+    assert layers.class_stats_kind(type(m)) == by_class.get(case, layers.stats_kind(m))
+    count = layers.channels(m)
+    assert layers.describe("features.3", m) == (
+        f"features.3 ({type(m).__name__}" + (f" with {count} channels)" if count else ")")
+    )
+    assert layers.describe("", m).startswith(f"<the model itself> ({type(m).__name__}")
+
+
+def test_layer_classes_behind_partials_and_the_tensor_they_are_read_from() -> None:
+    tracked = functools.partial(nn.InstanceNorm2d, track_running_stats=True)
+    assert layers.class_stats_kind(functools.partial(tracked, affine=True)) == "instance"
+    assert layers.class_running_stats(functools.partial(registry.lookup("brn").cls)) == (
+        "batch_biased"
+    )
+    assert layers.class_stats_kind(lambda c: nn.BatchNorm2d(c)) is None  # unknown callable
+    assert layers.class_stats_kind(nn.GroupNorm) is None
+    bn = nn.BatchNorm2d(3).double()
+    assert layers.first_tensor(bn) is bn.weight
+    plain = nn.BatchNorm2d(3, affine=False)
+    assert layers.first_tensor(plain) is plain.running_mean  # num_batches_tracked is an int
+    assert layers.first_tensor(nn.BatchNorm2d(3, affine=False, track_running_stats=False)) is None
+    lazy = nn.LazyBatchNorm2d()
+    assert layers.is_lazy_uninitialized(lazy) and not layers.is_lazy_uninitialized(bn)
+    lazy(torch.randn(2, 3, 4, 4))
+    assert not layers.is_lazy_uninitialized(lazy)
+    assert layers.norm_act_tail(bn) == [] and not layers.is_norm_act(bn)
+    act = timm_stand_ins.BatchNormAct2d(3, act=nn.SiLU)
+    assert [name for name, _ in layers.norm_act_tail(act)] == ["drop", "act"]
+    assert not layers.has_custom_forward(_PlainSubclass(3))
+    assert layers.has_custom_forward(_FusedActivation(3)) and layers.has_custom_forward(
+        _WithChild(3))

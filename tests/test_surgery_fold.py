@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 import normlab
+import timm_stand_ins
 from normlab import errors
 from normlab.surgery.fold import find_fold_pairs, fold, fold_pair, fold_with_report
 
@@ -425,7 +426,15 @@ REFUSALS: dict[str, tuple[Callable[[], object], dict[str, object], str]] = {
     "untraceable-child": (lambda: UntraceableChild().eval(), {},
                           r"could not trace module 'block' \(Inner\)"),
     "bad-path": (lambda: Untraceable().eval(), {"pairs": [("conv", "bnn")]},
-                 r"pairs= names the bn 'bnn', which is not a module path.*Did you mean 'bn'"),
+                 r"pairs= names the bn 'bnn', which is not a module path.*"
+                 r"Did you mean 'bn', 'bn2'\?"
+                 r" Paths of that kind: 'bn', 'bn2' \(see model.named_modules\(\)\)"),
+    "bad-conv-path-many": (lambda: _seq(*[nn.Linear(4, 4) for _ in range(21)], nn.BatchNorm1d(4)),
+                           {"pairs": [("fc", "21")]},
+                           r"names the conv 'fc', which is not a module path of the model\. "
+                           r"Paths of that kind: '0', '1', .*'19', \.\.\. \(see"),
+    "bad-conv-path-none": (lambda: _seq(nn.BatchNorm1d(4)), {"pairs": [("fc", "0")]},
+                           r"names the conv 'fc'.* Paths of that kind: none \(see"),
     "bad-pairs-type": (lambda: Untraceable().eval(), {"pairs": ("conv", "bn")},
                        r"pairs must be a list of \(conv path, bn path\) tuples of str; got "
                        r"\('conv', 'bn'\)"),
@@ -496,6 +505,8 @@ def test_refusal_changes_nothing_in_place() -> None:
 def test_fold_pair_refuses_training_bn() -> None:
     with pytest.raises(errors.ConfigError, match=r"\(bn \(BatchNorm2d\) is in training mode"):
         fold_pair(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    with pytest.raises(errors.ConfigError, match=r"fold: conv \(ReLU\) is not a Conv1d/2d/3d"):
+        fold_pair(nn.ReLU(), nn.BatchNorm2d(4).eval())
 
 
 @pytest.mark.parametrize("name", normlab.available())
@@ -529,3 +540,39 @@ def test_bias_created_by_fold_is_trainable_exactly_when_the_conv_weight_is(train
     assert folded[0].bias is not None
     assert folded[0].bias.requires_grad is trainable
     assert folded[0].weight.requires_grad is trainable
+
+
+def test_timm_bn_act_layers_fold_and_keep_their_drop_and_act() -> None:
+    """timm's BatchNormAct2d / FrozenBatchNormAct2d (stand-ins with timm's structure) fold like
+    the BN they are; their drop and activation stay at the same paths."""
+    bn = timm_stand_ins.BatchNormAct2d(4, act=nn.SiLU, drop=lambda: nn.Dropout(0.5))
+    frozen = timm_stand_ins.FrozenBatchNormAct2d(4, act=nn.GELU)
+    with torch.no_grad():
+        for layer in (bn, frozen):
+            layer.running_mean.normal_()
+            layer.running_var.uniform_(0.5, 2.0)
+            layer.weight.normal_()
+            layer.bias.normal_()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), bn, nn.Conv2d(4, 4, 1), frozen).eval()
+    assert find_fold_pairs(net) == [("0", "1"), ("2", "3")]
+    result = fold_with_report(net)
+    folded = result.model
+    assert result.unfolded == ()
+    assert [p.kept for p in result.folded] == [("drop", "act"), ("drop", "act")]
+    assert str(result.folded[0]) == (
+        "1: BatchNormAct2d -> Sequential(drop, act) (folded into 0, Conv2d)"
+    )
+    assert isinstance(folded[1], nn.Sequential) and list(folded[1]._modules) == ["drop", "act"]
+    assert isinstance(folded[1].drop, nn.Dropout) and isinstance(folded[1].act, nn.SiLU)
+    assert isinstance(folded[3].act, nn.GELU) and not folded[1].training
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-5, atol=1e-5)
+        folded.train()  # the dropout still drops in training
+        assert (folded[1](torch.ones(64, 4, 2, 2)) == 0).any()
+
+    net[3].train()  # FrozenBatchNormAct2d is BN eval in any mode
+    assert find_fold_pairs(net) == [("0", "1"), ("2", "3")]
+    net[1].train()
+    with pytest.raises(ValueError, match=r"fold requires eval mode.*'1' \(BatchNormAct2d\)"):
+        fold(net)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import timm_stand_ins
 from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.norms import VirtualBatchNorm
@@ -114,7 +115,8 @@ def _mode_state(model: nn.Module) -> list[tuple]:
         (
             path, type(m), m.training, getattr(m, "momentum", None),
             tuple((n, p.requires_grad) for n, p in m.named_parameters(recurse=False)),
-            tuple(m._forward_pre_hooks), tuple(m._forward_hooks), hasattr(m, "_normlab_frozen"),
+            tuple(m._forward_pre_hooks), tuple(m._forward_hooks),
+            tuple(m._forward_hooks_always_called), hasattr(m, "_normlab_frozen"),
         )
         for path, m in model.named_modules()
     ]
@@ -218,6 +220,14 @@ def test_prior_requires_grad_is_restored_and_filters_apply() -> None:
     assert unfreeze(model) == []
 
 
+def test_class_selectors_pick_layers_by_type() -> None:
+    mobile = mobilenet_like()
+    assert [r.path for r in freeze(mobile, only=nn.BatchNorm1d)] == ["classifier.1"]
+    skipped = [r.path for r in freeze(mobilenet_like(), skip=nn.BatchNorm1d)]
+    assert skipped and "classifier.1" not in skipped
+    assert [r.path for r in unfreeze(mobile, skip=nn.BatchNorm2d)] == ["classifier.1"]
+
+
 def freeze_record(layer: nn.Module) -> tuple[str, ...]:
     return tuple(layer._normlab_frozen.requires_grad)
 
@@ -235,10 +245,40 @@ def test_other_architectures_report_what_they_freeze(build: Callable[[], nn.Modu
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(errors.ConfigError, match="must be a torch"):
+    with pytest.raises(errors.ConfigError, match=r"^freeze: model must be a torch\.nn\.Module; "
+                       r"got list\. Pass the network itself"):
         freeze([nn.BatchNorm2d(2)])  # type: ignore[arg-type]
+    with pytest.raises(errors.ConfigError, match=r"^freeze: skip='layr1' matches no module"):
+        freeze(resnet_like(), skip="layr1")
     with pytest.raises(errors.ConfigError, match="skip must be"):
         freeze(resnet_like(), skip=3)  # type: ignore[arg-type]
+    with pytest.raises(errors.ConfigError, match=r"^unfreeze: only='layr1' matches no module"):
+        unfreeze(resnet_like(), only="layr1")
+    with pytest.raises(errors.ConfigError, match=r"^unfreeze: model must be a torch"):
+        unfreeze({"bn": nn.BatchNorm2d(2)})  # type: ignore[arg-type]
+
+
+def test_report_text_of_a_layer_without_statistics() -> None:
+    """A single layer is a model too (path ``<root>``); a LayerNorm has only its affine."""
+    assert [str(r) for r in freeze(nn.LayerNorm(4))] == [
+        "<root> (LayerNorm): no running statistics"
+    ]
+    layer = nn.LayerNorm(4)
+    frozen = freeze(layer, affine=True)
+    assert [str(r) for r in frozen] == [
+        "<root> (LayerNorm): no running statistics; frozen parameters: weight, bias"
+    ]
+    assert unfreeze(layer) == frozen  # unfreeze reports what it restored, in the same terms
+
+
+def test_unfreeze_reports_what_freeze_did() -> None:
+    model = resnet_like()
+    frozen = freeze(model, only="layer1")
+    also = freeze(model, only="bn1", affine=True)
+    assert [(r.layer_type, r.statistics, r.parameters) for r in also] == [
+        (nn.BatchNorm2d, True, ("weight", "bias"))
+    ]
+    assert unfreeze(model) == also + frozen  # model order
 
 
 def test_torchvision_model() -> None:
@@ -250,3 +290,22 @@ def test_torchvision_model() -> None:
     assert all(torch.equal(b, state[n]) for n, b in net.named_buffers())
     unfreeze(net)
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_timm_bn_act_freezes_its_bn_and_affine_but_not_its_activation() -> None:
+    """timm's BatchNormAct2d (a stand-in with timm's structure): the BN runs in eval, its γ, β
+    stop requiring grad, the DropBlock-like drop keeps training and PReLU's slope keeps training."""
+    layer = timm_stand_ins.BatchNormAct2d(4, act=nn.PReLU, drop=lambda: nn.Dropout(0.5))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), layer)
+    report = freeze(net, affine=True)
+    assert [(r.path, r.statistics, r.parameters) for r in report] == [
+        ("1", True, ("weight", "bias"))
+    ]
+    before = layer.running_mean.clone()
+    net.train()
+    out = net(torch.randn(8, 3, 6, 6) + 3.0)
+    assert torch.equal(layer.running_mean, before) and layer.training
+    assert (out == 0).any()  # the dropout still drops
+    assert layer.act.weight.requires_grad and not layer.weight.requires_grad
+    unfreeze(net)
+    assert layer.weight.requires_grad

@@ -43,6 +43,8 @@ def test_report_names_every_target_and_the_original_type() -> None:
     ]
     assert str(report[1]) == "3.weight: weight_norm (ConvTranspose2d)"
     assert isinstance(new[3], nn.ConvTranspose2d)  # torch's generated class derives from it
+    _, report = normlab.surgery.parametrize_with_report(nn.Linear(3, 2), "weight_norm")
+    assert [str(r) for r in report] == ["<root>.weight: weight_norm (Linear)"]
 
 
 def test_only_and_skip_select_by_class_and_path() -> None:
@@ -56,9 +58,10 @@ def test_only_and_skip_select_by_class_and_path() -> None:
 
 def test_only_reaches_a_module_outside_the_default_targets() -> None:
     model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4))
-    net = normlab.parametrize(model, "weight_norm", only="0")
-    assert torch_parametrize.is_parametrized(net[0], "weight")
-    assert not torch_parametrize.is_parametrized(net[1])
+    for only in ("0", nn.Embedding):
+        net = normlab.parametrize(model, "weight_norm", only=only)
+        assert torch_parametrize.is_parametrized(net[0], "weight")
+        assert not torch_parametrize.is_parametrized(net[1])
 
 
 def test_shared_module_is_parametrized_once() -> None:
@@ -70,11 +73,40 @@ def test_shared_module_is_parametrized_once() -> None:
 
 
 def test_nothing_selected_and_twice_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="no module of the model was selected"):
-        normlab.parametrize(nn.Sequential(nn.ReLU()), "weight_norm")
+    with pytest.raises(ConfigError, match=r"^parametrize: no module of the model was selected "
+                       r"for 'weight_norm' \(only=\['0', '1'\], skip='1'\); it applies to "
+                       r"nn\.Linear and nn\.Conv\*d / nn\.ConvTranspose\*d by default\. Check the "
+                       r"paths"):
+        normlab.parametrize(nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), "wn", only=["0", "1"],
+                            skip="1")
+    with pytest.raises(ConfigError, match=r"^parametrize: 'cosine_norm' is not a parametrization; "
+                       r"use normlab\.CosineLinear, normlab\.CosineConv2d\.$"):
+        normlab.parametrize(nn.Linear(2, 2), "cosine_norm")
     net = normlab.parametrize(_net(), "weight_norm")
     with pytest.raises(ConfigError, match="twice"):
         normlab.parametrize(net, "weight_norm")
+
+
+def test_method_arguments_reach_the_method_and_the_original_is_untouched() -> None:
+    model = _net()
+    for tool in (normlab.parametrize, lambda *a, **k: normlab.surgery.parametrize_with_report(
+            *a, **k)[0]):
+        net = tool(model, "spectral_norm", n_power_iterations=3)
+        assert net is not model and not torch_parametrize.is_parametrized(model[0])
+        assert net[0].parametrizations.weight[0].n_power_iterations == 3
+
+
+def test_a_second_method_reports_the_layer_class_not_torchs_generated_one() -> None:
+    net = normlab.parametrize(_net(), "wn", only="0")
+    _, report = normlab.surgery.parametrize_with_report(net, "ws", only="0")
+    assert [(r.path, r.module_type) for r in report] == [("0", nn.Conv2d)]
+
+
+@pytest.mark.parametrize("tool", [normlab.parametrize, normlab.unparametrize])
+def test_not_a_model_names_the_tool_and_the_type(tool) -> None:
+    with pytest.raises(ConfigError, match=rf"^{tool.__name__}: model must be a torch\.nn\."
+                       r"Module; got OrderedDict\. Pass the network itself"):
+        tool(nn.Linear(2, 2).state_dict(), "wn")
 
 
 def test_inplace_mutates_and_returns_the_model() -> None:
@@ -90,6 +122,7 @@ def test_unparametrize_by_method_keeps_the_others() -> None:
     expected = net.eval()(x)
     out = normlab.unparametrize(net, "weight_standardization")
     assert not torch_parametrize.is_parametrized(out[0])
+    assert torch_parametrize.is_parametrized(net[0])  # a copy by default
     assert torch_parametrize.is_parametrized(out[5])
     torch.testing.assert_close(out(x), expected)
 
@@ -99,8 +132,42 @@ def test_unparametrize_without_bake_restores_the_original_or_explains() -> None:
     original = net[0].parametrizations.weight.original.detach().clone()
     out = normlab.unparametrize(net, bake=False)
     assert torch.equal(out[0].weight, original)
-    with pytest.raises(ConfigError, match="several original tensors"):
+    with pytest.raises(ConfigError, match=r"^unparametrize\(bake=False\): 0\.weight "
+                       r"\(weight_norm\) keeps several original tensors .*Use bake=True"):
         normlab.unparametrize(normlab.parametrize(_net(), "wn"), bake=False)
+    with pytest.raises(ConfigError) as info:
+        normlab.unparametrize(normlab.parametrize(nn.Linear(2, 2), "wn"), bake=False)
+    assert str(info.value) == (
+        "unparametrize(bake=False): <root>.weight (weight_norm) keeps several original tensors "
+        "(e.g. weight norm's g and v), so there is no single unnormalized weight to restore. "
+        "Use bake=True (the effective weight) instead."
+    )
+
+
+class _Kernel(nn.Module):
+    """A layer whose weight is called ``kernel`` (reached with only= and name=)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.kernel.T
+
+
+def test_a_tensor_with_another_name_is_parametrized_and_baked() -> None:
+    _, report = normlab.surgery.parametrize_with_report(
+        nn.Sequential(_Kernel()), "weight_norm", name="kernel", only="0"
+    )
+    assert [str(r) for r in report] == ["0.kernel: weight_norm (_Kernel)"]
+    net = normlab.parametrize(nn.Sequential(_Kernel()), "weight_norm", name="kernel", only="0")
+    assert torch_parametrize.is_parametrized(net[0], "kernel")
+    x = torch.randn(2, 3)
+    expected = net(x)
+    baked = normlab.unparametrize(net)
+    assert not torch_parametrize.is_parametrized(baked[0])
+    assert isinstance(baked[0].kernel, nn.Parameter)
+    torch.testing.assert_close(baked(x), expected)
 
 
 def test_fold_bakes_weight_side_methods_and_folds_the_bn() -> None:
@@ -203,3 +270,51 @@ def test_unparametrize_in_training_mode_bakes_the_eval_weight() -> None:
     torch.testing.assert_close(baked.eval()(x), expected, rtol=1e-6, atol=1e-6)
     for key, value in _power_vectors(net).items():
         assert torch.equal(value, before[key]), key
+
+
+class _Double(nn.Module):
+    """A parametrization that is not normlab's."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return 2 * w
+
+
+def test_unparametrize_refuses_a_tensor_that_mixes_in_foreign_parametrizations() -> None:
+    net = normlab.parametrize(_net(), "ws", only="0")
+    torch_parametrize.register_parametrization(net[0], "weight", _Double())
+    torch_parametrize.register_parametrization(net[5], "weight", _Double())  # foreign only
+    with pytest.raises(ConfigError, match=r"unparametrize: 0\.weight also has parametrizations "
+                       r"that are not normlab's \(_Double\).*remove_parametrizations, or skip="):
+        normlab.unparametrize(net)
+    root = normlab.parametrize(nn.Linear(2, 2), "ws")
+    for _ in range(2):
+        torch_parametrize.register_parametrization(root, "weight", _Double())
+    with pytest.raises(ConfigError) as info:
+        normlab.unparametrize(root)
+    assert str(info.value) == (
+        "unparametrize: <root>.weight also has parametrizations that are not normlab's "
+        "(_Double, _Double); torch can only remove all of a tensor's parametrizations at once. "
+        "Remove them with torch.nn.utils.parametrize.remove_parametrizations, or skip= this "
+        "module."
+    )
+    out = normlab.unparametrize(net, skip="0")
+    assert torch_parametrize.is_parametrized(out[0])  # skipped
+    assert isinstance(out[5].parametrizations.weight[0], _Double)  # not normlab's: left alone
+
+
+def test_unparametrize_selects_by_class_and_path() -> None:
+    net = normlab.parametrize(_net(), "ws")  # layers 0 (Conv2d), 3 (ConvTranspose2d), 5 (Linear)
+    out = normlab.unparametrize(net, skip=nn.Conv2d)
+    assert [torch_parametrize.is_parametrized(out[i]) for i in (0, 3, 5)] == [True, False, False]
+    out = normlab.unparametrize(net, only="3")
+    assert [torch_parametrize.is_parametrized(out[i]) for i in (0, 3, 5)] == [True, False, True]
+
+
+def test_unparametrize_by_method_goes_on_to_the_next_tensor_of_a_layer() -> None:
+    layer = _Kernel()
+    layer.gate = nn.Parameter(torch.randn(4, 3))
+    net = normlab.parametrize(nn.Sequential(layer), "wn", name="kernel", only="0")
+    net = normlab.parametrize(net, "ws", name="gate", only="0", inplace=True)
+    out = normlab.unparametrize(net, "ws")
+    assert torch_parametrize.is_parametrized(out[0], "kernel")  # weight norm: kept
+    assert not torch_parametrize.is_parametrized(out[0], "gate")

@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import normlab
+import timm_stand_ins
 from catalogue import small_spec, statistics_kind
 from normlab import errors, registry
 from normlab.surgery import freeze, recalibrate
@@ -259,6 +261,7 @@ def test_num_batches_limits_what_is_pulled() -> None:
     limited = copy.deepcopy(model)
     report = recalibrate(limited, stream(), num_batches=2)
     assert pulled == [0, 1] and report[0].batches == 2
+    assert recalibrate(copy.deepcopy(model), batches, num_batches=1)[0].batches == 1
     _check(limited, _reference(model, batches[:2]), rtol=1e-5, atol=1e-6)
 
 
@@ -301,28 +304,72 @@ def test_frozen_and_unused_layers_keep_their_statistics() -> None:
 
 
 def test_errors() -> None:
+    """Each error names the argument or batch, the value received and the fix."""
     model = resnet_like()
-    with pytest.raises(errors.ConfigError, match="yielded no batch"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: batches yielded no batch "
+                       r"\(num_batches=None\)\. Pass a non-empty iterable of input batches, e\.g\. "
+                       r"a DataLoader over the training set \(precise BN\) or over unlabeled "
+                       r"target-domain data \(AdaBN\)\.$"):
         recalibrate(model, [])
-    with pytest.raises(errors.ConfigError, match="no layer with running statistics"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: batches yielded no batch "
+                       r"\(num_batches=5\)\."):
+        recalibrate(model, iter([]), num_batches=5)
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: Sequential holds no layer with "
+                       r"running statistics\. Recalibration \(precise BN / AdaBN\) re-estimates"):
         recalibrate(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), [torch.randn(2, 2)])
+    with pytest.raises(errors.ConfigError) as info:
+        recalibrate(nn.LayerNorm(2), [torch.randn(2, 2)])
+    assert str(info.value) == (
+        "recalibrate: LayerNorm holds no layer with running statistics. Recalibration (precise "
+        "BN / AdaBN) re-estimates the running statistics of BatchNorm-like layers (torch.nn "
+        "BatchNorm*d / SyncBatchNorm, normlab BatchNorm, GhostBatchNorm, BatchRenorm, "
+        "SwitchableNorm, BatchInstanceNorm, EvoNormB0, InstanceNorm with "
+        "track_running_stats=True); layers frozen by normlab.freeze or FrozenBatchNorm keep "
+        "theirs. Unfreeze them first if you mean to."
+    )
     frozen = resnet_like()
     freeze(frozen)
-    with pytest.raises(errors.ConfigError, match="all frozen"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: ResNetLike holds 9 layer\(s\) "
+                       r"with running statistics, all frozen\..*Unfreeze them first"):
         recalibrate(frozen, _batches())
-    with pytest.raises(errors.UnknownNameError, match="Did you mean 'adabn'"):
+    with pytest.raises(errors.UnknownNameError, match=r"^Unknown recalibration mode 'adabm'\. Did "
+                       r"you mean 'adabn'\? Known: precise, adabn\.$"):
         recalibrate(model, _batches(), mode="adabm")
     for bad in (0, -1, True, 2.5):
-        with pytest.raises(errors.ConfigError, match="num_batches must be a positive int"):
+        with pytest.raises(errors.ConfigError, match=r"^recalibrate: num_batches must be a "
+                           rf"positive int or None \(all batches\); got {bad!r}\..*"
+                           r"num_batches=200"):
             recalibrate(model, _batches(), num_batches=bad)  # type: ignore[arg-type]
-    with pytest.raises(errors.InputError, match="batch 0: it is a str"):
+    fix = (r"\. A batch is a tensor, an \(inputs, targets\) tuple.*; for anything else pass "
+           r"forward=lambda model, batch: model\(\.\.\.\)\.$")
+    with pytest.raises(errors.InputError, match=r"^recalibrate: batch 0: it is a str" + fix):
         recalibrate(model, ["not a tensor"])
-    with pytest.raises(errors.InputError, match="without key 'x'"):
+    with pytest.raises(errors.InputError, match=r"^recalibrate: batch 1: it is an empty tuple"):
+        recalibrate(model, [_batches()[0], ()])
+    with pytest.raises(errors.InputError, match=r"batch 0: it is a dict without key 'x' "
+                       r"\(keys: \['image'\]\)" + fix):
         recalibrate(model, [{"image": torch.randn(2, 3, 16, 16)}])
-    with pytest.raises(errors.ConfigError, match="must be a torch"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: model must be a torch\.nn\."
+                       r"Module; got OrderedDict\."):
         recalibrate(model.state_dict(), _batches())  # type: ignore[arg-type]
-    with pytest.raises(errors.ConfigError, match="lazy layer that has not seen input"):
+    with pytest.raises(errors.ConfigError, match=r"^recalibrate: 1 \(LazyBatchNorm2d.*\) is a "
+                       r"lazy layer that has not seen input yet, so it has no statistics to "
+                       r"work on\. Run one forward pass first \(it materializes the layer\)\.$"):
         recalibrate(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), _batches())
+
+
+def test_report_text() -> None:
+    report = recalibrate(nn.BatchNorm1d(3), [torch.randn(4, 3), torch.randn(2, 3)])
+    assert [str(r) for r in report] == [
+        "<root> (BatchNorm1d): precise statistics of 6 values per channel"
+    ]
+    net = nn.ModuleDict({"used": nn.BatchNorm1d(3), "unused": nn.BatchNorm1d(3)})
+    net.forward = lambda x: net["used"](x)  # type: ignore[method-assign]
+    report = recalibrate(net, [torch.randn(4, 3)], mode="adabn")
+    assert [str(r) for r in report] == [
+        "used (BatchNorm1d): adabn statistics of 4 values per channel",
+        "unused (BatchNorm1d): no input in 1 batches, statistics unchanged",
+    ]
 
 
 def test_adabn_recovers_accuracy_on_a_shifted_domain() -> None:
@@ -382,3 +429,175 @@ def test_timm_resnet() -> None:
     recalibrate(net, batches)
     _check(net, expected, rtol=1e-5, atol=1e-6)
 
+
+
+def test_timm_bn_act_is_recalibrated_like_its_bn_and_frozen_bn_act_is_kept() -> None:
+    """timm's BatchNormAct2d (stand-ins with timm's structure): precise statistics of its
+    input; FrozenBatchNormAct2d keeps its statistics (it is frozen on purpose)."""
+    act = timm_stand_ins.BatchNormAct2d(4, act=nn.SiLU)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), act, nn.Conv2d(4, 5, 1),
+                        timm_stand_ins.BatchNormAct2d(5), timm_stand_ins.FrozenBatchNormAct2d(5))
+    batch = torch.randn(6, 3, 7, 7)
+    report = recalibrate(net.eval(), [batch])
+    assert [r.path for r in report] == ["1", "3"]
+    with torch.no_grad():
+        z1 = net[0](batch)
+        z2 = net[2](nn.functional.silu(nn.functional.batch_norm(
+            z1, None, None, act.weight, act.bias, training=True, eps=act.eps)))
+    for layer, z in ((net[1], z1), (net[3], z2)):
+        torch.testing.assert_close(layer.running_mean, z.mean((0, 2, 3)))
+        torch.testing.assert_close(layer.running_var, z.var((0, 2, 3)))
+    assert torch.equal(net[4].running_mean, torch.zeros(5))
+
+
+@pytest.fixture
+def one_replica_group() -> Iterator[object]:
+    """A real gloo process group of one process (tests/test_distributed_recalibrate.py runs
+    several): recalibrate's cross-replica path, run in this process."""
+    dist = pytest.importorskip("torch.distributed")
+    if not dist.is_available() or dist.is_initialized():
+        pytest.skip("torch.distributed unavailable or already initialized")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield dist.group.WORLD
+    finally:
+        dist.destroy_process_group()
+
+
+def _every_kind(dtype: torch.dtype = torch.float64) -> nn.Module:
+    """One layer of each kind of running statistics, and one that never sees input."""
+    net = nn.ModuleDict({
+        "bn": nn.BatchNorm2d(3),  # "batch", unbiased variance
+        "brn": registry.create("brn", 3, warmup_steps=0),  # "batch_biased"
+        "inorm": nn.InstanceNorm2d(3, track_running_stats=True),  # "instance"
+        "evo": registry.create("evo_norm_b0", 3),  # running_var only
+        "nbn": registry.create("bn", 3),  # normlab's (normlab.sync gives it a reducer)
+        "unused": nn.BatchNorm2d(3),
+        "unused_in": nn.InstanceNorm2d(3, track_running_stats=True),
+    }).to(dtype)
+
+    class Chain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = net
+
+        def forward(self, x: Tensor) -> Tensor:
+            for name in ("bn", "brn", "inorm", "evo", "nbn"):
+                x = self.layers[name](x)
+            return x
+
+    return _stale(Chain())
+
+
+def test_a_one_replica_group_gives_the_single_process_statistics(one_replica_group: object) -> None:
+    batches = _batches(torch.float64)
+    alone = _every_kind()
+    merged, wrapped, synced = (copy.deepcopy(alone) for _ in range(3))
+    expected = recalibrate(alone, batches)
+    report = recalibrate(merged, batches, process_group=one_replica_group)
+    assert [(r.path, r.count, r.batches) for r in report] == [
+        (r.path, r.count, r.batches) for r in expected
+    ]
+    values = 6 * 256 + 3 * 144 + 5 * 256  # per channel over (N, H, W) of the three batches
+    assert [r.count for r in report] == [values, values, 6 + 3 + 5, values, values, 0, 0]
+    for key, value in alone.state_dict().items():
+        torch.testing.assert_close(merged.state_dict()[key], value, rtol=1e-12, atol=1e-12,
+                                   msg=key)
+    wrapped = nn.parallel.DistributedDataParallel(wrapped)
+    report = recalibrate(wrapped, batches, process_group=one_replica_group)
+    assert [r.path for r in report] == [r.path for r in expected]  # the wrapper looked through
+    synced = normlab.sync(synced, one_replica_group, only="layers.nbn")
+    reducer = synced.layers.nbn.moments_reducer
+    assert reducer is not None
+    recalibrate(synced, batches, process_group=one_replica_group)
+    assert synced.layers.nbn.moments_reducer is reducer  # given back after the passes
+    for key, value in alone.state_dict().items():
+        torch.testing.assert_close(synced.state_dict()[key], value, rtol=1e-12, atol=1e-12,
+                                   msg=key)
+
+
+def test_a_failing_batch_in_a_group_raises_its_own_error_and_keeps_the_statistics(
+    one_replica_group: object,
+) -> None:
+    net = _every_kind()
+    before = copy.deepcopy(net.state_dict())
+    bad = _batches(torch.float64)
+    bad[1][0, 0, 0, 0] = float("nan")
+    with pytest.raises(errors.InputError, match=r"layers\.bn .*NaN or Inf values in batch 1"):
+        recalibrate(net, bad, process_group=one_replica_group)
+    for key, value in before.items():
+        assert torch.equal(net.state_dict()[key], value), key
+    with pytest.raises(errors.ConfigError, match="yielded no batch"):
+        recalibrate(net, [], process_group=one_replica_group)
+
+
+def test_process_group_without_torch_distributed_says_how_to_fix() -> None:
+    net = _every_kind()
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(errors.ConfigError, match=r"process_group=<object object at .*> asks to "
+                       r"merge statistics across replicas, but torch.distributed is not "
+                       r"initialized\. Call torch\.distributed\.init_process_group\(\.\.\.\) "
+                       r"first .*or pass process_group=None"):
+        recalibrate(net, _batches(torch.float64), process_group=object())
+    for key, value in before.items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("poison", ["nan", "overflow"])
+@pytest.mark.parametrize("layer", ["bn", "inorm"])
+def test_a_batch_whose_statistics_are_not_finite_is_refused(layer: str, poison: str) -> None:
+    """NaN in the input, or finite values whose variance overflows float64 (±1e200), make the
+    population statistics meaningless: refused, nothing written."""
+    net = _every_kind()
+    before = copy.deepcopy(net.state_dict())
+    bad = _batches(torch.float64)
+    if poison == "nan":
+        bad[2][1, 0, 0, 0] = float("nan")
+    else:
+        bad[2][:, 0] = torch.tensor([1e200, -1e200]).repeat(bad[2][:, 0].numel() // 2).view_as(
+            bad[2][:, 0])
+    if layer == "inorm":  # reaches the instance norm only: the layers before it see a clean batch
+        net.layers["bn"] = nn.Identity()
+        net.layers["brn"] = nn.Identity()
+    else:
+        net.forward = lambda x: net.layers["bn"](x)  # type: ignore[method-assign]
+    with pytest.raises(errors.InputError, match=rf"the input of layers\.{layer} \(.*\) holds NaN "
+                       r"or Inf values in batch 2; the population statistics would be NaN\. "
+                       r"Check the data and the layers before it; every running statistic was "
+                       r"left as it was\.$"):
+        recalibrate(net, bad)
+    for key, value in net.state_dict().items():
+        if key in before:
+            assert torch.equal(value, before[key]), key
+
+
+def test_channels_last_layers_are_recalibrated_over_their_channel_dim() -> None:
+    """A normlab BN with channel_dim=-1 on (N, L, C): one statistic per C over (N, L)."""
+    layer = registry.create("bn", 5, channel_dim=-1).double()
+    batches = [torch.randn(4, 7, 5, dtype=torch.float64) * 2 + 1 for _ in range(2)]
+    report = recalibrate(layer, batches)
+    values = torch.cat(batches).reshape(-1, 5)
+    assert report[0].count == 56
+    torch.testing.assert_close(layer.running_mean, values.mean(0))
+    torch.testing.assert_close(layer.running_var, values.var(0))
+
+
+def test_float32_statistics_are_the_population_statistics_rounded_once() -> None:
+    """Merged in float64 (precise BN's exactness), then rounded to the buffers' float32 once:
+    bitwise the float64 statistics of all values (a float32 accumulation is ~1e-7 off)."""
+    batches = [1000 + torch.randn(64, 3, 8, 8) for _ in range(3)]
+    layer = nn.BatchNorm2d(3)
+    recalibrate(layer, batches)
+    values = torch.cat(batches).double()
+    assert torch.equal(layer.running_mean, values.mean((0, 2, 3)).float())
+    assert torch.equal(layer.running_var, values.var((0, 2, 3)).float())
+
+
+def test_a_layer_given_its_input_by_keyword_is_reported_unchanged() -> None:
+    """recalibrate reads a layer's input from its positional arguments: a layer called as
+    ``bn(input=x)`` is reported with no input and keeps its statistics (no crash)."""
+    net = nn.ModuleDict({"bn": nn.BatchNorm1d(3)})
+    net.forward = lambda x: net["bn"](input=x)  # type: ignore[method-assign]
+    report = recalibrate(net, [torch.randn(4, 3) + 5])
+    assert [(r.path, r.count) for r in report] == [("bn", 0)]
+    assert torch.equal(net["bn"].running_mean, torch.zeros(3))

@@ -25,6 +25,8 @@ def test_replaces_by_path_inside_sequential_indices() -> None:
     assert isinstance(new[1][1], nn.ReLU)
     assert report == [Replacement("1.0", nn.BatchNorm1d, nn.Identity)]
     assert str(report[0]) == "1.0: BatchNorm1d -> Identity"
+    carried = Replacement("1.0", nn.BatchNorm1d, nn.GroupNorm, ("eps", "weight"))
+    assert str(carried) == "1.0: BatchNorm1d -> GroupNorm (carried: eps, weight)"
 
 
 def test_replaces_inside_module_dict_and_module_list() -> None:
@@ -142,3 +144,58 @@ def test_selectors(selector: object, path: str, expected: bool) -> None:
 def test_bad_selectors_are_refused(bad: object) -> None:
     with pytest.raises(errors.ConfigError, match="only must be a module path"):
         check_selector(bad, "only")  # type: ignore[arg-type]
+
+
+def test_a_replaced_root_is_not_entered() -> None:
+    seen = []
+
+    def swap(path: str, module: nn.Module) -> nn.Module:
+        seen.append(path)
+        return nn.Identity()
+
+    new, report = replace_modules(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), swap)
+    assert seen == [""] and isinstance(new, nn.Identity) and len(report) == 1
+
+
+def test_walker_errors_word_for_word() -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        replace_modules(nn.Linear(2, 2), lambda p, m: 3)  # type: ignore[arg-type,return-value]
+    assert str(info.value) == (
+        "replace_modules: the callback returned int for '<root>'; it must return a "
+        "torch.nn.Module (the replacement) or None (keep the module)."
+    )
+    with pytest.raises(errors.ConfigError, match=r"^replace_modules: model must be a torch"):
+        replace_modules([nn.Linear(2, 2)], lambda p, m: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("count", "shown"), [(12, "'11' (see"), (13, "'11', ... (see")])
+def test_unmatched_selector_lists_twelve_paths(count: int, shown: str) -> None:
+    from normlab.surgery import freeze
+
+    net = nn.Sequential(*[nn.BatchNorm1d(2) for _ in range(count)])
+    with pytest.raises(errors.ConfigError) as info:
+        freeze(net, skip="head")
+    text = str(info.value)
+    assert "so it would leave nothing out." in text and "Paths look like: '0', '1'" in text
+    assert shown in text and "'12'" not in text
+
+
+def test_unmatched_selector_on_a_model_without_submodules() -> None:
+    from normlab.surgery import freeze
+
+    with pytest.raises(errors.ConfigError, match=r"Paths look like: none \(the model has no "
+                       r"submodule\) \(see"):
+        freeze(nn.BatchNorm1d(2), only="bn")
+
+
+def test_selector_errors_through_a_tool_name_the_argument_and_suggest_the_last_name() -> None:
+    from normlab.surgery import freeze
+
+    with pytest.raises(errors.ConfigError, match=r"^only must be a module path .*Examples: "
+                       r"only='layer1'"):
+        freeze(nn.BatchNorm1d(2), only=3)  # type: ignore[arg-type]
+    inner = nn.ModuleDict({"bn1": nn.BatchNorm1d(2)})
+    net = nn.ModuleDict({"block": nn.ModuleDict({"inner": inner})})  # block.inner.bn1
+    with pytest.raises(errors.ConfigError, match=r"only='bn2' matches no module path.*Did you mean "
+                       r"'bn1'\?"):
+        freeze(net, only="bn2")
