@@ -66,6 +66,47 @@ def test_gradient_is_the_centered_gradient() -> None:
         torch.testing.assert_close(m.bias.grad[c], upstream[:, c].sum(), rtol=1e-13, atol=0)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("affine", [False, True], ids=["bias", "affine"])
+@pytest.mark.parametrize("shape", [(4, 8, 32, 32), (6, 8, 3, 3)], ids=["large", "small"])
+def test_training_step_of_the_one_pass_kernel_matches_the_paper(
+    shape: tuple[int, ...], affine: bool, layout: str
+) -> None:
+    """float32 training step on the layer's fast path (above and below the statistics
+    kernel's size switch, both memory layouts): y = γ(x − μ_B) + b, ∂L/∂x = γ(dy −
+    mean_B(dy)), ∂L/∂γ = Σ dy(x − μ_B), ∂L/∂b = Σ dy and the running buffers, against float64
+    sums per channel."""
+    torch.manual_seed(0)
+    m = MeanOnlyBatchNorm(shape[1], affine=affine)
+    with torch.no_grad():
+        m.bias.uniform_(-1, 1)
+        if affine:
+            m.weight.uniform_(0.5, 1.5)
+    x = torch.randn(shape) * 2 + 3
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    upstream = torch.randn(shape)
+    y = m(x)
+    y.backward(upstream)
+    dy = upstream.to(F64)
+    for c in range(shape[1]):
+        gamma = m.weight[c].item() if affine else 1.0
+        mu = channel_mean(x.detach(), c)
+        centered = x.detach()[:, c].to(F64) - mu
+        torch.testing.assert_close(y[:, c].to(F64), gamma * centered + m.bias[c].item(),
+                                   rtol=0, atol=2e-6)
+        torch.testing.assert_close(x.grad[:, c].to(F64), gamma * (dy[:, c] - channel_mean(dy, c)),
+                                   rtol=0, atol=2e-6)
+        torch.testing.assert_close(m.bias.grad[c].to(F64), dy[:, c].sum(), rtol=1e-5, atol=1e-5)
+        if affine:
+            torch.testing.assert_close(m.weight.grad[c].to(F64), (dy[:, c] * centered).sum(),
+                                       rtol=1e-5, atol=1e-4)
+        var = centered.square().sum() / (centered.numel() - 1)
+        torch.testing.assert_close(m.running_mean[c].to(F64), 0.1 * mu, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(m.running_var[c].to(F64), 0.9 + 0.1 * var, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("momentum", [0.1, 0.5, None], ids=str)
 def test_running_mean_law(momentum: float | None) -> None:
     """momentum m: rm ← (1 − m)·rm + m·μ_B (0.1 is 0.9 old + 0.1 new); None: the plain

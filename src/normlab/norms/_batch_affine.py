@@ -38,7 +38,8 @@ from normlab.norms._double_backward import recomputed_grads
 from normlab.norms._per_instance import batch_moments_and_scratch
 
 Optional = Tensor | None
-# F: (μ_B, σ²_B) -> (μ, σ²), with a method vjp(μ_B, σ²_B, g_μ, g_σ²) -> (g_μ_B, g_σ²_B)
+# F: (μ_B, σ²_B) -> (μ, σ²), with a method vjp(μ_B, σ²_B, g_μ, g_σ²) -> (g_μ_B, g_σ²_B) and,
+# when σ²_B does not reach its output, the attribute ``reads_var = False`` (∂x skips a pass)
 Stats = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
@@ -102,10 +103,13 @@ class _BatchAffine(torch.autograd.Function):
         dx = None
         if wanted[0]:
             count = x3.shape[0] * x3.shape[2]
-            p = g_var * (2.0 / count)
-            q = g_mean / count - p * mean_b
-            # x·P + Q in one BN-inference pass, then += dy·A in place
-            dx3 = channel_scale_shift(x3, p, q).addcmul_(dy3, per_row(scale))
+            if getattr(stats, "reads_var", True):
+                p = g_var * (2.0 / count)
+                q = g_mean / count - p * mean_b
+                # x·P + Q in one BN-inference pass, then += dy·A in place
+                dx3 = channel_scale_shift(x3, p, q).addcmul_(dy3, per_row(scale))
+            else:  # F ignores σ²_B, so P = 0: dy·A + Q in one pass
+                dx3 = channel_scale_shift(dy3, scale, g_mean / count)
             dx = dx3.view(x.shape)
         return (dx, g_weight if wanted[1] else None,
                 g_bias if wanted[2] and bias is not None else None, *none)

@@ -15,6 +15,7 @@ from normlab import errors
 from normlab.core import axes as axes_lib
 from normlab.core.moments import accumulation_dtype
 from normlab.core.running import update_running_ema_
+from normlab.norms import _batch_affine
 from normlab.norms._base import (
     Norm,
     check_set_size,
@@ -37,6 +38,31 @@ def _center(xc: Tensor, mean: Tensor, weight: Tensor | None, bias: Tensor | None
     return torch.addcmul(_view(shift, xc.dim()), xc, _view(weight, xc.dim())).to(xc.dtype)
 
 
+class _CenterOnly:
+    """The statistics law of `_batch_affine` that makes it mean-only BN: (μ, σ²) = (μ_B, 1),
+    so with ε = 0 its scale is γ and its shift b − γμ_B; ∂μ/∂μ_B = 1, nothing depends on
+    σ²_B."""
+
+    reads_var = False
+
+    def __call__(self, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+        return mean, torch.ones_like(var)
+
+    def vjp(
+        self, mean_b: Tensor, var_b: Tensor, g_mean: Tensor, g_var: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        return g_mean, torch.zeros_like(var_b)
+
+
+_CENTER_ONLY = _CenterOnly()
+
+
+def _fast_batch_path(xc: Tensor, *tensors: Tensor | None) -> bool:
+    """Whether the batch-mean path runs as one `_batch_affine` Function (statistics in one
+    read, ∂x in one sums pass plus one dx pass) instead of a strided mean and autograd."""
+    return _batch_affine.applies(xc, *tensors)
+
+
 def _batch_moments(xc: Tensor) -> tuple[Tensor, Tensor]:
     """The batch mean (differentiable) and unbiased variance per channel over (N, *S), one
     pass, accumulated in float32 for fp16 / bf16 input."""
@@ -55,6 +81,8 @@ def _mean_only(
 ) -> Tensor:
     if xc.numel() == 0:
         return xc.clone()
+    if use_batch and _fast_batch_path(xc, weight, bias):
+        return _batch_affine.batch_affine(xc, weight, bias, _CENTER_ONLY, 0.0)[0]
     if use_batch:
         dims = (0, *range(2, xc.dim()))
         acc = accumulation_dtype(xc.dtype)
@@ -187,6 +215,16 @@ class MeanOnlyBatchNorm(Norm):
         use_batch = self.training or running_mean is None
         if use_batch and x.numel() == self.num_features:
             self._check_set_size(x)
+        if (self.training and running_mean is not None
+                and _fast_batch_path(xc, self.weight, self.bias, running_mean)):
+            y, batch = _batch_affine.batch_affine(xc, self.weight, self.bias, _CENTER_ONLY, 0.0)
+            update_running_ema_(
+                (running_mean, self._buffers["running_var"]),
+                (batch.mean, batch.unbiased_var),
+                self._buffers["num_batches_tracked"],
+                self.momentum,
+            )
+            return from_channels_first(y, cd)
         if self.training and running_mean is not None and xc.numel():
             mean, var = _batch_moments(xc)
             update_running_ema_(
