@@ -136,6 +136,35 @@ def test_trainable_affine_grads_match_float64() -> None:
     close(m.bias.grad, up.sum((0, 2)), 1e-12)
 
 
+_LARGE = (4, 8, 96, 96)  # more elements than the small-map switch (2**18): the Function path
+
+
+def test_large_input_double_backward_is_the_scale_times_the_direction() -> None:
+    """y = a·x + b with a = γ/sqrt(σ̂² + ε) is linear: ∂L/∂x = a·dy, and differentiating that
+    (create_graph=True) along h w.r.t. dy gives a·h, on the layer's one-pass Function path."""
+    m = randomize_(normlab.FrozenBatchNorm(8, dtype=F64))
+    x = make_input(_LARGE, F64, seed=1).requires_grad_(True)
+    dy = make_input(_LARGE, F64, seed=2).requires_grad_(True)
+    h = make_input(_LARGE, F64, seed=3)
+    (gx,) = torch.autograd.grad(m(x), x, dy, create_graph=True)
+    a = (m.weight / torch.sqrt(m.running_var + m.eps)).view(1, -1, 1, 1)
+    close(gx, a * dy, 1e-12)
+    (gdy,) = torch.autograd.grad(gx, dy, h)
+    close(gdy, a * h, 1e-12)
+
+
+def test_large_input_trainable_affine_gets_its_gradients() -> None:
+    """A trainable γ, β on a large input (where a constant affine takes the one-pass Function):
+    dγ = Σ dy·x̂, dβ = Σ dy."""
+    m = randomize_(normlab.FrozenBatchNorm(8, trainable_affine=True, dtype=F64))
+    x, up = make_input(_LARGE, F64, seed=4), make_input(_LARGE, F64, seed=5)
+    m(x).backward(up)
+    view = (1, -1, 1, 1)
+    xhat = (x - m.running_mean.view(view)) / torch.sqrt(m.running_var.view(view) + m.eps)
+    close(m.weight.grad, (up * xhat).sum((0, 2, 3)), 1e-10)
+    close(m.bias.grad, up.sum((0, 2, 3)), 1e-10)
+
+
 # -- freezing an existing layer ----------------------------------------------------------------
 
 

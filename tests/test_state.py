@@ -223,6 +223,26 @@ def test_untracked_layer_has_no_buffers_and_changes_nothing(case: Case) -> None:
     assert_state_equal(snapshot(m), before)
 
 
+def _running_buffer_names(m: nn.Module) -> set[str]:
+    return {k for k in m._buffers if k.startswith(("running_", "num_batches"))}
+
+
+_TRACKED_NAMES = {type(c.make()): _running_buffer_names(c.make()) for c in RUNNING_CASES}
+UNTRACKED_TWINS = [c for c in UNTRACKED if type(c.make()) in _TRACKED_NAMES]
+
+
+@pytest.mark.parametrize("case", UNTRACKED_TWINS, ids=[c.id for c in UNTRACKED_TWINS])
+def test_untracked_layer_keeps_the_buffer_names_as_none(case: Case) -> None:
+    """As torch.nn's norms do: without tracking, the running buffers are still attributes
+    (None), with the names a tracking layer of the class has, so ``m.num_batches_tracked is
+    None`` tells code that the layer does not track."""
+    m = case.make()
+    expected = _TRACKED_NAMES[type(m)]
+    assert _running_buffer_names(m) == expected
+    assert all(m._buffers[name] is None for name in expected)
+    assert m.num_batches_tracked is None
+
+
 # -- loaded state is validated --------------------------------------------------------------------
 
 
