@@ -4,7 +4,7 @@ The catalogue-wide contract files (test_contract, test_state, test_double_backwa
 kernel thousands of times, far too slow to rerun for each mutant. This file runs their checks
 (the same functions, not copies) over the few catalogue cases that reach each kernel path:
 
-* `normlab.norms._batch_affine`: StreamingNorm (training);
+* `normlab.norms._batch_affine`: StreamingNorm and MeanOnlyBatchNorm (training);
 * `normlab.norms._per_instance` / `_instance_affine`: Switchable Norm, Batch-Instance Norm,
   Virtual BN, Ghost BN, AdaIN, EvoNorm-B0 (their per-(n, c) kernels), Batch Renorm
   (`batch_moments`);
@@ -38,6 +38,7 @@ F64, F32 = torch.float64, torch.float32
 
 KERNEL_IDS = (
     "streaming_norm", "streaming_norm-affine_false", "streaming_norm-short_only",
+    "mean_only_batch_norm", "mean_only_batch_norm-affine",
     "batch_renorm", "batch_renorm-clipped_affine_false",
     "switchable_norm", "switchable_norm-affine_false", "switchable_norm-ln_bn",
     "batch_instance_norm", "batch_instance_norm-affine_false",

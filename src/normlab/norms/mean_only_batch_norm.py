@@ -20,6 +20,7 @@ from normlab.norms._base import (
     Norm,
     check_set_size,
     from_channels_first,
+    layout_of,
     to_channels_first,
 )
 
@@ -34,8 +35,11 @@ def _center(xc: Tensor, mean: Tensor, weight: Tensor | None, bias: Tensor | None
     if bias is not None:
         shift = shift + bias
     if weight is None:
-        return xc + _view(shift.to(xc.dtype), xc.dim())
-    return torch.addcmul(_view(shift, xc.dim()), xc, _view(weight, xc.dim())).to(xc.dtype)
+        y = xc + _view(shift.to(xc.dtype), xc.dim())
+    else:
+        y = torch.addcmul(_view(shift, xc.dim()), xc, _view(weight, xc.dim())).to(xc.dtype)
+    # elementwise ops keep x's strides: hand a transposed x's output back dense
+    return y if y.is_contiguous() else y.contiguous(memory_format=layout_of(xc))
 
 
 class _CenterOnly:
