@@ -142,3 +142,41 @@ def test_ddp_wrapper_uneven_batches_and_a_failing_replica() -> None:
         assert ("NaN" if rank == 1 else "other replica") in message, message
 
 # recalibrate(process_group=...) without torch.distributed: tests/test_surgery_recalibrate.py
+
+
+def small_net() -> nn.Module:
+    """The same small model (Linear, BatchNorm1d) on every process."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).to(F64)
+
+
+def subgroups_and_failures_rank(rank: int, world: int) -> Any:
+    """Ranks 0 and 1 recalibrate in their own group (2 + 1 batches), rank 2 alone in its own
+    (4 batches); then ranks 1 and 2 fail on a NaN and rank 0 reports how many others failed."""
+    pair, single = dist.new_group([0, 1]), dist.new_group([2])
+    gen = torch.Generator().manual_seed(rank)
+    data = [torch.randn(5, 3, generator=gen, dtype=F64) for _ in range((2, 1, 4)[rank])]
+    report = recalibrate(small_net(), data, process_group=pair if rank < 2 else single)
+    bad = torch.randn(5, 3, generator=gen, dtype=F64)
+    if rank > 0:
+        bad[0, 0] = float("nan")
+    try:
+        recalibrate(small_net(), [bad], process_group=dist.group.WORLD)
+    except InputError as error:
+        message = str(error)
+    else:
+        message = ""
+    return [r.batches for r in report], message
+
+
+def test_subgroups_count_their_own_batches_and_the_failure_message_counts_replicas() -> None:
+    """recalibrate counts the batches of its process_group only (not of the world), and a
+    replica whose peers failed says how many failed and that nothing was changed."""
+    results = run_ranks(3, subgroups_and_failures_rank)
+    assert [batches for batches, _ in results] == [[2 + 1], [2 + 1], [4]]
+    assert results[0][1] == (
+        "recalibrate: 2 other replica(s) of the process group failed while running their "
+        "batches (their own error says why); every running statistic was left as it was here "
+        "too."
+    )
+    assert all("NaN" in message for _, message in results[1:]), results
