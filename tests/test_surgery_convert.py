@@ -521,3 +521,29 @@ def test_convert_layer_of_a_timm_norm_act_does_not_share_the_activation_paramete
     with torch.no_grad():
         new.act.weight.fill_(0.75)
     assert torch.equal(layer.act.weight, nn.PReLU().weight)
+
+
+def test_refusal_names_a_class_target_by_its_name() -> None:
+    """A class target is named by its class name in the message (not its repr)."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.LayerNorm(4), nn.BatchNorm1d)
+    assert str(info.value) == (
+        "convert_layer: module (LayerNorm with 4 channels): its channels are at dim -1 and "
+        "BatchNorm1d takes no channel_dim argument. Use a registered normlab norm (they take "
+        "channel_dim=-1)."
+    )
+
+
+def test_refusal_names_a_callable_without_a_name_by_its_repr() -> None:
+    """A callable target without __name__ (a functools.partial) is named by its repr."""
+    target = functools.partial(nn.BatchNorm1d)
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.LayerNorm(4), target)
+    assert f"dim -1 and {target!r} takes no channel_dim argument." in str(info.value)
+
+
+def test_convert_inplace_returns_the_model_itself() -> None:
+    """convert(..., inplace=True) replaces the layers of the model passed and returns it."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    assert convert(net, "gn:2", inplace=True) is net
+    assert isinstance(net[1], GroupNorm)
