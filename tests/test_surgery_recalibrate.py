@@ -601,3 +601,14 @@ def test_a_layer_given_its_input_by_keyword_is_reported_unchanged() -> None:
     report = recalibrate(net, [torch.randn(4, 3) + 5])
     assert [(r.path, r.count) for r in report] == [("bn", 0)]
     assert torch.equal(net["bn"].running_mean, torch.zeros(3))
+
+
+def test_a_synced_model_recalibrates_without_torch_distributed() -> None:
+    """normlab.sync's reducers are set aside during the passes (no collective per batch, so no
+    process group is needed) and given back afterwards."""
+    net = normlab.sync(nn.Sequential(nn.Linear(3, 4), normlab.BatchNorm(4)))
+    reducer = net[1].moments_reducer
+    batches = [torch.randn(5, 3) for _ in range(2)]
+    report = recalibrate(net, batches)
+    assert [(r.path, r.count, r.batches) for r in report] == [("1", 2 * 5, 2)]
+    assert net[1].moments_reducer is reducer
