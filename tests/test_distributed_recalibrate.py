@@ -142,3 +142,50 @@ def test_ddp_wrapper_uneven_batches_and_a_failing_replica() -> None:
         assert ("NaN" if rank == 1 else "other replica") in message, message
 
 # recalibrate(process_group=...) without torch.distributed: tests/test_surgery_recalibrate.py
+
+
+def small_net() -> nn.Module:
+    """The same small model (Linear, BatchNorm1d) on every process."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).to(F64)
+
+
+def _failure_message(net: nn.Module, batches: list[Tensor], group: Any) -> str:
+    """The message of the InputError that recalibrate raises ("" when it succeeds)."""
+    try:
+        recalibrate(net, batches, process_group=group)
+    except InputError as error:
+        return str(error)
+    return ""
+
+
+def subgroups_and_failures_rank(rank: int, world: int) -> Any:
+    """Ranks 0 and 1 recalibrate in their own group (2 + 1 batches), rank 2 alone in its own
+    (4 batches); then ranks 1 and 2 fail on a NaN in the world group, then rank 1 fails in
+    the group of ranks 0 and 1 while rank 2 succeeds alone."""
+    pair, single = dist.new_group([0, 1]), dist.new_group([2])
+    mine = pair if rank < 2 else single
+    gen = torch.Generator().manual_seed(rank)
+    data = [torch.randn(5, 3, generator=gen, dtype=F64) for _ in range((2, 1, 4)[rank])]
+    report = recalibrate(small_net(), data, process_group=mine)
+    bad = torch.randn(5, 3, generator=gen, dtype=F64)
+    if rank > 0:
+        bad[0, 0] = float("nan")
+    in_world = _failure_message(small_net(), [bad], dist.group.WORLD)
+    in_group = _failure_message(small_net(), [bad if rank == 1 else data[0]], mine)
+    return [(r.batches, r.count) for r in report], in_world, in_group
+
+
+def test_subgroups_count_their_own_batches_and_the_failure_message_counts_replicas() -> None:
+    """recalibrate merges the batches of its process_group only (not of the world), and a
+    replica whose peers failed says how many failed and that nothing was changed."""
+    results = run_ranks(3, subgroups_and_failures_rank)
+    assert [r[0] for r in results] == [[(3, 3 * 5)], [(3, 3 * 5)], [(4, 4 * 5)]]
+    failed = (
+        "recalibrate: {} other replica(s) of the process group failed while running their "
+        "batches (their own error says why); every running statistic was left as it was here "
+        "too."
+    )
+    assert results[0][1] == failed.format(2)
+    assert all("NaN" in r[1] for r in results[1:]), results
+    assert results[0][2] == failed.format(1) and "NaN" in results[1][2] and results[2][2] == ""

@@ -473,3 +473,77 @@ def test_layer_classes_behind_partials_and_the_tensor_they_are_read_from() -> No
     assert not layers.has_custom_forward(_PlainSubclass(3))
     assert layers.has_custom_forward(_FusedActivation(3)) and layers.has_custom_forward(
         _WithChild(3))
+
+
+def test_convert_layer_of_a_non_norm_module_message() -> None:
+    """convert_layer on a Linear names its module argument, the type received and the fix
+    (no skip=, which convert_layer does not take)."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.Linear(2, 2), "bn")
+    assert str(info.value) == (
+        "convert_layer: module (Linear): it is not a normalization layer. Pass a torch.nn or "
+        "normlab norm layer, or use convert(model, ...) on a model."
+    )
+
+
+def test_convert_layer_that_cannot_build_the_target_message() -> None:
+    """A target that cannot be built for the layer: convert_layer names its module argument
+    and the channel count, with a fix for this one layer (no skip= / only=)."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.BatchNorm2d(6), "gn:4")
+    message = str(info.value)
+    assert message.startswith(
+        "convert_layer: module (BatchNorm2d with 6 channels): cannot build 'gn:4' for it: "
+        "num_features (6) must be divisible by num_groups (4)"
+    ), message
+    assert message.endswith(
+        ". Use a spec and keyword arguments that fit this layer (e.g. 'gn:G' with G dividing 6)."
+    ), message
+
+
+def test_convert_layer_of_a_model_norm_keeps_the_skip_hint() -> None:
+    """convert on a model that is itself a norm layer still offers skip='' (the root path)."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert(nn.BatchNorm2d(6), "gn:4")
+    message = str(info.value)
+    assert message.startswith("convert: <the model itself> (BatchNorm2d with 6 channels): ")
+    assert message.endswith(
+        "or convert this layer separately with only=. Or leave this layer as it is with skip=''."
+    ), message
+
+
+def test_convert_layer_of_a_timm_norm_act_does_not_share_the_activation_parameters() -> None:
+    """The act of the converted timm layer is a copy: a PReLU's weight is not shared with the
+    original, so training the new layer leaves the original as it was."""
+    layer = timm_stand_ins.BatchNormAct2d(4, act=nn.PReLU)
+    new = convert_layer(layer, "gn:2")
+    assert new.act.weight is not layer.act.weight
+    with torch.no_grad():
+        new.act.weight.fill_(0.75)
+    assert torch.equal(layer.act.weight, nn.PReLU().weight)
+
+
+def test_refusal_names_a_class_target_by_its_name() -> None:
+    """A class target is named by its class name in the message (not its repr)."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.LayerNorm(4), nn.BatchNorm1d)
+    assert str(info.value) == (
+        "convert_layer: module (LayerNorm with 4 channels): its channels are at dim -1 and "
+        "BatchNorm1d takes no channel_dim argument. Use a registered normlab norm (they take "
+        "channel_dim=-1)."
+    )
+
+
+def test_refusal_names_a_callable_without_a_name_by_its_repr() -> None:
+    """A callable target without __name__ (a functools.partial) is named by its repr."""
+    target = functools.partial(nn.BatchNorm1d)
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.LayerNorm(4), target)
+    assert f"dim -1 and {target!r} takes no channel_dim argument." in str(info.value)
+
+
+def test_convert_inplace_returns_the_model_itself() -> None:
+    """convert(..., inplace=True) replaces the layers of the model passed and returns it."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    assert convert(net, "gn:2", inplace=True) is net
+    assert isinstance(net[1], GroupNorm)

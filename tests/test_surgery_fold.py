@@ -576,3 +576,149 @@ def test_timm_bn_act_layers_fold_and_keep_their_drop_and_act() -> None:
     net[1].train()
     with pytest.raises(ValueError, match=r"fold requires eval mode.*'1' \(BatchNormAct2d\)"):
         fold(net)
+
+
+# -- error messages, word for word ----------------------------------------------------------------
+
+FOLD_PAIRS_EXAMPLE = 'fold(model, pairs=[("layer1.0.conv1", "layer1.0.bn1"), ...])'
+
+
+def _fold_error(model: object, **kw: object) -> str:
+    """The message of the ConfigError that ``fold(model, **kw)`` raises."""
+    with pytest.raises(errors.ConfigError) as info:
+        fold(model, **kw)  # type: ignore[arg-type]  # the tests pass wrong types on purpose
+    return str(info.value)
+
+
+def test_fold_of_a_training_bn_message() -> None:
+    """A BN in training mode: the message says to call model.eval() and why."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    assert _fold_error(model) == (
+        "fold requires eval mode: call model.eval() first (bn '1' (BatchNorm2d) is in training "
+        "mode, where it normalizes with the batch's statistics; folding bakes in its running "
+        "statistics)."
+    )
+
+
+class UntraceableActivation(nn.Module):
+    """Untraceable, and no conv registered before a BN: no candidate pairs to suggest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if x.sum() > 0 else self.act(x)
+
+
+class UntraceableConvConv(nn.Module):
+    """Untraceable; two convs then a BN registered in a row: only (conv2, bn) is a candidate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv2(self.conv1(x))
+        return self.bn(y) if y.sum() > 0 else y
+
+
+def test_untraceable_model_without_candidates_message() -> None:
+    """No candidate pairs: the message ends with the pairs= example, nothing appended."""
+    assert _fold_error(UntraceableActivation().eval()) == (
+        "fold: torch.fx could not trace the forward of UntraceableActivation (TraceError: "
+        "symbolically traced variables cannot be used as inputs to control flow), so the "
+        "(conv, BN) pairs cannot be found automatically. Pass them explicitly, each conv / linear "
+        "path with the BN path that directly and only consumes its output: "
+        f"{FOLD_PAIRS_EXAMPLE}."
+    )
+
+
+def test_untraceable_model_candidates_are_conv_then_bn_only() -> None:
+    """Candidates are a conv / linear registered right before a BN, never conv then conv."""
+    message = _fold_error(UntraceableConvConv().eval())
+    assert message.endswith(
+        f"{FOLD_PAIRS_EXAMPLE}. Candidates in registration order (check them against the "
+        "forward): pairs=[('conv2', 'bn')]."
+    ), message
+
+
+def test_unknown_path_lists_exactly_twenty_known_paths_without_ellipsis() -> None:
+    """20 paths of the kind are all shown; '...' only marks more than 20."""
+    model = _seq(*[nn.BatchNorm1d(4) for _ in range(20)])
+    listed = ", ".join(f"'{i}'" for i in range(20))
+    assert _fold_error(model, pairs=[("0", "bn")]) == (
+        "fold: pairs= names the bn 'bn', which is not a module path of the model. Paths of that "
+        f"kind: {listed} (see model.named_modules())."
+    )
+
+
+class ConvOutputEverywhere(nn.Module):
+    """The output of ``conv`` goes to its BN and to a module, a function, a method and the
+    model's output; c1 / b1 and c2 / b2 are foldable pairs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.ReLU()
+        self.c1, self.b1 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+        self.c2, self.b2 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.conv(x)
+        z = self.b2(self.c2(self.b1(self.c1(self.bn(y)))))
+        return z + self.head(y) + torch.relu(y) + y.mean(), y
+
+
+def test_other_consumers_of_a_conv_output_are_named() -> None:
+    """Each other consumer is named as a user reads it: module 'path', fn(), .method(),
+    the model's output."""
+    message = _fold_error(ConvOutputEverywhere().eval())
+    assert message.startswith(
+        "fold: the output of conv 'conv' (Conv2d) is also used by module 'head', relu(), "
+        ".mean(), the model's output, not only by bn 'bn' (BatchNorm2d); folding would change "
+        "what that consumer sees. Leave this pair out, or let that consumer read the BN's output "
+        "instead."
+    ), message
+
+
+def test_refusal_suggests_the_other_pairs_found() -> None:
+    """The refusal of one pair lists every other foldable pair as a pairs= argument."""
+    message = _fold_error(ConvOutputEverywhere().eval())
+    assert message.endswith(
+        " To fold only the other pairs torch.fx found: fold(model, pairs=[('c1', 'b1'), "
+        "('c2', 'b2')])."
+    ), message
+
+
+def test_find_fold_pairs_of_a_non_model_message() -> None:
+    """find_fold_pairs on a state_dict names itself, the type received and the fix."""
+    with pytest.raises(errors.ConfigError) as info:
+        find_fold_pairs({"conv": nn.Conv2d(3, 4, 1)})  # type: ignore[arg-type]  # not a model
+    assert str(info.value) == (
+        "find_fold_pairs: model must be a torch.nn.Module; got dict. Pass the network itself "
+        "(e.g. a torchvision or timm model), not its state_dict or output."
+    )
+
+
+PAIRS_FIX = (
+    'Pass e.g. pairs=[("layer1.0.conv1", "layer1.0.bn1")], or leave pairs=None to find them '
+    "with torch.fx."
+)
+
+
+def test_pairs_that_is_not_iterable_is_refused() -> None:
+    """pairs=5 (not an iterable): a ConfigError naming the value and the fix."""
+    assert _fold_error(UntraceableConvConv().eval(), pairs=5) == (
+        f"fold: pairs must be a list of (conv path, bn path) tuples of str; got 5. {PAIRS_FIX}"
+    )
+
+
+def test_pair_of_three_paths_is_refused() -> None:
+    """Each pair must hold exactly two paths: a 3-tuple of str is refused with the fix."""
+    pairs = [("conv1", "conv2", "bn")]
+    assert _fold_error(UntraceableConvConv().eval(), pairs=pairs) == (
+        "fold: pairs must be a list of (conv path, bn path) tuples of str; got "
+        f"[('conv1', 'conv2', 'bn')]. {PAIRS_FIX}"
+    )

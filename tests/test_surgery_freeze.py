@@ -309,3 +309,15 @@ def test_timm_bn_act_freezes_its_bn_and_affine_but_not_its_activation() -> None:
     assert layer.act.weight.requires_grad and not layer.weight.requires_grad
     unfreeze(net)
     assert layer.weight.requires_grad
+
+
+def test_frozen_layer_runs_with_training_false_inside_its_forward() -> None:
+    """Inside a frozen layer's forward ``training`` is the bool False (what hooks and forward
+    code read), and the layer's own mode comes back afterwards."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    freeze(net)
+    seen: list[object] = []
+    net[1].register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    net.train()(torch.randn(2, 3, 5, 5))
+    assert seen == [False] and seen[0] is False
+    assert net[1].training is True

@@ -318,3 +318,16 @@ def test_unparametrize_by_method_goes_on_to_the_next_tensor_of_a_layer() -> None
     out = normlab.unparametrize(net, "ws")
     assert torch_parametrize.is_parametrized(out[0], "kernel")  # weight norm: kept
     assert not torch_parametrize.is_parametrized(out[0], "gate")
+
+
+def test_name_that_no_layer_has_is_not_selected_even_beside_another_parametrization() -> None:
+    """name= is looked up per tensor: a layer whose weight is parametrized (by torch) but which
+    has no tensor of that name is not selected, so nothing is and the error says so."""
+    net = nn.Sequential(nn.utils.parametrizations.orthogonal(nn.Linear(4, 4)))
+    with pytest.raises(ConfigError) as info:
+        normlab.parametrize(net, "weight_norm", name="scale")
+    assert str(info.value) == (
+        "parametrize: no module of the model was selected for 'weight_norm' (only=None, "
+        "skip=None); it applies to nn.Linear and nn.Conv*d / nn.ConvTranspose*d by default. "
+        "Check the paths or classes in only= / skip=."
+    )

@@ -601,3 +601,30 @@ def test_a_layer_given_its_input_by_keyword_is_reported_unchanged() -> None:
     report = recalibrate(net, [torch.randn(4, 3) + 5])
     assert [(r.path, r.count) for r in report] == [("bn", 0)]
     assert torch.equal(net["bn"].running_mean, torch.zeros(3))
+
+
+def test_a_synced_model_recalibrates_without_torch_distributed() -> None:
+    """normlab.sync's reducers are set aside during the passes (no collective per batch, so no
+    process group is needed) and given back afterwards."""
+    net = normlab.sync(nn.Sequential(nn.Linear(3, 4), normlab.BatchNorm(4)))
+    reducer = net[1].moments_reducer
+    batches = [torch.randn(5, 3) for _ in range(2)]
+    report = recalibrate(net, batches)
+    assert [(r.path, r.count, r.batches) for r in report] == [("1", 2 * 5, 2)]
+    assert net[1].moments_reducer is reducer
+
+
+def test_instance_statistics_with_finite_means_but_overflowing_variances_are_refused() -> None:
+    """Inputs of ±1e200 have finite means but variances that overflow float64: refused, and
+    the running statistics stay as they were."""
+    net = nn.Sequential(nn.InstanceNorm2d(2, track_running_stats=True)).double()
+    before = copy.deepcopy(net.state_dict())
+    x = torch.full((2, 2, 3, 3), 1e200, dtype=torch.float64)
+    x[..., 0, :] = -1e200
+    with pytest.raises(errors.InputError) as info:
+        recalibrate(net, [x])
+    assert str(info.value).startswith(
+        "recalibrate: the input of 0 (InstanceNorm2d with 2 channels) holds NaN or Inf values "
+        "in batch 0;"
+    ), info.value
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

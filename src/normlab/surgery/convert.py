@@ -90,11 +90,20 @@ from normlab.surgery.walker import (
 # -- errors raised here ----------------------------------------------------------------------------
 
 
-def cannot_convert(layer: str, path: str, problem: str, fix: str) -> ConfigError:
-    """``convert: <path (type with C channels)>: <problem>. <fix> Or skip='<path>'.``"""
+def cannot_convert(layer: str, path: str | None, problem: str, fix: str) -> ConfigError:
+    """``convert: <path (type with C channels)>: <problem>. <fix> Or skip='<path>'.``
+
+    ``path=None``: the layer is `convert_layer`'s ``module`` argument, which has no skip=."""
+    if path is None:
+        return ConfigError(f"convert_layer: {layer}: {problem}. {fix}")
     return ConfigError(
         f"convert: {layer}: {problem}. {fix} Or leave this layer as it is with skip={path!r}."
     )
+
+
+def _describe(path: str | None, module: nn.Module) -> str:
+    """How errors name the layer; ``path=None``: `convert_layer`'s ``module`` argument."""
+    return layers.describe("module" if path is None else path, module)
 
 
 _HOOK_DICTS = (
@@ -160,8 +169,10 @@ def _carried_arguments(module: nn.Module, target: Any, accepted: set[str]) -> di
     return kw
 
 
-def _check_source(path: str, module: nn.Module, to: registry.Spec, target: Any) -> None:
-    name = layers.describe(path, module)
+def _check_source(
+    path: str | None, module: nn.Module, to: registry.Spec, target: Any
+) -> None:
+    name = _describe(path, module)
 
     def refuse(problem: str, fix: str) -> errors.ConfigError:
         return cannot_convert(name, path, problem, fix)
@@ -213,7 +224,7 @@ def _check_source(path: str, module: nn.Module, to: registry.Spec, target: Any) 
 
 
 def _build(
-    path: str, module: nn.Module, to: registry.Spec, kwargs: dict[str, Any]
+    path: str | None, module: nn.Module, to: registry.Spec, kwargs: dict[str, Any]
 ) -> tuple[nn.Module, tuple[str, ...]]:
     target = _target_callable(to)
     _check_source(path, module, to, target)
@@ -224,12 +235,17 @@ def _build(
     try:
         new = registry.create(to, count, **{**carried_kw, **kwargs})
     except (errors.NormlabError, TypeError) as exc:
+        fix = (
+            f"Use a spec and keyword arguments that fit this layer (e.g. 'gn:G' with G dividing "
+            f"{count})."
+            if path is None
+            else f"Use a spec and keyword arguments that fit every converted layer (e.g. "
+            f"'gn:max32', the largest divisor of each layer's channel count up to 32, or 'gn:G' "
+            f"with G dividing {count}), or convert this layer separately with only=."
+        )
         raise cannot_convert(
-            layers.describe(path, module), path,
-            f"cannot build {_spec_name(to)} for it: {str(exc).rstrip('.')}",
-            f"Use a spec and keyword arguments that fit every converted layer (e.g. 'gn:max32', "
-            f"the largest divisor of each layer's channel count up to 32, or 'gn:G' with G "
-            f"dividing {count}), or convert this layer separately with only=.",
+            _describe(path, module), path,
+            f"cannot build {_spec_name(to)} for it: {str(exc).rstrip('.')}", fix,
         ) from None
     source = layers.first_tensor(module)
     if source is not None and not {"device", "dtype"} & (accepted | set(kwargs)):
@@ -277,13 +293,13 @@ def convert_layer(module: nn.Module, to: registry.Spec, **kwargs: Any) -> nn.Mod
     registry.factory(to)  # an invalid spec fails here, with the registry's message
     if not layers.is_norm(module):
         raise cannot_convert(
-            layers.describe("", module), "", "it is not a normalization layer",
+            _describe(None, module), None, "it is not a normalization layer",
             "Pass a torch.nn or normlab norm layer, or use convert(model, ...) on a model.",
         )
     if layers.is_norm_act(module):  # the drop and act of the result are copies
         module = copy.copy(module)
         module._modules = {k: copy.deepcopy(m) for k, m in module._modules.items()}
-    return _build("", module, to, kwargs)[0]
+    return _build(None, module, to, kwargs)[0]
 
 
 def convert(
