@@ -212,6 +212,28 @@ def test_layer_without_cross_replica_mode_is_named_and_can_be_skipped() -> None:
     assert synced[1][0].moments_reducer is None and synced[0].moments_reducer is not None
 
 
+class DoublingBatchNorm2d(nn.BatchNorm2d):
+    """A torch BN subclass with its own forward, which no conversion may silently drop."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * 2
+
+
+def test_torch_layer_that_cannot_convert_is_named_by_its_path_with_the_skip_fix() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sequential(DoublingBatchNorm2d(4)))
+    with pytest.raises(ConfigError) as info:
+        normlab.sync(model)
+    assert str(info.value) == (
+        "sync: 1.0: syncing converts this torch BatchNorm to normlab's, which failed: module "
+        "(DoublingBatchNorm2d with 4 channels): its class overrides forward or holds child "
+        "modules (e.g. a fused activation), which a plain norm layer would silently drop. "
+        "Replace it with normlab.surgery.replace_modules and a callback that keeps the extra "
+        "behaviour. Or pass skip='1.0' to keep it per-replica."
+    )
+    synced = normlab.sync(model, skip="1.0")
+    assert type(synced[1][0]) is DoublingBatchNorm2d
+
+
 def test_every_batch_dependent_registered_layer_has_a_cross_replica_mode() -> None:
     """A new method whose training statistics span the batch must implement sync (or be
     refused by it): none may silently normalize per replica."""

@@ -562,7 +562,8 @@ def test_a_batch_whose_statistics_are_not_finite_is_refused(layer: str, poison: 
     else:
         net.forward = lambda x: net.layers["bn"](x)  # type: ignore[method-assign]
     with pytest.raises(errors.InputError, match=rf"the input of layers\.{layer} \(.*\) holds NaN "
-                       r"or Inf values in batch 2; the population statistics would be NaN\. "
+                       r"or Inf values in batch 2 \(or values so large that their variance "
+                       r"overflows float64\); the population statistics would be NaN\. "
                        r"Check the data and the layers before it; every running statistic was "
                        r"left as it was\.$"):
         recalibrate(net, bad)
@@ -623,8 +624,10 @@ def test_instance_statistics_with_finite_means_but_overflowing_variances_are_ref
     x[..., 0, :] = -1e200
     with pytest.raises(errors.InputError) as info:
         recalibrate(net, [x])
-    assert str(info.value).startswith(
+    assert str(info.value) == (
         "recalibrate: the input of 0 (InstanceNorm2d with 2 channels) holds NaN or Inf values "
-        "in batch 0;"
+        "in batch 0 (or values so large that their variance overflows float64); the "
+        "population statistics would be NaN. Check the data and the layers before it; every "
+        "running statistic was left as it was."
     ), info.value
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

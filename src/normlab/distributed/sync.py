@@ -46,6 +46,15 @@ def cannot_sync(path: str, module: nn.Module) -> ConfigError:
     )
 
 
+def cannot_convert_for_sync(path: str, exc: ConfigError) -> ConfigError:
+    """`convert_layer`'s refusal of a torch BN layer, with the layer's place in the model."""
+    reason = str(exc).removeprefix("convert_layer: ")
+    return ConfigError(
+        f"sync: {path or '<root>'}: syncing converts this torch BatchNorm to normlab's, which "
+        f"failed: {reason} Or pass skip={path!r} to keep it per-replica."
+    )
+
+
 @dataclass(frozen=True)
 class Synced:
     """One layer `sync` acted on: its type before and after.
@@ -104,7 +113,10 @@ def sync_with_report(
             # is a torch BatchNorm by type (normlab.norms._torch_types) and syncs as it is
             if isinstance(module, nn.SyncBatchNorm) and group is None:
                 group = module.process_group
-            new = convert_layer(module, BatchNorm)
+            try:
+                new = convert_layer(module, BatchNorm)
+            except ConfigError as exc:
+                raise cannot_convert_for_sync(path, exc) from None
         elif module.supports_sync:
             new = module
         else:

@@ -125,9 +125,10 @@ def bad_batch(index: int, problem: str) -> InputError:
 
 def non_finite_statistics(layer: str, index: int) -> InputError:
     return InputError(
-        f"recalibrate: the input of {layer} holds NaN or Inf values in batch {index}; the "
-        "population statistics would be NaN. Check the data and the layers before it; every "
-        "running statistic was left as it was."
+        f"recalibrate: the input of {layer} holds NaN or Inf values in batch {index} (or values "
+        "so large that their variance overflows float64); the population statistics would be "
+        "NaN. Check the data and the layers before it; every running statistic was left as it "
+        "was."
     )
 
 
