@@ -2,9 +2,10 @@
 
 Prints, per mutated module: killed (timeouts count as killed), survived, no tests, not
 checked, the raw score killed / (killed + survived + no tests), and the score once the
-survivors judged equivalent are set aside.
+listed survivors are set aside: those judged equivalent, and those killed only by
+multi-process tests, where mutmut cannot switch a mutant on.
 
-Equivalent mutants are listed, each with the reason, in ``scripts/equivalent_mutants.toml``:
+They are listed, each group with its reason, in ``scripts/equivalent_mutants.toml``:
 groups of ``[name, mutated line]`` pairs under one ``why``. An entry counts only if that mutant
 exists, survived, and its diff still adds that line (mutmut numbers mutants per function, so an
 edit can give a listed name to another mutation); stale entries are printed and not counted.
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from collections import Counter
 from pathlib import Path
+
+import tomllib
 
 KILLED = {1, 3, 36, -24, 24, 152, 255, 37}
 SURVIVED = {0}
@@ -70,8 +72,8 @@ def main() -> int:
     seen: set[str] = set()
     stale: list[str] = []
     total: Counter[str] = Counter()
-    print(f"{'module':48s} {'killed':>6s} {'surv.':>6s} {'equiv.':>6s} {'no t.':>6s} "
-          f"{'unrun':>6s} {'score':>7s} {'w/o eq.':>7s}")
+    print(f"{'module':48s} {'killed':>6s} {'surv.':>6s} {'aside':>6s} {'no t.':>6s} "
+          f"{'unrun':>6s} {'score':>7s} {'w/o set-aside':>13s}")
     for meta in metas:
         codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
         if not codes:
@@ -82,7 +84,7 @@ def main() -> int:
             if name not in listed:
                 continue
             seen.add(name)
-            if kind(code) == "survived" and verified(name, listed[name], source):
+            if kind(code) in ("survived", "no tests") and verified(name, listed[name], source):
                 counts["equivalent"] += 1
             elif kind(code) != "not checked":
                 stale.append(f"{name} ({kind(code)})")
@@ -100,7 +102,7 @@ def main() -> int:
 def _row(label: str, counts: Counter[str]) -> str:
     return (f"{label:48s} {counts['killed']:6d} {counts['survived']:6d} "
             f"{counts['equivalent']:6d} {counts['no tests']:6d} {counts['not checked']:6d} "
-            f"{score(counts):>7s} {score(counts, counts['equivalent']):>7s}")
+            f"{score(counts):>7s} {score(counts, counts['equivalent']):>13s}")
 
 
 def score(counts: Counter[str], set_aside: int = 0) -> str:
