@@ -310,6 +310,43 @@ def test_batch_norm_with_moments_returns_the_moments_it_normalized_with(
     assert isinstance(moments.count, int) and moments.count == count
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(5, 3, 4, 6), (6, 4, 40, 24)], ids=["small", "large"])
+@pytest.mark.parametrize("dtype", [F32, torch.float16], ids=str)
+def test_batch_moments_are_per_channel_with_their_count(
+    shape: tuple[int, ...], dtype: torch.dtype, layout: str
+) -> None:
+    """`batch_moments_and_scratch`: the mean and biased variance over (N, *S) per channel, in
+    float32 for fp16 input, with the count N·|S| as an int, on each of its paths (group-norm
+    statistics above `SMALL_INPUT` for contiguous input, BN's statistics kernel otherwise);
+    N ≠ C, so a count built from the wrong dims shows."""
+    from normlab.norms._per_instance import batch_moments_and_scratch
+
+    x = make_input(shape, dtype, seed=5) * 3 + 2
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    moments, _ = batch_moments_and_scratch(x, 1e-5)
+    var, mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
+    assert moments.mean.dtype == F32
+    close(moments.mean.double(), mean, 1e-5)
+    close(moments.var.double(), var, 1e-5)
+    count = shape[0] * shape[2] * shape[3]
+    assert isinstance(moments.count, int) and moments.count == count
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 5, 3), (2, 3, 4), (3, 2, 2, 2, 2)], ids=str)
+def test_channel_affine_is_one_scale_and_shift_per_slice(shape: tuple[int, ...]) -> None:
+    """`channel_affine`: x·scale[n, c] + shift[n, c] per (n, c) slice, one slice included."""
+    from normlab.norms._per_instance import channel_affine
+
+    x = make_input(shape, F32, seed=6)
+    gen = torch.Generator().manual_seed(7)
+    scale, shift = torch.randn(shape[:2], generator=gen), torch.randn(shape[:2], generator=gen)
+    view = shape[:2] + (1,) * (len(shape) - 2)
+    expected = x.double() * scale.double().view(view) + shift.double().view(view)
+    close(channel_affine(x, scale, shift).double(), expected, 1e-6)
+
+
 def test_one_value_per_statistic_error_names_the_layer_its_sets_and_the_fixes() -> None:
     import normlab
 
