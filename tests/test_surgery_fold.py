@@ -821,8 +821,8 @@ def test_same_bn_in_two_pairs_message() -> None:
     """A BN listed in two pairs of pairs=: named, and the fix is to remove the duplicate."""
     model = _seq(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1))
     assert _refusal(model, [("0", "1"), ("2", "1")]) == (
-        "fold: module '1' (BatchNorm2d) appears in two pairs (also as '1'). Each conv and each "
-        "BN folds once; remove the duplicate from pairs=."
+        "fold: module '1' (BatchNorm2d) appears in two pairs of pairs=, ('0', '1') and "
+        "('2', '1'). Each conv and each BN folds once; remove the duplicate from pairs=."
     )
 
 
