@@ -722,3 +722,138 @@ def test_pair_of_three_paths_is_refused() -> None:
         "fold: pairs must be a list of (conv path, bn path) tuples of str; got "
         f"[('conv1', 'conv2', 'bn')]. {PAIRS_FIX}"
     )
+
+
+def _refusal(model: nn.Module, pairs: list[tuple[str, str]]) -> str:
+    """The message of the ConfigError (that class exactly) that ``fold(model, pairs=pairs)``
+    raises."""
+    with pytest.raises(errors.ConfigError) as info:
+        fold(model, pairs=pairs)
+    assert type(info.value) is errors.ConfigError
+    return str(info.value)
+
+
+def test_not_a_bn_message() -> None:
+    """A GroupNorm given as the BN of a pair: named, the BN family listed, a pairs= example."""
+    model = _seq(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4))
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: bn '1' (GroupNorm) is not a BN-family layer (torch.nn BatchNorm*d / "
+        "SyncBatchNorm, normlab BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm). "
+        "Only layers whose eval function is BN's fold into a conv; "
+        'e.g. pairs=[("layer1.0.conv1", "layer1.0.bn1")].'
+    )
+
+
+class ScaledBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm2d subclass whose forward is not BN's: twice BN."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return 2 * super().forward(x)
+
+
+def test_bn_subclass_with_its_own_forward_message() -> None:
+    """A BN subclass overriding forward is refused: why, and to leave it out or use a plain BN."""
+    model = _seq(nn.Conv2d(3, 4, 1), ScaledBatchNorm(4))
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: bn '1' (ScaledBatchNorm) is a subclass that overrides forward (or holds child "
+        "modules), so its eval function may not be BN's (timm's BatchNormAct2d adds an "
+        "activation). Leave this pair out (pass pairs= without it) or replace the layer by a "
+        "plain BN."
+    )
+
+
+NO_RUNNING_STATS = (
+    "keeps no running statistics (track_running_stats=False), so in eval it normalizes with "
+    "each batch's statistics, which no weight can hold. Fold only BNs with running statistics "
+    "(recalibrate them first, or convert the layer to FrozenBatchNorm with known statistics)."
+)
+
+
+def test_bn_without_running_statistics_message() -> None:
+    """track_running_stats=False: why no weight can hold the BN, and how to get statistics."""
+    model = _seq(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False))
+    assert _refusal(model, [("0", "1")]) == f"fold: bn '1' (BatchNorm2d) {NO_RUNNING_STATS}"
+
+
+@pytest.mark.parametrize("missing", ["running_mean", "running_var"])
+def test_frozen_bn_act_without_one_statistic_is_refused(missing: str) -> None:
+    """A timm FrozenBatchNormAct2d lacking running_mean or running_var (attribute gone, not
+    None) is refused as keeping no running statistics, not failed with an AttributeError."""
+    bn = timm_stand_ins.FrozenBatchNormAct2d(4)
+    delattr(bn, missing)
+    model = _seq(nn.Conv2d(3, 4, 1), bn)
+    assert _refusal(model, [("0", "1")]) == (
+        f"fold: bn '1' (FrozenBatchNormAct2d) {NO_RUNNING_STATS}"
+    )
+
+
+def test_lazy_bn_message() -> None:
+    """A LazyBatchNorm2d that has not seen input: the fix is one forward pass."""
+    model = _seq(nn.Conv2d(3, 4, 1), nn.LazyBatchNorm2d())
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: bn '1' (LazyBatchNorm2d) is a lazy layer that has not seen input yet. Run one "
+        "forward pass first."
+    )
+
+
+def test_frozen_bn_act_without_affine_attributes_folds() -> None:
+    """A timm FrozenBatchNormAct2d with no weight / bias attributes at all folds as γ = 1,
+    β = 0: the result equals BN eval of the conv's output, then the activation (float64)."""
+    bn = timm_stand_ins.FrozenBatchNormAct2d(4, eps=1e-3, act=nn.Tanh)
+    with torch.no_grad():
+        bn.running_mean.normal_(0.0, 2.0)
+        bn.running_var.uniform_(0.2, 3.0)
+    del bn.weight, bn.bias
+    conv = nn.Conv2d(3, 4, 3)
+    model = _seq(conv, bn).double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    folded = fold(model, pairs=[("0", "1")])
+    with torch.no_grad():
+        z = conv(x)
+        expected = torch.tanh(torch.nn.functional.batch_norm(
+            z, bn.running_mean, bn.running_var, training=False, eps=1e-3
+        ))
+        assert (z - expected).abs().max() > 0.1
+        torch.testing.assert_close(folded(x), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_same_bn_in_two_pairs_message() -> None:
+    """A BN listed in two pairs of pairs=: named, and the fix is to remove the duplicate."""
+    model = _seq(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1))
+    assert _refusal(model, [("0", "1"), ("2", "1")]) == (
+        "fold: module '1' (BatchNorm2d) appears in two pairs of pairs=, ('0', '1') and "
+        "('2', '1'). Each conv and each BN folds once; remove the duplicate from pairs=."
+    )
+
+
+def test_conv_registered_at_two_paths_message() -> None:
+    """A conv registered at two paths: both paths named, the fix is a deep copy per use."""
+    assert _refusal(_shared_conv(), [("0", "1")]) == (
+        "fold: module '0' (Conv2d) is registered at several paths (0, alias), so folding would "
+        "change every use of it. Give each use its own module (copy.deepcopy) before folding, "
+        "or leave it out."
+    )
+
+
+def test_conv_weight_tied_to_one_other_conv_message() -> None:
+    """A conv weight shared with exactly one other conv: both names given, fix: untie."""
+    model = _seq(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1))
+    model[2].weight = model[0].weight
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: module '0' (Conv2d) shares a parameter with another module (0.weight, 2.weight), "
+        "so folding would change that module too. Untie the weights first, or leave this pair "
+        "out."
+    )
+
+
+def test_activation_shared_by_a_bn_act_layer_does_not_block_folding() -> None:
+    """A PReLU shared by a BatchNormAct2d and another path is kept, not folded: only the BN's
+    own parameters must be untied, so the pair folds and the model computes the same."""
+    prelu = nn.PReLU(4, init=0.1)
+    bn = randomize(timm_stand_ins.BatchNormAct2d(4, act=lambda: prelu))
+    model = _seq(nn.Conv2d(3, 4, 3), bn, prelu).double()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    folded = fold(model, pairs=[("0", "1")])
+    assert folded[1].act is folded[2]
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), oracle(model, x), rtol=1e-10, atol=1e-10)

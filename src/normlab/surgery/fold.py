@@ -564,16 +564,16 @@ def _check_unshared(model: nn.Module, pairs: list[Pair]) -> None:
     names: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
-    seen: dict[int, str] = {}
-    for path in (p for pair in pairs for p in pair):
+    seen: dict[int, Pair] = {}
+    for pair, path in ((q, p) for q in pairs for p in q):
         module = model.get_submodule(path)
         where = _named("module", path, module)
         if id(module) in seen:
             raise fold_refused(
-                f"{where} appears in two pairs (also as {seen[id(module)]!r})",
+                f"{where} appears in two pairs of pairs=, {seen[id(module)]!r} and {pair!r}",
                 "Each conv and each BN folds once; remove the duplicate from pairs=",
             )
-        seen[id(module)] = path
+        seen[id(module)] = pair
         if len(paths[id(module)]) > 1:
             raise fold_refused(
                 f"{where} is registered at several paths ({', '.join(paths[id(module)])}), so "
