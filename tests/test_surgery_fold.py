@@ -857,3 +857,27 @@ def test_activation_shared_by_a_bn_act_layer_does_not_block_folding() -> None:
     assert folded[1].act is folded[2]
     with torch.no_grad():
         torch.testing.assert_close(folded(x), oracle(model, x), rtol=1e-10, atol=1e-10)
+
+
+class UnregisteredConv(nn.Module):
+    """A conv kept in a plain list: called in forward, but not a submodule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = [nn.Conv2d(3, 4, 1)]
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.convs[0](x))
+
+
+def test_untraceable_unregistered_module_message() -> None:
+    """A module called in forward but not registered: a ConfigError naming its class and the
+    fix (nn.ModuleList), not an AttributeError from looking up its path."""
+    assert _fold_error(UnregisteredConv().eval()) == (
+        "fold: torch.fx could not trace a Conv2d that is not a submodule of the model (held in a "
+        "plain list or dict, not an nn.ModuleList / nn.ModuleDict) (NameError: module is not "
+        "installed as a submodule), so the (conv, BN) pairs cannot be found automatically. Pass "
+        "them explicitly, each conv / linear path with the BN path that directly and only "
+        f"consumes its output: {FOLD_PAIRS_EXAMPLE}."
+    )

@@ -409,7 +409,7 @@ class _PairTracer(fx.Tracer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.failed_in: str | None = None
+        self.failed_in: str | None = None  # the failing module, as the error names it
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, (*FOLD_TARGETS, Norm)) or _is_bn(m) or is_norm_act(m):
@@ -427,8 +427,10 @@ class _PairTracer(fx.Tracer):
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:
-                self.failed_in = next(
-                    (p for p, mod in self.root.named_modules() if mod is m), type(m).__name__
+                path = next((p for p, mod in self.root.named_modules() if mod is m), None)
+                self.failed_in = _named("module", path, m) if path is not None else (
+                    f"a {type(m).__name__} that is not a submodule of the model (held in a "
+                    "plain list or dict, not an nn.ModuleList / nn.ModuleDict)"
                 )
             raise
 
@@ -458,10 +460,7 @@ def _trace(model: nn.Module) -> fx.Graph:
     try:
         return tracer.trace(model)
     except Exception as err:  # any failure of symbolic tracing means: pass pairs= instead
-        where = (
-            _named("module", tracer.failed_in, model.get_submodule(tracer.failed_in))
-            if tracer.failed_in else f"the forward of {type(model).__name__}"
-        )
+        where = tracer.failed_in or f"the forward of {type(model).__name__}"
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         raise fold_untraceable(where, reason, _registration_candidates(model)) from None
 
