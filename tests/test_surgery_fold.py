@@ -881,3 +881,27 @@ def test_untraceable_unregistered_module_message() -> None:
         "them explicitly, each conv / linear path with the BN path that directly and only "
         f"consumes its output: {FOLD_PAIRS_EXAMPLE}."
     )
+
+
+class BareRaise(nn.Module):
+    """Checks its input with a bare ``raise TypeError`` (no message), which a Proxy trips."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError
+        return self.bn(self.conv(x))
+
+
+def test_untraceable_model_whose_error_has_no_message() -> None:
+    """An exception without a message is named by its class alone, and the candidates follow."""
+    assert _fold_error(BareRaise().eval()) == (
+        "fold: torch.fx could not trace the forward of BareRaise (TypeError), so the (conv, BN) "
+        "pairs cannot be found automatically. Pass them explicitly, each conv / linear path with "
+        f"the BN path that directly and only consumes its output: {FOLD_PAIRS_EXAMPLE}. "
+        "Candidates in registration order (check them against the forward): "
+        "pairs=[('conv', 'bn')]."
+    )

@@ -461,7 +461,8 @@ def _trace(model: nn.Module) -> fx.Graph:
         return tracer.trace(model)
     except Exception as err:  # any failure of symbolic tracing means: pass pairs= instead
         where = tracer.failed_in or f"the forward of {type(model).__name__}"
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        first = str(err).splitlines()[0] if str(err) else ""  # a bare `raise TypeError`: ""
+        reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
         raise fold_untraceable(where, reason, _registration_candidates(model)) from None
 
 
