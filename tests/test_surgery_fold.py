@@ -905,3 +905,68 @@ def test_untraceable_model_whose_error_has_no_message() -> None:
         "Candidates in registration order (check them against the forward): "
         "pairs=[('conv', 'bn')]."
     )
+
+
+PAIRS_EXAMPLE = 'e.g. pairs=[("layer1.0.conv1", "layer1.0.bn1")]'
+
+
+def test_layer_that_is_not_a_conv_message() -> None:
+    """A ReLU given as the conv of a pair: named, the foldable layers listed, a pairs= example."""
+    model = _seq(nn.ReLU(), nn.BatchNorm2d(4))
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: conv '0' (ReLU) is not a Conv1d/2d/3d, ConvTranspose1d/2d/3d or Linear layer. "
+        "Each pair is (path of the layer whose output the BN normalizes, path of the BN), "
+        f"{PAIRS_EXAMPLE}."
+    )
+
+
+def test_lazy_conv_message() -> None:
+    """A LazyConv2d that has not seen input: the fix is one forward pass."""
+    model = _seq(nn.LazyConv2d(4, 1), nn.BatchNorm2d(4))
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: conv '0' (LazyConv2d) is a lazy layer that has not seen input yet. Run one "
+        "forward pass first."
+    )
+
+
+def test_conv_with_torch_weight_norm_message() -> None:
+    """torch's weight norm on the conv: why folding would be overwritten, and how to remove it."""
+    model = _seq(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 1)), nn.BatchNorm2d(4))
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: conv '0' (ParametrizedConv2d) has a parametrized weight or forward pre-hooks "
+        "(weight norm / spectral norm recompute the weight at every call and would overwrite "
+        "the folded one). Remove them first (torch.nn.utils.parametrize.remove_parametrizations("
+        "layer, 'weight') or torch.nn.utils.remove_weight_norm(layer)), or leave this pair out."
+    )
+
+
+class ClampedConv(nn.Conv2d):
+    """Overrides ``_conv_forward`` only (forward is Conv2d's): its output is not a plain conv."""
+
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return super()._conv_forward(x, weight.clamp(-0.1, 0.1), bias)
+
+
+CUSTOM_CONV = (
+    "is a subclass that overrides forward or _conv_forward (or holds child modules), so its "
+    "output may not be the plain conv that folding assumes. Leave this pair out (pass pairs= "
+    "without it) or replace the layer by a plain one."
+)
+
+
+def test_conv_overriding_conv_forward_message() -> None:
+    """A conv subclass overriding only _conv_forward is found by torch.fx and refused."""
+    assert _fold_error(_seq(ClampedConv(3, 4, 1), nn.BatchNorm2d(4))) == (
+        f"fold: conv '0' (ClampedConv) {CUSTOM_CONV} torch.fx found no other pair that could be "
+        "folded."
+    )
+
+
+def test_normlab_parametrized_conv_with_a_child_module_is_refused() -> None:
+    """normlab's weight standardization is baked in, but a child module besides it may change
+    the conv's output: refused as a custom conv."""
+    conv = normlab.weight_standardization(nn.Conv2d(3, 4, 1))
+    conv.gate = nn.Sigmoid()
+    assert _refusal(_seq(conv, nn.BatchNorm2d(4)), [("0", "1")]) == (
+        f"fold: conv '0' (ParametrizedConv2d) {CUSTOM_CONV}"
+    )

@@ -283,8 +283,8 @@ def _target_problem(name: str, conv: nn.Module) -> errors.ConfigError | None:
         )
     if _overrides_conv(conv):
         return fold_refused(
-            f"{name} is a subclass that overrides forward (or holds child modules), so its "
-            "output may not be the plain conv that folding assumes",
+            f"{name} is a subclass that overrides forward or _conv_forward (or holds child "
+            "modules), so its output may not be the plain conv that folding assumes",
             "Leave this pair out (pass pairs= without it) or replace the layer by a plain one",
         )
     return None
