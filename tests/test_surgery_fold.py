@@ -970,3 +970,32 @@ def test_normlab_parametrized_conv_with_a_child_module_is_refused() -> None:
     assert _refusal(_seq(conv, nn.BatchNorm2d(4)), [("0", "1")]) == (
         f"fold: conv '0' (ParametrizedConv2d) {CUSTOM_CONV}"
     )
+
+
+def test_timm_group_norm_act_is_not_a_bn_message() -> None:
+    """timm's GroupNormAct is a norm + activation layer but not BN: refused as not BN-family."""
+    model = _seq(nn.Conv2d(3, 4, 1), timm_stand_ins.GroupNormAct(4, 2))
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: bn '1' (GroupNormAct) is not a BN-family layer (torch.nn BatchNorm*d / "
+        "SyncBatchNorm, normlab BatchNorm, GhostBatchNorm, BatchRenorm, FrozenBatchNorm). "
+        f"Only layers whose eval function is BN's fold into a conv; {PAIRS_EXAMPLE}."
+    )
+
+
+def test_bn_over_the_last_dim_after_a_conv_message() -> None:
+    """A normlab BatchNorm with channel_dim=-1 after a conv: why, and to leave the pair out."""
+    model = _seq(nn.Conv2d(3, 4, 1), normlab.BatchNorm(4, channel_dim=-1))
+    assert _refusal(model, [("0", "1")]) == (
+        "fold: bn '1' (BatchNorm) normalizes the last dim (channel_dim=-1), but the output "
+        "channels of conv '0' (Conv2d) are at dim 1. Only a BN over the conv's output channels "
+        "folds; leave this pair out."
+    )
+
+
+def test_bn_with_other_channels_than_the_conv_message() -> None:
+    """A BN over 4 channels paired with a conv producing 6: both counts, check the paths."""
+    model = _seq(nn.Conv2d(3, 6, 1), nn.Identity(), nn.BatchNorm2d(4))
+    assert _refusal(model, [("0", "2")]) == (
+        "fold: bn '2' (BatchNorm2d) has 4 channels but conv '0' (Conv2d) produces 6. A pair is "
+        "a layer and the BN that normalizes its output; check the paths in pairs=."
+    )
