@@ -999,3 +999,95 @@ def test_bn_with_other_channels_than_the_conv_message() -> None:
         "fold: bn '2' (BatchNorm2d) has 4 channels but conv '0' (Conv2d) produces 6. A pair is "
         "a layer and the BN that normalizes its output; check the paths in pairs=."
     )
+
+
+class PlainBatchNorm(nn.BatchNorm2d):
+    """A user subclass of BatchNorm2d that changes nothing (its module is not torch.nn)."""
+
+
+def test_bn_subclass_outside_torch_nn_is_found_and_folds() -> None:
+    """torch.fx would trace into a BN subclass of a user module; fold keeps it whole, finds the
+    pair and folds it (float64 oracle)."""
+    model = randomize(_seq(nn.Conv2d(3, 4, 3), PlainBatchNorm(4), nn.ReLU())).double()
+    assert find_fold_pairs(model) == [("0", "1")]
+    assert_folds(model, torch.randn(2, 3, 6, 6, dtype=torch.float64))
+
+
+class KeywordBatchNorm(nn.Module):
+    """Calls its BN with the conv's output as a keyword argument, ``bn(input=...)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.bn(input=self.conv(x)))
+
+
+def test_bn_called_with_its_input_by_keyword_is_found_and_folds() -> None:
+    """``bn(input=conv(x))`` is a pair like ``bn(conv(x))`` (float64 oracle)."""
+    model = randomize(KeywordBatchNorm()).eval().double()
+    assert find_fold_pairs(model) == [("conv", "bn")]
+    assert_folds(model, torch.randn(2, 3, 6, 6, dtype=torch.float64))
+
+
+class ArgumentlessBatchNorm(nn.Module):
+    """Calls its BN with no argument at all: traced (the BN is a leaf), it would fail if run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x) + self.bn()
+
+
+def test_bn_called_without_arguments_is_no_pair() -> None:
+    """A BN call without input consumes no conv: no pair, and no crash while looking."""
+    assert find_fold_pairs(ArgumentlessBatchNorm().eval()) == []
+
+
+class BatchNormsAfterOtherLayers(nn.Module):
+    """A BN after a ReLU module and a BN after a function come before the one foldable pair."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act, self.bn1 = nn.ReLU(), nn.BatchNorm2d(3)
+        self.bn2 = nn.BatchNorm2d(3)
+        self.conv, self.bn3 = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(torch.tanh(self.bn1(self.act(x))))
+        return self.bn3(self.conv(y))
+
+
+def test_pairs_after_bns_that_follow_no_conv_are_found() -> None:
+    """BNs after a non-conv module or a function are skipped and the search goes on: the later
+    pair is found and folded, the other BNs stay (float64 oracle)."""
+    model = randomize(BatchNormsAfterOtherLayers()).eval().double()
+    assert find_fold_pairs(model) == [("conv", "bn3")]
+    result = fold_with_report(model)
+    assert result.unfolded == ("bn1", "bn2")
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), oracle(model, x), rtol=1e-10, atol=1e-10)
+
+
+class SharedBatchNorm(nn.Module):
+    """One BN module called after two convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.bn = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv1(x)) + self.bn(self.conv2(x))
+
+
+def test_bn_called_twice_message() -> None:
+    """A BN called after two convs: the BN (not a conv) is named, the fix is a copy per call."""
+    assert _fold_error(SharedBatchNorm().eval()) == (
+        "fold: bn 'bn' (BatchNorm2d) is called more than once in the forward, so folding this "
+        "pair would change its other calls too. Give each call its own module (copy.deepcopy), "
+        "or leave this pair out. torch.fx found no other pair that could be folded."
+    )
