@@ -153,6 +153,16 @@ def test_large_input_double_backward_is_the_scale_times_the_direction() -> None:
     close(gdy, a * h, 1e-12)
 
 
+def test_large_input_gradient_is_the_scale_times_dy() -> None:
+    """First order on the one-pass Function path (no graph): ∂L/∂x = a·dy per channel."""
+    m = randomize_(normlab.FrozenBatchNorm(8, dtype=F64))
+    x = make_input(_LARGE, F64, seed=1).requires_grad_(True)
+    dy = make_input(_LARGE, F64, seed=2)
+    m(x).backward(dy)
+    a = (m.weight / torch.sqrt(m.running_var + m.eps)).view(1, -1, 1, 1)
+    close(x.grad, a * dy, 1e-12)
+
+
 def test_large_input_trainable_affine_gets_its_gradients() -> None:
     """A trainable γ, β on a large input (where a constant affine takes the one-pass Function):
     dγ = Σ dy·x̂, dβ = Σ dy."""

@@ -145,6 +145,16 @@ def test_output_keeps_the_input_memory_format(case: Case, training: bool) -> Non
     assert m(x5).is_contiguous(memory_format=torch.channels_last_3d)
 
 
+@pytest.mark.parametrize(("case", "training"), CHANNELS_FIRST,
+                         ids=[f"{c.id}-{'train' if t else 'eval'}" for c, t in CHANNELS_FIRST])
+def test_transposed_rank5_input_gives_a_contiguous_output(case: Case, training: bool) -> None:
+    """A rank-5 input that is neither contiguous nor channels_last_3d (two spatial dims
+    swapped) comes back contiguous, not in a layout it never had."""
+    m = randomize_(case.make()).train(training)
+    x = make_input((2, case.num_features, 3, 4, 5), F32, seed=3).transpose(3, 4)
+    assert m(x).is_contiguous()
+
+
 WITH_PARAMS = [(c, t) for c, t in MODES if len(list(c.make().parameters())) > 1]
 
 
