@@ -547,3 +547,66 @@ def test_convert_inplace_returns_the_model_itself() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     assert convert(net, "gn:2", inplace=True) is net
     assert isinstance(net[1], GroupNorm)
+
+
+def test_lazy_layer_refusal_message() -> None:
+    """An unmaterialized lazy layer: the path, the type (no placeholder channel count), why and
+    the fix, word for word."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), "gn:2")
+    assert str(info.value) == (
+        "convert: 1 (LazyBatchNorm2d): it is a lazy layer that has not seen input, so its "
+        "number of channels is unknown. Run one forward pass first (it materializes the layer). "
+        "Or leave this layer as it is with skip='1'."
+    )
+
+
+def test_convert_layer_lazy_refusal_message() -> None:
+    """convert_layer on an unmaterialized lazy layer names its module argument, without skip=."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.LazyBatchNorm2d(), "gn:2")
+    assert str(info.value) == (
+        "convert_layer: module (LazyBatchNorm2d): it is a lazy layer that has not seen input, so "
+        "its number of channels is unknown. Run one forward pass first (it materializes the "
+        "layer)."
+    )
+
+
+def test_frozen_layer_refusal_message() -> None:
+    """A layer frozen by normlab.freeze: unfreeze, convert, freeze again, word for word."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    freeze(net)
+    with pytest.raises(errors.ConfigError) as info:
+        convert(net, "gn:2")
+    assert str(info.value) == (
+        "convert: 1 (BatchNorm2d with 4 channels): it is frozen by normlab.freeze. Call "
+        "normlab.unfreeze(model) first, convert, then freeze the converted model. Or leave this "
+        "layer as it is with skip='1'."
+    )
+
+
+def test_custom_forward_refusal_message() -> None:
+    """A subclass with its own forward: what would be dropped and the replace_modules fix."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert(nn.Sequential(nn.Conv2d(3, 4, 3), _FusedActivation(4)), "gn:2")
+    assert str(info.value) == (
+        "convert: 1 (_FusedActivation with 4 channels): its class overrides forward or holds "
+        "child modules (e.g. a fused activation), which a plain norm layer would silently drop. "
+        "Replace it with normlab.surgery.replace_modules and a callback that keeps the extra "
+        "behaviour. Or leave this layer as it is with skip='1'."
+    )
+
+
+def test_frozen_target_behind_a_partial_is_refused_without_bn_statistics() -> None:
+    """functools.partial(FrozenBatchNorm) is checked like the class: a GroupNorm has no
+    statistics to freeze."""
+    target = functools.partial(FrozenBatchNorm)
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.GroupNorm(2, 4), target)
+    assert str(info.value) == (
+        f"convert_layer: module (GroupNorm with 4 channels): {target!r} needs BatchNorm running "
+        "statistics (mean and variance over (N, *S)) and this layer keeps none, so the frozen "
+        "layer would normalize with mean 0 and variance 1 forever. Convert to a norm that "
+        "learns its statistics (e.g. 'bn'), train or normlab.recalibrate it, then convert that "
+        "to 'frozen_bn'."
+    )
