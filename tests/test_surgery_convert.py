@@ -610,3 +610,18 @@ def test_frozen_target_behind_a_partial_is_refused_without_bn_statistics() -> No
         "learns its statistics (e.g. 'bn'), train or normlab.recalibrate it, then convert that "
         "to 'frozen_bn'."
     )
+
+
+def test_a_layer_lacking_eps_momentum_and_tracking_attributes_gets_the_target_defaults() -> None:
+    """A BN without eps / momentum / track_running_stats attributes (as unpickled from an old
+    torch) converts with the target's defaults instead of failing."""
+    bn = nn.BatchNorm2d(4)
+    del bn.eps, bn.momentum, bn.track_running_stats
+    new = convert_layer(bn, "bn")
+    assert (new.eps, new.momentum, new.track_running_stats) == (1e-5, 0.1, True)
+
+
+def test_momentum_none_cumulative_average_is_carried() -> None:
+    """BN(momentum=None) (a cumulative average) converts to BatchNorm with momentum=None."""
+    assert convert_layer(nn.BatchNorm2d(4, momentum=None), "bn").momentum is None
+
