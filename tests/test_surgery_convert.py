@@ -547,3 +547,149 @@ def test_convert_inplace_returns_the_model_itself() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     assert convert(net, "gn:2", inplace=True) is net
     assert isinstance(net[1], GroupNorm)
+
+
+def test_lazy_layer_refusal_message() -> None:
+    """An unmaterialized lazy layer: the path, the type (no placeholder channel count), why and
+    the fix, word for word."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), "gn:2")
+    assert str(info.value) == (
+        "convert: 1 (LazyBatchNorm2d): it is a lazy layer that has not seen input, so its "
+        "number of channels is unknown. Run one forward pass first (it materializes the layer). "
+        "Or leave this layer as it is with skip='1'."
+    )
+
+
+def test_convert_layer_lazy_refusal_message() -> None:
+    """convert_layer on an unmaterialized lazy layer names its module argument, without skip=."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.LazyBatchNorm2d(), "gn:2")
+    assert str(info.value) == (
+        "convert_layer: module (LazyBatchNorm2d): it is a lazy layer that has not seen input, so "
+        "its number of channels is unknown. Run one forward pass first (it materializes the "
+        "layer)."
+    )
+
+
+def test_frozen_layer_refusal_message() -> None:
+    """A layer frozen by normlab.freeze: unfreeze, convert, freeze again, word for word."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    freeze(net)
+    with pytest.raises(errors.ConfigError) as info:
+        convert(net, "gn:2")
+    assert str(info.value) == (
+        "convert: 1 (BatchNorm2d with 4 channels): it is frozen by normlab.freeze. Call "
+        "normlab.unfreeze(model) first, convert, then freeze the converted model. Or leave this "
+        "layer as it is with skip='1'."
+    )
+
+
+def test_custom_forward_refusal_message() -> None:
+    """A subclass with its own forward: what would be dropped and the replace_modules fix."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert(nn.Sequential(nn.Conv2d(3, 4, 3), _FusedActivation(4)), "gn:2")
+    assert str(info.value) == (
+        "convert: 1 (_FusedActivation with 4 channels): its class overrides forward or holds "
+        "child modules (e.g. a fused activation), which a plain norm layer would silently drop. "
+        "Replace it with normlab.surgery.replace_modules and a callback that keeps the extra "
+        "behaviour. Or leave this layer as it is with skip='1'."
+    )
+
+
+def test_frozen_target_behind_a_partial_is_refused_without_bn_statistics() -> None:
+    """functools.partial(FrozenBatchNorm) is checked like the class: a GroupNorm has no
+    statistics to freeze."""
+    target = functools.partial(FrozenBatchNorm)
+    with pytest.raises(errors.ConfigError) as info:
+        convert_layer(nn.GroupNorm(2, 4), target)
+    assert str(info.value) == (
+        f"convert_layer: module (GroupNorm with 4 channels): {target!r} needs BatchNorm running "
+        "statistics (mean and variance over (N, *S)) and this layer keeps none, so the frozen "
+        "layer would normalize with mean 0 and variance 1 forever. Convert to a norm that "
+        "learns its statistics (e.g. 'bn'), train or normlab.recalibrate it, then convert that "
+        "to 'frozen_bn'."
+    )
+
+
+def test_untracked_batch_norm_stays_untracked() -> None:
+    """BN(track_running_stats=False) → normlab BatchNorm keeps normalizing with batch
+    statistics in eval (no running buffers)."""
+    new, report = convert_with_report(
+        nn.Sequential(nn.BatchNorm2d(4, track_running_stats=False)), "bn"
+    )
+    assert new[0].track_running_stats is False and new[0].running_mean is None
+    assert "track_running_stats" in report[0].carried
+
+
+def test_instance_norm_does_not_pass_its_tracking_flag_to_batch_norm() -> None:
+    """An untracked InstanceNorm2d (instance statistics) → BatchNorm keeps BN's default
+    tracking: statistics of another kind carry nothing."""
+    new = convert_layer(nn.InstanceNorm2d(4), "bn")
+    assert new.track_running_stats is True and new.momentum == 0.1
+    assert torch.equal(new.running_mean, torch.zeros(4))
+
+
+def test_a_layer_lacking_eps_momentum_and_tracking_attributes_gets_the_target_defaults() -> None:
+    """A BN without eps / momentum / track_running_stats attributes (as unpickled from an old
+    torch) converts with the target's defaults instead of failing."""
+    bn = nn.BatchNorm2d(4)
+    del bn.eps, bn.momentum, bn.track_running_stats
+    new = convert_layer(bn, "bn")
+    assert (new.eps, new.momentum, new.track_running_stats) == (1e-5, 0.1, True)
+
+
+def test_device_is_carried_to_a_target_that_takes_device() -> None:
+    """A layer on the meta device converts to a torch class on the meta device."""
+    new = convert_layer(nn.BatchNorm2d(4, device="meta"), nn.BatchNorm2d)
+    assert new.weight.device.type == "meta" and new.running_mean.device.type == "meta"
+
+
+def test_affine_flag_decides_over_a_missing_weight() -> None:
+    """A BN(affine=True) whose γ, β were removed converts to an affine target (γ=1, β=0): the
+    layer's affine flag is read, not guessed from its weight."""
+    bn = nn.BatchNorm2d(4)
+    bn.weight = None
+    bn.bias = None
+    new = convert_layer(bn, "gn:2")
+    assert new.affine is True
+    assert torch.equal(new.weight, torch.ones(4)) and torch.equal(new.bias, torch.zeros(4))
+
+
+class _PerPositionAttribute(nn.BatchNorm2d):
+    """A torch BN subclass with a per_position attribute of its own meaning."""
+
+    per_position = True
+
+
+def test_per_position_is_read_from_normlab_layers_only() -> None:
+    """A torch BN subclass's own per_position attribute is not carried to normlab LayerNorm."""
+    new, report = convert_with_report(nn.Sequential(_PerPositionAttribute(4)), "ln")
+    assert new[0].per_position is False and "per_position" not in report[0].carried
+
+
+class _BufferedScale(nn.Module):
+    """An activation with a buffer and no parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+@pytest.mark.parametrize("act", [nn.PReLU, _BufferedScale], ids=["parameter", "buffer"])
+def test_dtype_is_read_from_the_norm_not_its_activation(act: Callable[[], nn.Module]) -> None:
+    """A timm BN-act layer without tensors of its own and a float64 activation: the new norm
+    is built in the default dtype, not the activation's."""
+    layer = timm_stand_ins.BatchNormAct2d(4, affine=False, track_running_stats=False, act=act)
+    layer.act.double()
+    new = convert_layer(layer, "bn", affine=True)
+    assert new.norm.weight.dtype == torch.float32
+    assert next(iter([*new.act.parameters(), *new.act.buffers()])).dtype == torch.float64
+
+
+def test_momentum_none_cumulative_average_is_carried() -> None:
+    """BN(momentum=None) (a cumulative average) converts to BatchNorm with momentum=None."""
+    assert convert_layer(nn.BatchNorm2d(4, momentum=None), "bn").momentum is None

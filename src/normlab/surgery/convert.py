@@ -157,10 +157,11 @@ def _carried_arguments(module: nn.Module, target: Any, accepted: set[str]) -> di
         tracking = getattr(module, "track_running_stats", None)
         if "track_running_stats" in accepted and isinstance(tracking, bool):
             kw["track_running_stats"] = tracking
-        momentum = getattr(module, "momentum", None)
         same_law = layers.class_running_stats(type(module)) == layers.class_running_stats(target)
-        if "momentum" in accepted and not layers.frozen_stats(module) and same_law:
-            kw["momentum"] = momentum
+        # hasattr: a missing momentum is not None (None: a cumulative average)
+        carry = hasattr(module, "momentum") and not layers.frozen_stats(module) and same_law
+        if "momentum" in accepted and carry:
+            kw["momentum"] = module.momentum
     source = layers.first_tensor(module)
     if source is not None:
         for key, value in (("device", source.device), ("dtype", source.dtype)):

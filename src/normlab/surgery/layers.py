@@ -226,8 +226,10 @@ def first_tensor(module: nn.Module) -> Tensor | None:
 
 
 def describe(path: str, module: nn.Module) -> str:
-    """``"features.3 (BatchNorm2d with 30 channels)"``: how errors and reports name a layer."""
+    """``"features.3 (BatchNorm2d with 30 channels)"``: how errors and reports name a layer
+    (no count for a lazy layer that has not seen input: its ``num_features`` 0 is a
+    placeholder)."""
     where = path or "<the model itself>"
-    count = channels(module)
+    count = None if is_lazy_uninitialized(module) else channels(module)
     detail = f" with {count} channels" if count is not None else ""
     return f"{where} ({type(module).__name__}{detail})"
