@@ -503,8 +503,8 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "r67", "convert carries BN's momentum into a layer whose momentum means else",
         SURGERY + "convert.py",
-        'if "momentum" in accepted and not layers.frozen_stats(module) and same_law:',
-        'if "momentum" in accepted and not layers.frozen_stats(module):',
+        'carry = hasattr(module, "momentum") and not layers.frozen_stats(module) and same_law',
+        'carry = hasattr(module, "momentum") and not layers.frozen_stats(module)',
         (T + "test_surgery_convert.py",),
     ),
     Patch(
