@@ -19,6 +19,8 @@ along the trajectory as they do between any two float32 runs: 4e-4 after 40 step
 
 from __future__ import annotations
 
+import gc
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -95,6 +97,10 @@ def main() -> None:
             split = " + ".join(map(str, sizes))
             print(f"  {label}  batches {split:>7}:  max|Δ param| {gap:.1e}"
                   f"   |Δ loss| {abs(loss - ref_loss):.1e}")  # fmt: skip
+    # free the DDP wrappers (reference cycles) while the group lives, and let both ranks finish
+    # before it goes: a wrapper collected after destroy_process_group aborts its process
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
