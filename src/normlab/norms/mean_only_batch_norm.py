@@ -61,12 +61,6 @@ class _CenterOnly:
 _CENTER_ONLY = _CenterOnly()
 
 
-def _fast_batch_path(xc: Tensor, *tensors: Tensor | None) -> bool:
-    """Whether the batch-mean path runs as one `_batch_affine` Function (statistics in one
-    read, ∂x in one sums pass plus one dx pass) instead of a strided mean and autograd."""
-    return _batch_affine.applies(xc, *tensors)
-
-
 def _batch_moments(xc: Tensor) -> tuple[Tensor, Tensor]:
     """The batch mean (differentiable) and unbiased variance per channel over (N, *S), one
     pass, accumulated in float32 for fp16 / bf16 input."""
@@ -85,7 +79,8 @@ def _mean_only(
 ) -> Tensor:
     if xc.numel() == 0:
         return xc.clone()
-    if use_batch and _fast_batch_path(xc, weight, bias):
+    if use_batch and _batch_affine.applies(xc, weight, bias):  # statistics in one read,
+        # ∂x in one sums pass plus one dx pass, instead of a strided mean and autograd
         return _batch_affine.batch_affine(xc, weight, bias, _CENTER_ONLY, 0.0)[0]
     if use_batch:
         dims = (0, *range(2, xc.dim()))
@@ -219,25 +214,21 @@ class MeanOnlyBatchNorm(Norm):
         use_batch = self.training or running_mean is None
         if use_batch and x.numel() == self.num_features:
             self._check_set_size(x)
-        if (self.training and running_mean is not None
-                and _fast_batch_path(xc, self.weight, self.bias, running_mean)):
-            y, batch = _batch_affine.batch_affine(xc, self.weight, self.bias, _CENTER_ONLY, 0.0)
-            update_running_ema_(
-                (running_mean, self._buffers["running_var"]),
-                (batch.mean, batch.unbiased_var),
-                self._buffers["num_batches_tracked"],
-                self.momentum,
-            )
-            return from_channels_first(y, cd)
         if self.training and running_mean is not None and xc.numel():
-            mean, var = _batch_moments(xc)
+            if _batch_affine.applies(xc, self.weight, self.bias, running_mean):
+                y, batch = _batch_affine.batch_affine(
+                    xc, self.weight, self.bias, _CENTER_ONLY, 0.0)
+                mean, var = batch.mean, batch.unbiased_var
+            else:
+                mean, var = _batch_moments(xc)
+                y = _center(xc, mean, self.weight, self.bias)
             update_running_ema_(
                 (running_mean, self._buffers["running_var"]),
                 (mean, var),
                 self._buffers["num_batches_tracked"],
                 self.momentum,
             )
-            return from_channels_first(_center(xc, mean, self.weight, self.bias), cd)
+            return from_channels_first(y, cd)
         y = _mean_only(xc, running_mean, self.weight, self.bias, use_batch)
         return from_channels_first(y, cd)
 
