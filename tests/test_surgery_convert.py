@@ -260,6 +260,42 @@ def test_lazy_layers_convert_once_materialized() -> None:
     assert isinstance(new[1], GroupNorm) and new[1].num_features == 4
 
 
+@pytest.mark.parametrize(
+    "selection",
+    [{"skip": nn.LazyBatchNorm2d}, {"skip": "2"}, {"only": nn.BatchNorm2d}, {"only": "1"}],
+    ids=["skip-type", "skip-path", "only-type", "only-path"],
+)
+def test_a_lazy_layer_left_out_of_the_selection_is_no_obstacle(selection: dict) -> None:
+    """The lazy-layer refusal covers only the layers convert would replace: one that skip= or
+    only= leaves out stays as it is, still lazy, and the rest converts."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.LazyBatchNorm2d())
+    new, report = convert_with_report(net, "gn:2", **selection)
+    assert [r.path for r in report] == ["1"]
+    assert isinstance(new[1], GroupNorm) and layers.is_lazy_uninitialized(new[2])
+
+
+def test_an_inplace_convert_that_refuses_a_layer_changes_no_layer() -> None:
+    """'gn:3' fits the 6-channel layer but not the 4-channel one after it: the refusal comes
+    before any layer of the model passed is replaced."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.Conv2d(6, 4, 1), nn.BatchNorm2d(4)
+    )
+    with pytest.raises(errors.ConfigError, match=r"convert: 3 .*cannot build 'gn:3'"):
+        convert(net, "gn:3", inplace=True)
+    assert isinstance(net[1], nn.BatchNorm2d) and isinstance(net[3], nn.BatchNorm2d)
+
+
+def test_convert_of_a_non_model_names_the_function_and_the_type() -> None:
+    """A state_dict passed where the model goes: convert's own name, the type received and the
+    fix, word for word."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert(nn.BatchNorm2d(4).state_dict(), "gn:2")
+    assert str(info.value) == (
+        "convert: model must be a torch.nn.Module; got OrderedDict. Pass the network itself "
+        "(e.g. a torchvision or timm model), not its state_dict or output."
+    )
+
+
 def test_other_refusals() -> None:
     net = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm((2, 3)))
     with pytest.raises(errors.ConfigError, match=r"normalized_shape=\(2, 3\)"):

@@ -108,6 +108,42 @@ def test_inplace_mutates_and_returns_the_model() -> None:
     assert isinstance(net[1], nn.Identity) and len(report) == 1
 
 
+@pytest.mark.parametrize("inplace", [False, True], ids=["copy", "inplace"])
+def test_a_callback_that_raises_leaves_the_model_as_it_was(inplace: bool) -> None:
+    """All or nothing: the second replacement fails, so not even the first is set."""
+    net = nn.Sequential(nn.BatchNorm1d(4), nn.ReLU(), nn.BatchNorm1d(4))
+    before = list(net)
+
+    def refuse_the_second(path: str, module: nn.Module) -> nn.Module | None:
+        if path == "2":
+            raise ValueError("no")
+        return _bn_to_identity(path, module)
+
+    with pytest.raises(ValueError, match="no"):
+        replace_modules(net, refuse_the_second, inplace=inplace)
+    assert list(net) == before
+    with pytest.raises(errors.ConfigError, match="the callback returned int for '2'"):
+        replace_modules(net, lambda p, m: 3 if p == "2" else _bn_to_identity(p, m), inplace=True)
+    assert list(net) == before
+
+
+def test_a_model_with_an_uninitialized_lazy_layer_is_copied() -> None:
+    """torch cannot deep-copy an uninitialized lazy parameter; the copy gets a fresh one of
+    the same kind, so both models materialize on their own first input."""
+    net = nn.Sequential(nn.LazyLinear(5), nn.LazyBatchNorm1d(), nn.BatchNorm1d(5))
+    new, report = replace_modules(net, lambda p, m: nn.Identity() if p == "2" else None)
+    assert [r.path for r in report] == ["2"] and isinstance(net[2], nn.BatchNorm1d)
+    lazy = [t for t in [*new.parameters(), *new.buffers()] if nn.parameter.is_lazy(t)]
+    assert len(lazy) == 6  # LazyLinear: weight, bias; LazyBatchNorm1d: those and two buffers
+    assert not {id(t) for t in lazy} & {id(t) for t in [*net.parameters(), *net.buffers()]}
+    assert new[1].running_mean.requires_grad is False and new[0].weight.requires_grad is True
+    new(torch.randn(3, 7))
+    assert new[0].weight.shape == (5, 7) and new[1].running_mean.shape == (5,)
+    assert nn.parameter.is_lazy(net[0].weight)
+    net(torch.randn(3, 2))
+    assert net[0].weight.shape == (5, 2)
+
+
 def test_bad_callback_result_and_bad_model_are_clear_errors() -> None:
     net = nn.Sequential(nn.Linear(3, 4))
     with pytest.raises(errors.ConfigError, match="returned str for '0'"):

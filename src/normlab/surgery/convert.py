@@ -360,10 +360,6 @@ def convert_with_report(
         raise not_a_model("convert", model)
     registry.factory(to)
     skip_items, only_items = check_selectors("convert", model, skip=skip, only=only)
-    for path, module in model.named_modules():
-        # before the deep copy, which an uninitialized lazy layer makes fail obscurely
-        if layers.is_lazy_uninitialized(module) and selected(path, module, skip_items, only_items):
-            _check_source(path, module, to, _target_callable(to))
     carried: dict[int, tuple[str, ...]] = {}
 
     def swap(path: str, module: nn.Module) -> nn.Module | None:

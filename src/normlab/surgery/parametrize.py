@@ -16,7 +16,6 @@ Parametrizations that are not normlab's (torch's orthogonal, a user's) are left 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,14 @@ from torch.nn.utils import parametrize as torch_parametrize
 from normlab import registry
 from normlab.errors import ConfigError
 from normlab.reparam._base import WeightParametrization, bake_weight
-from normlab.surgery.walker import Selector, check_selectors, matches, not_a_model, selected
+from normlab.surgery.walker import (
+    Selector,
+    check_selectors,
+    copy_model,
+    matches,
+    not_a_model,
+    selected,
+)
 
 __all__ = ["Parametrized", "parametrize", "parametrize_with_report", "unparametrize"]
 
@@ -121,7 +127,7 @@ def parametrize_with_report(
             f"{', '.join('normlab.' + getattr(x, '__name__', '?') for x in entry.exports)}."
         )
     skip_items, only_items = check_selectors("parametrize", model, skip=skip, only=only)
-    root = model if inplace else copy.deepcopy(model)
+    root = model if inplace else copy_model(model)
     report: list[Parametrized] = []
     for path, module in root.named_modules():
         if not _has_tensor(module, name) or not selected(path, module, skip_items, only_items):
@@ -200,7 +206,7 @@ def unparametrize(
         raise not_a_model("unparametrize", model)
     wanted = None if method is None else registry.lookup_weight(method).name
     skip_items, only_items = check_selectors("unparametrize", model, skip=skip, only=only)
-    root = model if inplace else copy.deepcopy(model)
+    root = model if inplace else copy_model(model)
     for path, module in list(root.named_modules()):
         if not torch_parametrize.is_parametrized(module):
             continue

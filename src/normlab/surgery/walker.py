@@ -10,8 +10,11 @@ before children), asks a callback for a replacement and sets it at the module's 
   twice) is offered to the callback once, at its first path, and the one replacement is set
   at every path, so the sharing survives. The report has one entry per path.
 * **replaced subtrees are not entered**: the children of a replaced module are gone.
-* **copy or not**: ``inplace=False`` (the default) deep-copies the model first and leaves the
-  original untouched; ``inplace=True`` mutates and returns the model itself.
+* **copy or not**: ``inplace=False`` (the default) deep-copies the model first (`copy_model`,
+  which also copies uninitialized lazy layers) and leaves the original untouched;
+  ``inplace=True`` mutates and returns the model itself.
+* **all or nothing**: every replacement is made before the first is set, so a callback that
+  raises leaves even an ``inplace=True`` model as it was.
 
 `matches` / `selected` implement the ``skip=`` / ``only=`` filters every tool takes, and
 `check_selectors` refuses an item that selects no module of the model (a misspelt path would
@@ -28,10 +31,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from torch import nn
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from normlab.errors import ConfigError, did_you_mean
 
@@ -202,6 +207,22 @@ def _set(root: nn.Module, path: str, new: nn.Module) -> None:
     parent._modules[name] = new
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, where an uninitialized lazy parameter or buffer (which torch
+    refuses to deep-copy) becomes a fresh uninitialized one of the same kind."""
+    memo: dict[int, object] = {}
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if isinstance(tensor, UninitializedParameter):
+            memo[id(tensor)] = UninitializedParameter(
+                tensor.requires_grad, device=tensor.device, dtype=tensor.dtype
+            )
+        elif isinstance(tensor, UninitializedBuffer):
+            memo[id(tensor)] = UninitializedBuffer(
+                tensor.requires_grad, device=tensor.device, dtype=tensor.dtype
+            )
+    return copy.deepcopy(model, memo)
+
+
 def replace_modules(
     model: nn.Module,
     fn: Callable[[str, nn.Module], nn.Module | None],
@@ -227,7 +248,7 @@ def replace_modules(
     """
     if not isinstance(model, nn.Module):
         raise not_a_model("replace_modules", model)
-    root = model if inplace else copy.deepcopy(model)
+    root = model if inplace else copy_model(model)
     paths: dict[int, list[str]] = {}
     visit: list[nn.Module] = []
     for path, module in root.named_modules(remove_duplicate=False):
@@ -236,11 +257,12 @@ def replace_modules(
             visit.append(module)
         paths[id(module)].append(path)
 
-    replaced: list[str] = []
+    # every replacement is built before the first is set: when fn raises, even an inplace
+    # model is left as it was, not half replaced
+    planned: list[tuple[str, nn.Module]] = []
     report: list[Replacement] = []
-    new_root = root
     for module in visit:
-        live = [p for p in paths[id(module)] if not _under(p, replaced)]
+        live = [p for p in paths[id(module)] if not _under(p, [path for path, _ in planned])]
         if not live:
             continue
         new = fn(live[0], module)
@@ -249,10 +271,12 @@ def replace_modules(
         if not isinstance(new, nn.Module):
             raise bad_replacement(live[0], new)
         for path in live:
-            if path == "":
-                new_root = new
-            else:
-                _set(root, path, new)
-            replaced.append(path)
+            planned.append((path, new))
             report.append(Replacement(path, type(module), type(new)))
+    new_root = root
+    for path, new in planned:
+        if path == "":
+            new_root = new
+        else:
+            _set(root, path, new)
     return new_root, report
