@@ -226,6 +226,19 @@ def test_custom_law_gets_the_factor_and_shares_the_guard_and_counter():
     close(buf, torch.full((C,), 16.0, dtype=torch.float64))
 
 
+def test_ema_watch_decides_for_the_batch() -> None:
+    """update_running_ema_(watch=w): w alone decides whether the batch is folded in, whatever
+    the targets hold (the caller passes the tensor the targets were read from)."""
+    rm, rv, nbt = fresh_buffers()
+    mean, var = (torch.full((C,), v, dtype=torch.float64) for v in (2.0, 3.0))
+    poisoned = torch.tensor([1.0, float("nan")], dtype=torch.float64)
+    running.update_running_ema_((rm, rv), (mean, var), nbt, 0.5, watch=poisoned)
+    assert int(nbt) == 0 and torch.equal(rm, torch.zeros(C, dtype=torch.float64))
+    mean[0] = float("inf")
+    running.update_running_ema_((rm, rv), (mean, var), nbt, 0.5, watch=torch.ones(2))
+    assert int(nbt) == 1 and not torch.isfinite(rm[0]) and rv[0] == 2.0
+
+
 @pytest.mark.parametrize("values", [[1.0, float("nan")], [float("inf"), 0.0], [-3e38, 3e38]])
 def test_all_finite(values):
     t = torch.tensor(values, dtype=torch.float32)

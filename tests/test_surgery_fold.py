@@ -274,8 +274,10 @@ def test_bn_not_after_a_conv_is_reported_and_kept() -> None:
 def test_fold_logs_every_pair(caplog: pytest.LogCaptureFixture) -> None:
     model = randomize(Tiny()).eval()
     with caplog.at_level(logging.INFO, logger="normlab.surgery"):
-        fold(model)
-    assert sum("folded into" in r.getMessage() for r in caplog.records) == 4
+        result = fold_with_report(model)
+    messages = [r.getMessage() for r in caplog.records if r.name == "normlab.surgery"]
+    assert messages == [f"fold: {pair}" for pair in result.folded]
+    assert len(messages) == 4 and all("(folded into " in m for m in messages)
 
 
 def test_inplace() -> None:

@@ -79,7 +79,7 @@ from normlab.surgery.layers import (
     norm_act_tail,
 )
 from normlab.surgery.parametrize import only_normlab_parametrizations, unparametrize
-from normlab.surgery.walker import Replacement, not_a_model, replace_modules
+from normlab.surgery.walker import Replacement, copy_model, not_a_model, replace_modules
 
 __all__ = [
     "FoldResult",
@@ -633,7 +633,7 @@ def fold_with_report(
         raise not_a_model("fold", model)
     chosen = _find(model) if pairs is None else _given_pairs(model, pairs)
     _check_unshared(model, chosen)  # everything is checked before anything is changed
-    root = model if inplace else copy.deepcopy(model)
+    root = model if inplace else copy_model(model)
     unparametrize(root, inplace=True)  # deployment: every weight-side method baked in
     folded = []
     for conv_path, bn_path in chosen:
