@@ -274,12 +274,16 @@ def test_a_lazy_layer_left_out_of_the_selection_is_no_obstacle(selection: dict) 
     assert isinstance(new[1], GroupNorm) and layers.is_lazy_uninitialized(new[2])
 
 
+def _six_then_four_channels() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.Conv2d(6, 4, 1), nn.BatchNorm2d(4)
+    )
+
+
 def test_an_inplace_convert_that_refuses_a_layer_changes_no_layer() -> None:
     """'gn:3' fits the 6-channel layer but not the 4-channel one after it: the refusal comes
     before any layer of the model passed is replaced."""
-    net = nn.Sequential(
-        nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.Conv2d(6, 4, 1), nn.BatchNorm2d(4)
-    )
+    net = _six_then_four_channels()
     with pytest.raises(errors.ConfigError, match=r"convert: 3 .*cannot build 'gn:3'"):
         convert(net, "gn:3", inplace=True)
     assert isinstance(net[1], nn.BatchNorm2d) and isinstance(net[3], nn.BatchNorm2d)
@@ -729,3 +733,76 @@ def test_dtype_is_read_from_the_norm_not_its_activation(act: Callable[[], nn.Mod
 def test_momentum_none_cumulative_average_is_carried() -> None:
     """BN(momentum=None) (a cumulative average) converts to BatchNorm with momentum=None."""
     assert convert_layer(nn.BatchNorm2d(4, momentum=None), "bn").momentum is None
+
+
+class _TakesDeviceOnly(nn.GroupNorm):
+    def __init__(self, num_features: int, device: torch.device | None = None) -> None:
+        super().__init__(2, num_features, device=device)
+
+
+class _ScaleOnly(nn.Module):
+    """A replacement with a weight and no bias attribute at all."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(-1, *[1] * (x.dim() - 2))
+
+
+@pytest.mark.parametrize(
+    "target", [lambda n: nn.GroupNorm(2, n), _TakesDeviceOnly], ids=["takes-neither", "device-only"]
+)
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_target_not_given_the_device_or_dtype_is_moved_to_the_source_s(
+    target: Callable, device: str
+) -> None:
+    """What the target's constructor does not take, the new layer still gets: it sits on the
+    source's device in the source's dtype."""
+    new = convert_layer(nn.BatchNorm2d(4, device=device, dtype=torch.float64), target)
+    for tensor in (new.weight, new.bias):
+        assert tensor.dtype == torch.float64 and tensor.device.type == device
+
+
+def test_a_dtype_the_caller_passes_wins_over_the_source_s() -> None:
+    new = convert_layer(
+        nn.BatchNorm2d(4, dtype=torch.float64),
+        lambda n, **kw: nn.GroupNorm(2, n, **kw),
+        dtype=torch.float16,
+    )
+    assert new.weight.dtype == torch.float16
+
+
+def test_the_report_lists_what_was_carried_word_for_word() -> None:
+    """Neither device nor dtype (they are where the layer lives, not what it learned) nor an
+    argument the caller passed; a source or target without a bias carries the weight alone."""
+    bn = nn.BatchNorm2d(4, dtype=torch.float64)
+    _, report = convert_with_report(nn.Sequential(bn), "frozen_bn", eps=1e-3)
+    assert report[0].carried == (
+        "affine", "channel_dim", "weight", "bias", "running_mean", "running_var",
+        "num_batches_tracked",
+    )
+    rms = nn.RMSNorm(8)
+    nn.init.uniform_(rms.weight)
+    new, report = convert_with_report(nn.Sequential(nn.Linear(3, 8), rms), "ln")
+    assert report[0].carried == ("affine", "channel_dim", "per_position", "weight")
+    assert torch.equal(new[1].weight, rms.weight) and not new[1].bias.any()
+    nn.init.uniform_(bn.weight)
+    new, report = convert_with_report(nn.Sequential(bn), _ScaleOnly)
+    assert report[0].carried == ("weight",) and torch.equal(new[0].weight, bn.weight)
+
+
+def test_cannot_build_refusal_word_for_word() -> None:
+    """The target's own complaint, its final period dropped, inside convert's refusal."""
+    with pytest.raises(errors.ConfigError) as info:
+        convert(_six_then_four_channels(), "gn:3")
+    assert str(info.value) == (
+        "convert: 3 (BatchNorm2d with 4 channels): cannot build 'gn:3' for it: num_features (4) "
+        "must be divisible by num_groups (3); choose num_groups among [1, 2, 4], pass "
+        "group_size=, or pass max_groups=3 (spec 'gn:max3') to use the largest divisor of 4 up "
+        "to 3. Use a spec and keyword arguments that fit every converted layer (e.g. "
+        "'gn:max32', the largest divisor of each layer's channel count up to 32, or 'gn:G' with "
+        "G dividing 4), or convert this layer separately with only=. Or leave this layer as it "
+        "is with skip='3'."
+    )

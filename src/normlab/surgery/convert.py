@@ -249,8 +249,11 @@ def _build(
             f"cannot build {_spec_name(to)} for it: {str(exc).rstrip('.')}", fix,
         ) from None
     source = layers.first_tensor(module)
-    if source is not None and not {"device", "dtype"} & (accepted | set(kwargs)):
-        new = new.to(device=source.device, dtype=source.dtype)
+    if source is not None:  # what the target's constructor was not given, .to() moves
+        given = accepted | set(kwargs)
+        move = {k: getattr(source, k) for k in ("device", "dtype") if k not in given}
+        if move:
+            new = new.to(**move)
     carried = [k for k in carried_kw if k not in kwargs and k not in ("device", "dtype")]
     with torch.no_grad():
         for name in ("weight", "bias"):
