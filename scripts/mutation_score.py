@@ -9,7 +9,8 @@ They are listed, each group with its reason, in ``scripts/equivalent_mutants.tom
 groups of ``[name, mutated line]`` pairs under one ``why``. An entry counts only if that mutant
 exists, survived, and its diff still adds that line (mutmut numbers mutants per function, so an
 edit can give a listed name to another mutation); stale entries are printed and not counted.
-Usage, from the repository root after `mutmut run`: ``python scripts/mutation_score.py``.
+Usage, from the repository root after `mutmut run`: ``python scripts/mutation_score.py``
+(``--lines``: each survivor not set aside is printed with the line its diff adds).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> int:
     listed = listed_equivalents()
     seen: set[str] = set()
     stale: list[str] = []
+    unexplained: list[tuple[str, Path]] = []
     total: Counter[str] = Counter()
     print(f"{'module':48s} {'killed':>6s} {'surv.':>6s} {'aside':>6s} {'no t.':>6s} "
           f"{'unrun':>6s} {'score':>7s} {'w/o set-aside':>13s}")
@@ -82,6 +84,8 @@ def main() -> int:
         counts = Counter(kind(c) for c in codes.values())
         for name, code in codes.items():
             if name not in listed:
+                if kind(code) in ("survived", "no tests"):
+                    unexplained.append((name, source))
                 continue
             seen.add(name)
             if kind(code) in ("survived", "no tests") and verified(name, listed[name], source):
@@ -92,6 +96,12 @@ def main() -> int:
         print(_row(str(source), counts))
     print(_row("total", total))
     stale += [f"{name} (no such mutant)" for name in sorted(set(listed) - seen)]
+    if unexplained:
+        print(f"\n{len(unexplained)} survivors not set aside (kill each with a test, or list it "
+              f"in {EQUIVALENTS.name} with the reason):")
+        for name, source in unexplained:
+            added = " | ".join(added_lines(name, source)) if "--lines" in sys.argv else ""
+            print(f"  {name}  {added}".rstrip())
     if stale:
         print(f"\n{len(stale)} listed equivalents not counted (killed, renumbered or gone: "
               f"update {EQUIVALENTS.name}):")

@@ -344,6 +344,28 @@ def test_copy_shared_layers_and_hooks() -> None:
     assert calls == ["LayerNorm", "LayerNorm"]
 
 
+def test_hooks_of_every_kind_are_carried_and_reported_once() -> None:
+    bn = nn.BatchNorm1d(4)
+    calls = []
+    bn.register_forward_pre_hook(lambda m, args: calls.append("pre"))
+    bn.register_forward_hook(lambda m, args, out: calls.append("post"))
+    bn.register_full_backward_hook(lambda m, gin, gout: calls.append("backward"))
+    new, report = convert_with_report(nn.Sequential(bn), "ln")
+    assert report[0].carried.count("hooks") == 1
+    new(torch.randn(3, 4, requires_grad=True)).sum().backward()
+    assert calls == ["pre", "post", "backward"]
+
+
+def test_a_parameter_converted_into_a_buffer_stays_out_of_autograd() -> None:
+    """BN's trainable γ, β become FrozenBatchNorm's fixed buffers: values carried, no grad."""
+    bn = nn.BatchNorm2d(4)
+    nn.init.uniform_(bn.weight)
+    frozen = convert_layer(bn, "frozen_bn")
+    assert "weight" in frozen._buffers and torch.equal(frozen.weight, bn.weight)
+    assert not frozen.weight.requires_grad and not frozen.bias.requires_grad
+    assert list(frozen.parameters()) == []
+
+
 def test_converted_virtual_batch_norm_needs_a_reference_pass() -> None:
     new = convert(resnet_like(), "vbn")
     with pytest.raises(errors.ConfigError, match="has no reference batch"):

@@ -280,6 +280,8 @@ def _build(
             getattr(new, attr).update(hooks)
             if "hooks" not in carried:
                 carried.append("hooks")
+    if module._backward_hooks:  # torch runs them only with the flag their registration set
+        new._is_full_backward_hook = module._is_full_backward_hook
     new.train(module.training)
     return new, tuple(carried)
 
