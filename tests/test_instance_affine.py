@@ -152,6 +152,35 @@ def test_instance_affine_forward_and_gradients(
     assert torch.autograd.gradgradcheck(run, (x, weight, shift))
 
 
+def _center(mean: Tensor, var: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Centering alone (no σ²): y = x − μ + β."""
+    return torch.ones_like(mean), shift - mean
+
+
+def _scale(mean: Tensor, var: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+    """Scaling alone (no μ): y = x / sqrt(σ² + 1) + β."""
+    return torch.rsqrt(var + 1.0), shift.expand_as(mean)
+
+
+@pytest.mark.parametrize("coefficients", [_center, _scale], ids=["mean_only", "var_only"])
+def test_coefficients_that_read_one_moment_get_its_gradient(coefficients: Callable) -> None:
+    """A coefficient function may leave μ or σ² unread (autograd finds no gradient for it): the
+    input gradient is the other moment's alone, against the float64 equations."""
+    x = make_input((3, 4, 5), F64, seed=4).requires_grad_()
+    shift = torch.linspace(-1.0, 1.0, 4, dtype=F64).requires_grad_()
+    y = instance_affine(x, coefficients, shift, moments=instance_moments(x.detach()))
+    mean = x.mean(2, keepdim=True)
+    var = ((x - mean) ** 2).mean(2, keepdim=True)
+    expected = x - mean if coefficients is _center else x / (var + 1.0).sqrt()
+    expected = expected + shift[:, None]
+    close(y, expected, 1e-12)
+    dy = make_input((3, 4, 5), F64, seed=5)
+    got = torch.autograd.grad(y, (x, shift), dy)
+    want = torch.autograd.grad(expected, (x, shift), dy)
+    for g, w in zip(got, want, strict=True):
+        close(g, w, 1e-11)
+
+
 @pytest.mark.parametrize("run", [_apply, _apply_in_place], ids=["fresh", "in_place"])
 def test_instance_affine_low_precision_matches_fp32(run: Callable[..., Tensor]) -> None:
     x32 = make_input((4, 6, 5, 5), torch.float32, seed=6)

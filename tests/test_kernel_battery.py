@@ -257,6 +257,28 @@ def test_gradients_match_float64_oracle(
 
 
 @mode_cases
+def test_one_sample_of_one_channel_matches_float64_oracle(case: Case, training: bool) -> None:
+    """(1, 1, 4, 4): one (sample, channel) set, so each kind of statistic is a single value
+    (the per-(n, c) kernels' edge: their count is the whole input). Output, input and
+    parameter gradients against the float64 oracle."""
+    try:
+        m = randomize_(case.make(num_features=1, dtype=F64)).train(training)
+    except ValueError as exc:  # e.g. two groups cannot split one channel
+        pytest.skip(f"{case.id} takes no single channel: {exc}")
+    oracle = copy.deepcopy(m)
+    x, g = make_input((1, 1, 4, 4), F64, seed=5), make_input((1, 1, 4, 4), F64, seed=6)
+    leaf, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y = m(leaf)
+    y.backward(g)
+    expected = case.reference(oracle, xo)
+    expected.backward(g)
+    close(y.detach(), expected.detach(), 1e-10, msg="output")
+    close(leaf.grad, xo.grad, 1e-10, msg="input grad")
+    for key, grad in param_grads(oracle).items():
+        close(param_grads(m)[key], grad, 1e-9, msg=f"{key} grad")
+
+
+@mode_cases
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_traced_composition_matches_float64_oracle(case: Case, training: bool, size: str) -> None:
     """What torch.compile / torch.export trace (`normlab.core.tracing.eager_composition` runs it
