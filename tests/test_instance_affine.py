@@ -153,19 +153,20 @@ def test_instance_affine_forward_and_gradients(
 
 
 def _center(mean: Tensor, var: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
-    """Centering alone (no σ²): y = x − μ + β."""
-    return torch.ones_like(mean), shift - mean
+    """Centering alone (no σ²): y = x − μ + β; A is one (C,) row for every sample."""
+    return torch.ones(mean.shape[1], dtype=mean.dtype), shift - mean
 
 
 def _scale(mean: Tensor, var: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
-    """Scaling alone (no μ): y = x / sqrt(σ² + 1) + β."""
-    return torch.rsqrt(var + 1.0), shift.expand_as(mean)
+    """Scaling alone (no μ): y = x / sqrt(σ² + 1) + β; B is one (C,) row for every sample."""
+    return torch.rsqrt(var + 1.0), shift
 
 
 @pytest.mark.parametrize("coefficients", [_center, _scale], ids=["mean_only", "var_only"])
 def test_coefficients_that_read_one_moment_get_its_gradient(coefficients: Callable) -> None:
-    """A coefficient function may leave μ or σ² unread (autograd finds no gradient for it): the
-    input gradient is the other moment's alone, against the float64 equations."""
+    """A coefficient function may leave μ or σ² unread (autograd finds no gradient for it) and
+    return a (C,) row for A or B: the input gradient is the other moment's alone, against the
+    float64 equations."""
     x = make_input((3, 4, 5), F64, seed=4).requires_grad_()
     shift = torch.linspace(-1.0, 1.0, 4, dtype=F64).requires_grad_()
     y = instance_affine(x, coefficients, shift, moments=instance_moments(x.detach()))

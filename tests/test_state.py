@@ -188,6 +188,19 @@ def test_reset_running_stats(case: Case) -> None:
 
 
 @running_cases
+def test_a_fresh_layer_starts_from_torch_s_initial_statistics(case: Case) -> None:
+    """Mean 0, variance 1 and a counter at 0 (so momentum=None's first step takes the batch's
+    statistics whole), as a fresh nn.BatchNorm2d."""
+    m = case.make(dtype=F64)
+    if getattr(m, "running_mean", None) is not None:  # EvoNorm-B0 keeps no running mean
+        assert torch.equal(m.running_mean, torch.zeros(case.num_features, dtype=F64))
+    assert torch.equal(m.running_var, torch.ones(case.num_features, dtype=F64))
+    assert _tracked(m) in (None, 0)
+    if _tracked(m) is not None:
+        assert m.num_batches_tracked.dtype == torch.long
+
+
+@running_cases
 def test_reset_layer_trains_like_a_freshly_built_one(case: Case) -> None:
     """reset_running_stats forgets everything the layer accumulated, in every buffer (a
     method's own counters and accumulators too): afterwards its state, and its next training

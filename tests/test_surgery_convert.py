@@ -828,3 +828,57 @@ def test_cannot_build_refusal_word_for_word() -> None:
         "G dividing 4), or convert this layer separately with only=. Or leave this layer as it "
         "is with skip='3'."
     )
+
+
+_FROZEN_FIX = (
+    "Convert to a norm that learns its statistics (e.g. 'bn'), train or normlab.recalibrate "
+    "it, then convert that to 'frozen_bn'. Or leave this layer as it is with skip='0'."
+)
+
+
+@pytest.mark.parametrize(
+    ("layer", "to", "expected"),
+    [
+        (lambda: nn.LayerNorm((2, 3)), "ln",
+         "convert: 0 (LayerNorm): it normalizes over normalized_shape=(2, 3), more than one dim, "
+         "so it is not a per-channel norm. Only LayerNorm / RMSNorm over the last dim (the "
+         "channels of (N, *, C)) convert. Or leave this layer as it is with skip='0'."),
+        (lambda: nn.InstanceNorm2d(4, track_running_stats=True), "frozen_bn",
+         "convert: 0 (InstanceNorm2d with 4 channels): 'frozen_bn' needs BatchNorm running "
+         "statistics (mean and variance over (N, *S)) and this layer keeps averages of "
+         f"per-sample statistics instead. {_FROZEN_FIX}"),
+        (lambda: normlab.EvoNormB0(4), "frozen_bn",
+         "convert: 0 (EvoNormB0 with 4 channels): 'frozen_bn' needs BatchNorm running "
+         f"statistics (mean and variance over (N, *S)) and this layer keeps no running mean. "
+         f"{_FROZEN_FIX}"),
+        (lambda: nn.GroupNorm(2, 4), "frozen_bn",
+         "convert: 0 (GroupNorm with 4 channels): 'frozen_bn' needs BatchNorm running "
+         "statistics (mean and variance over (N, *S)) and this layer keeps none, so the frozen "
+         f"layer would normalize with mean 0 and variance 1 forever. {_FROZEN_FIX}"),
+    ],
+    ids=["ln-two-dims", "instance-to-frozen", "variance-only-to-frozen", "none-to-frozen"],
+)
+def test_source_refusals_word_for_word(layer: Callable, to: str, expected: str) -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        convert(nn.Sequential(layer()), to)
+    assert str(info.value) == expected
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """A user's own class that happens to share a timm norm + activation name."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+def test_a_class_outside_timm_with_a_timm_name_is_not_taken_for_timm_s() -> None:
+    """Only timm's own norm + activation classes convert with their drop and act kept; a
+    look-alike elsewhere is a custom layer, refused (its forward would be dropped)."""
+    layer = BatchNormAct2d(4)
+    assert not layers.is_norm_act(layer)
+    with pytest.raises(errors.ConfigError, match="overrides forward or holds child modules"):
+        convert(nn.Sequential(layer), "gn:2")

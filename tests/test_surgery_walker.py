@@ -176,10 +176,16 @@ def test_selectors(selector: object, path: str, expected: bool) -> None:
     assert matches(path, _MyBN(2), items) is expected
 
 
-@pytest.mark.parametrize("bad", [3, [1.5], {"a": object()}])
+@pytest.mark.parametrize("bad", [3, [1.5], {"a": 2}], ids=["not-iterable", "bad-item", "mapping"])
 def test_bad_selectors_are_refused(bad: object) -> None:
-    with pytest.raises(errors.ConfigError, match="only must be a module path"):
+    """Word for word, with the value received."""
+    with pytest.raises(errors.ConfigError) as info:
         check_selector(bad, "only")  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"only must be a module path or fnmatch pattern (str), a module class, or a list of "
+        f"those; got {bad!r}. Examples: only='layer1', only='*.bn2', "
+        f"only=torch.nn.BatchNorm1d, only=['head', 'stem.*']."
+    )
 
 
 def test_a_replaced_root_is_not_entered() -> None:
