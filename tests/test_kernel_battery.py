@@ -146,6 +146,23 @@ def test_bf16_input_far_from_zero_matches_float64_oracle(
     close(y.double(), expected, 5e-2, msg=f"bf16 around 64, {size}")
 
 
+@pytest.mark.parametrize("case", [c for c in KERNEL_CASES if c.id.endswith("affine_false")],
+                         ids=lambda c: c.id)
+def test_low_precision_without_affine_under_a_float64_default_dtype(case: Case) -> None:
+    """The float32 ones and zeros a native kernel gets in place of absent γ, β are float32
+    whatever the default dtype (a float64 one beside a bf16 input is a mixed-dtype error)."""
+    m = case.make(dtype=torch.bfloat16).train()
+    x = make_input(case.shapes[-1], torch.bfloat16, seed=8)
+    expected = case.reference(copy.deepcopy(m), x)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(F64)
+    try:
+        y = m(x)
+    finally:
+        torch.set_default_dtype(default)
+    close(y.double(), expected, 3e-2, msg="bf16 under a float64 default dtype")
+
+
 # the layers built on `normlab.norms._base.dense` / `in_layout` (RMSNorm's elementwise
 # composition keeps the input's strides instead)
 CHANNELS_FIRST = [(c, t) for c, t in MODES if c.name != "rms_norm"]
