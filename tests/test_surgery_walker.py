@@ -139,6 +139,12 @@ def test_a_model_with_an_uninitialized_lazy_layer_is_copied() -> None:
     assert new[1].running_mean.requires_grad is False and new[0].weight.requires_grad is True
     new(torch.randn(3, 7))
     assert new[0].weight.shape == (5, 7) and new[1].running_mean.shape == (5,)
+    meta = nn.Sequential(nn.LazyBatchNorm1d(device="meta", dtype=torch.float64))
+    copied = replace_modules(meta, lambda p, m: None)[0][0]
+    for name in ("weight", "running_mean", "running_var"):
+        tensor = getattr(copied, name)
+        assert nn.parameter.is_lazy(tensor) and tensor is not getattr(meta[0], name)
+        assert tensor.dtype == torch.float64 and tensor.device.type == "meta", name
     assert nn.parameter.is_lazy(net[0].weight)
     net(torch.randn(3, 2))
     assert net[0].weight.shape == (5, 2)

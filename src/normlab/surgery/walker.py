@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from torch import nn
-from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer
 
 from normlab.errors import ConfigError, did_you_mean
 
@@ -208,18 +207,15 @@ def _set(root: nn.Module, path: str, new: nn.Module) -> None:
 
 
 def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy(model)``, where an uninitialized lazy parameter or buffer (which torch
-    refuses to deep-copy) becomes a fresh uninitialized one of the same kind."""
-    memo: dict[int, object] = {}
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        if isinstance(tensor, UninitializedParameter):
-            memo[id(tensor)] = UninitializedParameter(
-                tensor.requires_grad, device=tensor.device, dtype=tensor.dtype
-            )
-        elif isinstance(tensor, UninitializedBuffer):
-            memo[id(tensor)] = UninitializedBuffer(
-                tensor.requires_grad, device=tensor.device, dtype=tensor.dtype
-            )
+    """``copy.deepcopy(model)``, where an uninitialized lazy buffer (which torch refuses to
+    deep-copy, unlike an uninitialized parameter) becomes a fresh uninitialized one."""
+    memo: dict[int, object] = {
+        id(buffer): UninitializedBuffer(
+            buffer.requires_grad, device=buffer.device, dtype=buffer.dtype
+        )
+        for buffer in model.buffers()
+        if isinstance(buffer, UninitializedBuffer)
+    }
     return copy.deepcopy(model, memo)
 
 
