@@ -69,6 +69,22 @@ def _knows_channels(module: torch.nn.Module, channels: int) -> bool:
                for t in module.state_dict().values())
 
 
+@pytest.mark.parametrize("bad", ["wrong-channels", "int64", "rank-1"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_a_module_s_input_error_names_the_layer_and_what_it_got(case: Case, bad: str) -> None:
+    """The message starts with the layer (its class and channel count) and quotes the shape or
+    dtype it received."""
+    module = case.make()
+    x = BAD_INPUTS[bad](case.num_features)
+    if bad == "wrong-channels" and not _knows_channels(module, case.num_features):
+        pytest.skip("no per-channel tensor: any channel count is valid")
+    with pytest.raises(InputError) as info:
+        module(x)
+    text = str(info.value)
+    assert text.startswith(f"{type(module).__name__}({case.num_features}"), text
+    assert (f"got dtype {x.dtype}" if bad == "int64" else f"got {tuple(x.shape)}") in text, text
+
+
 @pytest.mark.parametrize("bad", [True, 0, 2, "last", 1.0], ids=repr)
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_channel_dim_must_be_1_or_minus_1_in_every_functional_form(case: Case, bad) -> None:
