@@ -524,7 +524,7 @@ PATCHES: tuple[Patch, ...] = (
     Patch(
         "r70", "replace_modules(inplace=False) modifies the caller's model",
         SURGERY + "walker.py",
-        "    root = model if inplace else copy.deepcopy(model)",
+        "    root = model if inplace else copy_model(model)",
         "    root = model",
         (T + "test_surgery_walker.py",),
     ),
@@ -539,7 +539,7 @@ PATCHES: tuple[Patch, ...] = (
         "r72", "parametrize(inplace=False) modifies the caller's model",
         SURGERY + "parametrize.py",
         'check_selectors("parametrize", model, skip=skip, only=only)\n'
-        "    root = model if inplace else copy.deepcopy(model)",
+        "    root = model if inplace else copy_model(model)",
         'check_selectors("parametrize", model, skip=skip, only=only)\n    root = model',
         (T + "test_surgery_parametrize.py",),
     ),
