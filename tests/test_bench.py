@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from normlab.bench import report
+from normlab.bench import allocator, report
 from normlab.bench import run as bench_run
 from normlab.cli import main
 from normlab.cli_bench import parse_shape
@@ -83,6 +83,7 @@ def test_the_json_keeps_every_raw_number_and_the_machine(tiny_run) -> None:
     m = doc["machine"]
     for key in ("torch", "threads", "cpu", "clock", "load_average_before", "load_average_after"):
         assert key in m, key
+    assert m["allocator"] == "default"
     assert m["torch"] == torch.__version__
     assert doc["config"]["rounds"] == 2
     for r in (r for r in doc["results"] if r["status"] == "ok"):
@@ -152,6 +153,31 @@ def test_cuda_absent_is_a_clear_error_through_the_entry_point() -> None:
     assert "--device 'cuda': CUDA is not available here" in proc.stderr
     assert "Run with --device cpu" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_allocator_keep_is_recorded_in_the_json_and_the_header(tmp_path) -> None:
+    out = tmp_path / "keep.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "normlab", "bench", "--layers", "bn", "--shapes", "2x4x4x4",
+         "--train", *TINY, "--allocator", "keep", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["machine"]["allocator"] == "keep"
+    assert "clock: process_time, allocator: keep" in proc.stdout
+
+
+def test_allocator_keep_without_glibc_is_a_clear_error(monkeypatch, capsys) -> None:
+    def no_library(name: object) -> object:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", no_library)
+    assert main(["bench", "--layers", "bn", "--allocator", "keep"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "normlab: error: --allocator keep: needs glibc's mallopt (Linux); this C library has none. "
+        "Run with --allocator default, or preload a caching allocator (jemalloc, tcmalloc)."
+    )
 
 
 def test_parse_shape_reads_both_forms() -> None:

@@ -21,6 +21,7 @@ import torch
 
 from normlab import errors, registry
 from normlab.bench import cases, report
+from normlab.bench.allocator import ALLOCATORS, keep_freed_memory
 from normlab.bench.run import Config, run
 from normlab.bench.timing import clock
 from normlab.cli_lab import _positive_int, comma_list
@@ -81,6 +82,10 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
                    "torch.channels_last memory for rank 4 and 5")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile of every layer (ratio column ÷ torch.compile)")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="default",
+                   help="'keep': glibc keeps freed memory (no page faults from fresh buffers "
+                   "in some rounds and not others; see normlab.bench.allocator); 'default': "
+                   "the C library as it is")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write every raw number, the configuration and the machine")
     p.add_argument("--markdown", metavar="FILE", default=None, help="write the table too")
@@ -137,10 +142,12 @@ def _progress(done: int, total: int, record: dict[str, Any]) -> None:
 
 def bench(args: argparse.Namespace) -> int:
     config = config_of(args)
+    if args.allocator == "keep":
+        keep_freed_memory()
     torch.set_num_threads(config.threads)
     torch.manual_seed(0)
     clock_name, now = clock(config.threads, config.device)
-    info = report.machine(config.device, clock_name)
+    info = {**report.machine(config.device, clock_name), "allocator": args.allocator}
     load_before = report.load_average()
     records: list[dict[str, Any]] = []
     start = time.monotonic()

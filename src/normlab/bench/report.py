@@ -117,7 +117,8 @@ def markdown(doc: dict[str, Any]) -> str:
     header = [
         f"- {m['date']}; torch {m['torch']}, normlab {m['normlab']}, Python {m['python']}",
         f"- {m['cpu']} ({m['cpu_count']} CPUs), {m['threads']} threads, clock: {m['clock']}"
-        + (f", GPU {m['gpu']}" if "gpu" in m else ""),
+        + (f", GPU {m['gpu']}" if "gpu" in m else "")
+        + (f", allocator: {m['allocator']}" if "allocator" in m else ""),
         f"- 1-minute load average: {load(m['load_average_before'])} before, "
         f"{load(m['load_average_after'])} after",
         f"- {c['dtype']} on {c['device']}, {c['rounds']} alternating rounds after "
