@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,24 @@ def local_numbers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
     return got
 
 
+# Ray's C++ core logs to the driver's stderr on its own, e.g. while a job it is ending still
+# has tasks: "[2026-12-07 15:22:20,823 E 3470 3487] task_manager.cc:1545: Failed to push error
+# to driver for task …" (seen in 1 of 3 interrupted sweeps, Ray 2.x)
+RAY_CORE_LOG = re.compile(r"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] \S+\.cc:\d+: ")
+
+
+def normlab_lines(err: str) -> list[str]:
+    """The lines of stderr that are not Ray's own core log."""
+    return [ln for ln in err.strip().splitlines() if not RAY_CORE_LOG.match(ln)]
+
+
+def test_normlab_lines_drop_ray_core_logs_only() -> None:
+    err = ("[2026-12-07 15:22:20,823 E 3470 3487] task_manager.cc:1545: Failed to push error\n"
+           "normlab: interrupted: 2 finished runs are kept\n[not a log] x.cc:1: y\n")
+    assert normlab_lines(err) == ["normlab: interrupted: 2 finished runs are kept",
+                                  "[not a log] x.cc:1: y"]
+
+
 def test_a_ray_sweep_gives_the_local_numbers(
     ray_address: str, local_numbers: dict[str, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -94,7 +113,7 @@ def test_a_killed_ray_sweep_resumes_to_the_local_numbers(
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    (line,) = err.strip().splitlines()
+    (line,) = normlab_lines(err)
     assert f"--resume --out {out} --executor ray --ray-address {ray_address}" in line
     assert killed < len(store.read_records(out)) < 8
 
