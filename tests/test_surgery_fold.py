@@ -777,15 +777,32 @@ def test_bn_without_running_statistics_message() -> None:
     assert _refusal(model, [("0", "1")]) == f"fold: bn '1' (BatchNorm2d) {NO_RUNNING_STATS}"
 
 
+_FOLD_NEEDS_BOTH = (
+    "and the folded weight and bias are made from both running statistics. Fold only BNs with "
+    "running statistics (recalibrate them first, or convert the layer to FrozenBatchNorm with "
+    "known statistics)."
+)
+
+
 @pytest.mark.parametrize("missing", ["running_mean", "running_var"])
 def test_frozen_bn_act_without_one_statistic_is_refused(missing: str) -> None:
     """A timm FrozenBatchNormAct2d lacking running_mean or running_var (attribute gone, not
-    None) is refused as keeping no running statistics, not failed with an AttributeError."""
+    None) is refused naming the missing buffer (not as track_running_stats=False, which it
+    has no such flag for), not failed with an AttributeError."""
     bn = timm_stand_ins.FrozenBatchNormAct2d(4)
     delattr(bn, missing)
     model = _seq(nn.Conv2d(3, 4, 1), bn)
     assert _refusal(model, [("0", "1")]) == (
-        f"fold: bn '1' (FrozenBatchNormAct2d) {NO_RUNNING_STATS}"
+        f"fold: bn '1' (FrozenBatchNormAct2d) has no {missing}, {_FOLD_NEEDS_BOTH}"
+    )
+
+
+def test_tracked_bn_whose_statistics_were_set_to_none_is_refused_naming_them() -> None:
+    bn = nn.BatchNorm2d(4)
+    bn.running_mean = bn.running_var = None
+    model = _seq(nn.Conv2d(3, 4, 1), bn.eval())
+    assert _refusal(model, [("0", "1")]) == (
+        f"fold: bn '1' (BatchNorm2d) has no running_mean and no running_var, {_FOLD_NEEDS_BOTH}"
     )
 
 
