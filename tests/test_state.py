@@ -10,6 +10,9 @@ import collections
 import copy
 import io
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -384,6 +387,51 @@ def test_checkpoint_continuation_is_bitwise(case: Case) -> None:
     assert_state_equal(snapshot(resumed), snapshot(original))
     if case.has_running_stats:
         assert _tracked(original) in (None, 6)
+
+
+_RESUME_IN_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from catalogue import CASES
+from test_state import _train
+saved = torch.load(sys.argv[2], weights_only=True)
+by_id = {case.id: case for case in CASES}
+out = {}
+for case_id, state in saved["state"].items():
+    m = by_id[case_id].make()
+    m.load_state_dict(state)
+    _train(m, saved["batches"][case_id])
+    out[case_id] = m.state_dict()
+torch.save(out, sys.argv[3])
+"""
+
+
+def test_training_resumed_in_a_fresh_process_continues_bitwise(tmp_path: Path) -> None:
+    """Every catalogue layer: 3 training steps, a checkpoint on disk, then 3 more steps here
+    and, from the checkpoint, in a new Python process: the same state bit for bit."""
+    originals, saved = {}, {"state": {}, "batches": {}}
+    for case in CASES:
+        batches = _batches(case, 6, torch.float32)
+        m = case.make()
+        _train(m, batches[:3])
+        saved["state"][case.id] = copy.deepcopy(m.state_dict())
+        saved["batches"][case.id] = batches[3:]
+        _train(m, batches[3:])
+        originals[case.id] = m.state_dict()
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    child = subprocess.run(
+        [sys.executable, "-c", _RESUME_IN_CHILD, str(Path(__file__).parent),
+         str(tmp_path / "checkpoint.pt"), str(tmp_path / "resumed.pt")],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert sorted(resumed) == sorted(originals) and len(resumed) == len(CASES)
+    for case_id, state in originals.items():
+        assert list(resumed[case_id]) == list(state), case_id
+        for key, value in state.items():
+            assert torch.equal(resumed[case_id][key], value), f"{case_id}: {key}"
 
 
 # -- checkpoints without a counter (torch.nn's BatchNorm is the oracle) ------------------------
