@@ -180,6 +180,21 @@ def test_allocator_keep_without_glibc_is_a_clear_error(monkeypatch, capsys) -> N
     )
 
 
+def test_an_in_process_run_gives_the_thread_count_back(tmp_path) -> None:
+    """bench times with --threads; main() called in a process that goes on leaves that
+    process's own thread count as it found it."""
+    before = torch.get_num_threads()
+    other = 2 if before == 1 else 1
+    torch.set_num_threads(other)
+    try:
+        assert main(["bench", "--layers", "bn", "--shapes", "2x4x4x4", "--train", *TINY,
+                     "--threads", "1" if other != 1 else "2",
+                     "--json", str(tmp_path / "b.json")]) == 0
+        assert torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_parse_shape_reads_both_forms() -> None:
     assert parse_shape("8x64x8x8") == parse_shape("8,64,8,8") == (8, 64, 8, 8)
     assert parse_shape(" 2,16 ") == (2, 16)

@@ -393,6 +393,7 @@ _RESUME_IN_CHILD = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import torch
+torch.set_num_threads(int(sys.argv[4]))  # the parent's: a reduction's order depends on it
 from catalogue import CASES
 from test_state import _train
 saved = torch.load(sys.argv[2], weights_only=True)
@@ -409,7 +410,8 @@ torch.save(out, sys.argv[3])
 
 def test_training_resumed_in_a_fresh_process_continues_bitwise(tmp_path: Path) -> None:
     """Every catalogue layer: 3 training steps, a checkpoint on disk, then 3 more steps here
-    and, from the checkpoint, in a new Python process: the same state bit for bit."""
+    and, from the checkpoint, in a new Python process with the same number of threads: the
+    same state bit for bit."""
     originals, saved = {}, {"state": {}, "batches": {}}
     for case in CASES:
         batches = _batches(case, 6, torch.float32)
@@ -422,7 +424,8 @@ def test_training_resumed_in_a_fresh_process_continues_bitwise(tmp_path: Path) -
     torch.save(saved, tmp_path / "checkpoint.pt")
     child = subprocess.run(
         [sys.executable, "-c", _RESUME_IN_CHILD, str(Path(__file__).parent),
-         str(tmp_path / "checkpoint.pt"), str(tmp_path / "resumed.pt")],
+         str(tmp_path / "checkpoint.pt"), str(tmp_path / "resumed.pt"),
+         str(torch.get_num_threads())],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert child.returncode == 0, child.stderr

@@ -144,7 +144,15 @@ def bench(args: argparse.Namespace) -> int:
     config = config_of(args)
     if args.allocator == "keep":
         keep_freed_memory()
+    threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    try:  # main() may run in a process that goes on (a test, a notebook)
+        return _bench(args, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench(args: argparse.Namespace, config: Config) -> int:
     torch.manual_seed(0)
     clock_name, now = clock(config.threads, config.device)
     info = {**report.machine(config.device, clock_name), "allocator": args.allocator}
