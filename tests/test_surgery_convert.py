@@ -611,18 +611,6 @@ def test_convert_inplace_returns_the_model_itself() -> None:
     assert isinstance(net[1], GroupNorm)
 
 
-def test_lazy_layer_refusal_message() -> None:
-    """An unmaterialized lazy layer: the path, the type (no placeholder channel count), why and
-    the fix, word for word."""
-    with pytest.raises(errors.ConfigError) as info:
-        convert(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), "gn:2")
-    assert str(info.value) == (
-        "convert: 1 (LazyBatchNorm2d): it is a lazy layer that has not seen input, so its "
-        "number of channels is unknown. Run one forward pass first (it materializes the layer). "
-        "Or leave this layer as it is with skip='1'."
-    )
-
-
 def test_convert_layer_lazy_refusal_message() -> None:
     """convert_layer on an unmaterialized lazy layer names its module argument, without skip=."""
     with pytest.raises(errors.ConfigError) as info:
@@ -631,31 +619,6 @@ def test_convert_layer_lazy_refusal_message() -> None:
         "convert_layer: module (LazyBatchNorm2d): it is a lazy layer that has not seen input, so "
         "its number of channels is unknown. Run one forward pass first (it materializes the "
         "layer)."
-    )
-
-
-def test_frozen_layer_refusal_message() -> None:
-    """A layer frozen by normlab.freeze: unfreeze, convert, freeze again, word for word."""
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    freeze(net)
-    with pytest.raises(errors.ConfigError) as info:
-        convert(net, "gn:2")
-    assert str(info.value) == (
-        "convert: 1 (BatchNorm2d with 4 channels): it is frozen by normlab.freeze. Call "
-        "normlab.unfreeze(model) first, convert, then freeze the converted model. Or leave this "
-        "layer as it is with skip='1'."
-    )
-
-
-def test_custom_forward_refusal_message() -> None:
-    """A subclass with its own forward: what would be dropped and the replace_modules fix."""
-    with pytest.raises(errors.ConfigError) as info:
-        convert(nn.Sequential(nn.Conv2d(3, 4, 3), _FusedActivation(4)), "gn:2")
-    assert str(info.value) == (
-        "convert: 1 (_FusedActivation with 4 channels): its class overrides forward or holds "
-        "child modules (e.g. a fused activation), which a plain norm layer would silently drop. "
-        "Replace it with normlab.surgery.replace_modules and a callback that keeps the extra "
-        "behaviour. Or leave this layer as it is with skip='1'."
     )
 
 
@@ -836,31 +799,56 @@ _FROZEN_FIX = (
 )
 
 
+def _frozen_bn_after_conv() -> nn.Sequential:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    freeze(net)
+    return net
+
+
 @pytest.mark.parametrize(
-    ("layer", "to", "expected"),
+    ("model", "to", "expected"),
     [
-        (lambda: nn.LayerNorm((2, 3)), "ln",
+        # an unmaterialized lazy layer: the path, the type (no placeholder channel count), why
+        # and the fix
+        (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()), "gn:2",
+         "convert: 1 (LazyBatchNorm2d): it is a lazy layer that has not seen input, so its "
+         "number of channels is unknown. Run one forward pass first (it materializes the "
+         "layer). Or leave this layer as it is with skip='1'."),
+        # a layer frozen by normlab.freeze: unfreeze, convert, freeze again
+        (_frozen_bn_after_conv, "gn:2",
+         "convert: 1 (BatchNorm2d with 4 channels): it is frozen by normlab.freeze. Call "
+         "normlab.unfreeze(model) first, convert, then freeze the converted model. Or leave "
+         "this layer as it is with skip='1'."),
+        # a subclass with its own forward: what would be dropped and the replace_modules fix
+        (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), _FusedActivation(4)), "gn:2",
+         "convert: 1 (_FusedActivation with 4 channels): its class overrides forward or holds "
+         "child modules (e.g. a fused activation), which a plain norm layer would silently "
+         "drop. Replace it with normlab.surgery.replace_modules and a callback that keeps the "
+         "extra behaviour. Or leave this layer as it is with skip='1'."),
+        (lambda: nn.Sequential(nn.LayerNorm((2, 3))), "ln",
          "convert: 0 (LayerNorm): it normalizes over normalized_shape=(2, 3), more than one dim, "
          "so it is not a per-channel norm. Only LayerNorm / RMSNorm over the last dim (the "
          "channels of (N, *, C)) convert. Or leave this layer as it is with skip='0'."),
-        (lambda: nn.InstanceNorm2d(4, track_running_stats=True), "frozen_bn",
+        (lambda: nn.Sequential(nn.InstanceNorm2d(4, track_running_stats=True)), "frozen_bn",
          "convert: 0 (InstanceNorm2d with 4 channels): 'frozen_bn' needs BatchNorm running "
          "statistics (mean and variance over (N, *S)) and this layer keeps averages of "
          f"per-sample statistics instead. {_FROZEN_FIX}"),
-        (lambda: normlab.EvoNormB0(4), "frozen_bn",
+        (lambda: nn.Sequential(normlab.EvoNormB0(4)), "frozen_bn",
          "convert: 0 (EvoNormB0 with 4 channels): 'frozen_bn' needs BatchNorm running "
          f"statistics (mean and variance over (N, *S)) and this layer keeps no running mean. "
          f"{_FROZEN_FIX}"),
-        (lambda: nn.GroupNorm(2, 4), "frozen_bn",
+        (lambda: nn.Sequential(nn.GroupNorm(2, 4)), "frozen_bn",
          "convert: 0 (GroupNorm with 4 channels): 'frozen_bn' needs BatchNorm running "
          "statistics (mean and variance over (N, *S)) and this layer keeps none, so the frozen "
          f"layer would normalize with mean 0 and variance 1 forever. {_FROZEN_FIX}"),
     ],
-    ids=["ln-two-dims", "instance-to-frozen", "variance-only-to-frozen", "none-to-frozen"],
+    ids=["lazy", "frozen-by-freeze", "custom-forward", "ln-two-dims", "instance-to-frozen",
+         "variance-only-to-frozen", "none-to-frozen"],
 )
-def test_source_refusals_word_for_word(layer: Callable, to: str, expected: str) -> None:
+def test_source_refusals_word_for_word(model: Callable, to: str, expected: str) -> None:
+    """Each refusal of a source layer, word for word: the path, the layer, why, the fix."""
     with pytest.raises(errors.ConfigError) as info:
-        convert(nn.Sequential(layer()), to)
+        convert(model(), to)
     assert str(info.value) == expected
 
 
