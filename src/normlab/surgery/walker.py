@@ -255,10 +255,10 @@ def replace_modules(
 
     # every replacement is built before the first is set: when fn raises, even an inplace
     # model is left as it was, not half replaced
-    planned: list[tuple[str, nn.Module]] = []
+    planned: dict[str, nn.Module] = {}  # path -> replacement, in visiting order
     report: list[Replacement] = []
     for module in visit:
-        live = [p for p in paths[id(module)] if not _under(p, [path for path, _ in planned])]
+        live = [p for p in paths[id(module)] if not _under(p, planned)]
         if not live:
             continue
         new = fn(live[0], module)
@@ -267,10 +267,10 @@ def replace_modules(
         if not isinstance(new, nn.Module):
             raise bad_replacement(live[0], new)
         for path in live:
-            planned.append((path, new))
+            planned[path] = new
             report.append(Replacement(path, type(module), type(new)))
     new_root = root
-    for path, new in planned:
+    for path, new in planned.items():
         if path == "":
             new_root = new
         else:
