@@ -326,15 +326,14 @@ def _bn_problem(name: str, bn: nn.Module) -> errors.ConfigError | None:
         return fold_bn_in_training(name)
     mean, var = getattr(bn, "running_mean", None), getattr(bn, "running_var", None)
     if not isinstance(mean, Tensor) or not isinstance(var, Tensor):
-        missing = [k for k, v in (("running_mean", mean), ("running_var", var))
-                   if not isinstance(v, Tensor)]
-        why = (
-            f"{name} keeps no running statistics (track_running_stats=False), so in eval it "
-            "normalizes with each batch's statistics, which no weight can hold"
-            if getattr(bn, "track_running_stats", None) is False
-            else f"{name} has no {' and no '.join(missing)}, and the folded weight and bias "
-            "are made from both running statistics"
-        )
+        if getattr(bn, "track_running_stats", None) is False:
+            why = (f"{name} keeps no running statistics (track_running_stats=False), so in eval "
+                   "it normalizes with each batch's statistics, which no weight can hold")
+        else:
+            missing = [k for k, v in (("running_mean", mean), ("running_var", var))
+                       if not isinstance(v, Tensor)]
+            why = (f"{name} has no {' and no '.join(missing)}, and the folded weight and bias "
+                   "are made from both running statistics")
         return fold_refused(
             why,
             "Fold only BNs with running statistics (recalibrate them first, or convert the "
