@@ -453,10 +453,25 @@ def dyt_sigmoids_only(x: Tensor, g: Tensor) -> Step:
     return step
 
 
+def dyt_sigmoids_and_sums(x: Tensor, g: Tensor) -> Step:
+    """The two sigmoid passes and one fused sums pass: ∂γ = Σ dy·tanh and ∂β = Σ dy per
+    channel must read dy beside s (or x) once more, since no sigmoid kernel reduces. A lower
+    bound of any plan that saves only x."""
+    x3, g3 = x.reshape(x.shape[0], x.shape[1], -1), g.reshape(g.shape[0], g.shape[1], -1)
+    work = torch.empty_like(x3)
+
+    def step() -> None:
+        _sigmoid(x3, 1.0, out=torch.empty_like(x3))
+        _row_sums(g3, _sigmoid(x3, 1.0, out=work))
+
+    return step
+
+
 PARTS: dict[str, dict[str, Callable[[Tensor, Tensor], Step]]] = {
     "frn": {f"part: chunked backward only{'' if not k else ', without ' + k}":
             frn_backward_without(k) for k in ("", "mask", "sum_g", "sums", "addcmul")},
-    "dyt": {"part: the two sigmoid passes alone": dyt_sigmoids_only},
+    "dyt": {"part: the two sigmoid passes alone": dyt_sigmoids_only,
+            "part: the two sigmoid passes and one sums pass": dyt_sigmoids_and_sums},
 }
 
 
