@@ -49,6 +49,8 @@ LAYERS: dict[str, Callable[[object], nn.Module]] = {
     "streaming": lambda m: m.StreamingNorm(64),
     "rms": lambda m: m.RMSNorm(64),
     "dyt": lambda m: m.DynamicTanh(64),
+    "mobn": lambda m: m.MeanOnlyBatchNorm(64),
+    "mobn_affine": lambda m: m.MeanOnlyBatchNorm(64, affine=True),
 }
 
 
