@@ -144,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--md", type=Path, help="also write the table to this markdown file")
     a = p.parse_args(argv)
+    if a.rounds < 1:
+        p.error(f"--rounds must be at least 1; got {a.rounds}.")
+    if a.md is not None and not a.md.parent.is_dir():
+        p.error(f"--md {a.md}: the folder {a.md.parent} does not exist; create it or name "
+                "a file in an existing folder.")
     keep_freed_memory()
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
