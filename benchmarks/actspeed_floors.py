@@ -440,38 +440,31 @@ def frn_backward_without(skip: str) -> Callable[[Tensor, Tensor], Step]:
     return build
 
 
-def dyt_sigmoids_only(x: Tensor, g: Tensor) -> Step:
+def dyt_sigmoids(with_sums: bool) -> Callable[[Tensor, Tensor], Step]:
     """The two full-tensor sigmoid passes DyT needs (forward, and its recomputation in the
-    backward), nothing else: a lower bound of any plan that saves only x."""
-    x3 = x.reshape(x.shape[0], x.shape[1], -1)
-    work = torch.empty_like(x3)
+    backward), and with ``with_sums`` one fused sums pass over dy and s (∂γ = Σ dy·tanh and
+    ∂β = Σ dy per channel read dy once more, since no sigmoid kernel reduces); nothing else:
+    lower bounds of any plan that saves only x."""
+    def build(x: Tensor, g: Tensor) -> Step:
+        x3, g3 = x.reshape(x.shape[0], x.shape[1], -1), g.reshape(g.shape[0], g.shape[1], -1)
+        work = torch.empty_like(x3)
 
-    def step() -> None:
-        _sigmoid(x3, 1.0, out=torch.empty_like(x3))
-        _sigmoid(x3, 1.0, out=work)
+        def step() -> None:
+            _sigmoid(x3, 1.0, out=torch.empty_like(x3))
+            s = _sigmoid(x3, 1.0, out=work)
+            if with_sums:
+                _row_sums(g3, s)
 
-    return step
+        return step
 
-
-def dyt_sigmoids_and_sums(x: Tensor, g: Tensor) -> Step:
-    """The two sigmoid passes and one fused sums pass: ∂γ = Σ dy·tanh and ∂β = Σ dy per
-    channel must read dy beside s (or x) once more, since no sigmoid kernel reduces. A lower
-    bound of any plan that saves only x."""
-    x3, g3 = x.reshape(x.shape[0], x.shape[1], -1), g.reshape(g.shape[0], g.shape[1], -1)
-    work = torch.empty_like(x3)
-
-    def step() -> None:
-        _sigmoid(x3, 1.0, out=torch.empty_like(x3))
-        _row_sums(g3, _sigmoid(x3, 1.0, out=work))
-
-    return step
+    return build
 
 
 PARTS: dict[str, dict[str, Callable[[Tensor, Tensor], Step]]] = {
     "frn": {f"part: chunked backward only{'' if not k else ', without ' + k}":
             frn_backward_without(k) for k in ("", "mask", "sum_g", "sums", "addcmul")},
-    "dyt": {"part: the two sigmoid passes alone": dyt_sigmoids_only,
-            "part: the two sigmoid passes and one sums pass": dyt_sigmoids_and_sums},
+    "dyt": {"part: the two sigmoid passes alone": dyt_sigmoids(False),
+            "part: the two sigmoid passes and one sums pass": dyt_sigmoids(True)},
 }
 
 
